@@ -1,0 +1,56 @@
+"""The fluxus command line: ``python -m fluxus demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        msg = f"must be between 0 and 1 (exclusive), got {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        msg = f"must be > 0, got {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m fluxus")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser(
+        "demo", help="protect a real flaky HTTP service on loopback and show it"
+    )
+    demo.add_argument(
+        "--duration", type=_positive, default=20.0, help="seconds (default: 20)"
+    )
+    demo.add_argument(
+        "--failure-rate",
+        type=_fraction,
+        default=0.4,
+        help="share of requests the service fails (default: 0.4)",
+    )
+    demo.add_argument("--seed", type=int, default=None, help="reproducible run")
+    args = parser.parse_args(argv)
+
+    from . import _demo  # noqa: PLC0415 - only the demo needs its servers
+
+    return _demo.run(
+        duration=args.duration,
+        failure_rate=args.failure_rate,
+        seed=args.seed,
+        out=sys.stdout,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

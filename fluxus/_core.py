@@ -1,0 +1,199 @@
+"""The decorator machinery every policy shares.
+
+A policy is an object that decorates functions. It turns each function into
+a wrapper through :meth:`Policy._wrap_sync` or :meth:`Policy._wrap_async`; this
+module does the rest once for all of them: classes, methods, classmethods and
+staticmethods, signatures, the layer record behind :func:`fluxus.layers`, and
+the :class:`~fluxus.LayeringWarning` for hand-stacked policies.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import sys
+import warnings
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, overload
+
+from .exceptions import LayeringWarning
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+P = ParamSpec("P")
+T = TypeVar("T")
+C = TypeVar("C", bound=type)
+S = TypeVar("S")
+
+#: Layer ranks, innermost first: the order :func:`fluxus.stack` applies.
+RETRY, TIMEOUT, CIRCUIT_BREAKER, RATE_LIMIT, DEAD_LETTER = range(5)
+
+_LAYERS_ATTR = "__fluxus_layers__"
+
+
+def qualified_name(obj: object) -> str:
+    """Return ``module.qualname`` of a function or class."""
+    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    module = getattr(obj, "__module__", None)
+    if module in (None, "builtins"):
+        return name
+    return f"{module}.{name}"
+
+
+def to_seconds(value: object, param: str, *, allow_none: bool = False) -> float:
+    """Return *value* (seconds or a timedelta) as finite, non-negative seconds.
+
+    Raises:
+        TypeError: If *value* is neither a real number nor a timedelta.
+        ValueError: If it is negative, infinite or NaN.
+    """
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        expected = "seconds (int, float or timedelta)"
+        if allow_none:
+            expected += " or None"
+        msg = f"{param} must be {expected}, got {value!r}"
+        raise TypeError(msg)
+    if not math.isfinite(seconds) or seconds < 0:
+        msg = f"{param} must be finite and >= 0 seconds, got {value!r}"
+        raise ValueError(msg)
+    return seconds
+
+
+def type_name(kind: type) -> str:
+    """Return ``module.qualname`` of a class, builtins included."""
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+class Policy:
+    """Base of the fluxus policies: a decorator object with shared state.
+
+    Every function one policy object decorates shares that object, and so
+    its state: one breaker, one limiter or one budget per downstream service.
+    """
+
+    _kind: ClassVar[str]
+    _rank: ClassVar[int]
+
+    def __init__(self, name: str | None) -> None:
+        if name is not None and (not isinstance(name, str) or not name):
+            msg = f"name must be a non-empty string, got {name!r}"
+            raise TypeError(msg)
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        """The policy's name: given, or that of the first decorated function."""
+        return self._name or f"<unbound {self._kind}>"
+
+    def __repr__(self) -> str:
+        return f"<fluxus.{type(self).__name__} {self.name!r}>"
+
+    @overload
+    def __call__(self, target: C) -> C: ...
+    @overload
+    def __call__(self, target: classmethod[S, P, T]) -> classmethod[S, P, T]: ...
+    @overload
+    def __call__(self, target: staticmethod[P, T]) -> staticmethod[P, T]: ...
+    @overload
+    def __call__(self, target: Callable[P, T]) -> Callable[P, T]: ...
+
+    def __call__(self, target: Any) -> Any:
+        """Protect *target*, a function, a method or every method of a class."""
+        return decorate(self, target)
+
+    def _bind(self, func: Callable[..., Any]) -> None:
+        if self._name is None:
+            self._name = qualified_name(func)
+
+    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        raise NotImplementedError
+
+    def _wrap_async(
+        self, func: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        raise NotImplementedError
+
+
+def layers(func: object) -> tuple[Policy, ...]:
+    """Return the fluxus policies wrapped around *func*, outermost first."""
+    if isinstance(func, classmethod | staticmethod):
+        func = func.__func__
+    return getattr(func, _LAYERS_ATTR, ())
+
+
+def decorate(policy: Policy, target: Any) -> Any:
+    """Wrap *target* in *policy*; see :meth:`Policy.__call__`."""
+    if isinstance(target, type):
+        return _decorate_class(policy, target)
+    if isinstance(target, classmethod):
+        return classmethod(decorate(policy, target.__func__))
+    if isinstance(target, staticmethod):
+        return staticmethod(decorate(policy, target.__func__))
+    if not callable(target):
+        msg = (
+            f"fluxus.{policy._kind} decorates functions, methods and classes, "  # noqa: SLF001
+            f"not {target!r}"
+        )
+        raise TypeError(msg)
+    if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
+        msg = (
+            f"fluxus.{policy._kind} cannot protect the generator function "  # noqa: SLF001
+            f"{qualified_name(target)}: its body runs after the call returns"
+        )
+        raise TypeError(msg)
+
+    inner = layers(target)
+    if inner and inner[0]._rank > policy._rank:  # noqa: SLF001
+        _warn_layering(policy, inner[0], target)
+    policy._bind(target)  # noqa: SLF001
+    if inspect.iscoroutinefunction(target):
+        wrapper = policy._wrap_async(target)  # noqa: SLF001
+    else:
+        wrapper = policy._wrap_sync(target)  # noqa: SLF001
+    functools.update_wrapper(wrapper, target)
+    setattr(wrapper, _LAYERS_ATTR, (policy, *inner))
+    return wrapper
+
+
+def _decorate_class(policy: Policy, cls: C) -> C:
+    for attr, value in list(vars(cls).items()):
+        if attr.startswith("_"):
+            continue
+        if isinstance(value, classmethod | staticmethod) or inspect.isfunction(value):
+            setattr(cls, attr, decorate(policy, value))
+    return cls
+
+
+def _warn_layering(outer: Policy, inner: Policy, target: object) -> None:
+    msg = (
+        f"fluxus.{outer._kind} is applied outside fluxus.{inner._kind} on "  # noqa: SLF001
+        f"{qualified_name(target)}; the recommended order, outermost first, is "
+        "dead_letter, rate_limit, circuit_breaker, timeout, retry "
+        "(fluxus.stack applies it)"
+    )
+    warnings.warn(msg, LayeringWarning, stacklevel=_stacklevel_outside_fluxus())
+
+
+def _stacklevel_outside_fluxus() -> int:
+    """Return the ``stacklevel`` that points at the first frame outside fluxus.
+
+    The count starts at the caller of this function, the one that warns.
+    """
+    frame: FrameType | None = sys._getframe(1)  # noqa: SLF001
+    level = 1
+    while frame is not None and _is_fluxus_frame(frame):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _is_fluxus_frame(frame: FrameType) -> bool:
+    module = str(frame.f_globals.get("__name__", ""))
+    return module == "fluxus" or module.startswith("fluxus.")

@@ -1,0 +1,54 @@
+"""Deadlines published through a context variable, and waits that obey them.
+
+Every :func:`fluxus.timeout` publishes its deadline (a :func:`time.monotonic`
+instant) in :data:`DEADLINE`; nested deadlines only shrink. Backoff sleeps
+and rate-limit waits go through :func:`wait_sync` and :func:`wait_async`,
+which are instant in testing mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from contextvars import ContextVar
+
+from ._config import CONFIG
+
+DEADLINE: ContextVar[float | None] = ContextVar("fluxus_deadline", default=None)
+
+monotonic = time.monotonic
+
+
+def remaining() -> float | None:
+    """Return the seconds left before the enclosing fluxus deadline.
+
+    Returns:
+        The seconds left (``0.0`` once it has passed), or ``None`` when no
+        :func:`fluxus.timeout` encloses the caller.
+    """
+    deadline = DEADLINE.get()
+    if deadline is None:
+        return None
+    return max(0.0, deadline - monotonic())
+
+
+def effective_wait(seconds: float) -> float:
+    """Return how long a wait of *seconds* really lasts (0 in testing mode)."""
+    return 0.0 if CONFIG.testing.active else seconds
+
+
+def wait_sync(seconds: float) -> None:
+    """Block for *seconds*, or not at all in testing mode."""
+    seconds = effective_wait(seconds)
+    if seconds > 0:
+        time.sleep(min(seconds, threading.TIMEOUT_MAX))
+
+
+async def wait_async(seconds: float) -> None:
+    """Sleep for *seconds* without blocking the loop; cancellable.
+
+    In testing mode it still yields to the loop once, so cancellation and
+    other tasks behave as they do with real waits.
+    """
+    await asyncio.sleep(effective_wait(seconds))

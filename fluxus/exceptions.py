@@ -1,0 +1,91 @@
+"""Exceptions and warnings raised by fluxus.
+
+The error tree::
+
+    Exception
+     +-- FluxusError
+          +-- CircuitOpenError        a circuit breaker refused the call
+          +-- RateLimitExceeded       no rate-limit permit within the timeout
+          +-- DeadlineExceeded        a timeout ran out (also a TimeoutError)
+
+Warning:
+     +-- LayeringWarning              hand-stacked policies in a bad order
+
+Everything fluxus raises on its own behalf is a :class:`FluxusError`; the
+exceptions of the functions it protects pass through unchanged.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CircuitOpenError",
+    "DeadlineExceeded",
+    "FluxusError",
+    "LayeringWarning",
+    "RateLimitExceeded",
+]
+
+
+class FluxusError(Exception):
+    """Base class of every error fluxus raises on its own behalf."""
+
+
+class CircuitOpenError(FluxusError):
+    """A circuit breaker refused the call without running it.
+
+    Attributes:
+        name: The name of the circuit breaker.
+        retry_after: Seconds until the breaker lets a trial call through.
+    """
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        self.name = name
+        self.retry_after = retry_after
+        super().__init__(f"circuit {name!r} is open; retry after {retry_after:.3f}s")
+
+    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, float]]:
+        return (type(self), (self.name, self.retry_after))
+
+
+class RateLimitExceeded(FluxusError):
+    """A rate limiter found no permit within the caller's timeout.
+
+    Attributes:
+        name: The name of the rate limiter.
+        retry_after: Seconds until a permit is expected to be free.
+    """
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        self.name = name
+        self.retry_after = retry_after
+        super().__init__(
+            f"rate limit {name!r} exceeded; retry after {retry_after:.3f}s"
+        )
+
+    def __reduce__(self) -> tuple[type[RateLimitExceeded], tuple[str, float]]:
+        return (type(self), (self.name, self.retry_after))
+
+
+class DeadlineExceeded(FluxusError, TimeoutError):
+    """A deadline ran out before the call finished.
+
+    Attributes:
+        name: The name of the timeout policy.
+        seconds: The time budget that ran out.
+    """
+
+    def __init__(self, name: str, seconds: float) -> None:
+        self.name = name
+        self.seconds = seconds
+        super().__init__(f"{name!r} did not finish within {seconds:.3f}s")
+
+    def __reduce__(self) -> tuple[type[DeadlineExceeded], tuple[str, float]]:
+        return (type(self), (self.name, self.seconds))
+
+
+class LayeringWarning(UserWarning):
+    """Policies were stacked by hand in an order that defeats one of them.
+
+    The recommended order, outermost first, is dead letter, rate limit,
+    circuit breaker, timeout, retry; :func:`fluxus.stack` applies it.
+    """

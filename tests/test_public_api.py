@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import fluxus
+from fluxus import exceptions, instrumentation, testing
+
+
+def test_all_is_sorted_and_complete():
+    for module in (fluxus, exceptions, instrumentation, testing, fluxus.backoff):
+        assert sorted(module.__all__) == module.__all__
+        for name in module.__all__:
+            assert getattr(module, name) is not None
+
+
+def test_import_fluxus_alone_makes_the_namespaces_usable():
+    code = (
+        "import fluxus; fluxus.backoff.constant(1); fluxus.testing.set_testing; "
+        "fluxus.instrumentation.get_hooks()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_error_tree():
+    assert issubclass(fluxus.CircuitOpenError, fluxus.FluxusError)
+    assert issubclass(fluxus.RateLimitExceeded, fluxus.FluxusError)
+    assert issubclass(fluxus.DeadlineExceeded, fluxus.FluxusError)
+    assert issubclass(fluxus.DeadlineExceeded, TimeoutError)
+    assert issubclass(fluxus.LayeringWarning, Warning)
+
+
+def test_errors_carry_their_numbers_and_pickle():
+    import pickle
+
+    for error in (
+        fluxus.CircuitOpenError("db", 2.5),
+        fluxus.RateLimitExceeded("api", 0.25),
+        fluxus.DeadlineExceeded("slow", 1.0),
+    ):
+        clone = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own object
+        assert (type(error), str(error)) == (type(clone), str(clone))
+    assert (2.5, "db") == (
+        fluxus.CircuitOpenError("db", 2.5).retry_after,
+        fluxus.CircuitOpenError("db", 2.5).name,
+    )
+
+
+def test_remaining_is_none_without_a_deadline():
+    assert fluxus.remaining() is None

@@ -1,0 +1,57 @@
+"""Checked by ``mypy --strict``: the decorators keep the signatures."""
+
+from __future__ import annotations
+
+from typing import assert_type
+
+import fluxus
+from fluxus._core import Policy
+
+
+@fluxus.retry(3, backoff=fluxus.backoff.exponential(0.1, max=1.0))
+def fetch(url: str, *, timeout: float = 1.0) -> bytes:
+    return url.encode()
+
+
+@fluxus.retry(on=(OSError, KeyError), should_retry=lambda exc: True)
+async def afetch(url: str) -> int:
+    return len(url)
+
+
+policy = fluxus.retry(2, budget=fluxus.RetryBudget(), on_exhausted=lambda e: None)
+
+
+class Client:
+    @policy
+    def get(self, key: str) -> int:
+        return len(key)
+
+    @policy
+    @classmethod
+    def build(cls, name: str) -> Client:
+        return cls()
+
+    @policy
+    @staticmethod
+    def version() -> str:
+        return "1"
+
+
+@policy
+class Service:
+    def ping(self) -> bool:
+        return True
+
+
+assert_type(fetch("x"), bytes)
+assert_type(fetch("x", timeout=2.0), bytes)
+assert_type(Client().get("k"), int)
+assert_type(Client.build("c"), Client)
+assert_type(Client.version(), str)
+assert_type(Service().ping(), bool)
+assert_type(fluxus.layers(fetch), tuple[Policy, ...])
+assert_type(fluxus.remaining(), float | None)
+
+
+async def awaited() -> None:
+    assert_type(await afetch("x"), int)
