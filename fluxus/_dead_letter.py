@@ -376,7 +376,7 @@ def dead_letter(
     redact: Iterable[str] | str = (),
     name: str | None = None,
 ) -> DeadLetterQueue:
-    """Return a policy that keeps every failed call as a :class:`DeadLetter`.
+    r"""Return a policy that keeps every failed call as a :class:`DeadLetter`.
 
     Args:
         handler: A callable ``handler(letter)`` (an ``async def`` handler
@@ -415,4 +415,3 @@ def dead_letter(
         redact=redact,
         name=name,
     )
-

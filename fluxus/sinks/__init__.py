@@ -13,7 +13,8 @@ same way. The storing sinks write JSON, never pickle, and are durable when
 
 from __future__ import annotations
 
-from .._dead_letter import Sink
+from fluxus._dead_letter import Sink
+
 from ._base import CorruptRecordWarning, SinkFull
 from ._jsonl import JsonlFile
 from ._log import Log

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from .._dead_letter import DeadLetter
-from ..exceptions import FluxusError
+from fluxus._dead_letter import DeadLetter
+from fluxus.exceptions import FluxusError
 
 
 class SinkFull(FluxusError):

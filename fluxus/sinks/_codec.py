@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from uuid import UUID
 
-from .._dead_letter import DeadLetter
+from fluxus._dead_letter import DeadLetter
 
 #: The key that marks a tagged value; chosen so that no plain dict has it.
 TAG = "__fluxus__"
@@ -24,7 +24,7 @@ TAG = "__fluxus__"
 VERSION = 1
 
 
-def _encode(value: Any, path: str, reprs: list[str]) -> Any:  # noqa: C901, PLR0911 - one case per JSON-less type
+def _encode(value: Any, path: str, reprs: list[str]) -> Any:  # noqa: C901, PLR0911, PLR0912 - one case per JSON-less type
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):

@@ -10,7 +10,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from .._dead_letter import DeadLetter
+from fluxus._dead_letter import DeadLetter
+
 from ._base import CorruptRecordWarning, StoringSink
 from ._codec import decode, encode
 
@@ -83,7 +84,7 @@ class JsonlFile(StoringSink):
             fd = os.open(self.path, flags | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, operation)
-                opened, current = os.fstat(fd), os.stat(self.path)
+                opened, current = os.fstat(fd), self.path.stat()
             except BaseException:
                 os.close(fd)
                 raise
@@ -194,7 +195,7 @@ class JsonlFile(StoringSink):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(temporary, self.path)
+            Path(temporary).replace(self.path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from .._dead_letter import DeadLetter
+from fluxus._dead_letter import DeadLetter
+
 from ._base import StoringSink
 
 

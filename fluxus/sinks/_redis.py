@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
-from .._dead_letter import DeadLetter
+from fluxus._dead_letter import DeadLetter
+
 from ._base import CorruptRecordWarning, SinkFull, StoringSink
 from ._codec import decode, encode
 
@@ -123,10 +124,8 @@ class RedisStream(StoringSink):
             raise SinkFull(msg)
 
     def _entries_page(self, start: str | bytes) -> list[tuple[bytes, dict[bytes, Any]]]:
-        page: list[tuple[bytes, dict[bytes, Any]]] = self.client.xrange(
-            self.stream, min=start, count=_PAGE
-        )
-        return page
+        page = self.client.xrange(self.stream, min=start, count=_PAGE)
+        return cast("list[tuple[bytes, dict[bytes, Any]]]", page)
 
     def _scan(self) -> list[tuple[bytes, dict[bytes, Any]]]:
         entries = []

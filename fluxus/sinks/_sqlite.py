@@ -9,8 +9,9 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from .._core import to_seconds
-from .._dead_letter import DeadLetter
+from fluxus._core import to_seconds
+from fluxus._dead_letter import DeadLetter
+
 from ._base import CorruptRecordWarning, StoringSink
 from ._codec import decode, encode
 
@@ -82,7 +83,7 @@ class SQLite(StoringSink):
             return False
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(
-            f"CREATE TABLE IF NOT EXISTS {self.table} ("  # noqa: S608 - an identifier, checked
+            f"CREATE TABLE IF NOT EXISTS {self.table} ("
             "seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
             "failed_at TEXT NOT NULL, function TEXT NOT NULL, "
             "error_type TEXT NOT NULL, record TEXT NOT NULL)"
