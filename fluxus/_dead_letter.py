@@ -89,26 +89,35 @@ Handler = Callable[[DeadLetter], object]
 
 
 class _Redaction:
-    """Which arguments of one function are masked, by position and by name."""
+    """Which arguments of one function are masked, by position and by name.
 
-    __slots__ = ("names", "positions")
+    When a name to mask could hide in ``*args`` (or the function has no
+    signature to tell), every positional argument from there on is masked:
+    a letter that cannot be replayed is better than a leaked secret.
+    """
+
+    __slots__ = ("from_index", "names", "positions")
 
     def __init__(self, func: Callable[..., Any], names: frozenset[str]) -> None:
         self.names = names
-        self.positions: dict[int, str] = {}
+        self.positions: list[int] = []
+        self.from_index: int | None = None
         try:
-            parameters = inspect.signature(func).parameters.values()
+            parameters = list(inspect.signature(func).parameters.values())
         except (TypeError, ValueError):  # builtins without a signature
+            self.from_index = 0
             return
-        positional = (
-            inspect.Parameter.POSITIONAL_ONLY,
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        )
+        kind = inspect.Parameter
+        named = {p.name for p in parameters if p.kind is not kind.VAR_POSITIONAL}
         for index, parameter in enumerate(parameters):
-            if parameter.kind not in positional:
+            if parameter.kind is kind.VAR_POSITIONAL:
+                if names - named:
+                    self.from_index = index
+                break
+            if parameter.kind not in (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD):
                 break
             if parameter.name in names:
-                self.positions[index] = parameter.name
+                self.positions.append(index)
 
     def apply(
         self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
@@ -116,10 +125,12 @@ class _Redaction:
         """Return *args* and *kwargs* masked, and the places that were masked."""
         masked: list[str] = []
         new_args = list(args)
-        for index in self.positions:
-            if index < len(new_args):
-                new_args[index] = REDACTED
-                masked.append(f"args[{index}]")
+        masked_indexes = [i for i in self.positions if i < len(new_args)]
+        if self.from_index is not None:
+            masked_indexes.extend(range(self.from_index, len(new_args)))
+        for index in masked_indexes:
+            new_args[index] = REDACTED
+            masked.append(f"args[{index}]")
         new_kwargs = dict(kwargs)
         for name in new_kwargs:
             if name in self.names:
