@@ -300,7 +300,10 @@ def test_redact_masks_by_name_and_by_position(mode):
         mode.run(fn, "bob", password="pw")
 
     first, second = sink.letters()
-    assert (("ann", "<redacted>"), {"token": "<redacted>", "api_key": "<redacted>", "other": 1}) == (
+    assert (
+        ("ann", "<redacted>"),
+        {"token": "<redacted>", "api_key": "<redacted>", "other": 1},
+    ) == (
         first.args,
         first.kwargs,
     )
