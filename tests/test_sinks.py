@@ -49,7 +49,7 @@ def raw_content(sink) -> str:
         return sink.path.read_text()
     if isinstance(sink, SQLite):
         with sqlite3.connect(sink.path) as connection:
-            return repr(connection.execute(f"SELECT * FROM {sink.table}").fetchall())
+            return repr(connection.execute(f"SELECT * FROM {sink.table}").fetchall())  # noqa: S608
     return repr(sink.client.xrange(sink.stream))
 
 
@@ -212,7 +212,7 @@ def test_files_are_readable_by_the_owner_only(tmp_path):
         for p in tmp_path.iterdir()
         if not p.name.startswith(".")
     }
-    assert {name: 0o600 for name in modes} == modes
+    assert dict.fromkeys(modes, 0o600) == modes
     assert {"a.jsonl", "a.db"} <= set(modes)
 
 
