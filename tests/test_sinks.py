@@ -315,18 +315,27 @@ def test_read_only_directory_goes_to_on_handler_error(tmp_path):
     assert [PermissionError, PermissionError] == [type(e) for e in reported]
 
 
-def test_read_only_file_goes_to_on_handler_error(tmp_path):
+def test_a_corrupt_database_goes_to_on_handler_error(tmp_path):
     path = tmp_path / "a.db"
-    SQLite(path).put(letter(1))
+    path.write_bytes(b"this is not a database, whatever the suffix says" * 100)
     reported = []
-    fn = fluxus.dead_letter(
-        SQLite(path, table="bad_name_but_ok"), on_handler_error=reported.append
-    )(lambda: 1 / 0)
-    path.write_bytes(b"this is not a database, whatever the suffix says")
+    fn = fluxus.dead_letter(SQLite(path), on_handler_error=reported.append)(
+        lambda: 1 / 0
+    )
     with pytest.raises(ZeroDivisionError):
         fn()
     (failure,) = reported
     assert isinstance(failure, sqlite3.DatabaseError)
+
+
+def test_a_replaced_database_gets_a_new_connection(tmp_path):
+    path = tmp_path / "a.db"
+    sink = SQLite(path)
+    sink.put(letter(1))
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    sink.put(letter(2))
+    assert [letter(2).id] == [x.id for x in SQLite(path).letters()]
 
 
 WRITER = """
@@ -550,3 +559,42 @@ json_values = st.recursive(
 def test_codec_round_trips_what_it_can_write(args, kwargs):
     original = letter(1, *args, **kwargs).replace(error=None)
     assert original == decode(encode(original))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("make", [JsonlFile, SQLite])
+def test_a_forked_child_shares_the_sink(tmp_path, make):
+    sink = make(tmp_path / ("a.jsonl" if make is JsonlFile else "a.db"))
+    sink.put(letter(1))
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork() while other threads run; this child
+        # only writes one letter and exits.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: write through the inherited sink, then vanish
+        code = 1
+        try:
+            sink.put(letter(2))
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert 0 == os.waitstatus_to_exitcode(status)
+    sink.put(letter(3))
+    assert [1, 2, 3] == [int(x.id, 16) for x in sink.letters()]
+
+
+def test_import_fluxus_alone_makes_the_sinks_usable(tmp_path):
+    code = (
+        "import fluxus, sys; s = fluxus.sinks.JsonlFile(sys.argv[1]); "
+        "fluxus.dead_letter(s); print(len(s.letters()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "a.jsonl")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert "0\n" == out
+    assert sorted(fluxus.sinks.__all__) == fluxus.sinks.__all__

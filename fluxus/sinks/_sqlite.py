@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from ._codec import decode, encode
 class SQLite(StoringSink):
     """Keep letters in a SQLite database, one row per letter.
 
-    Every operation opens its own connection, so the sink is safe to share
+    Each thread uses its own connection, so the sink is safe to share
     between threads, and processes share the database through SQLite's own
     locking (WAL mode: readers never block the writer). Each ``put`` is
     committed with ``synchronous=FULL`` before it returns. The database is
@@ -44,33 +45,59 @@ class SQLite(StoringSink):
         self.path = Path(path)
         self.table = table
         self.timeout = to_seconds(timeout, "timeout")
-        self._ready = False
+        self._ready_inode: int | None = None
+        self._local = threading.local()
+        self._inherited: list[sqlite3.Connection] = []
 
     def __repr__(self) -> str:
         return f"<fluxus.sinks.SQLite {str(self.path)!r} table={self.table!r}>"
 
     @contextlib.contextmanager
     def _connect(self, *, create: bool) -> Iterator[sqlite3.Connection | None]:
-        if not self.path.exists():
+        """Yield this thread's connection, or ``None`` if there is no store."""
+        try:
+            inode = self.path.stat().st_ino
+        except FileNotFoundError:
             if not create:
                 yield None
                 return
             # sqlite3 would create it world-readable; the -wal and -shm files
             # SQLite adds later copy the database's permissions.
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            inode = self.path.stat().st_ino
+        connection = self._connection((os.getpid(), inode))
+        try:
+            if self._ready_inode != inode:
+                if not self._prepare(connection, create=create):
+                    yield None
+                    return
+                self._ready_inode = inode
+            yield connection
+        except sqlite3.Error:
+            self._local.connection = None  # start afresh after any trouble
+            connection.close()
+            raise
+
+    def _connection(self, key: tuple[int, int]) -> sqlite3.Connection:
+        # One connection per thread, kept open: closing the last connection
+        # checkpoints the WAL, which would cost every letter a second fsync.
+        # A new process (fork) or a new file (deleted, replaced) needs a new
+        # connection; a forked child must not close its parent's.
+        local = self._local
+        connection: sqlite3.Connection | None = getattr(local, "connection", None)
+        if connection is not None and local.key == key:
+            return connection
+        if connection is not None:
+            if local.key[0] == key[0]:
+                connection.close()
+            else:
+                self._inherited.append(connection)
         connection = sqlite3.connect(
             self.path, timeout=self.timeout, isolation_level=None
         )
-        try:
-            connection.execute("PRAGMA synchronous=FULL")
-            if not self._ready:
-                self._ready = self._prepare(connection, create=create)
-                if not self._ready:
-                    yield None
-                    return
-            yield connection
-        finally:
-            connection.close()
+        connection.execute("PRAGMA synchronous=FULL")
+        local.connection, local.key = connection, key
+        return connection
 
     def _prepare(self, connection: sqlite3.Connection, *, create: bool) -> bool:
         exists = connection.execute(
