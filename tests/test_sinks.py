@@ -598,3 +598,46 @@ def test_import_fluxus_alone_makes_the_sinks_usable(tmp_path):
     ).stdout
     assert "0\n" == out
     assert sorted(fluxus.sinks.__all__) == fluxus.sinks.__all__
+
+
+TORN_WRITER = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from test_sinks import letter
+from fluxus.sinks import JsonlFile
+sink = JsonlFile({path!r})
+for n in range(5):
+    sink.put(letter(n, "x" * 1000))
+    print(n, flush=True)
+real_write = os.write
+
+def half_then_die(fd, data):
+    real_write(fd, bytes(data[: len(data) // 2]))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+os.write = half_then_die
+sink.put(letter(5, "x" * 1000))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_jsonl_kill_9_in_the_middle_of_a_record(tmp_path):
+    path = tmp_path / "a.jsonl"
+    code = TORN_WRITER.format(tests=str(Path(__file__).parent), path=str(path))
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert -9 == proc.returncode
+    assert [0, 1, 2, 3, 4] == [int(n) for n in proc.stdout.split()]
+    assert not path.read_bytes().endswith(b"\n")
+
+    with pytest.warns(CorruptRecordWarning, match="line 6"):
+        assert [0, 1, 2, 3, 4] == [int(x.id, 16) for x in JsonlFile(path).letters()]
+    JsonlFile(path).put(letter(6))
+    with pytest.warns(CorruptRecordWarning, match="line 6"):
+        stored = [int(x.id, 16) for x in JsonlFile(path).letters()]
+    assert [0, 1, 2, 3, 4, 6] == stored
