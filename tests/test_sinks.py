@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 import os
@@ -136,6 +137,10 @@ def test_the_same_letter_read_twice_is_equal(opener):
     assert letter(1, "a", k=[1]).replace(error=None) == first
 
 
+class Level(enum.IntEnum):
+    LOW = 1
+
+
 def test_unserializable_arguments_are_kept_as_repr(opener):
     sink = opener()
 
@@ -149,8 +154,11 @@ def test_unserializable_arguments_are_kept_as_repr(opener):
 
     sink.put(letter(1, Opaque(), [Opaque()], ok=1, lock=threading.Lock()))
     sink.put(letter(2, Unrepresentable()))
+    sink.put(letter(3, logging.DEBUG, Level.LOW))
 
-    first, second = opener().letters()
+    first, second, third = opener().letters()
+    assert (10, "<Level.LOW: 1>") == third.args
+    assert ("args[1]",) == third.placeholders
     assert ("<Opaque 42>", ["<Opaque 42>"]) == first.args
     assert ("args[0]", "args[1]", "kwargs['lock']") == first.placeholders
     assert 1 == first.kwargs["ok"]
@@ -461,6 +469,7 @@ def test_log_sink_logs_without_arguments_by_default(caplog, mode):
     assert "args" not in record.fluxus_dead_letter
     assert [] == sink.letters()
     assert not sink.remove("x")
+    assert 0 == sink.clear()
 
 
 def test_log_sink_with_arguments(caplog):
@@ -641,3 +650,19 @@ def test_jsonl_kill_9_in_the_middle_of_a_record(tmp_path):
     with pytest.warns(CorruptRecordWarning, match="line 6"):
         stored = [int(x.id, 16) for x in JsonlFile(path).letters()]
     assert [0, 1, 2, 3, 4, 6] == stored
+
+
+def test_a_failed_rewrite_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    sink = JsonlFile(tmp_path / "a.jsonl", fsync=False)
+    sink.put(letter(1))
+    sink.put(letter(2))
+    before = sink.path.read_bytes()
+
+    def refuse(self, target):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "replace", refuse)
+    with pytest.raises(OSError, match="disk full"):
+        sink.remove(letter(1).id)
+    assert before == sink.path.read_bytes()
+    assert ["a.jsonl"] == [p.name for p in tmp_path.iterdir()]

@@ -74,3 +74,7 @@ class Log(StoringSink):
     def remove(self, letter_id: str) -> bool:  # noqa: ARG002 - the sink protocol
         """Do nothing: a log keeps nothing; return ``False``."""
         return False
+
+    def clear(self) -> int:
+        """Do nothing: a log keeps nothing; return 0."""
+        return 0
