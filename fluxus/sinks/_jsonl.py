@@ -84,11 +84,17 @@ class JsonlFile(StoringSink):
             fd = os.open(self.path, flags | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, operation)
-                opened, current = os.fstat(fd), self.path.stat()
+                opened = os.fstat(fd)
+                current = self.path.stat()
+            except FileNotFoundError:
+                current = None  # deleted meanwhile: open it (or fail) afresh
             except BaseException:
                 os.close(fd)
                 raise
-            if (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino):
+            if current is not None and (opened.st_dev, opened.st_ino) == (
+                current.st_dev,
+                current.st_ino,
+            ):
                 return fd
             # A remove() renamed a new file over the one we opened: writing
             # to the old one would lose the letter.
