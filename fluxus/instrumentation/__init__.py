@@ -10,12 +10,20 @@ default a :class:`StructlogHook` logs them to the ``fluxus`` logger::
 
 from __future__ import annotations
 
-from ._events import Event, RetriesExhausted, RetryScheduled
+from ._events import (
+    DeadLettered,
+    DeadLetterHandlerFailed,
+    Event,
+    RetriesExhausted,
+    RetryScheduled,
+)
 from ._hooks import Hook, add_hook, get_hooks, remove_hook, set_hooks
 from ._logging import LoggingHook
 from ._structlog import StructlogHook
 
 __all__ = [
+    "DeadLetterHandlerFailed",
+    "DeadLettered",
     "Event",
     "Hook",
     "LoggingHook",
