@@ -25,10 +25,11 @@ Settings (all optional):
 - ``FLUXUS_TRUSTED_PROXIES``: addresses or networks whose
   ``X-Forwarded-For`` entries :func:`client_ip` believes (default: none,
   the header is ignored).
-- ``FLUXUS_RESOLVE_USER``: in async stacks, load ``request.user`` with
-  ``await request.auser()`` before the view (default ``False``), so that
-  :func:`user_key` can read it without a synchronous query; the middleware
-  must then come after ``AuthenticationMiddleware``.
+- ``FLUXUS_RESOLVE_USER``: load ``request.user`` before the view
+  (``await request.auser()`` in async stacks; default ``False``), so that
+  :func:`user_key` can read it in async views, where Django refuses a
+  synchronous query; the middleware must then come after
+  ``AuthenticationMiddleware``.
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ class FluxusMiddleware:
         """Handle *request*, returning a coroutine in an async stack."""
         if self.is_async:
             return self.__acall__(request)
+        if self.resolve_user and hasattr(request, "user"):
+            # Load the lazy user here, in the request's thread: an async view
+            # under WSGI runs in an event loop, where Django refuses to.
+            request.user.is_authenticated  # noqa: B018 - evaluated for its effect
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> Any:
