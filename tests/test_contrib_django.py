@@ -18,7 +18,7 @@ from django.conf import settings
 if not settings.configured:
     settings.configure(
         DEBUG=False,
-        SECRET_KEY="fluxus-tests",  # noqa: S106 - a test project
+        SECRET_KEY="fluxus-tests",
         ALLOWED_HOSTS=["testserver"],
         ROOT_URLCONF=__name__,
         INSTALLED_APPS=[],
@@ -42,15 +42,15 @@ if not settings.configured:
     )
     django.setup()
 
-from django.http import HttpRequest, HttpResponse  # noqa: E402 - needs settings
-from django.test import AsyncClient, Client, RequestFactory  # noqa: E402
-from django.test.utils import override_settings  # noqa: E402
-from django.urls import path  # noqa: E402
-from django.utils.asyncio import async_unsafe  # noqa: E402
-from django.utils.decorators import sync_and_async_middleware  # noqa: E402
-from django.utils.functional import SimpleLazyObject  # noqa: E402
-from django.views import View  # noqa: E402
-from fluxus.contrib.django import (  # noqa: E402
+from django.http import HttpRequest, HttpResponse
+from django.test import AsyncClient, Client, RequestFactory
+from django.test.utils import override_settings
+from django.urls import path
+from django.utils.asyncio import async_unsafe
+from django.utils.decorators import sync_and_async_middleware
+from django.utils.functional import SimpleLazyObject
+from django.views import View
+from fluxus.contrib.django import (
     FluxusMiddleware,
     client_ip,
     rejection_response,
@@ -206,21 +206,15 @@ def client_kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.mark.parametrize("view", ["sync", "async"])
 @pytest.mark.parametrize(
-    ("what", "status", "retry_after", "body"),
+    ("what", "expected"),
     [
-        (
-            "limited",
-            429,
-            "2",
-            "slow down 2: Too many requests. Try again in 2 seconds.",
-        ),
-        ("open", 503, "1", "<h1>Service Unavailable (503)</h1><p>The service is"),
-        ("late", 504, None, "<h1>Gateway Timeout (504)</h1><p>The server did not"),
+        ("limited", (429, "2", "slow down 2: Too many requests. Try again in 2 s")),
+        ("open", (503, "1", "<h1>Service Unavailable (503)</h1><p>The service is")),
+        ("late", (504, None, "<h1>Gateway Timeout (504)</h1><p>The server did not")),
     ],
 )
-def test_rejections_become_error_pages(
-    client_kind, view, what, status, retry_after, body
-):
+def test_rejections_become_error_pages(client_kind, view, what, expected):
+    status, retry_after, body = expected
     response = get(client_kind, f"/{view}/{what}")
     assert (status, retry_after) == (
         response.status_code,

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 import flask
 import fluxus
 import pytest
-from _web import Counter, hammer
 from flask.views import MethodView
 from fluxus.contrib.flask import Fluxus, client_ip, init_app, storage_uri, user_key
 from werkzeug.serving import make_server
+
+from _web import Counter, hammer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -116,7 +117,7 @@ def test_bad_config_fails_at_init_app(key, value, error, match):
 
 
 def test_bad_current_user_hook_fails_at_once():
-    with pytest.raises(TypeError, match="current_user.*'g.user'"):
+    with pytest.raises(TypeError, match=r"current_user.*'g\.user'"):
         Fluxus(current_user="g.user")  # type: ignore[arg-type]
 
 

@@ -80,9 +80,9 @@ def test_storage_uri_is_checked():
     assert "redis://127.0.0.1:6379/0" == check_storage_uri(
         "redis://127.0.0.1:6379/0", "FLUXUS_STORAGE_URI"
     )
-    with pytest.raises(ValueError, match="FLUXUS_STORAGE_URI.*'localhost'"):
+    with pytest.raises(ValueError, match=r"FLUXUS_STORAGE_URI.*'localhost'"):
         check_storage_uri("localhost", "FLUXUS_STORAGE_URI")
-    with pytest.raises(TypeError, match="storage_uri.*None"):
+    with pytest.raises(TypeError, match=r"storage_uri.*None"):
         check_storage_uri(None, "storage_uri")
 
 
