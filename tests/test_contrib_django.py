@@ -7,6 +7,9 @@ below and no other test file touches Django.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import django
@@ -364,3 +367,22 @@ def test_rejection_response_answers_only_rejections():
     assert response is not None
     assert (503, "61") == (response.status_code, response["Retry-After"])
     assert None is rejection_response(request, KeyError("x"))
+
+
+def test_the_example_project_in_its_own_process():
+    # The example configures Django for itself, so it runs in a process of its own.
+    code = (
+        "import django_app; from django.test import Client; client = Client(); "
+        "answers = [client.get(p) for p in ['/quote'] * 3 + ['/aquote'] * 3]; "
+        "print([a.status_code for a in answers], answers[-1].get('Retry-After'))"
+    )
+    examples = Path(__file__).parent.parent / "examples"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=examples,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "[200, 200, 200, 200, 200, 429] 10" == result.stdout.splitlines()[-1]

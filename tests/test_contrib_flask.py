@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import runpy
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import flask
 import fluxus
 import pytest
 from flask.views import MethodView
-from fluxus.contrib.flask import Fluxus, client_ip, init_app, storage_uri, user_key
+from fluxus.contrib.flask import (
+    Fluxus,
+    client_ip,
+    handle_rejection,
+    init_app,
+    storage_uri,
+    user_key,
+)
 from werkzeug.serving import make_server
 
 from _web import Counter, hammer
 
 pytestmark = pytest.mark.timeout(30)
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 def make_app(**config: object) -> flask.Flask:
@@ -284,3 +295,24 @@ def test_a_real_server_answers_concurrent_clients_with_429(server):
     assert {"2"} == {retry for status, retry, _ in answers if status == 429}
     assert {b"ok"} == {body for status, _, body in answers if status == 200}
     assert 12 == counter.calls
+
+
+def test_handle_rejection_reraises_what_it_does_not_answer(app):
+    error = fluxus.FluxusError("not a rejection")
+    with app.test_request_context("/"), pytest.raises(fluxus.FluxusError) as info:
+        handle_rejection(error)
+    assert error is info.value
+
+
+def test_the_example_app(monkeypatch, instant):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    example = runpy.run_path(str(EXAMPLES / "flask_app.py"))
+    client = example["app"].test_client()
+    answers = [client.get("/quote") for _ in range(6)]
+    assert [200] * 5 + [429] == [answer.status_code for answer in answers]
+    assert "10" == answers[-1].headers["Retry-After"]
+    assert "127.0.0.1" == answers[0].json["client"]
+    assert (503, "30") == (
+        client.get("/maintenance").status_code,
+        client.get("/maintenance").headers["Retry-After"],
+    )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import runpy
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import fluxus
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
     from starlette.responses import PlainTextResponse
 
 pytestmark = pytest.mark.timeout(30)
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 async def limited(request: Request) -> PlainTextResponse:
@@ -361,3 +365,16 @@ def test_a_real_server_answers_concurrent_clients_with_429(server):
         (retry, body) for status, retry, body in answers if status == 429
     }
     assert 12 == counter.calls
+
+
+def test_the_example_app(monkeypatch, instant):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    example = runpy.run_path(str(EXAMPLES / "fastapi_app.py"))
+    client = TestClient(example["app"])
+    answers = [client.get("/quotes/7") for _ in range(6)]
+    assert [200] * 5 + [429] == [answer.status_code for answer in answers]
+    assert "10" == answers[-1].headers["Retry-After"]
+    assert {"quote": "Quote #7: now is better than never.", "lang": "en"} == (
+        answers[0].json()
+    )
+    assert 504 == client.get("/slow").status_code
