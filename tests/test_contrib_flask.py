@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import runpy
+import subprocess
+import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from fluxus.contrib.flask import (
 )
 from werkzeug.serving import make_server
 
-from _web import Counter, hammer
+from _web import Counter, fetch, hammer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -277,7 +280,9 @@ def server() -> Iterator[tuple[str, Counter]]:
         return "ok"
 
     httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_port}/", counter
@@ -316,3 +321,65 @@ def test_the_example_app(monkeypatch, instant):
         client.get("/maintenance").status_code,
         client.get("/maintenance").headers["Retry-After"],
     )
+
+
+SHARED_SERVER = """
+import sys
+
+import flask
+import redis
+from werkzeug.serving import make_server
+
+import fluxus
+from fluxus.contrib.flask import init_app, storage_uri
+
+app = flask.Flask("shared")
+app.config["FLUXUS_STORAGE_URI"] = sys.argv[1]
+init_app(app)
+_client = None
+
+
+def shared_counter():
+    # Created on first use, in the serving process: nothing crosses a fork.
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(storage_uri(app))
+    return _client
+
+
+@app.get("/")
+def index():
+    calls = shared_counter().incr(sys.argv[2])
+    if calls > 4:
+        raise fluxus.RateLimitExceeded("shared", 2.5)
+    return "ok"
+
+
+server = make_server("127.0.0.1", 0, app, threaded=True)
+print(server.server_port, flush=True)
+server.serve_forever()
+"""
+
+
+@pytest.mark.redis
+def test_two_server_processes_share_one_storage_uri(redis_url, tmp_path):
+    script = tmp_path / "shared_server.py"
+    script.write_text(SHARED_SERVER)
+    servers = [
+        subprocess.Popen(
+            [sys.executable, str(script), redis_url, f"fluxus-test:{uuid.uuid4()}"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        urls = [f"http://127.0.0.1:{int(s.stdout.readline())}/" for s in servers]
+        answers = [fetch(urls[i % 2]) for i in range(10)]
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=10)
+            server.stdout.close()
+    assert [200] * 4 + [429] * 6 == [status for status, _, _ in answers]
+    assert {"3"} == {retry for status, retry, _ in answers if status == 429}
