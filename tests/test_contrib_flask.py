@@ -365,9 +365,10 @@ server.serve_forever()
 def test_two_server_processes_share_one_storage_uri(redis_url, tmp_path):
     script = tmp_path / "shared_server.py"
     script.write_text(SHARED_SERVER)
+    counter_key = f"fluxus-test:{uuid.uuid4()}"
     servers = [
         subprocess.Popen(
-            [sys.executable, str(script), redis_url, f"fluxus-test:{uuid.uuid4()}"],
+            [sys.executable, str(script), redis_url, counter_key],
             stdout=subprocess.PIPE,
             text=True,
         )
