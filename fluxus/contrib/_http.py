@@ -9,6 +9,7 @@ their request objects and settings and build their own responses.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 from collections.abc import Iterable
@@ -22,6 +23,9 @@ DEFAULT_STORAGE_URI: Final = "memory://"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: How many addresses each TrustedProxies remembers the verdict on.
+_HOP_CACHE_SIZE: Final = 4096
 
 #: The rejections the integrations answer, most specific first.
 REJECTIONS: Final = (RateLimitExceeded, CircuitOpenError, DeadlineExceeded)
@@ -136,10 +140,14 @@ class TrustedProxies:
             likely typo).
     """
 
-    __slots__ = ("_networks",)
+    __slots__ = ("_hop", "_networks")
 
     def __init__(self, proxies: object = (), param: str = "trusted_proxies") -> None:
         self._networks = _parse_networks(proxies, param)
+        # Requests come from few proxies and returning clients: remembering
+        # the verdict per address saves parsing each hop on every request.
+        # Entries a client forges lie left of it and are never looked up.
+        self._hop = functools.lru_cache(maxsize=_HOP_CACHE_SIZE)(self._parse_hop)
 
     def __repr__(self) -> str:
         return f"TrustedProxies({[str(net) for net in self._networks]!r})"
@@ -169,20 +177,25 @@ class TrustedProxies:
         """
         if not self._networks:
             return remote_addr
-        hop = _parse_ip(remote_addr)
-        if hop is None or hop not in self:
+        hop, trusted = self._hop(remote_addr)
+        if not trusted:
             return remote_addr
         entries = [entry for value in forwarded_for for entry in value.split(",")]
         for raw in reversed(entries):
-            if not raw.strip():
+            text = raw.strip()
+            if not text:
                 continue
-            ip = _parse_ip(raw)
+            ip, trusted = self._hop(text)
             if ip is None:
                 break
             hop = ip
-            if hop not in self:
+            if not trusted:
                 break
         return str(hop)
+
+    def _parse_hop(self, text: str) -> tuple[IPAddress | None, bool]:
+        ip = _parse_ip(text)
+        return ip, ip is not None and any(ip in net for net in self._networks)
 
 
 def _parse_networks(proxies: object, param: str) -> tuple[IPNetwork, ...]:
