@@ -183,7 +183,10 @@ def client_ip(*_args: Any, **_kwargs: Any) -> str:
     remote = request.remote_addr or ""
     if not trusted:
         return remote
-    return trusted.client_address(remote, request.headers.getlist("X-Forwarded-For"))
+    # WSGI joins repeated headers into one environ entry; reading it there
+    # skips building Werkzeug's header view.
+    forwarded = request.environ.get("HTTP_X_FORWARDED_FOR")
+    return trusted.client_address(remote, [forwarded] if forwarded else [])
 
 
 def user_key(*args: Any, **kwargs: Any) -> str:
