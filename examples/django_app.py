@@ -9,10 +9,9 @@ within ten seconds gets a 429 page with ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import sys
 
-from _window import Window
+from _shared import Window, fetch_quote
 from django.conf import settings
 
 settings.configure(
@@ -26,25 +25,14 @@ settings.configure(
 )
 
 import django  # noqa: E402 - after settings.configure
+import fluxus  # noqa: E402
 from django.http import HttpRequest, JsonResponse  # noqa: E402
 from django.urls import path  # noqa: E402
-
-import fluxus  # noqa: E402
 from fluxus.contrib.django import client_ip  # noqa: E402
 
 django.setup()
 
 per_client = Window(limit=5, per=10.0)
-_calls = itertools.count()
-
-
-@fluxus.retry(3, on=ConnectionError, backoff=fluxus.backoff.exponential(0.05))
-def fetch_quote() -> str:
-    """Ask a flaky upstream service: every other call fails."""
-    if next(_calls) % 2 == 0:
-        msg = "upstream reset the connection"
-        raise ConnectionError(msg)
-    return "Readability counts."
 
 
 def quote(request: HttpRequest) -> JsonResponse:

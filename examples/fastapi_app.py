@@ -12,10 +12,9 @@ import asyncio
 import itertools
 from typing import Annotated
 
-from _window import Window
-from fastapi import Depends, FastAPI, Request
-
 import fluxus
+from _shared import Window
+from fastapi import Depends, FastAPI, Request
 from fluxus.contrib.starlette import client_ip, install
 
 app = FastAPI()

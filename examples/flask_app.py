@@ -8,12 +8,9 @@ retried, and the sixth call within ten seconds gets a 429 with
 
 from __future__ import annotations
 
-import itertools
-
 import flask
-from _window import Window
-
 import fluxus
+from _shared import Window, fetch_quote
 from fluxus.contrib.flask import Fluxus, client_ip
 
 app = flask.Flask(__name__)
@@ -22,16 +19,6 @@ app.config["FLUXUS_TRUSTED_PROXIES"] = []
 Fluxus(app)
 
 per_client = Window(limit=5, per=10.0)
-_calls = itertools.count()
-
-
-@fluxus.retry(3, on=ConnectionError, backoff=fluxus.backoff.exponential(0.05))
-def fetch_quote() -> str:
-    """Ask a flaky upstream service: every other call fails."""
-    if next(_calls) % 2 == 0:
-        msg = "upstream reset the connection"
-        raise ConnectionError(msg)
-    return "Simple is better than complex."
 
 
 @app.get("/quote")

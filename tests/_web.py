@@ -57,3 +57,17 @@ def hammer(url: str, requests: int) -> list[tuple[int, str, bytes]]:
         results = pool.map(one, range(requests))
         go.set()
         return list(results)
+
+
+class Flaky(dict[str, int]):
+    """Failures left per kind: ``flaky(kind)`` raises while some are left.
+
+    Each call of a kind with failures left uses one up and raises
+    ``ConnectionError``; otherwise it returns the kind.
+    """
+
+    def __call__(self, kind: str) -> str:
+        if self.get(kind, 0):
+            self[kind] -= 1
+            raise ConnectionError(kind)
+        return kind

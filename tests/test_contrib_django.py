@@ -61,6 +61,8 @@ from fluxus.contrib.django import (
     user_key,
 )
 
+from _web import Flaky
+
 pytestmark = pytest.mark.timeout(30)
 
 
@@ -121,14 +123,7 @@ async def async_reject(request: HttpRequest, what: str) -> HttpResponse:
     raise REJECTIONS[what]
 
 
-FAILURES: dict[str, int] = {}
-
-
-def flaky(kind: str) -> str:
-    if FAILURES.get(kind, 0):
-        FAILURES[kind] -= 1
-        raise ConnectionError(kind)
-    return kind
+flaky = Flaky()
 
 
 @fluxus.retry(3)
@@ -269,7 +264,7 @@ def test_storage_uri_comes_from_the_settings():
 
 
 def test_retry_protects_function_views_and_view_methods(client_kind):
-    FAILURES.update({"sync": 2, "async": 2, "sync-method": 2, "async-method": 2})
+    flaky.update({"sync": 2, "async": 2, "sync-method": 2, "async-method": 2})
     bodies = [
         get(client_kind, url, X_User="5").content.decode()
         for url in (
@@ -285,7 +280,7 @@ def test_retry_protects_function_views_and_view_methods(client_kind):
         "sync-method pen user:5",
         "async-method ink 127.0.0.1",
     ] == (bodies)
-    assert {0} == set(FAILURES.values())
+    assert {0} == set(flaky.values())
 
 
 def test_decorated_views_keep_their_mode_for_django():

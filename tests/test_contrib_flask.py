@@ -24,7 +24,7 @@ from fluxus.contrib.flask import (
 )
 from werkzeug.serving import make_server
 
-from _web import Counter, fetch, hammer
+from _web import Counter, Flaky, fetch, hammer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -136,13 +136,8 @@ def test_bad_current_user_hook_fails_at_once():
 
 
 def test_retry_protects_sync_async_and_method_views(app):
-    failures = {"sync": 2, "async": 2, "method": 2}
-
-    def flaky(kind: str) -> str:
-        if failures[kind]:
-            failures[kind] -= 1
-            raise ConnectionError(kind)
-        return kind
+    flaky = Flaky(sync=2, method=2)
+    flaky["async"] = 2
 
     @app.get("/sync/<int:number>")
     @fluxus.retry(3)
@@ -164,7 +159,7 @@ def test_retry_protects_sync_async_and_method_views(app):
     assert ["sync 7", "async", "method pen"] == [
         client.get(path).text for path in ("/sync/7", "/async", "/items/pen")
     ]
-    assert {"sync": 0, "async": 0, "method": 0} == failures
+    assert {"sync": 0, "async": 0, "method": 0} == flaky
 
 
 def test_rejections_are_not_retried_and_still_answered(app):

@@ -210,3 +210,13 @@ def test_import_fluxus_never_imports_the_web_frameworks():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_each_contrib_module_exports_a_sorted_all():
+    import importlib
+
+    for name in ("flask", "django", "starlette"):
+        module = importlib.import_module(f"fluxus.contrib.{name}")
+        assert sorted(module.__all__) == module.__all__
+        for export in module.__all__:
+            assert getattr(module, export) is not None

@@ -35,7 +35,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from _web import Counter, hammer
+from _web import Counter, Flaky, hammer
 
 if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
@@ -161,14 +161,7 @@ def get_settings() -> Settings:
     return Settings()
 
 
-FAILURES: dict[str, int] = {}
-
-
-def flaky(kind: str) -> str:
-    if FAILURES.get(kind, 0):
-        FAILURES[kind] -= 1
-        raise ConnectionError(kind)
-    return kind
+flaky = Flaky()
 
 
 def fastapi_app(**options: object) -> FastAPI:
@@ -196,14 +189,14 @@ def fastapi_app(**options: object) -> FastAPI:
     @app.get("/refused")
     @fluxus.retry(4)
     async def refused() -> None:
-        FAILURES["refused"] = FAILURES.get("refused", 0) + 1
+        flaky["refused"] = flaky.get("refused", 0) + 1
         raise fluxus.CircuitOpenError("db", 29.01)
 
     return app
 
 
 def test_dependency_injection_and_validation_survive_the_decorator():
-    FAILURES.update({"async": 2, "sync": 2})
+    flaky.update({"async": 2, "sync": 2})
     client = TestClient(fastapi_app())
     assert {"item": 5, "q": "x", "hi": "hello", "by": "async"} == client.get(
         "/items/5", params={"q": "x"}
@@ -212,7 +205,7 @@ def test_dependency_injection_and_validation_survive_the_decorator():
         "/sync/ada"
     ).json()
     assert 422 == client.get("/items/not-a-number").status_code
-    assert {0} == set(FAILURES.values())
+    assert {0} == set(flaky.values())
 
 
 def test_the_openapi_schema_sees_the_original_parameters():
@@ -233,12 +226,12 @@ def test_decorated_endpoints_keep_signature_and_mode():
 
 
 def test_rejections_from_endpoints_are_not_retried():
-    FAILURES["refused"] = 0
+    flaky["refused"] = 0
     response = TestClient(fastapi_app()).get("/refused")
     assert (503, "30", 1) == (
         response.status_code,
         response.headers["Retry-After"],
-        FAILURES["refused"],
+        flaky["refused"],
     )
 
 

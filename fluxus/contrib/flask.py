@@ -48,7 +48,14 @@ from fluxus.contrib._http import (
 )
 from fluxus.exceptions import FluxusError
 
-__all__ = ["Fluxus", "client_ip", "init_app", "storage_uri", "user_key"]
+__all__ = [
+    "Fluxus",
+    "client_ip",
+    "handle_rejection",
+    "init_app",
+    "storage_uri",
+    "user_key",
+]
 
 _EXTENSION: Final = "fluxus"
 

@@ -1,13 +1,15 @@
-"""A per-client fixed window, standing in for ``fluxus.rate_limit`` here.
+"""What the example apps share: a flaky upstream and a per-client window.
 
-It raises what a fluxus limiter raises, :class:`fluxus.RateLimitExceeded`
-with ``retry_after``, so the web integrations answer it with 429 and
+:class:`Window` stands in for ``fluxus.rate_limit`` here. It raises what a
+fluxus limiter raises, :class:`fluxus.RateLimitExceeded` with
+``retry_after``, so the web integrations answer it with 429 and
 ``Retry-After``. With ``fluxus.rate_limit`` it becomes
 ``@fluxus.rate_limit("5/10 seconds", key=client_ip)`` on the view.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -33,3 +35,15 @@ class Window:
             if count >= self.limit:
                 raise fluxus.RateLimitExceeded("example", start + self.per - now)
             self._windows[key] = (start, count + 1)
+
+
+_calls = itertools.count()
+
+
+@fluxus.retry(3, on=ConnectionError, backoff=fluxus.backoff.exponential(0.05))
+def fetch_quote() -> str:
+    """Ask a flaky upstream service: every other call fails."""
+    if next(_calls) % 2 == 0:
+        msg = "upstream reset the connection"
+        raise ConnectionError(msg)
+    return "Simple is better than complex."
