@@ -66,6 +66,9 @@ class FluxusMiddleware:
 
     Sync and async capable: Django passes the next handler in its own mode
     and the middleware follows it, so it never forces a thread switch.
+    Django asks ``process_exception`` of the middleware from the last one
+    up and stops at the first answer: list this one below any middleware
+    that answers every exception (error reporters).
     The settings are checked when Django builds the middleware (at start).
 
     Raises:
