@@ -11,6 +11,7 @@ from . import backoff, instrumentation, testing
 from ._budget import RetryBudget
 from ._core import layers
 from ._deadline import remaining
+from ._rate_limit import RateLimiter, rate_limit
 from ._retry import Retry, retry
 from ._version import __version__
 from .exceptions import (
@@ -27,12 +28,14 @@ __all__ = [
     "FluxusError",
     "LayeringWarning",
     "RateLimitExceeded",
+    "RateLimiter",
     "Retry",
     "RetryBudget",
     "__version__",
     "backoff",
     "instrumentation",
     "layers",
+    "rate_limit",
     "remaining",
     "retry",
     "testing",

@@ -10,7 +10,14 @@ default a :class:`StructlogHook` logs them to the ``fluxus`` logger::
 
 from __future__ import annotations
 
-from ._events import Event, RetriesExhausted, RetryScheduled
+from ._events import (
+    Event,
+    RateLimited,
+    RateLimitStorageRecovered,
+    RateLimitStorageUnavailable,
+    RetriesExhausted,
+    RetryScheduled,
+)
 from ._hooks import Hook, add_hook, get_hooks, remove_hook, set_hooks
 from ._logging import LoggingHook
 from ._structlog import StructlogHook
@@ -19,6 +26,9 @@ __all__ = [
     "Event",
     "Hook",
     "LoggingHook",
+    "RateLimitStorageRecovered",
+    "RateLimitStorageUnavailable",
+    "RateLimited",
     "RetriesExhausted",
     "RetryScheduled",
     "StructlogHook",
