@@ -71,6 +71,8 @@ class Reservation:
 
 ADMITTED = Reservation(admitted=True, wait=0.0)
 
+_TOLERANCE = 1e-9
+
 
 def reserve(
     tats: Sequence[float],
@@ -99,8 +101,12 @@ def reserve(
     start = now
     for tat, bucket in zip(tats, buckets, strict=True):
         start = max(start, tat - (bucket.capacity - 1) * bucket.interval)
+    # Sums of intervals drift from products by a few ulps; without the
+    # tolerance a refilled token could be refused by 1e-16 seconds.
     wait = start - now
-    if wait > max_wait:
+    if wait <= _TOLERANCE:
+        wait = 0.0
+    elif wait > max_wait:
         return wait, None
     return wait, [
         max(tat, start) + bucket.interval
@@ -131,15 +137,22 @@ class MemoryTokenBuckets:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._tats: dict[str, list[float]] = {}
+        # key -> (the buckets the TATs belong to, one TAT per bucket)
+        self._state: dict[str, tuple[Sequence[Bucket], list[float]]] = {}
         self._until_sweep = self._SWEEP_EVERY
+
+    def _tats(self, key: str, buckets: Sequence[Bucket]) -> list[float] | None:
+        state = self._state.get(key)
+        if state is None or (state[0] is not buckets and state[0] != buckets):
+            return None  # a fresh key, or a new limit: a full bucket
+        return state[1]
 
     def take(self, key: str, buckets: Sequence[Bucket], max_wait: float) -> Reservation:
         """Reserve a permit for *key* within *max_wait* seconds, or report the wait."""
         with self._lock:
             now = self._clock()
-            tats = self._tats.get(key)
-            if tats is None or len(tats) != len(buckets):
+            tats = self._tats(key, buckets)
+            if tats is None:
                 tats = [-math.inf] * len(buckets)
                 self._until_sweep -= 1
                 if self._until_sweep <= 0:
@@ -147,7 +160,7 @@ class MemoryTokenBuckets:
             wait, new = reserve(tats, buckets, now, max_wait)
             if new is None:
                 return Reservation(admitted=False, wait=wait)
-            self._tats[key] = new
+            self._state[key] = (buckets, new)
         if wait <= 0:
             return ADMITTED
         return Reservation(admitted=True, wait=wait, token=new)
@@ -155,32 +168,35 @@ class MemoryTokenBuckets:
     def peek(self, key: str, buckets: Sequence[Bucket]) -> float:
         """Return the seconds until *key* would be admitted, consuming nothing."""
         with self._lock:
-            tats = self._tats.get(key)
-            if tats is None or len(tats) != len(buckets):
+            tats = self._tats(key, buckets)
+            if tats is None:
                 return 0.0
-            return max(0.0, reserve(tats, buckets, self._clock(), -1.0)[0])
+            return reserve(tats, buckets, self._clock(), -1.0)[0]
 
     def refund(self, key: str, buckets: Sequence[Bucket], token: object) -> None:
         """Give back a reserved slot if no later caller has reserved after it."""
         with self._lock:
-            if self._tats.get(key) == token:
-                self._tats[key] = [
-                    tat - bucket.interval
-                    for tat, bucket in zip(self._tats[key], buckets, strict=True)
-                ]
+            tats = self._tats(key, buckets)
+            if tats is not None and tats == token:
+                self._state[key] = (
+                    buckets,
+                    [tat - b.interval for tat, b in zip(tats, buckets, strict=True)],
+                )
 
     def _sweep(self, now: float) -> None:
-        self._tats = {k: v for k, v in self._tats.items() if max(v) > now}
-        self._until_sweep = max(self._SWEEP_EVERY, len(self._tats))
+        self._state = {k: v for k, v in self._state.items() if max(v[1]) > now}
+        self._until_sweep = max(self._SWEEP_EVERY, len(self._state))
 
     def __len__(self) -> int:
-        return len(self._tats)
+        return len(self._state)
 
 
 #: GCRA in Lua: the same arithmetic as :func:`reserve`, on Redis's clock, in
 #: one atomic step. KEYS[1] is a hash with one TAT field per bucket.
 #: ARGV: mode ("take", "peek" or "refund"), max_wait, the number of buckets,
 #: then interval and capacity per bucket, then (refund) the reserved TATs.
+#: A bucket's field is named after its interval and capacity, so a new limit
+#: starts full instead of inheriting a debt counted at another rate.
 _GCRA_LUA = """
 local key = KEYS[1]
 local mode = ARGV[1]
@@ -188,20 +204,21 @@ local max_wait = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local intervals, capacities, tats = {}, {}, {}
+local intervals, capacities, fields, tats = {}, {}, {}, {}
 for i = 1, n do
   intervals[i] = tonumber(ARGV[2 + 2 * i])
   capacities[i] = tonumber(ARGV[3 + 2 * i])
-  tats[i] = tonumber(redis.call('HGET', key, 'tat' .. i)) or now
+  fields[i] = 'tat:' .. ARGV[2 + 2 * i] .. ':' .. ARGV[3 + 2 * i]
+  tats[i] = tonumber(redis.call('HGET', key, fields[i])) or now
 end
 if mode == 'refund' then
   for i = 1, n do
-    if redis.call('HGET', key, 'tat' .. i) ~= ARGV[3 + 2 * n + i] then
+    if redis.call('HGET', key, fields[i]) ~= ARGV[3 + 2 * n + i] then
       return 0
     end
   end
   for i = 1, n do
-    redis.call('HSET', key, 'tat' .. i,
+    redis.call('HSET', key, fields[i],
       string.format('%.6f', tats[i] - intervals[i]))
   end
   return 1
@@ -211,6 +228,10 @@ for i = 1, n do
   start = math.max(start, tats[i] - (capacities[i] - 1) * intervals[i])
 end
 local wait = start - now
+-- TATs are stored to the microsecond: absorb the rounding
+if wait <= 0.000002 then
+  wait = 0
+end
 if mode == 'peek' or wait > max_wait then
   return {0, string.format('%.6f', wait)}
 end
@@ -218,7 +239,7 @@ local reply = {1, string.format('%.6f', wait)}
 local horizon = 0
 for i = 1, n do
   local tat = string.format('%.6f', math.max(tats[i], start) + intervals[i])
-  redis.call('HSET', key, 'tat' .. i, tat)
+  redis.call('HSET', key, fields[i], tat)
   reply[2 + i] = tat
   horizon = math.max(horizon, tonumber(tat) - now)
 end
