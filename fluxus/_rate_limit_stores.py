@@ -16,11 +16,13 @@ String rates with a window strategy go to limits itself through
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,47 @@ DEFAULT_SOCKET_TIMEOUT = 0.5
 
 REDIS_SCHEMES = frozenset({"redis", "rediss", "redis+unix"})
 TOKEN_BUCKET_SCHEMES = frozenset({"memory", *REDIS_SCHEMES})
+
+
+class _PerLoop:
+    """One asyncio client per event loop, closed when that loop shuts down.
+
+    An asyncio connection belongs to the loop that opened it, and programs
+    (tests above all) run several loops one after the other. Each client is
+    tied to an async generator started in its loop: ``asyncio.run`` closes
+    such generators before it closes the loop, and closing this one closes
+    the client, so no connection outlives its loop.
+    """
+
+    def __init__(self) -> None:
+        self._clients: dict[int, tuple[weakref.ref[Any], Any, Any]] = {}
+
+    async def get(
+        self, make: Callable[[], Any], close: Callable[[Any], Awaitable[None]]
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(id(loop))
+        if entry is not None and entry[0]() is loop:
+            return entry[1]
+        client = make()
+        closer = _close_at_shutdown(client, close)
+        await anext(closer)
+        self._clients = {
+            key: value
+            for key, value in self._clients.items()
+            if (other := value[0]()) is not None and not other.is_closed()
+        }
+        self._clients[id(loop)] = (weakref.ref(loop), client, closer)
+        return client
+
+
+async def _close_at_shutdown(
+    client: Any, close: Callable[[Any], Awaitable[None]]
+) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await close(client)
 
 
 class StorageUnavailableError(Exception):
@@ -290,7 +333,7 @@ class RedisTokenBuckets:
     def __init__(self, uri: str) -> None:
         self._uri = uri.replace("redis+unix://", "unix://", 1)
         self._sync: redis.Redis | None = None
-        self._async: dict[int, redis.asyncio.Redis] = {}
+        self._async = _PerLoop()
         self._lock = threading.Lock()
 
     def _client(self) -> redis.Redis:
@@ -308,25 +351,20 @@ class RedisTokenBuckets:
                     )
         return self._sync
 
-    def _aclient(self) -> redis.asyncio.Redis:
-        # An asyncio client belongs to the loop that made it.
-        import asyncio  # noqa: PLC0415
+    def _make_aclient(self) -> redis.asyncio.Redis:
+        import redis.asyncio  # noqa: PLC0415 - an optional dependency
+        import redis.asyncio.retry  # noqa: PLC0415
+        import redis.backoff  # noqa: PLC0415
 
-        loop = id(asyncio.get_running_loop())
-        client = self._async.get(loop)
-        if client is None:
-            import redis.asyncio  # noqa: PLC0415 - an optional dependency
-            import redis.asyncio.retry  # noqa: PLC0415
-            import redis.backoff  # noqa: PLC0415
+        return redis.asyncio.Redis.from_url(
+            self._uri,
+            retry=redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0),
+            **_redis_options(self._uri),
+        )
 
-            client = redis.asyncio.Redis.from_url(
-                self._uri,
-                retry=redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0),
-                **_redis_options(self._uri),
-            )
-            with self._lock:
-                self._async = {loop: client}
-        return client
+    @staticmethod
+    async def _close_aclient(client: redis.asyncio.Redis) -> None:
+        await client.aclose()
 
     def _errors(self) -> tuple[type[BaseException], ...]:
         import redis  # noqa: PLC0415
@@ -377,7 +415,8 @@ class RedisTokenBuckets:
 
     async def _eval_async(self, key: str, args: list[Any]) -> Any:
         try:
-            return await self._aclient().eval(_GCRA_LUA, 1, key, *args)  # type: ignore[misc]
+            client = await self._async.get(self._make_aclient, self._close_aclient)
+            return await client.eval(_GCRA_LUA, 1, key, *args)
         except self._errors() as exc:
             raise StorageUnavailableError(str(exc)) from exc
 
@@ -397,7 +436,7 @@ class LimitsWindows:
         self._prefix = key_prefix
         self._scheme = urllib.parse.urlsplit(uri).scheme
         self._sync: limits.strategies.RateLimiter | None = None
-        self._async: limits.aio.strategies.RateLimiter | None = None
+        self._async = _PerLoop()
         self._shared_memory = self._scheme == "memory"
 
     def _options(self) -> dict[str, Any]:
@@ -413,16 +452,25 @@ class LimitsWindows:
             self._sync = limits.strategies.STRATEGIES[self._strategy](storage)
         return self._sync
 
-    def _alimiter(self) -> limits.aio.strategies.RateLimiter:
-        if self._async is None:
-            options = self._options()
-            if self._scheme.startswith("redis"):
-                options["implementation"] = "redispy"
-            storage = limits.storage.storage_from_string(
-                f"async+{self._uri}", **options
-            )
-            self._async = limits.aio.strategies.STRATEGIES[self._strategy](storage)
-        return self._async
+    def _make_alimiter(self) -> limits.aio.strategies.RateLimiter:
+        options = self._options()
+        if self._scheme.startswith("redis"):
+            options["implementation"] = "redispy"
+        storage = limits.storage.storage_from_string(f"async+{self._uri}", **options)
+        return limits.aio.strategies.STRATEGIES[self._strategy](storage)
+
+    @staticmethod
+    async def _close_alimiter(limiter: limits.aio.strategies.RateLimiter) -> None:
+        bridge = getattr(limiter.storage, "bridge", None)
+        client = getattr(bridge, "storage", None)
+        if client is not None and hasattr(client, "aclose"):
+            await client.aclose()
+
+    async def _alimiter(self) -> limits.aio.strategies.RateLimiter:
+        limiter: limits.aio.strategies.RateLimiter = await self._async.get(
+            self._make_alimiter, self._close_alimiter
+        )
+        return limiter
 
     def take(
         self, key: str, items: Sequence[limits.RateLimitItem], max_wait: float
@@ -446,7 +494,7 @@ class LimitsWindows:
         if self._shared_memory:
             # One in-memory budget for sync and async callers; no I/O here.
             return self.take(key, items, max_wait)
-        limiter = self._alimiter()
+        limiter = await self._alimiter()
         try:
             if all([await limiter.test(item, key) for item in items]):
                 for item in items:
@@ -471,7 +519,7 @@ class LimitsWindows:
         """Return the expected wait through limits' async storage; see :meth:`peek`."""
         if self._shared_memory:
             return self.peek(key, items)
-        limiter = self._alimiter()
+        limiter = await self._alimiter()
         try:
             if all([await limiter.test(item, key) for item in items]):
                 return 0.0
