@@ -22,6 +22,7 @@ the wait would outlast the caller's timeout or enclosing deadline.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -57,7 +58,7 @@ from .instrumentation._events import (
 )
 from .instrumentation._hooks import emit
 
-TOKEN_BUCKET = "token-bucket"
+TOKEN_BUCKET = "token-bucket"  # noqa: S105 - a strategy, not a password
 WINDOW_STRATEGIES = ("sliding-window-counter", "fixed-window", "moving-window")
 STRATEGIES = (TOKEN_BUCKET, *WINDOW_STRATEGIES)
 DEFAULT_STRING_STRATEGY = "sliding-window-counter"
@@ -113,7 +114,9 @@ def _parse_limit(limit: object) -> tuple[float | None, list[limits.RateLimitItem
     """Return ``(rate, [])`` for a number or ``(None, items)`` for a string."""
     if isinstance(limit, int | float) and not isinstance(limit, bool):
         if not math.isfinite(limit) or limit <= 0:
-            msg = f"limit must be a finite number of calls per second > 0, got {limit!r}"
+            msg = (
+                f"limit must be a finite number of calls per second > 0, got {limit!r}"
+            )
             raise ValueError(msg)
         return float(limit), []
     if not isinstance(limit, str):
@@ -157,7 +160,9 @@ def _check_timeout(timeout: object) -> float | None:
 
 def _check_storage(storage: object) -> str:
     if not isinstance(storage, str):
-        msg = f"storage must be a limits storage URI such as 'memory://', got {storage!r}"
+        msg = (
+            f"storage must be a limits storage URI such as 'memory://', got {storage!r}"
+        )
         raise TypeError(msg)
     scheme = urllib.parse.urlsplit(storage).scheme
     if scheme not in SCHEMES or scheme.startswith("async+"):
@@ -211,7 +216,8 @@ class RateLimiter(Policy):
             msg = f"key must be a callable returning a string, or None, got {key!r}"
             raise TypeError(msg)
         if strategy is not None and strategy not in STRATEGIES:
-            msg = f"strategy must be one of {', '.join(STRATEGIES)} or None, got {strategy!r}"
+            choices = ", ".join(STRATEGIES)
+            msg = f"strategy must be one of {choices} or None, got {strategy!r}"
             raise ValueError(msg)
         if not isinstance(key_prefix, str) or not key_prefix:
             msg = f"key_prefix must be a non-empty string, got {key_prefix!r}"
@@ -339,9 +345,7 @@ class RateLimiter(Policy):
                 )
                 self._own_store = store
             else:
-                store = _shared_store(
-                    (TOKEN_BUCKET, self._storage), MemoryTokenBuckets
-                )
+                store = _shared_store((TOKEN_BUCKET, self._storage), MemoryTokenBuckets)
         else:
             store = _shared_store(
                 (TOKEN_BUCKET, self._storage), lambda: RedisTokenBuckets(self._storage)
@@ -392,7 +396,9 @@ class RateLimiter(Policy):
         return bool(wait <= 0)
 
     def acquire(
-        self, timeout: float | _UseDefault | None = _POLICY_TIMEOUT, key: str | None = None
+        self,
+        timeout: float | _UseDefault | None = _POLICY_TIMEOUT,
+        key: str | None = None,
     ) -> None:
         """Take one permit, waiting for it up to *timeout* seconds.
 
@@ -408,7 +414,9 @@ class RateLimiter(Policy):
         self._admit(key or "", self._resolve_timeout(timeout), self.name)
 
     async def acquire_async(
-        self, timeout: float | _UseDefault | None = _POLICY_TIMEOUT, key: str | None = None
+        self,
+        timeout: float | _UseDefault | None = _POLICY_TIMEOUT,  # noqa: ASYNC109 - the contract's parameter
+        key: str | None = None,
     ) -> None:
         """Take one permit without blocking the loop; see :meth:`acquire`.
 
@@ -433,7 +441,10 @@ class RateLimiter(Policy):
         assert self._key is not None  # noqa: S101 - only called when there is one
         value = self._key(*args, **kwargs)
         if not isinstance(value, str):
-            msg = f"the key function of rate limit {self.name!r} must return a str, got {value!r}"
+            msg = (
+                f"the key function of rate limit {self.name!r} must return a str, "
+                f"got {value!r}"
+            )
             raise TypeError(msg)
         return value
 
@@ -492,9 +503,8 @@ class RateLimiter(Policy):
     # -- the sync driver --------------------------------------------------
 
     def _take(self, plan: _Plan, key: str, budget: float, function: str) -> Reservation:
-        if self._down_until:
-            if self._storage_resting():
-                return self._resting_answer()
+        if self._down_until and self._storage_resting():
+            return self._resting_answer()
         try:
             answer: Reservation = plan.store.take(
                 self._store_key(plan, key), plan.spec, budget
@@ -530,10 +540,9 @@ class RateLimiter(Policy):
                 raise
 
     def _refund(self, plan: _Plan, key: str, answer: Reservation) -> None:
-        try:
+        # Should the storage be gone, the slot expires with its key.
+        with contextlib.suppress(StorageUnavailableError):
             plan.store.refund(self._store_key(plan, key), plan.spec, answer.token)
-        except StorageUnavailableError:
-            pass  # the slot expires with the key; nothing else to give back
 
     def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         function = qualified_name(func)
@@ -565,7 +574,12 @@ class RateLimiter(Policy):
         self._storage_ok(function)
         return answer
 
-    async def _admit_async(self, key: str, timeout: float | None, function: str) -> None:
+    async def _admit_async(
+        self,
+        key: str,
+        timeout: float | None,  # noqa: ASYNC109 - a wait budget, not an I/O timeout
+        function: str,
+    ) -> None:
         """Return once the call holds a permit, or raise RateLimitExceeded."""
         plan = self._plan
         budget = self._budget(timeout)
@@ -592,12 +606,10 @@ class RateLimiter(Policy):
         if not plan.io:
             self._refund(plan, key, answer)
             return
-        try:
+        with contextlib.suppress(StorageUnavailableError):
             await plan.store.refund_async(
                 self._store_key(plan, key), plan.spec, answer.token
             )
-        except StorageUnavailableError:
-            pass  # the slot expires with the key; nothing else to give back
 
     def _wrap_async(
         self, func: Callable[..., Awaitable[Any]]
@@ -607,7 +619,9 @@ class RateLimiter(Policy):
         call_key = self._call_key if self._key is not None else None
 
         async def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
-            await admit(call_key(args, kwargs) if call_key else "", self.timeout, function)
+            await admit(
+                call_key(args, kwargs) if call_key else "", self.timeout, function
+            )
             return await func(*args, **kwargs)
 
         return rate_limit_wrapper

@@ -385,7 +385,9 @@ class RedisTokenBuckets:
 
     def peek(self, key: str, buckets: Sequence[Bucket]) -> float:
         """Return the seconds until *key* would be admitted, consuming nothing."""
-        return max(0.0, float(self._eval(key, ["peek", "0", *_bucket_args(buckets)])[1]))
+        return max(
+            0.0, float(self._eval(key, ["peek", "0", *_bucket_args(buckets)])[1])
+        )
 
     async def peek_async(self, key: str, buckets: Sequence[Bucket]) -> float:
         """Return the seconds until *key* would be admitted, without blocking."""
@@ -457,7 +459,8 @@ class LimitsWindows:
         if self._scheme.startswith("redis"):
             options["implementation"] = "redispy"
         storage = limits.storage.storage_from_string(f"async+{self._uri}", **options)
-        return limits.aio.strategies.STRATEGIES[self._strategy](storage)
+        strategy = limits.aio.strategies.STRATEGIES[self._strategy]
+        return strategy(storage)  # type: ignore[abstract]
 
     @staticmethod
     async def _close_alimiter(limiter: limits.aio.strategies.RateLimiter) -> None:
@@ -473,7 +476,10 @@ class LimitsWindows:
         return limiter
 
     def take(
-        self, key: str, items: Sequence[limits.RateLimitItem], max_wait: float
+        self,
+        key: str,
+        items: Sequence[limits.RateLimitItem],
+        max_wait: float,  # noqa: ARG002 - the stores' shared signature
     ) -> Reservation:
         """Consume a permit now if every item has room, else report the wait."""
         limiter = self._limiter()
@@ -515,7 +521,9 @@ class LimitsWindows:
         except limits.errors.StorageError as exc:
             raise StorageUnavailableError(str(exc)) from exc
 
-    async def peek_async(self, key: str, items: Sequence[limits.RateLimitItem]) -> float:
+    async def peek_async(
+        self, key: str, items: Sequence[limits.RateLimitItem]
+    ) -> float:
         """Return the expected wait through limits' async storage; see :meth:`peek`."""
         if self._shared_memory:
             return self.peek(key, items)

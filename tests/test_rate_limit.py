@@ -325,8 +325,9 @@ def test_default_name_is_the_first_decorated_function():
     def fetch():
         return None
 
-    assert f"{__name__}.test_default_name_is_the_first_decorated_function.<locals>.fetch" == (
-        limiter.name
+    assert (
+        f"{__name__}.test_default_name_is_the_first_decorated_function.<locals>.fetch"
+        == (limiter.name)
     )
 
 

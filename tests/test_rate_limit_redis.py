@@ -70,7 +70,9 @@ def test_redis_keys_are_namespaced_and_expire(redis_url):
 
 
 def test_redis_waiters_wait_for_their_reserved_slot(redis_url, mode):
-    limiter = fluxus.rate_limit(20, burst=1, timeout=1, storage=redis_url, name=unique())
+    limiter = fluxus.rate_limit(
+        20, burst=1, timeout=1, storage=redis_url, name=unique()
+    )
     fn = limiter(mode.make(lambda: None))
     started = time.monotonic()
     for _ in range(3):
@@ -80,7 +82,9 @@ def test_redis_waiters_wait_for_their_reserved_slot(redis_url, mode):
 
 
 def test_a_cancelled_redis_waiter_gives_its_slot_back(redis_url):
-    limiter = fluxus.rate_limit(1, burst=1, timeout=None, storage=redis_url, name=unique())
+    limiter = fluxus.rate_limit(
+        1, burst=1, timeout=None, storage=redis_url, name=unique()
+    )
 
     async def main():
         await limiter.acquire_async()
