@@ -37,7 +37,7 @@ from limits._storage_scheme import SCHEMES
 
 from ._config import CONFIG
 from ._core import RATE_LIMIT, Policy, qualified_name, to_seconds, type_name
-from ._deadline import effective_wait, remaining, wait_async, wait_sync
+from ._deadline import DEADLINE, effective_wait, remaining, wait_async, wait_sync
 from ._rate_limit_stores import (
     ADMITTED,
     REDIS_SCHEMES,
@@ -234,6 +234,7 @@ class RateLimiter(Policy):
         self._strategy = strategy
         self._clock = clock
         self._down_until = 0.0
+        self._set_key_heads()
         self._plan = self._make_plan(limit, _check_burst(burst))
 
     # -- configuration --------------------------------------------------
@@ -432,10 +433,17 @@ class RateLimiter(Policy):
 
     # -- decisions shared by both drivers ---------------------------------
 
+    def _bind(self, func: Callable[..., Any]) -> None:
+        super()._bind(func)
+        self._set_key_heads()
+
+    def _set_key_heads(self) -> None:
+        # Built once: the name is fixed by the first decorated function.
+        self._bucket_head = f"{self.key_prefix}:{self.name}:"
+        self._window_head = f"{self.name}/"
+
     def _store_key(self, plan: _Plan, key: str) -> str:
-        if plan.buckets:
-            return f"{self.key_prefix}:{self.name}:{key}"
-        return f"{self.name}/{key}"
+        return (self._bucket_head if plan.buckets else self._window_head) + key
 
     def _call_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         assert self._key is not None  # noqa: S101 - only called when there is one
@@ -452,9 +460,8 @@ class RateLimiter(Policy):
     def _budget(timeout: float | None) -> float:
         """Return how long a caller may wait: its timeout, its deadline."""
         budget = math.inf if timeout is None else timeout
-        left = remaining()
-        if left is not None and not CONFIG.testing.active:
-            budget = min(budget, left)
+        if DEADLINE.get() is not None and not CONFIG.testing.active:
+            budget = min(budget, remaining() or 0.0)
         return budget
 
     def _reject(self, function: str, wait: float, timeout: float | None) -> NoReturn:

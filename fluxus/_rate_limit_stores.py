@@ -482,12 +482,13 @@ class LimitsWindows:
         max_wait: float,  # noqa: ARG002 - the stores' shared signature
     ) -> Reservation:
         """Consume a permit now if every item has room, else report the wait."""
-        limiter = self._limiter()
+        limiter = self._sync or self._limiter()
         try:
-            if all(limiter.test(item, key) for item in items):
-                for item in items:
-                    if not limiter.hit(item, key):
-                        return self._refused(limiter, key, items)
+            # Several items are tested before any is hit, so that a call
+            # refused by one does not spend the others' budget.
+            if (len(items) == 1 or all(limiter.test(i, key) for i in items)) and all(
+                limiter.hit(item, key) for item in items
+            ):
                 return ADMITTED
             return self._refused(limiter, key, items)
         except limits.errors.StorageError as exc:
@@ -502,11 +503,10 @@ class LimitsWindows:
             return self.take(key, items, max_wait)
         limiter = await self._alimiter()
         try:
-            if all([await limiter.test(item, key) for item in items]):
-                for item in items:
-                    if not await limiter.hit(item, key):
-                        return await self._refused_async(limiter, key, items)
-                return ADMITTED
+            if len(items) == 1 or all([await limiter.test(i, key) for i in items]):
+                hits = [await limiter.hit(item, key) for item in items]
+                if all(hits):
+                    return ADMITTED
             return await self._refused_async(limiter, key, items)
         except limits.errors.StorageError as exc:
             raise StorageUnavailableError(str(exc)) from exc
