@@ -17,7 +17,6 @@ the multi-process accuracy run, ``--long`` for 10-second accuracy runs).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing
 import resource
@@ -99,7 +98,11 @@ def happy_path(rounds, calls):
     for is_async, fn, timer in ((False, work, time_sync), (True, awork, time_async)):
         contenders = build(fn, is_async=is_async)
         medians = compare(
-            {n: (lambda f=f: timer(f, calls)) for n, f in contenders.items()}, rounds
+            {
+                n: (lambda f=f, timer=timer: timer(f, calls))
+                for n, f in contenders.items()
+            },
+            rounds,
         )
         kind = "async" if is_async else "sync"
         lines += [
@@ -171,7 +174,8 @@ def accuracy_memory(seconds):
     return accuracy_line("memory, 1 process", times, rate, burst, seconds)
 
 
-def _redis_worker(url, name, rate, burst, seconds, start, queue):
+def _redis_worker(url, name, limit, timing, queue):
+    (rate, burst), (seconds, start) = limit, timing
     fluxus.instrumentation.set_hooks([])
     limiter = fluxus.rate_limit(rate, burst=burst, name=name, storage=url)
     # each of the 4 workers demands a quarter of 2 x rate
@@ -181,12 +185,13 @@ def _redis_worker(url, name, rate, burst, seconds, start, queue):
 def accuracy_redis(url, seconds, processes=4):
     rate, burst = 400.0, 40
     name = uuid.uuid4().hex
-    start = time.time() + 1.0
+    start = time.time() + 2.0  # every worker has started and connected by then
     queue = multiprocessing.get_context("spawn").Queue()
     ctx = multiprocessing.get_context("spawn")
     workers = [
         ctx.Process(
-            target=_redis_worker, args=(url, name, rate, burst, seconds, start, queue)
+            target=_redis_worker,
+            args=(url, name, (rate, burst), (seconds, start), queue),
         )
         for _ in range(processes)
     ]
@@ -246,7 +251,8 @@ def memory(calls):
         f"{'peak RSS':>12}"
     )
     for name in MEMORY_CONTENDERS:
-        out = subprocess.run(
+        # our own interpreter running this very script
+        out = subprocess.run(  # noqa: S603
             [
                 sys.executable,
                 __file__,
