@@ -31,6 +31,7 @@ import limits.aio.strategies
 import limits.errors
 import limits.storage
 import limits.strategies
+import limits.util
 
 if TYPE_CHECKING:
     import redis
@@ -541,17 +542,18 @@ class LimitsWindows:
         key: str,
         items: Sequence[limits.RateLimitItem],
     ) -> Reservation:
-        waits = [0.001]
-        for item in items:
-            if self._strategy == "sliding-window-counter":
-                window = limiter.storage.get_sliding_window(  # type: ignore[attr-defined]
+        sliding = self._strategy == "sliding-window-counter"
+        waits = [
+            _item_wait(
+                item,
+                limiter.storage.get_sliding_window(  # type: ignore[attr-defined]
                     item.key_for(key), item.get_expiry()
                 )
-                waits.append(sliding_window_wait(item, *window))
-            else:
-                stats = limiter.get_window_stats(item, key)
-                if stats.remaining < 1:
-                    waits.append(stats.reset_time - time.time())
+                if sliding
+                else limiter.get_window_stats(item, key),
+            )
+            for item in items
+        ]
         return Reservation(admitted=False, wait=max(waits))
 
     async def _refused_async(
@@ -560,18 +562,32 @@ class LimitsWindows:
         key: str,
         items: Sequence[limits.RateLimitItem],
     ) -> Reservation:
-        waits = [0.001]
-        for item in items:
-            if self._strategy == "sliding-window-counter":
-                window = await limiter.storage.get_sliding_window(  # type: ignore[attr-defined]
+        sliding = self._strategy == "sliding-window-counter"
+        waits = [
+            _item_wait(
+                item,
+                await limiter.storage.get_sliding_window(  # type: ignore[attr-defined]
                     item.key_for(key), item.get_expiry()
                 )
-                waits.append(sliding_window_wait(item, *window))
-            else:
-                stats = await limiter.get_window_stats(item, key)
-                if stats.remaining < 1:
-                    waits.append(stats.reset_time - time.time())
+                if sliding
+                else await limiter.get_window_stats(item, key),
+            )
+            for item in items
+        ]
         return Reservation(admitted=False, wait=max(waits))
+
+
+def _item_wait(item: limits.RateLimitItem, window: Any) -> float:
+    """Return the wait for one item from limits' window answer.
+
+    A refused call waits at least a millisecond, so that a window reported
+    to reset "now" cannot make the waiter spin.
+    """
+    if isinstance(window, limits.util.WindowStats):
+        if window.remaining >= 1:
+            return 0.001
+        return max(0.001, window.reset_time - time.time())
+    return max(0.001, sliding_window_wait(item, *window))
 
 
 def sliding_window_wait(

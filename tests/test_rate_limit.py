@@ -462,3 +462,25 @@ def test_decorated_functions_keep_their_signature_and_layer():
     )
     assert (limiter,) == fluxus.layers(fetch)
     assert f"<fluxus.RateLimiter {limiter.name!r}>" == repr(limiter)
+
+
+def test_an_interrupted_sync_waiter_gives_its_slot_back(monkeypatch):
+    clock = Clock()
+    limiter = fluxus.RateLimiter(1, burst=1, timeout=None, clock=clock)
+    limiter.acquire()
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_rate_limit, "wait_sync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        limiter.acquire()
+    with pytest.raises(fluxus.RateLimitExceeded) as info:
+        limiter.acquire(timeout=0)
+    assert pytest.approx(1.0) == info.value.retry_after
+
+
+def test_acquire_documents_its_default_timeout():
+    assert "<the policy's timeout>" in str(
+        inspect.signature(fluxus.rate_limit(1).acquire)
+    )

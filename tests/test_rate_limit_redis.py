@@ -277,3 +277,42 @@ def test_a_silent_storage_never_holds_the_caller_past_the_socket_timeout(mode, e
         assert time.monotonic() - started < 0.6
     assert ["rate_limit_storage_unavailable"] == [e.kind for e in events]
     assert "redis.exceptions.TimeoutError" == events[0].error_type
+
+
+def test_an_interrupted_redis_waiter_gives_its_slot_back(redis_url, monkeypatch):
+    limiter = fluxus.rate_limit(
+        1, burst=1, timeout=None, storage=redis_url, name=unique()
+    )
+    limiter.acquire()
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_rate_limit, "wait_sync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        limiter.acquire()
+    with pytest.raises(fluxus.RateLimitExceeded) as info:
+        limiter.acquire(timeout=0)
+    assert 0.8 < info.value.retry_after <= 1.0
+
+
+def test_window_strategies_fail_open_through_an_outage_too(
+    own_redis, mode, events, quick_retry
+):
+    limiter = fluxus.rate_limit("2 per minute", storage=own_redis.url, name=unique())
+    fn = limiter(mode.make(lambda: "ok"))
+    assert 2 == calls(mode, fn, 3)
+    assert (False, False) == (limiter.allow(), asyncio.run(limiter.allow_async()))
+    own_redis.stop()
+    assert 2 == calls(mode, fn, 2)
+    assert limiter.allow()
+    time.sleep(0.12)
+    assert asyncio.run(limiter.allow_async())
+    own_redis.start()
+    time.sleep(0.12)
+    assert 2 == calls(mode, fn, 3)  # the restarted server starts empty
+    assert asyncio.run(limiter.allow_async()) is False
+    kinds = [e.kind for e in events]
+    assert "rate_limit_storage_unavailable" in kinds
+    assert "rate_limit_storage_recovered" in kinds
+    assert all("s3cret" not in repr(e) for e in events)
