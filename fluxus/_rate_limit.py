@@ -104,6 +104,8 @@ class _Plan:
     store: Any = field(default=None, compare=False)
     #: The store does I/O: the async driver awaits its ``*_async`` methods.
     io: bool = False
+    #: The burst was given, not derived from the rate: a new rate keeps it.
+    explicit_burst: bool = False
 
     @property
     def spec(self) -> tuple[Any, ...]:
@@ -268,7 +270,7 @@ class RateLimiter(Policy):
             TypeError: If *limit* is neither a number nor a string.
             ValueError: If *limit* cannot be parsed or does not fit the strategy.
         """
-        burst = self._plan.burst if self._explicit_burst else None
+        burst = self._plan.burst if self._plan.explicit_burst else None
         if isinstance(limit, str):
             burst = None
         self._plan = self._make_plan(limit, burst)
@@ -293,7 +295,6 @@ class RateLimiter(Policy):
                 f"limit={limit!r} with strategy={strategy!r}; got burst={burst!r}"
             )
             raise ValueError(msg)
-        self._explicit_burst = burst is not None
         if strategy == TOKEN_BUCKET:
             return self._token_bucket_plan(limit, rate, items, burst)
         if rate is not None:
@@ -354,6 +355,7 @@ class RateLimiter(Policy):
         return _Plan(
             limit=limit,
             burst=buckets[0].capacity if rate is not None else None,
+            explicit_burst=burst is not None,
             strategy=TOKEN_BUCKET,
             buckets=buckets,
             store=store,

@@ -484,3 +484,14 @@ def test_acquire_documents_its_default_timeout():
     assert "<the policy's timeout>" in str(
         inspect.signature(fluxus.rate_limit(1).acquire)
     )
+
+
+def test_a_refused_new_limit_leaves_the_old_one_in_place():
+    limiter = fluxus.rate_limit(5, burst=2)
+    with pytest.raises(ValueError, match="burst must be >= 1"):
+        limiter.set_burst(0)
+    limiter.set_limit(7)
+    assert (7, 2) == (limiter.limit, limiter.burst)
+    limiter.set_limit("3/second")
+    limiter.set_limit(4)
+    assert (4, 4) == (limiter.limit, limiter.burst)  # a derived burst follows the rate
