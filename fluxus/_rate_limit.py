@@ -23,6 +23,7 @@ the wait would outlast the caller's timeout or enclosing deadline.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import threading
 import time
@@ -173,6 +174,12 @@ def _check_storage(storage: object) -> str:
             f"storage has an unknown scheme {scheme!r} in {redact(storage)!r}; "
             f"use one of {known} (async functions use the async storages "
             "on their own)"
+        )
+        raise ValueError(msg)
+    if scheme in REDIS_SCHEMES and importlib.util.find_spec("redis") is None:
+        msg = (
+            f"storage {redact(storage)!r} needs the redis package: "
+            "pip install 'fluxus[redis]'"
         )
         raise ValueError(msg)
     return storage

@@ -438,6 +438,18 @@ def test_bad_configuration_fails_when_built_naming_the_parameter(kwargs, error, 
         fluxus.rate_limit(**kwargs)
 
 
+def test_a_redis_storage_without_the_redis_package_fails_when_built(monkeypatch):
+    real = _rate_limit.importlib.util.find_spec
+    monkeypatch.setattr(
+        _rate_limit.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "redis" else real(name, *a),
+    )
+    with pytest.raises(ValueError, match=r"needs the redis package") as info:
+        fluxus.rate_limit(1, storage="redis://:hunter2@host:1/0")
+    assert "hunter2" not in str(info.value)
+
+
 def test_unknown_scheme_message_never_shows_the_password():
     with pytest.raises(ValueError, match="unknown scheme") as info:
         fluxus.rate_limit(1, storage="nosql://:hunter2@host:1")

@@ -221,12 +221,15 @@ def test_an_outage_fails_open_emits_events_and_recovers(
 
     own_redis.stop()
     started = time.monotonic()
+    assert limiter.allow()  # fail open, and the outage is reported once
+    assert asyncio.run(limiter.allow_async())
     assert 3 == calls(mode, fn, 3)  # fail open: admitted without the storage
     assert time.monotonic() - started < 1.0
     assert limiter.allow()
 
     own_redis.start()
     time.sleep(0.15)
+    assert asyncio.run(limiter.allow_async())
     assert 1 == calls(mode, fn, 3)  # counting again, on a fresh budget
     kinds = [e.kind for e in events]
     assert [
