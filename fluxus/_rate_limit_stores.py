@@ -505,8 +505,10 @@ class LimitsWindows:
         limiter = await self._alimiter()
         try:
             if len(items) == 1 or all([await limiter.test(i, key) for i in items]):
-                hits = [await limiter.hit(item, key) for item in items]
-                if all(hits):
+                for item in items:  # stops at the first refusal
+                    if not await limiter.hit(item, key):
+                        break
+                else:
                     return ADMITTED
             return await self._refused_async(limiter, key, items)
         except limits.errors.StorageError as exc:

@@ -319,3 +319,18 @@ def test_window_strategies_fail_open_through_an_outage_too(
     assert "rate_limit_storage_unavailable" in kinds
     assert "rate_limit_storage_recovered" in kinds
     assert all("s3cret" not in repr(e) for e in events)
+
+
+def test_several_window_items_in_redis_must_all_admit(redis_url, mode):
+    limiter = fluxus.rate_limit(
+        "3 per minute; 2 per hour",
+        strategy="moving-window",
+        storage=redis_url,
+        name=unique(),
+    )
+    fn = limiter(mode.make(lambda: None))
+    assert 2 == calls(mode, fn, 4)
+    with pytest.raises(fluxus.RateLimitExceeded) as info:
+        mode.run(fn)
+    assert 3000 < info.value.retry_after <= 3600
+    assert not asyncio.run(limiter.allow_async())
