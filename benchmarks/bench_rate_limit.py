@@ -76,20 +76,32 @@ def limits_hit_async(strategy, item, fn):
 
 
 def build(fn, *, is_async):
+    """Return a factory per contender: each round times a fresh limiter.
+
+    Fresh limiters keep the rounds alike: limits' moving window slows down as
+    its entries pile up (see the memory section), so every round starts it,
+    like every other contender, empty.
+    """
     per_second = limits.RateLimitItemPerSecond(HUGE)
     hit = limits_hit_async if is_async else limits_hit
     strategies = limits.aio.strategies if is_async else limits.strategies
     return {
-        "bare call": fn,
-        "fluxus numeric (GCRA)": fluxus.rate_limit(HUGE, name=uuid.uuid4().hex)(fn),
-        "fluxus string (SWC)": fluxus.rate_limit(
+        "bare call": lambda: fn,
+        "fluxus numeric (GCRA)": lambda: fluxus.rate_limit(HUGE, name=uuid.uuid4().hex)(
+            fn
+        ),
+        "fluxus string (SWC)": lambda: fluxus.rate_limit(
             f"{HUGE}/second", name=uuid.uuid4().hex
         )(fn),
-        "limits moving-window": hit(strategies.MovingWindowRateLimiter, per_second, fn),
-        "limits sliding-window": hit(
+        "limits moving-window": lambda: hit(
+            strategies.MovingWindowRateLimiter, per_second, fn
+        ),
+        "limits sliding-window": lambda: hit(
             strategies.SlidingWindowCounterRateLimiter, per_second, fn
         ),
-        "limits fixed-window": hit(strategies.FixedWindowRateLimiter, per_second, fn),
+        "limits fixed-window": lambda: hit(
+            strategies.FixedWindowRateLimiter, per_second, fn
+        ),
     }
 
 
@@ -99,15 +111,16 @@ def happy_path(rounds, calls):
         contenders = build(fn, is_async=is_async)
         medians = compare(
             {
-                n: (lambda f=f, timer=timer: timer(f, calls))
-                for n, f in contenders.items()
+                n: (lambda make=make, timer=timer: timer(make(), calls))
+                for n, make in contenders.items()
             },
             rounds,
         )
         kind = "async" if is_async else "sync"
         lines += [
             *report(
-                f"happy path, {kind}, {rounds} rounds x {calls} calls, medians",
+                f"happy path, {kind}, {rounds} rounds x {calls} calls, medians "
+                "(a fresh limiter per round)",
                 medians,
                 baseline="bare call",
                 reference="limits moving-window",
@@ -135,18 +148,27 @@ def max_window_excess(times, rate, burst):
     return worst
 
 
-def demand(limiter, rate, seconds, start):
-    """Call at 2 x rate, open loop, failing fast; return the admitted times."""
+def demand(limiter, rate, seconds, start, lag=None):
+    """Call at 2 x rate, open loop, failing fast; return the admitted times.
+
+    *lag*, a list, receives the caller's worst delay behind its schedule: a
+    caller descheduled for longer than the bucket lasts loses tokens.
+    """
     admitted = []
     interval = 1.0 / (2 * rate)
+    worst = 0.0
     k = 0
     while True:
         due = start + k * interval
         now = time.time()
         if due > start + seconds:
+            if lag is not None:
+                lag.append(worst)
             return admitted
         if due > now:
             time.sleep(due - now)
+        else:
+            worst = max(worst, now - due)
         k += 1
         try:
             limiter.acquire(timeout=0)
@@ -174,33 +196,49 @@ def accuracy_memory(seconds):
     return accuracy_line("memory, 1 process", times, rate, burst, seconds)
 
 
-def _redis_worker(url, name, limit, timing, queue):
-    (rate, burst), (seconds, start) = limit, timing
+def _redis_worker(url, name, limit, seconds, sync):
+    barrier, start_at, queue = sync
+    rate, burst = limit
     fluxus.instrumentation.set_hooks([])
     limiter = fluxus.rate_limit(rate, burst=burst, name=name, storage=url)
+    limiter.allow()  # connected before the clock starts
+    barrier.wait()  # every worker is ready: the parent sets the start
+    barrier.wait()
+    lag = []
     # each of the 4 workers demands a quarter of 2 x rate
-    queue.put(demand(limiter, rate / 4, seconds, start))
+    admitted = demand(limiter, rate / 4, seconds, start_at.value, lag)
+    queue.put((admitted, lag[0]))
 
 
 def accuracy_redis(url, seconds, processes=4):
     rate, burst = 400.0, 40
     name = uuid.uuid4().hex
-    start = time.time() + 2.0  # every worker has started and connected by then
-    queue = multiprocessing.get_context("spawn").Queue()
     ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    barrier = ctx.Barrier(processes + 1)
+    start_at = ctx.Value("d", 0.0)
     workers = [
         ctx.Process(
             target=_redis_worker,
-            args=(url, name, (rate, burst), (seconds, start), queue),
+            args=(url, name, (rate, burst), seconds, (barrier, start_at, queue)),
         )
         for _ in range(processes)
     ]
     for w in workers:
         w.start()
-    times = [t for _ in workers for t in queue.get(timeout=seconds + 60)]
+    barrier.wait(timeout=120)
+    start_at.value = time.time() + 0.2
+    barrier.wait(timeout=120)
+    results = [queue.get(timeout=seconds + 60) for _ in workers]
     for w in workers:
         w.join()
-    return accuracy_line(f"redis, {processes} processes", times, rate, burst, seconds)
+    times = [t for admitted, _ in results for t in admitted]
+    lag = max(worst for _, worst in results)
+    return (
+        accuracy_line(f"redis, {processes} processes", times, rate, burst, seconds)
+        + f"; worst caller lag {lag * 1000:.0f} ms (bucket lasts "
+        f"{burst / rate * 1000:.0f} ms)"
+    )
 
 
 # -- memory --------------------------------------------------------------------
