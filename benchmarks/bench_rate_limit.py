@@ -90,8 +90,11 @@ def build(fn, *, is_async):
         "fluxus numeric (GCRA)": lambda: fluxus.rate_limit(HUGE, name=uuid.uuid4().hex)(
             fn
         ),
-        "fluxus string (SWC)": lambda: fluxus.rate_limit(
+        "fluxus string (FW)": lambda: fluxus.rate_limit(
             f"{HUGE}/second", name=uuid.uuid4().hex
+        )(fn),
+        "fluxus string (SWC)": lambda: fluxus.rate_limit(
+            f"{HUGE}/second", name=uuid.uuid4().hex, strategy="sliding-window-counter"
         )(fn),
         "limits moving-window": lambda: hit(
             strategies.MovingWindowRateLimiter, per_second, fn
@@ -246,6 +249,7 @@ def accuracy_redis(url, seconds, processes=4):
 MEMORY_CONTENDERS = (
     "fluxus numeric (GCRA)",
     "fluxus numeric, a key per call",
+    "fluxus string (FW)",
     "fluxus string (SWC)",
     "limits moving-window",
 )
@@ -257,8 +261,12 @@ def memory_child(name, calls):
         fn = fluxus.rate_limit(HUGE, name="m")(work)
     elif name == "fluxus numeric, a key per call":
         fn = fluxus.rate_limit(HUGE, name="m", key=str)(work)
-    elif name == "fluxus string (SWC)":
+    elif name == "fluxus string (FW)":
         fn = fluxus.rate_limit("1000000/second", name="m")(work)
+    elif name == "fluxus string (SWC)":
+        fn = fluxus.rate_limit(
+            "1000000/second", name="m", strategy="sliding-window-counter"
+        )(work)
     else:
         fn = limits_hit(
             limits.strategies.MovingWindowRateLimiter,

@@ -7,9 +7,11 @@ Which algorithm counts the calls depends on the limit's form:
   atomically in Redis: one number per bucket and key, exact, and a caller
   that may wait reserves its slot, so waiters are served in order;
 - a string in limits' notation (``"100 per minute; 10 per second"``) is
-  counted by limits itself, with its ``sliding-window-counter`` strategy by
-  default (two counters per item and key), or ``fixed-window`` or
-  ``moving-window``; ``strategy="token-bucket"`` turns each item ``N per P``
+  counted by limits itself, with its ``fixed-window`` strategy by default
+  (one counter per item and key, as in limits and Flask-Limiter; up to twice
+  the amount can pass around a window's end), or ``sliding-window-counter``
+  (two counters, smoother) or ``moving-window`` (exact, one entry per
+  admitted call); ``strategy="token-bucket"`` turns each item ``N per P``
   into a bucket of ``N`` tokens refilled at ``N / P`` per second instead.
 
 The configuration lives in one immutable :class:`_Plan` swapped whole by
@@ -62,7 +64,7 @@ from .instrumentation._hooks import emit
 TOKEN_BUCKET = "token-bucket"  # noqa: S105 - a strategy, not a password
 WINDOW_STRATEGIES = ("sliding-window-counter", "fixed-window", "moving-window")
 STRATEGIES = (TOKEN_BUCKET, *WINDOW_STRATEGIES)
-DEFAULT_STRING_STRATEGY = "sliding-window-counter"
+DEFAULT_STRING_STRATEGY = "fixed-window"
 DEFAULT_KEY_PREFIX = "fluxus:ratelimit"
 
 #: Seconds an unreachable storage is left alone before it is tried again.
@@ -678,8 +680,8 @@ def rate_limit(
             I/O gives up after ``socket_timeout`` (0.5 s unless the URL's
             query sets it).
         strategy: ``"token-bucket"`` (default for numbers; memory or Redis),
-            or one of limits' ``"sliding-window-counter"`` (default for
-            strings), ``"fixed-window"``, ``"moving-window"``.
+            or one of limits' ``"fixed-window"`` (default for strings),
+            ``"sliding-window-counter"``, ``"moving-window"``.
         fail_open: While the storage is unreachable, admit calls (``True``,
             the default) or reject them with ``retry_after`` 1 s (``False``).
             The storage is tried again once a second.

@@ -360,7 +360,7 @@ def test_set_limit_and_set_burst_take_effect_for_the_next_call():
     # a new limit starts with a full bucket
     assert 3 == sum(limiter.allow() and not limiter.acquire() for _ in range(4))
     limiter.set_limit("5/second")
-    assert (None, "sliding-window-counter") == (limiter.burst, limiter.strategy)
+    assert (None, "fixed-window") == (limiter.burst, limiter.strategy)
     with pytest.raises(ValueError, match="burst applies to a numeric limit"):
         limiter.set_burst(2)
     with pytest.raises(ValueError, match="limit must be a rate"):
