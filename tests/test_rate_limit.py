@@ -101,6 +101,36 @@ def test_no_window_ever_admits_more_than_burst_plus_rate_times_its_length(
             assert admitted <= burst + rate * (runs[j] - first) + 1e-6
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    specs=st.lists(
+        st.tuples(
+            st.floats(min_value=0.5, max_value=100),
+            st.integers(min_value=1, max_value=8),
+        ),
+        min_size=2,
+        max_size=3,
+    ),
+    gaps=st.lists(st.floats(min_value=0, max_value=0.3), min_size=1, max_size=100),
+    max_wait=st.sampled_from([0.0, 0.1, math.inf]),
+)
+def test_every_bucket_of_several_holds_its_own_bound(specs, gaps, max_wait):
+    clock = Clock()
+    store = MemoryTokenBuckets(clock)
+    buckets = tuple(Bucket(1.0 / rate, burst) for rate, burst in specs)
+    runs = []
+    for gap in gaps:
+        clock.advance(gap)
+        answer = store.take("k", buckets, max_wait)
+        if answer.admitted:
+            runs.append(clock.now + answer.wait)
+    runs.sort()
+    for rate, burst in specs:
+        for i, first in enumerate(runs):
+            for j in range(i, len(runs)):
+                assert j - i + 1 <= burst + rate * (runs[j] - first) + 1e-6
+
+
 @settings(max_examples=50, deadline=None)
 @given(
     rate=st.floats(min_value=1, max_value=100),
