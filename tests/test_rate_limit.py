@@ -361,24 +361,6 @@ def test_default_name_is_the_first_decorated_function():
     )
 
 
-def test_a_cancelled_waiter_gives_its_slot_back():
-    clock = Clock()
-    limiter = fluxus.RateLimiter(1, burst=1, timeout=None, clock=clock)
-
-    async def main():
-        await limiter.acquire_async()
-        waiter = asyncio.create_task(limiter.acquire_async())
-        await asyncio.sleep(0.01)
-        waiter.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiter
-
-    asyncio.run(main())
-    with pytest.raises(fluxus.RateLimitExceeded) as info:
-        limiter.acquire(timeout=0)
-    assert pytest.approx(1.0) == info.value.retry_after
-
-
 def test_set_limit_and_set_burst_take_effect_for_the_next_call():
     clock = Clock()
     limiter = fluxus.RateLimiter(1, burst=1, clock=clock)
@@ -504,22 +486,6 @@ def test_decorated_functions_keep_their_signature_and_layer():
     )
     assert (limiter,) == fluxus.layers(fetch)
     assert f"<fluxus.RateLimiter {limiter.name!r}>" == repr(limiter)
-
-
-def test_an_interrupted_sync_waiter_gives_its_slot_back(monkeypatch):
-    clock = Clock()
-    limiter = fluxus.RateLimiter(1, burst=1, timeout=None, clock=clock)
-    limiter.acquire()
-
-    def interrupted(seconds):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(_rate_limit, "wait_sync", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        limiter.acquire()
-    with pytest.raises(fluxus.RateLimitExceeded) as info:
-        limiter.acquire(timeout=0)
-    assert pytest.approx(1.0) == info.value.retry_after
 
 
 def test_acquire_documents_its_default_timeout():

@@ -1,4 +1,4 @@
-"""The rate limiter through a real redis-server: shared budgets and outages."""
+"""The rate limiter through its storages: Redis shared budgets, outages, refunds."""
 
 from __future__ import annotations
 
@@ -79,26 +79,6 @@ def test_redis_waiters_wait_for_their_reserved_slot(redis_url, mode):
         mode.run(fn)
     assert 0.09 < time.monotonic() - started < 1.0
     assert not limiter.allow()
-
-
-def test_a_cancelled_redis_waiter_gives_its_slot_back(redis_url):
-    limiter = fluxus.rate_limit(
-        1, burst=1, timeout=None, storage=redis_url, name=unique()
-    )
-
-    async def main():
-        await limiter.acquire_async()
-        waiter = asyncio.create_task(limiter.acquire_async())
-        await asyncio.sleep(0.05)
-        waiter.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiter
-        assert not await limiter.allow_async()
-        with pytest.raises(fluxus.RateLimitExceeded) as info:
-            await limiter.acquire_async(timeout=0)
-        return info.value.retry_after
-
-    assert 0.8 < asyncio.run(main()) <= 1.0
 
 
 def test_window_strategy_in_redis_is_shared_by_sync_and_async(redis_url, mode):
@@ -282,23 +262,6 @@ def test_a_silent_storage_never_holds_the_caller_past_the_socket_timeout(mode, e
     assert "redis.exceptions.TimeoutError" == events[0].error_type
 
 
-def test_an_interrupted_redis_waiter_gives_its_slot_back(redis_url, monkeypatch):
-    limiter = fluxus.rate_limit(
-        1, burst=1, timeout=None, storage=redis_url, name=unique()
-    )
-    limiter.acquire()
-
-    def interrupted(seconds):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(_rate_limit, "wait_sync", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        limiter.acquire()
-    with pytest.raises(fluxus.RateLimitExceeded) as info:
-        limiter.acquire(timeout=0)
-    assert 0.8 < info.value.retry_after <= 1.0
-
-
 def test_window_strategies_fail_open_through_an_outage_too(
     own_redis, mode, events, quick_retry
 ):
@@ -334,3 +297,47 @@ def test_several_window_items_in_redis_must_all_admit(redis_url, mode):
         mode.run(fn)
     assert 3000 < info.value.retry_after <= 3600
     assert not asyncio.run(limiter.allow_async())
+
+
+@pytest.fixture(params=["memory", "redis"])
+def storage(request):
+    if request.param == "memory":
+        return "memory://"
+    return request.getfixturevalue("redis_url")
+
+
+def test_a_cancelled_waiter_gives_its_slot_back(storage):
+    limiter = fluxus.rate_limit(
+        1, burst=1, timeout=None, storage=storage, name=unique()
+    )
+
+    async def main():
+        await limiter.acquire_async()
+        waiter = asyncio.create_task(limiter.acquire_async())
+        await asyncio.sleep(0.05)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert not await limiter.allow_async()
+        with pytest.raises(fluxus.RateLimitExceeded) as info:
+            await limiter.acquire_async(timeout=0)
+        return info.value.retry_after
+
+    assert 0.8 < asyncio.run(main()) <= 1.0
+
+
+def test_an_interrupted_sync_waiter_gives_its_slot_back(storage, monkeypatch):
+    limiter = fluxus.rate_limit(
+        1, burst=1, timeout=None, storage=storage, name=unique()
+    )
+    limiter.acquire()
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_rate_limit, "wait_sync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        limiter.acquire()
+    with pytest.raises(fluxus.RateLimitExceeded) as info:
+        limiter.acquire(timeout=0)
+    assert 0.8 < info.value.retry_after <= 1.0
