@@ -503,3 +503,26 @@ def test_a_refused_new_limit_leaves_the_old_one_in_place():
     limiter.set_limit("3/second")
     limiter.set_limit(4)
     assert (4, 4) == (limiter.limit, limiter.burst)  # a derived burst follows the rate
+
+
+def test_threads_share_the_bucket_without_over_admitting():
+    import threading
+
+    clock = Clock()
+    limiter = fluxus.RateLimiter(1, burst=50, clock=clock)
+    admitted = []
+
+    def hammer():
+        for _ in range(40):
+            try:
+                limiter.acquire()
+                admitted.append(1)
+            except fluxus.RateLimitExceeded:
+                pass
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 50 == len(admitted)
