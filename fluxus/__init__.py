@@ -12,6 +12,7 @@ from ._budget import RetryBudget
 from ._core import layers
 from ._dead_letter import DeadLetter, DeadLetterQueue, dead_letter
 from ._deadline import remaining
+from ._rate_limit import RateLimiter, rate_limit
 from ._replay import ReplayResult, replay, replay_async
 from ._retry import Retry, retry
 from ._version import __version__
@@ -31,6 +32,7 @@ __all__ = [
     "FluxusError",
     "LayeringWarning",
     "RateLimitExceeded",
+    "RateLimiter",
     "ReplayResult",
     "Retry",
     "RetryBudget",
@@ -39,6 +41,7 @@ __all__ = [
     "dead_letter",
     "instrumentation",
     "layers",
+    "rate_limit",
     "remaining",
     "replay",
     "replay_async",

@@ -109,3 +109,52 @@ class DeadLetterHandlerFailed(Event):
     letter_id: str
     error_type: str
     error_message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimited(Event):
+    """A rate limiter refused a call: no permit within the caller's timeout.
+
+    Attributes:
+        retry_after: Seconds until a permit is expected to be free.
+        timeout: The caller's timeout in seconds (``None``: no limit).
+    """
+
+    kind: ClassVar[str] = "rate_limited"
+    level: ClassVar[int] = logging.WARNING
+
+    retry_after: float
+    timeout: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitStorageUnavailable(Event):
+    """A rate limiter could not reach its storage.
+
+    Attributes:
+        storage: The storage URI, its password masked.
+        fail_open: Whether calls are admitted until the storage is back.
+        error_type: ``module.qualname`` of the storage error.
+        error_message: ``str()`` of the storage error.
+    """
+
+    kind: ClassVar[str] = "rate_limit_storage_unavailable"
+    level: ClassVar[int] = logging.ERROR
+
+    storage: str
+    fail_open: bool
+    error_type: str
+    error_message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitStorageRecovered(Event):
+    """A rate limiter reached its storage again after an outage.
+
+    Attributes:
+        storage: The storage URI, its password masked.
+    """
+
+    kind: ClassVar[str] = "rate_limit_storage_recovered"
+
+    storage: str
