@@ -10,12 +10,24 @@ default a :class:`StructlogHook` logs them to the ``fluxus`` logger::
 
 from __future__ import annotations
 
-from ._events import Event, RetriesExhausted, RetryScheduled
+from ._events import (
+    CircuitRejected,
+    CircuitStateChanged,
+    CircuitStorageRecovered,
+    CircuitStorageUnavailable,
+    Event,
+    RetriesExhausted,
+    RetryScheduled,
+)
 from ._hooks import Hook, add_hook, get_hooks, remove_hook, set_hooks
 from ._logging import LoggingHook
 from ._structlog import StructlogHook
 
 __all__ = [
+    "CircuitRejected",
+    "CircuitStateChanged",
+    "CircuitStorageRecovered",
+    "CircuitStorageUnavailable",
     "Event",
     "Hook",
     "LoggingHook",
