@@ -421,6 +421,7 @@ def test_a_slow_call_admitted_before_the_circuit_opened_does_not_count(clock):
         raise OSError("late")
 
     fast = breaker(Service(OSError("first")))
+
     def late():
         with pytest.raises(OSError):
             slow()
