@@ -226,7 +226,9 @@ def random_outcome(rng):
     return "ok"
 
 
-def hammer(work, seed, outcomes):
+def hammer(work, seed, results):
+    outcomes = Counter()
+    results.append(outcomes)  # one Counter per thread: += is not atomic
     rng = random.Random(seed)  # noqa: S311 - reproducible, not secret
     for _ in range(300):
         try:
@@ -253,17 +255,16 @@ def test_many_threads_with_random_outcomes_keep_the_invariants():
     )
     counting = CountingStorage(breaker._storage)
     breaker._storage = counting
-    outcomes = Counter()
-
+    results = []
     work = breaker(random_outcome)
     threads = [
-        threading.Thread(target=hammer, args=(work, seed, outcomes))
-        for seed in range(8)
+        threading.Thread(target=hammer, args=(work, seed, results)) for seed in range(8)
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
+    outcomes = sum(results, Counter())
 
     assert 8 * 300 == sum(outcomes.values())
     assert outcomes["rejected"] > 0
