@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -186,6 +186,19 @@ def _describe(client: Any) -> str:
     return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"  # noqa: E501
 
 
+async def _close_with_loop(client: Any) -> AsyncIterator[None]:
+    """Close *client* when its event loop shuts down.
+
+    A started async generator is closed by the loop's ``shutdown_asyncgens()``
+    (``asyncio.run`` and test runners call it), inside that loop: the one
+    place where a client bound to the loop can still close its connections.
+    """
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
 class CircuitRedisStorage:
     """Share circuits among processes and machines through Redis.
 
@@ -315,15 +328,15 @@ class CircuitRedisStorage:
             self._sync = redis.Redis(**settings)
         return self._sync
 
-    def async_client(self) -> Any:
+    async def async_client(self) -> Any:
         """Return an asyncio client bound to the running event loop."""
         if self._async is not None:
             return self._async
         import redis.asyncio  # noqa: PLC0415
 
         loop = asyncio.get_running_loop()
-        client = self._per_loop.get(loop)
-        if client is None:
+        entry = self._per_loop.get(loop)
+        if entry is None:
             if self._url is not None:
                 client = redis.asyncio.Redis.from_url(self._url, **self._timeouts())
             else:
@@ -331,8 +344,10 @@ class CircuitRedisStorage:
                 if "path" in settings:
                     settings["unix_socket_path"] = settings.pop("path")
                 client = redis.asyncio.Redis(**settings)
-            self._per_loop[loop] = client
-        return client
+            closer = _close_with_loop(client)
+            await anext(closer)
+            entry = self._per_loop[loop] = (client, closer)
+        return entry[0]
 
     def circuit(self, circuit: Circuit, name: Callable[[], str]) -> RedisCircuit:
         """Return one breaker's storage: *circuit*'s settings under *name*'s keys."""
@@ -417,7 +432,7 @@ class RedisCircuit:
     async def _run_async(self, which: int, args: list[Any], function: str) -> list[Any]:
         if self._skip():
             raise _Down
-        client = self.storage.async_client()
+        client = await self.storage.async_client()
         try:
             async with asyncio.timeout(self.storage.timeout):
                 reply = await self._scripts_for(client, asynchronous=True)[which](
