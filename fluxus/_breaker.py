@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ClassVar, NoReturn, Protocol
+from typing import Any, ClassVar, Protocol
 
 from ._breaker_core import CLOSED, HALF_OPEN, OPEN, Circuit, CircuitState, Transition
 from ._breaker_redis import CircuitRedisStorage
@@ -30,6 +30,9 @@ Exclude = (
     | Callable[[Exception], bool]
     | Iterable[type[Exception] | Callable[[Exception], bool]]
 )
+
+_OPEN = OPEN.value
+_HALF_OPEN = HALF_OPEN.value
 
 #: A step's answer: the token (``None``: rejected), the wait, what changed.
 Admission = tuple[object | None, float, Transition | None]
@@ -72,8 +75,18 @@ class MemoryStorage:
         """Admit a call or refuse it; see :meth:`Circuit.admit`."""
         circuit = self.circuit
         epoch = circuit.epoch  # before the state: see Circuit._move
-        if circuit.state is CLOSED:
+        state = circuit.state
+        if state is CLOSED:
             return epoch << 1, 0.0, None
+        if state is OPEN:
+            # Refusing needs no lock either: opened_at is written before the
+            # state, and a stale one is older than reset_timeout, so it only
+            # sends the caller to the locked path below.
+            if circuit.forced:
+                return None, circuit.reset_timeout, None
+            wait = circuit.opened_at + circuit.reset_timeout - self.clock()
+            if wait > 0:
+                return None, wait, None
         with self.lock:
             return circuit.admit(self.clock())
 
@@ -262,19 +275,27 @@ class CircuitBreaker(Policy):
             )
         )
 
-    def _reject(self, retry_after: float, function: str) -> NoReturn:
-        # No trial wait means every half-open trial slot is taken.
-        state = OPEN.value if retry_after > 0 else HALF_OPEN.value
+    def _refusal(
+        self, retry_after: float, transition: Transition | None, function: str
+    ) -> CircuitOpenError:
+        """Announce a refused admission; return the error for the caller to raise.
+
+        The caller raises it itself, so the traceback stays one frame deep.
+        """
+        if transition is not None:
+            self._announce(transition, function, None)
+        name = self.name
         if get_hooks():
             emit(
                 CircuitRejected(
-                    policy=self.name,
+                    policy=name,
                     function=function,
-                    state=state,
+                    # No wait means every half-open trial slot is taken.
+                    state=_OPEN if retry_after > 0 else _HALF_OPEN,
                     retry_after=retry_after,
                 )
             )
-        raise CircuitOpenError(self.name, retry_after)
+        return CircuitOpenError(name, retry_after)
 
     def _counts(self, exc: BaseException) -> bool:
         """Return whether *exc* counts as a failure."""
@@ -288,10 +309,10 @@ class CircuitBreaker(Policy):
     def _admit(self, function: str) -> object:
         """Admit a call and return its token, or raise :class:`CircuitOpenError`."""
         token, retry_after, transition = self._storage.admit(function)
+        if token is None:
+            raise self._refusal(retry_after, transition, function)
         if transition is not None:
             self._announce(transition, function, None)
-        if token is None:
-            self._reject(retry_after, function)
         return token
 
     def _record_success(self, token: object, function: str) -> None:
@@ -307,9 +328,9 @@ class CircuitBreaker(Policy):
 
     async def _admit_async(self, function: str) -> object:
         token, retry_after, transition = await self._storage.admit_async(function)
-        self._announce(transition, function, None)
         if token is None:
-            self._reject(retry_after, function)
+            raise self._refusal(retry_after, transition, function)
+        self._announce(transition, function, None)
         return token
 
     async def _record_success_async(self, token: object, function: str) -> None:
@@ -328,12 +349,18 @@ class CircuitBreaker(Policy):
 
     def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         function = qualified_name(func)
-        admit = self._admit
+        admit = self._storage.admit
+        refusal = self._refusal
+        announce = self._announce
         succeed = self._record_success
         fail = self._record_failure
 
         def breaker_wrapper(*args: Any, **kwargs: Any) -> Any:
-            token = admit(function)
+            token, retry_after, transition = admit(function)
+            if token is None:
+                raise refusal(retry_after, transition, function)
+            if transition is not None:
+                announce(transition, function, None)
             try:
                 result = func(*args, **kwargs)
             except BaseException as exc:
@@ -350,12 +377,18 @@ class CircuitBreaker(Policy):
         function = qualified_name(func)
         if self._storage.remote:
             return self._wrap_remote_async(func, function)
-        admit = self._admit
+        admit = self._storage.admit
+        refusal = self._refusal
+        announce = self._announce
         succeed = self._record_success
         fail = self._record_failure
 
         async def breaker_wrapper(*args: Any, **kwargs: Any) -> Any:
-            token = admit(function)
+            token, retry_after, transition = admit(function)
+            if token is None:
+                raise refusal(retry_after, transition, function)
+            if transition is not None:
+                announce(transition, function, None)
             try:
                 result = await func(*args, **kwargs)
             except BaseException as exc:

@@ -159,9 +159,8 @@ class Circuit:
             self.trials -= 1
 
     def _open(self, now: float, reason: str) -> Transition:
-        transition = self._move(OPEN, reason)
-        self.opened_at = now
-        return transition
+        self.opened_at = now  # before the state: lock-free readers use it
+        return self._move(OPEN, reason)
 
     def force_open(self, now: float) -> Transition | None:
         """Open the circuit until :meth:`reset`; return the change, if any."""
