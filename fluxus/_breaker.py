@@ -284,7 +284,7 @@ class CircuitBreaker(Policy):
         """
         if transition is not None:
             self._announce(transition, function, None)
-        name = self.name
+        name = self._name or self.name
         if get_hooks():
             emit(
                 CircuitRejected(
