@@ -94,14 +94,6 @@ class Circuit:
         self.failures = self.successes = self.trials = 0
         return Transition(old, new, reason)
 
-    def retry_after(self, now: float) -> float:
-        """Return the seconds until a trial call may run (0 when it may now)."""
-        if self.state is not OPEN:
-            return 0.0
-        if self.forced:
-            return self.reset_timeout
-        return max(0.0, self.opened_at + self.reset_timeout - now)
-
     def admit(self, now: float) -> tuple[int | None, float, Transition | None]:
         """Decide whether a call may run now.
 
@@ -113,8 +105,10 @@ class Circuit:
         """
         transition = None
         if self.state is OPEN:
-            wait = self.retry_after(now)
-            if self.forced or wait > 0:
+            if self.forced:  # no timer: reset_timeout is the hint callers get
+                return None, self.reset_timeout, None
+            wait = self.opened_at + self.reset_timeout - now
+            if wait > 0:
                 return None, wait, None
             transition = self._move(HALF_OPEN, "reset timeout elapsed")
         if self.state is HALF_OPEN:

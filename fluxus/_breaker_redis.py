@@ -315,6 +315,8 @@ class CircuitRedisStorage:
         kwargs = client.connection_pool.connection_kwargs
         keep = ("host", "port", "db", "username", "password", "path")
         settings = {key: kwargs[key] for key in keep if key in kwargs}
+        if "path" in settings:
+            settings["unix_socket_path"] = settings.pop("path")
         return settings | self._timeouts()
 
     def sync_client(self) -> Any:
@@ -323,8 +325,6 @@ class CircuitRedisStorage:
             import redis  # noqa: PLC0415
 
             settings = self._settings(self._async)
-            if "path" in settings:
-                settings["unix_socket_path"] = settings.pop("path")
             self._sync = redis.Redis(**settings)
         return self._sync
 
@@ -341,8 +341,6 @@ class CircuitRedisStorage:
                 client = redis.asyncio.Redis.from_url(self._url, **self._timeouts())
             else:
                 settings = self._settings(self._sync)
-                if "path" in settings:
-                    settings["unix_socket_path"] = settings.pop("path")
                 client = redis.asyncio.Redis(**settings)
             closer = _close_with_loop(client)
             await anext(closer)

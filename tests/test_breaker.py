@@ -504,3 +504,38 @@ def test_memory_url_and_timedelta_are_accepted():
     assert 1.5 == breaker.reset_timeout
     assert CircuitState.CLOSED == breaker.state
     assert "half-open" == CircuitState.HALF_OPEN.value
+
+
+def test_the_steps_a_compiled_stack_uses(clock, events):
+    breaker = fluxus.circuit_breaker(1, 2.0, clock=clock)
+
+    token = breaker._admit("f")
+    breaker._record_failure(token, OSError("x"), "f")
+    with pytest.raises(fluxus.CircuitOpenError) as info:
+        breaker._admit("f")
+    clock.advance(2.0)
+    trial = breaker._admit("f")
+    breaker._record_success(trial, "f")
+
+    assert 2.0 == info.value.retry_after
+    assert CircuitState.CLOSED == breaker.state
+    assert [("closed", "open"), ("open", "half-open"), ("half-open", "closed")] == (
+        transitions(events)
+    )
+
+
+def test_without_hooks_nothing_is_built(clock):
+    breaker = fluxus.circuit_breaker(1, 2.0, clock=clock)
+    fn = breaker(Service(OSError("x")))
+    with fluxus.testing.capture_events() as events:
+        fluxus.instrumentation.set_hooks([])
+        try:
+            with pytest.raises(OSError):
+                fn()
+            with pytest.raises(fluxus.CircuitOpenError):
+                fn()
+        finally:
+            fluxus.instrumentation.set_hooks(None)
+
+    assert [] == events
+    assert "x" == str(breaker.last_error)
