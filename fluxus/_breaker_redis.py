@@ -15,14 +15,16 @@ Keys (``prefix`` defaults to ``fluxus:breaker``)::
                              opened_at, forced, seq
     <prefix>:<name>:trials   sorted set: running trials, scored by expiry
 
-A happy call costs one round trip: a success is written back only when the
-admission saw failures to forget, so a success that overlaps a failure in
-another process may leave that failure counted.
+A happy call costs one round trip: a success is written back only when there
+may be failures to forget (the admission saw some, or this process recorded
+one since), so a success that overlaps a failure in ANOTHER process may
+leave that failure counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -38,7 +40,11 @@ if TYPE_CHECKING:
     from ._breaker import Admission
 
 _PRELUDE = """
+-- The last argument is the time: empty for the server's clock, which every
+-- process shares; the tests pass a fake one.
+local clock = ARGV[#ARGV]
 local function now()
+  if clock ~= '' then return tonumber(clock) end
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
@@ -364,6 +370,11 @@ class RedisCircuit:
         self.settings = circuit
         self.name = name
         self.down_until: float | None = None
+        self._failures = itertools.count(1)  # next() is atomic: threads share it
+        #: The number of the last failure this process recorded.
+        self.last_failure = 0
+        #: Seconds to use instead of the Redis server's clock (tests only).
+        self.clock: Callable[[], float] | None = None
         self._scripts: dict[bool, tuple[Any, Any, Any]] = {}
 
     def _keys(self) -> list[str]:
@@ -413,13 +424,16 @@ class RedisCircuit:
                 )
             )
 
+    def _now(self) -> str:
+        return "" if self.clock is None else repr(self.clock())
+
     def _run(self, which: int, args: list[Any], function: str) -> list[Any]:
         if self._skip():
             raise _Down
         client = self.storage.sync_client()
         try:
             reply = self._scripts_for(client, asynchronous=False)[which](
-                keys=self._keys(), args=args, client=client
+                keys=self._keys(), args=[*args, self._now()], client=client
             )
         except Exception as exc:
             self._went_down(exc, function)
@@ -434,7 +448,7 @@ class RedisCircuit:
         try:
             async with asyncio.timeout(self.storage.timeout):
                 reply = await self._scripts_for(client, asynchronous=True)[which](
-                    keys=self._keys(), args=args, client=client
+                    keys=self._keys(), args=[*args, self._now()], client=client
                 )
         except Exception as exc:
             self._went_down(exc, function)
@@ -463,7 +477,8 @@ class RedisCircuit:
             )
         if not code:
             return None, float(_text(wait)), transition
-        return (int(epoch), _text(trial), int(failures)), 0.0, transition
+        token = (int(epoch), _text(trial), int(failures), self.last_failure)
+        return token, 0.0, transition
 
     def _unreachable(self) -> Admission:
         if self.storage.fail_open:
@@ -473,8 +488,12 @@ class RedisCircuit:
     def _record_args(self, outcome: str, token: Any) -> list[Any] | None:
         if token is _BYPASS:
             return None
-        epoch, trial, failures = token
-        if outcome == "s" and not trial and not failures:
+        epoch, trial, failures, last_failure = token
+        if outcome == "f":
+            self.last_failure = next(self._failures)
+        elif not (trial or failures) and last_failure == self.last_failure:
+            # Nothing to forget: no failure counted when the call was
+            # admitted, none recorded by this process since.
             return None
         settings = self.settings
         return [

@@ -16,12 +16,17 @@ import pytest
 import redis
 import redis.asyncio
 from fluxus import CircuitState
+from fluxus._breaker_core import Circuit
 from fluxus.instrumentation import (
     CircuitRejected,
     CircuitStateChanged,
     CircuitStorageRecovered,
     CircuitStorageUnavailable,
 )
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from test_breaker_state_machine import RESET_TIMEOUT, CircuitMachine
 
 pytestmark = pytest.mark.redis
 
@@ -379,3 +384,78 @@ def test_bad_storage_options_fail_when_built(redis_url):
         fluxus.CircuitRedisStorage(redis_url, timeout=0)
     with pytest.raises(ValueError, match="target must be a redis://"):
         fluxus.CircuitRedisStorage("http://user:pw@host/")
+
+
+class RedisCircuitUnderTest:
+    """The Redis scripts behind the pure Circuit's interface, on a fake clock."""
+
+    def __init__(self, url, failure_threshold, success_threshold, max_trials):
+        storage = fluxus.CircuitRedisStorage(url, trial_timeout=1e9)
+        settings = Circuit(
+            failure_threshold, RESET_TIMEOUT, success_threshold, max_trials
+        )
+        name = f"model-{uuid.uuid4().hex}"
+        self.redis = storage.circuit(settings, lambda: name)
+        self.client = storage.sync_client()
+        self.keys = self.redis._keys()
+        self.max_trials = max_trials
+        self.now = 0.0
+        self.redis.clock = lambda: self.now
+
+    def admit(self, now):
+        self.now = now
+        return self.redis.admit("f")
+
+    def succeed(self, token):
+        return self.redis.succeed(token, "f")
+
+    def fail(self, token, now):
+        self.now = now
+        return self.redis.fail(token, "f")
+
+    def release(self, token):
+        return self.redis.release(token, "f")
+
+    def reset(self):
+        return self.redis.reset()
+
+    def force_open(self, now):
+        self.now = now
+        return self.redis.force_open()
+
+    def _field(self, field):
+        return int(self.client.hget(self.keys[0], field) or 0)
+
+    @property
+    def state(self):
+        return self.redis.state()
+
+    @property
+    def failures(self):
+        return self._field("failures")
+
+    @property
+    def successes(self):
+        return self._field("successes")
+
+    @property
+    def trials(self):
+        return self.client.zcard(self.keys[1])
+
+
+def test_the_redis_scripts_follow_the_reference_model(redis_url):
+    class RedisMachine(CircuitMachine):
+        def make_circuit(self, failure_threshold, success_threshold, max_trials):
+            return RedisCircuitUnderTest(
+                redis_url, failure_threshold, success_threshold, max_trials
+            )
+
+    run_state_machine_as_test(
+        RedisMachine,
+        settings=settings(
+            max_examples=150,
+            stateful_step_count=40,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )

@@ -107,10 +107,13 @@ class CircuitMachine(RuleBasedStateMachine):
         self.now = 0.0
         self.next_id = 0
         self.running: list[tuple[int, int]] = []
-        self.circuit = Circuit(
-            failure_threshold, RESET_TIMEOUT, success_threshold, max_trials
+        self.circuit = self.make_circuit(
+            failure_threshold, success_threshold, max_trials
         )
         self.model = Model(failure_threshold, success_threshold, max_trials)
+
+    def make_circuit(self, failure_threshold, success_threshold, max_trials):
+        return Circuit(failure_threshold, RESET_TIMEOUT, success_threshold, max_trials)
 
     @rule()
     def start_call(self):
