@@ -153,8 +153,10 @@ def _positive_int(value: object, param: str) -> int:
 def _split_exclude(
     exclude: object,
 ) -> tuple[tuple[type[BaseException], ...], tuple[Callable[[Exception], bool], ...]]:
-    if isinstance(exclude, type) or callable(exclude):
-        items: tuple[object, ...] = (exclude,)
+    if exclude is None:
+        items: tuple[object, ...] = ()
+    elif isinstance(exclude, type) or callable(exclude):
+        items = (exclude,)
     elif isinstance(exclude, Iterable) and not isinstance(exclude, str | bytes):
         items = tuple(exclude)
     else:
@@ -205,7 +207,7 @@ class CircuitBreaker(Policy):
         *,
         success_threshold: int = 1,
         half_open_max_requests: int = 1,
-        exclude: Exclude = (),
+        exclude: Exclude | None = (),
         name: str | None = None,
         storage: str | CircuitRedisStorage | Any | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -425,7 +427,7 @@ def circuit_breaker(
     *,
     success_threshold: int = 1,
     half_open_max_requests: int = 1,
-    exclude: Exclude = (),
+    exclude: Exclude | None = (),
     name: str | None = None,
     storage: str | CircuitRedisStorage | Any | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -447,8 +449,9 @@ def circuit_breaker(
         success_threshold: Trial successes in a row that close the circuit.
         half_open_max_requests: Trial calls allowed to run at the same time.
         exclude: Exception types, a predicate ``exc -> bool``, or an iterable
-            of both: matching exceptions count neither as failure nor as
-            success (neither do cancellation and other ``BaseException``\ s).
+            of both (``None`` is none): matching exceptions count neither as
+            failure nor as success (neither do cancellation and other
+            ``BaseException``\ s).
         name: The circuit's name, in errors, events and shared storage; by
             default ``module.qualname`` of the first decorated function.
             Give one when the state is shared.
@@ -456,6 +459,7 @@ def circuit_breaker(
             :class:`~fluxus.CircuitRedisStorage` for its options: the circuit
             is then shared by every process using the same name.
         clock: Monotonic seconds for the in-memory timer; tests pass a fake.
+            A circuit in Redis runs on the Redis server's clock instead.
 
     Returns:
         A :class:`CircuitBreaker`; decorate functions with it.

@@ -502,6 +502,8 @@ def test_memory_url_and_timedelta_are_accepted():
     )
 
     assert 1.5 == breaker.reset_timeout
+    assert ((), ()) == (breaker._excluded_types, breaker._excluded_predicates)
+    assert fluxus.circuit_breaker(exclude=None)._counts(KeyError())
     assert CircuitState.CLOSED == breaker.state
     assert "half-open" == CircuitState.HALF_OPEN.value
 
