@@ -7,13 +7,15 @@ timeouts, rate limits and dead letter queues.
 
 from __future__ import annotations
 
-from . import backoff, instrumentation, testing
+from . import backoff, instrumentation, sinks, testing
 from ._breaker import CircuitBreaker, circuit_breaker
 from ._breaker_core import CircuitState
 from ._breaker_redis import CircuitRedisStorage
 from ._budget import RetryBudget
 from ._core import layers
+from ._dead_letter import DeadLetter, DeadLetterQueue, dead_letter
 from ._deadline import remaining
+from ._replay import ReplayResult, replay, replay_async
 from ._retry import Retry, retry
 from ._version import __version__
 from .exceptions import (
@@ -29,18 +31,25 @@ __all__ = [
     "CircuitOpenError",
     "CircuitRedisStorage",
     "CircuitState",
+    "DeadLetter",
+    "DeadLetterQueue",
     "DeadlineExceeded",
     "FluxusError",
     "LayeringWarning",
     "RateLimitExceeded",
+    "ReplayResult",
     "Retry",
     "RetryBudget",
     "__version__",
     "backoff",
     "circuit_breaker",
+    "dead_letter",
     "instrumentation",
     "layers",
     "remaining",
+    "replay",
+    "replay_async",
     "retry",
+    "sinks",
     "testing",
 ]

@@ -13,6 +13,7 @@ protected function always runs outside any lock.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -83,7 +84,7 @@ class MemoryStorage:
             # state, and a stale one is older than reset_timeout, so it only
             # sends the caller to the locked path below.
             if circuit.forced:
-                return None, circuit.reset_timeout, None
+                return None, math.inf, None
             wait = circuit.opened_at + circuit.reset_timeout - self.clock()
             if wait > 0:
                 return None, wait, None

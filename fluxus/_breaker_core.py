@@ -15,6 +15,7 @@ a success (excluded errors, cancellation).
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 import pybreaker
@@ -105,8 +106,8 @@ class Circuit:
         """
         transition = None
         if self.state is OPEN:
-            if self.forced:  # no timer: reset_timeout is the hint callers get
-                return None, self.reset_timeout, None
+            if self.forced:  # open until reset: no wait is known
+                return None, math.inf, None
             wait = self.opened_at + self.reset_timeout - now
             if wait > 0:
                 return None, wait, None

@@ -65,7 +65,7 @@ end
 
 # ARGV: reset_timeout, max_trials, trial_timeout.
 # Returns {code (0 refused, 1 closed, 2 trial), epoch, trial id, failures,
-# retry_after, old state, new state}.
+# retry_after ('inf' when opened by hand), old state, new state}.
 _ADMIT = (
     _PRELUDE
     + """
@@ -79,7 +79,7 @@ end
 local old = ''
 local t = now()
 if state == 'open' then
-  if h[5] == '1' then return {0, epoch, '', 0, ARGV[1], '', ''} end
+  if h[5] == '1' then return {0, epoch, '', 0, 'inf', '', ''} end
   local wait = tonumber(h[4] or '0') + tonumber(ARGV[1]) - t
   if wait > 0 then
     return {0, epoch, '', 0, string.format('%.6f', wait), '', ''}

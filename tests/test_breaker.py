@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import threading
 import time
 from datetime import timedelta
@@ -223,6 +224,7 @@ def test_open_by_hand_stays_open_until_reset(mode, clock, events):
     breaker.reset()
 
     assert isinstance(rejected, fluxus.CircuitOpenError)
+    assert math.inf == rejected.retry_after  # no wait is known
     assert "ok" == mode.run(fn)
     assert 1 == service.calls
     assert [("closed", "open"), ("open", "closed")] == transitions(events)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -58,7 +59,7 @@ class Model:
         moved = None
         if self.state == "open":
             if self.forced:
-                return False, RESET_TIMEOUT, None
+                return False, math.inf, None
             if now < self.opened_at + RESET_TIMEOUT:
                 return False, self.opened_at + RESET_TIMEOUT - now, None
             moved = self.move("half-open")
