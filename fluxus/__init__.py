@@ -1,13 +1,16 @@
 """Resilient Python in a few decorators.
 
 fluxus protects sync and ``async def`` code with policies: :func:`retry`
-(over tenacity) and, as they land, timeouts, circuit breakers, rate limits
-and dead letter queues.
+(over tenacity), :func:`circuit_breaker` (over pybreaker) and, as they land,
+timeouts, rate limits and dead letter queues.
 """
 
 from __future__ import annotations
 
 from . import backoff, instrumentation, sinks, testing
+from ._breaker import CircuitBreaker, circuit_breaker
+from ._breaker_core import CircuitState
+from ._breaker_redis import CircuitRedisStorage
 from ._budget import RetryBudget
 from ._core import layers
 from ._dead_letter import DeadLetter, DeadLetterQueue, dead_letter
@@ -25,7 +28,10 @@ from .exceptions import (
 )
 
 __all__ = [
+    "CircuitBreaker",
     "CircuitOpenError",
+    "CircuitRedisStorage",
+    "CircuitState",
     "DeadLetter",
     "DeadLetterQueue",
     "DeadlineExceeded",
@@ -38,6 +44,7 @@ __all__ = [
     "RetryBudget",
     "__version__",
     "backoff",
+    "circuit_breaker",
     "dead_letter",
     "instrumentation",
     "layers",

@@ -39,9 +39,14 @@ class CircuitOpenError(FluxusError):
     """
 
     def __init__(self, name: str, retry_after: float) -> None:
+        # BaseException.__new__ has already set args to (name, retry_after);
+        # the message is built when it is read: an open circuit raises this
+        # on every call, and most callers only look at the type.
         self.name = name
         self.retry_after = retry_after
-        super().__init__(f"circuit {name!r} is open; retry after {retry_after:.3f}s")
+
+    def __str__(self) -> str:
+        return f"circuit {self.name!r} is open; retry after {self.retry_after:.3f}s"
 
     def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, float]]:
         return (type(self), (self.name, self.retry_after))

@@ -11,6 +11,10 @@ default a :class:`StructlogHook` logs them to the ``fluxus`` logger::
 from __future__ import annotations
 
 from ._events import (
+    CircuitRejected,
+    CircuitStateChanged,
+    CircuitStorageRecovered,
+    CircuitStorageUnavailable,
     DeadLettered,
     DeadLetterHandlerFailed,
     Event,
@@ -25,6 +29,10 @@ from ._logging import LoggingHook
 from ._structlog import StructlogHook
 
 __all__ = [
+    "CircuitRejected",
+    "CircuitStateChanged",
+    "CircuitStorageRecovered",
+    "CircuitStorageUnavailable",
     "DeadLetterHandlerFailed",
     "DeadLettered",
     "Event",

@@ -158,3 +158,81 @@ class RateLimitStorageRecovered(Event):
     kind: ClassVar[str] = "rate_limit_storage_recovered"
 
     storage: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitStateChanged(Event):
+    """A circuit breaker moved from one state to another.
+
+    Attributes:
+        old_state: The state before: ``"closed"``, ``"open"`` or ``"half-open"``.
+        new_state: The state after.
+        reason: Why it moved (``"5 consecutive failures"``, ``"reset by hand"``).
+        error_type: ``module.qualname`` of the exception that opened it, or
+            ``None`` when no exception did.
+        error_message: ``str()`` of that exception, or ``None``.
+
+    ``function`` is empty when ``.reset()`` or ``.open()`` moved it.
+    """
+
+    kind: ClassVar[str] = "circuit_state_changed"
+    level: ClassVar[int] = logging.WARNING
+
+    old_state: str
+    new_state: str
+    reason: str
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitRejected(Event):
+    """An open circuit breaker refused a call without running it.
+
+    Attributes:
+        state: ``"open"``, or ``"half-open"`` when every trial slot is taken.
+        retry_after: Seconds until a trial call may run.
+    """
+
+    kind: ClassVar[str] = "circuit_rejected"
+    level: ClassVar[int] = logging.INFO
+
+    state: str
+    retry_after: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitStorageUnavailable(Event):
+    """A circuit breaker could not reach its shared storage.
+
+    Emitted once per outage; calls are let through (``fail_open``) or
+    rejected until the storage answers again.
+
+    Attributes:
+        storage: The storage, its password masked.
+        fail_open: Whether calls are let through meanwhile.
+        error_type: ``module.qualname`` of the storage error.
+        error_message: ``str()`` of the storage error, password masked.
+    """
+
+    kind: ClassVar[str] = "circuit_storage_unavailable"
+    level: ClassVar[int] = logging.ERROR
+
+    storage: str
+    fail_open: bool
+    error_type: str
+    error_message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitStorageRecovered(Event):
+    """A circuit breaker reached its shared storage again after an outage.
+
+    Attributes:
+        storage: The storage, its password masked.
+    """
+
+    kind: ClassVar[str] = "circuit_storage_recovered"
+    level: ClassVar[int] = logging.INFO
+
+    storage: str
