@@ -1,7 +1,7 @@
 """Resilient Python in a few decorators.
 
 fluxus protects sync and ``async def`` code with policies: :func:`retry`
-(over tenacity) and, as they land, timeouts, circuit breakers, rate limits
+(over tenacity), :func:`timeout` and, as they land, circuit breakers, rate limits
 and dead letter queues.
 """
 
@@ -12,6 +12,7 @@ from ._budget import RetryBudget
 from ._core import layers
 from ._deadline import remaining
 from ._retry import Retry, retry
+from ._timeout import Timeout, timeout
 from ._version import __version__
 from .exceptions import (
     CircuitOpenError,
@@ -19,6 +20,7 @@ from .exceptions import (
     FluxusError,
     LayeringWarning,
     RateLimitExceeded,
+    ThreadsExhausted,
 )
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "RateLimitExceeded",
     "Retry",
     "RetryBudget",
+    "ThreadsExhausted",
+    "Timeout",
     "__version__",
     "backoff",
     "instrumentation",
@@ -36,4 +40,5 @@ __all__ = [
     "remaining",
     "retry",
     "testing",
+    "timeout",
 ]

@@ -1,6 +1,6 @@
 """Events, and the hooks that receive them.
 
-Every decision a policy makes (a retry scheduled, retries exhausted, ...) is
+Every decision a policy makes (a retry scheduled, retries exhausted, a call timed out, ...) is
 a frozen :class:`Event`. Hooks are plain callables taking one event; by
 default a :class:`StructlogHook` logs them to the ``fluxus`` logger::
 
@@ -10,7 +10,7 @@ default a :class:`StructlogHook` logs them to the ``fluxus`` logger::
 
 from __future__ import annotations
 
-from ._events import Event, RetriesExhausted, RetryScheduled
+from ._events import Event, RetriesExhausted, RetryScheduled, TimedOut
 from ._hooks import Hook, add_hook, get_hooks, remove_hook, set_hooks
 from ._logging import LoggingHook
 from ._structlog import StructlogHook
@@ -22,6 +22,7 @@ __all__ = [
     "RetriesExhausted",
     "RetryScheduled",
     "StructlogHook",
+    "TimedOut",
     "add_hook",
     "get_hooks",
     "remove_hook",

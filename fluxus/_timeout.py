@@ -1,0 +1,589 @@
+"""``@fluxus.timeout``: give the caller control back at a deadline.
+
+Every timeout publishes its deadline in :data:`fluxus._deadline.DEADLINE`
+(nested deadlines only shrink), so inner layers and the function itself can
+read :func:`fluxus.remaining`. How the deadline is enforced depends on the
+kind of function:
+
+- ``async def``: :func:`asyncio.timeout` cancels the awaited work.
+- sync, ``strategy="thread"`` (the default): the call runs in a worker thread
+  of a small per-policy pool; the caller waits for it until the deadline and
+  then walks away. Works in every thread, whatever the function blocks in.
+- sync, ``strategy="signal"``: ``SIGALRM`` interrupts the function in the
+  main thread; no thread hop, but the main thread only.
+- sync, ``strategy="cooperative"``: only publishes the deadline; the call is
+  never interrupted, and a late result is replaced by the timeout error.
+
+The worker pool hands work over through a pair of pipes per worker: a pipe
+write wakes the reader on the writer's CPU (a "sync" wake-up on Linux), which
+costs about half the two cross-CPU wake-ups of a lock or a
+:class:`concurrent.futures.Future`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+import threading
+import weakref
+from collections.abc import Awaitable, Callable
+from contextvars import Context, copy_context
+from datetime import timedelta
+from types import FrameType
+from typing import Any, ClassVar, Literal, NoReturn
+
+from ._core import TIMEOUT, Policy, qualified_name, to_seconds
+from ._deadline import DEADLINE, monotonic, shrink
+from .exceptions import DeadlineExceeded, ThreadsExhausted
+from .instrumentation._events import TimedOut
+from .instrumentation._hooks import emit
+
+Strategy = Literal["thread", "signal", "cooperative"]
+
+STRATEGIES: tuple[str, ...] = ("thread", "signal", "cooperative")
+
+#: Idle worker threads older than this are retired when a call returns.
+IDLE_SECONDS = 30.0
+
+_GO, _STOP = b"g", b"s"
+
+#: The longest single ``poll()`` (its timeout is a C int of milliseconds).
+_MAX_POLL_MS = 2**31 - 1
+
+_LATE = "the deadline passed during the call"
+_PASSED = "the enclosing deadline had passed before the call started"
+
+
+class _Call:
+    """One call handed to a worker thread, and its outcome."""
+
+    __slots__ = (
+        "abandoned",
+        "args",
+        "context",
+        "deadline",
+        "error",
+        "finished",
+        "func",
+        "kwargs",
+        "result",
+    )
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        deadline: float,
+    ) -> None:
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.deadline = deadline
+        # The caller's context variables (request context, structlog's
+        # contextvars, the enclosing deadline) must be visible in the callee.
+        self.context: Context = copy_context()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.finished = False
+        self.abandoned = False
+
+
+def _run_call(call: _Call) -> Any:
+    # Runs inside the copied context, so setting the deadline never leaks.
+    DEADLINE.set(call.deadline)
+    return call.func(*call.args, **call.kwargs)
+
+
+class _Worker:
+    """A daemon thread that runs one call at a time, fed through pipes."""
+
+    __slots__ = ("call", "done_r", "done_w", "go_r", "go_w", "idle_since", "poller")
+
+    def __init__(self, pool: _ThreadPool) -> None:
+        self.call: _Call | None = None
+        self.idle_since = 0.0
+        self.go_r, self.go_w = os.pipe()
+        self.done_r, self.done_w = os.pipe()
+        self.poller = select.poll()
+        self.poller.register(self.done_r, select.POLLIN)
+        # Daemon: a call that hangs forever must not keep the process alive.
+        threading.Thread(
+            target=self._loop, args=(pool,), name="fluxus-timeout", daemon=True
+        ).start()
+
+    def start(self, call: _Call) -> None:
+        """Hand *call* to the thread (caller side)."""
+        self.call = call
+        os.write(self.go_w, _GO)
+
+    def wait(self, deadline: float) -> bool:
+        """Wait until the call is done or *deadline*; return whether it is done."""
+        while True:
+            left = deadline - monotonic()
+            if left <= 0:
+                return False
+            if self.poller.poll(min(left * 1000.0, _MAX_POLL_MS)):
+                os.read(self.done_r, 1)
+                return True
+
+    def consume(self) -> None:
+        """Read the done signal of a call that finished as its caller gave up."""
+        os.read(self.done_r, 1)
+
+    def drain(self) -> bool:
+        """Read a done signal that may be on its way; return whether one came."""
+        if self.poller.poll(1000):
+            os.read(self.done_r, 1)
+            return True
+        return False
+
+    def stop(self) -> None:
+        """Ask the idle thread to exit; it closes the pipes."""
+        os.write(self.go_w, _STOP)
+
+    def close(self) -> None:
+        """Close the pipes."""
+        for fd in (self.go_r, self.go_w, self.done_r, self.done_w):
+            os.close(fd)
+
+    def _loop(self, pool: _ThreadPool) -> None:
+        read, write = os.read, os.write
+        while read(self.go_r, 1) == _GO:
+            call = self.call
+            self.call = None
+            if call is None:  # pragma: no cover - start() always sets it
+                continue
+            try:
+                call.result = call.context.run(_run_call, call)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                call.error = exc
+            if pool.finish(self, call):
+                write(self.done_w, _GO)
+            del call
+        self.close()
+
+
+class _ThreadPool:
+    """A bounded, lazily grown set of worker threads for one timeout policy.
+
+    The caller that hands a call to a worker gives the worker back when the
+    call returns in time; a worker whose caller walked away gives itself
+    back when the call finally returns. Workers are reused last in, first
+    out, so the coldest ones can be retired.
+    """
+
+    def __init__(self, max_threads: int) -> None:
+        self.max_threads = max_threads
+        self.lock = threading.Lock()
+        self.idle: list[_Worker] = []
+        self.threads = 0
+        self.abandoned = 0
+        _POOLS.add(self)
+
+    def take(self) -> _Worker | None:
+        """Return an idle or new worker, or ``None`` when the bound is reached."""
+        with self.lock:
+            if self.idle:
+                return self.idle.pop()
+            if self.threads >= self.max_threads:
+                return None
+            self.threads += 1
+        try:
+            return _Worker(self)
+        except BaseException:
+            with self.lock:
+                self.threads -= 1
+            raise
+
+    def give_back(self, worker: _Worker, now: float) -> None:
+        """Return a worker whose call returned in time (caller side)."""
+        worker.idle_since = now
+        retired = None
+        with self.lock:
+            self.idle.append(worker)
+            oldest = self.idle[0]
+            if len(self.idle) > 1 and now - oldest.idle_since > IDLE_SECONDS:
+                retired = self.idle.pop(0)
+                self.threads -= 1
+        if retired is not None:
+            retired.stop()
+
+    def abandon(self, call: _Call) -> bool:
+        """Walk away from *call*; return ``False`` if it has just finished."""
+        with self.lock:
+            if call.finished:
+                return False
+            call.abandoned = True
+            self.abandoned += 1
+            return True
+
+    def finish(self, worker: _Worker, call: _Call) -> bool:
+        """Record that *call* returned (worker side); return whether to signal."""
+        with self.lock:
+            call.finished = True
+            if not call.abandoned:
+                return True
+            self.abandoned -= 1
+            worker.idle_since = monotonic()
+            self.idle.append(worker)
+            return False
+
+    def forget(self) -> None:
+        """Drop every worker: after a fork their threads no longer exist."""
+        for worker in self.idle:
+            worker.close()
+        self.lock = threading.Lock()
+        self.idle = []
+        self.threads = self.abandoned = 0
+
+
+_POOLS: weakref.WeakSet[_ThreadPool] = weakref.WeakSet()
+
+
+def _forget_pools_after_fork() -> None:
+    for pool in list(_POOLS):
+        pool.forget()
+
+
+os.register_at_fork(after_in_child=_forget_pools_after_fork)
+
+
+class _Alarm(BaseException):
+    """Raised by a signal timeout's ``SIGALRM`` handler inside the callee.
+
+    A ``BaseException``, so that the callee's ``except Exception`` blocks do
+    not swallow it.
+    """
+
+    def __init__(self, owner: object) -> None:
+        super().__init__()
+        self.owner = owner
+
+
+def _check_callable(value: object, param: str) -> None:
+    if value is not None and not callable(value):
+        msg = f"{param} must be a callable or None, got {value!r}"
+        raise TypeError(msg)
+
+
+class Timeout(Policy):
+    """Give up on a call at its deadline; see :func:`timeout`."""
+
+    _kind: ClassVar[str] = "timeout"
+    _rank: ClassVar[int] = TIMEOUT
+
+    def __init__(
+        self,
+        seconds: float | timedelta,
+        *,
+        strategy: Strategy = "thread",
+        on_timeout: Callable[[DeadlineExceeded], BaseException | None] | None = None,
+        max_threads: int = 32,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        budget = to_seconds(seconds, "seconds")
+        if budget <= 0:
+            msg = f"seconds must be > 0, got {seconds!r}"
+            raise ValueError(msg)
+        if strategy not in STRATEGIES:
+            choices = ", ".join(map(repr, STRATEGIES))
+            msg = f"strategy must be one of {choices}, got {strategy!r}"
+            raise ValueError(msg)
+        if strategy == "signal" and not hasattr(signal, "setitimer"):
+            msg = "strategy='signal' needs signal.setitimer, missing on this platform"
+            raise ValueError(msg)
+        if not isinstance(max_threads, int) or isinstance(max_threads, bool):
+            msg = f"max_threads must be an int, got {max_threads!r}"
+            raise TypeError(msg)
+        if max_threads < 1:
+            msg = f"max_threads must be >= 1, got {max_threads}"
+            raise ValueError(msg)
+        _check_callable(on_timeout, "on_timeout")
+        self.seconds = budget
+        self.strategy: Strategy = strategy
+        self.max_threads = max_threads
+        self._on_timeout = on_timeout
+        self._pool: _ThreadPool | None = None
+
+    # -- decisions shared by every driver ------------------------------------
+
+    def _admit(self, now: float, function: str, strategy: str) -> float:
+        """Return the call's deadline, or raise if it has already passed."""
+        deadline = shrink(now, self.seconds, DEADLINE.get())
+        if deadline <= now:
+            self._raise(function, strategy, 0.0, _PASSED, None)
+        return deadline
+
+    def _budget(self, now: float, deadline: float) -> float:
+        """Return the budget the call had: ours, or what an outer deadline left."""
+        if deadline < now + self.seconds:
+            return deadline - now
+        return self.seconds
+
+    def _raise(
+        self,
+        function: str,
+        strategy: str,
+        seconds: float,
+        reason: str,
+        cause: BaseException | None,
+        error: DeadlineExceeded | None = None,
+    ) -> NoReturn:
+        """Emit the event, then raise the timeout error (or its replacement)."""
+        if error is None:
+            error = DeadlineExceeded(self.name, seconds)
+        error.__cause__ = cause
+        error.__suppress_context__ = True
+        emit(
+            TimedOut(
+                policy=self.name,
+                function=function,
+                seconds=seconds,
+                strategy=strategy,
+                reason=reason,
+            )
+        )
+        if self._on_timeout is not None:
+            replacement = self._on_timeout(error)
+            if replacement is not None:
+                if not isinstance(replacement, BaseException):
+                    msg = (
+                        "on_timeout must return an exception or None, "
+                        f"got {replacement!r}"
+                    )
+                    raise TypeError(msg) from error
+                raise replacement from error
+        raise error
+
+    # -- sync drivers ---------------------------------------------------------
+
+    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        if self.strategy == "cooperative":
+            return self._wrap_cooperative(func)
+        if self.strategy == "signal":
+            return self._wrap_signal(func)
+        return self._wrap_thread(func)
+
+    def _wrap_cooperative(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        function = qualified_name(func)
+        admit = self._admit
+        late = self._late
+
+        def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
+            now = monotonic()
+            deadline = admit(now, function, "cooperative")
+            token = DEADLINE.set(deadline)
+            try:
+                result = func(*args, **kwargs)
+            except Exception as exc:
+                if monotonic() >= deadline:
+                    late(function, now, deadline, exc)
+                raise
+            finally:
+                DEADLINE.reset(token)
+            if monotonic() >= deadline:
+                late(function, now, deadline, None)
+            return result
+
+        return timeout_wrapper
+
+    def _late(
+        self,
+        function: str,
+        now: float,
+        deadline: float,
+        cause: BaseException | None,
+        strategy: str = "cooperative",
+    ) -> NoReturn:
+        self._raise(function, strategy, self._budget(now, deadline), _LATE, cause)
+
+    def _wrap_signal(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        function = qualified_name(func)
+        admit = self._admit
+        late = self._late
+
+        def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread() is not threading.main_thread():
+                msg = (
+                    f"fluxus.timeout {self.name!r} uses strategy='signal', which "
+                    "works only in the main thread (SIGALRM); "
+                    f"{function} was called in {threading.current_thread().name!r}. "
+                    "Use strategy='thread' (the default) instead"
+                )
+                raise ValueError(msg)
+            now = monotonic()
+            deadline = admit(now, function, "signal")
+            owner = object()
+
+            def on_alarm(_signum: int, _frame: FrameType | None) -> None:
+                raise _Alarm(owner)
+
+            token = DEADLINE.set(deadline)
+            previous_handler = signal.signal(signal.SIGALRM, on_alarm)
+            previous_timer = signal.getitimer(signal.ITIMER_REAL)
+            try:
+                try:
+                    signal.setitimer(signal.ITIMER_REAL, deadline - now)
+                    return func(*args, **kwargs)
+                finally:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+            except _Alarm as alarm:
+                if alarm.owner is not owner:
+                    raise
+                late(function, now, deadline, None, "signal")
+            finally:
+                DEADLINE.reset(token)
+                signal.signal(signal.SIGALRM, previous_handler)
+                _rearm(previous_timer, monotonic() - now)
+
+        return timeout_wrapper
+
+    def _wrap_thread(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        function = qualified_name(func)
+        admit = self._admit
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = _ThreadPool(self.max_threads)
+
+        def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
+            now = monotonic()
+            deadline = admit(now, function, "thread")
+            worker = pool.take()
+            if worker is None:
+                self._exhausted(function, now, deadline)
+            call = _Call(func, args, kwargs, deadline)
+            worker.start(call)
+            try:
+                done = worker.wait(deadline)
+            except BaseException:
+                # Interrupted while waiting (KeyboardInterrupt): walk away.
+                if not pool.abandon(call) and worker.drain():
+                    pool.give_back(worker, now)
+                raise
+            if not done and pool.abandon(call):
+                self._late(function, now, deadline, None, "thread")
+            if not done:
+                worker.consume()
+            pool.give_back(worker, now)
+            error = call.error
+            if error is not None:
+                try:
+                    raise error
+                finally:
+                    del error, call
+            return call.result
+
+        return timeout_wrapper
+
+    def _exhausted(self, function: str, now: float, deadline: float) -> NoReturn:
+        seconds = self._budget(now, deadline)
+        self._raise(
+            function,
+            "thread",
+            seconds,
+            f"all {self.max_threads} worker threads are busy",
+            None,
+            ThreadsExhausted(self.name, seconds, self.max_threads),
+        )
+
+    # -- async driver ---------------------------------------------------------
+
+    def _wrap_async(
+        self, func: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        function = qualified_name(func)
+        admit = self._admit
+        late = self._late
+        cooperative = self.strategy == "cooperative"
+        strategy = "cooperative" if cooperative else "asyncio"
+
+        async def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
+            now = monotonic()
+            deadline = admit(now, function, strategy)
+            token = DEADLINE.set(deadline)
+            if cooperative:
+                try:
+                    result = await func(*args, **kwargs)
+                except Exception as exc:
+                    if monotonic() >= deadline:
+                        late(function, now, deadline, exc)
+                    raise
+                finally:
+                    DEADLINE.reset(token)
+                if monotonic() >= deadline:
+                    late(function, now, deadline, None)
+                return result
+            scope = asyncio.timeout(deadline - now)
+            try:
+                async with scope:
+                    return await func(*args, **kwargs)
+            except TimeoutError as exc:
+                if not scope.expired():
+                    raise  # the function's own TimeoutError
+                late(function, now, deadline, exc.__cause__ or exc, "asyncio")
+            finally:
+                DEADLINE.reset(token)
+
+        return timeout_wrapper
+
+
+def _rearm(previous: tuple[float, float], elapsed: float) -> None:
+    """Restore the interval timer an enclosing signal timeout had set."""
+    delay, interval = previous
+    if delay > 0:
+        # A timer that would have fired already fires now.
+        signal.setitimer(signal.ITIMER_REAL, max(delay - elapsed, 1e-6), interval)
+
+
+def timeout(
+    seconds: float | timedelta,
+    *,
+    strategy: Strategy = "thread",
+    on_timeout: Callable[[DeadlineExceeded], BaseException | None] | None = None,
+    max_threads: int = 32,
+    name: str | None = None,
+) -> Timeout:
+    """Return a policy that gives the caller control back after *seconds*.
+
+    Args:
+        seconds: The time budget of each call (a float or a timedelta, > 0).
+            An enclosing fluxus deadline that ends sooner wins.
+        strategy: How a sync call is bounded: ``"thread"`` (run it in a
+            worker thread and walk away at the deadline; works everywhere),
+            ``"signal"`` (interrupt it with ``SIGALRM``; main thread only) or
+            ``"cooperative"`` (only publish the deadline; a late call raises
+            once it returns). ``async def`` functions are always cancelled
+            through :func:`asyncio.timeout`, except with ``"cooperative"``.
+        on_timeout: Called with the :class:`~fluxus.DeadlineExceeded`; an
+            exception it returns is raised ``from`` it instead.
+        max_threads: The most worker threads the ``"thread"`` strategy keeps
+            for this policy, abandoned calls included.
+        name: The name in events and errors; by default the first decorated
+            function's.
+
+    Returns:
+        A :class:`Timeout` policy; decorate functions with it.
+
+    Raises:
+        TypeError: If a parameter has the wrong type.
+        ValueError: If *seconds* is not above 0, *strategy* is unknown, or
+            *max_threads* is below 1.
+
+    A call abandoned by the ``"thread"`` strategy keeps running in its
+    worker thread until it returns, holding that thread and whatever the
+    function holds; its result is dropped. Only walk away from calls that are
+    safe to abandon (idempotent, or that honour :func:`fluxus.remaining`).
+    When all *max_threads* threads are busy a call fails at once with
+    :class:`~fluxus.ThreadsExhausted` (a :class:`~fluxus.DeadlineExceeded`).
+    """
+    return Timeout(
+        seconds,
+        strategy=strategy,
+        on_timeout=on_timeout,
+        max_threads=max_threads,
+        name=name,
+    )
