@@ -315,7 +315,7 @@ class Timeout(Policy):
         """Return the call's deadline, or raise if it has already passed."""
         deadline = shrink(now, self.seconds, DEADLINE.get())
         if deadline <= now:
-            self._raise(function, strategy, 0.0, _PASSED, None)
+            self._raise(function, strategy, 0.0, _PASSED)
         return deadline
 
     def _budget(self, now: float, deadline: float) -> float:
@@ -330,7 +330,8 @@ class Timeout(Policy):
         strategy: str,
         seconds: float,
         reason: str,
-        cause: BaseException | None,
+        *,
+        cause: BaseException | None = None,
         error: DeadlineExceeded | None = None,
     ) -> NoReturn:
         """Emit the event, then raise the timeout error (or its replacement)."""
@@ -399,7 +400,7 @@ class Timeout(Policy):
         cause: BaseException | None,
         strategy: str = "cooperative",
     ) -> NoReturn:
-        self._raise(function, strategy, self._budget(now, deadline), _LATE, cause)
+        self._raise(function, strategy, self._budget(now, deadline), _LATE, cause=cause)
 
     def _wrap_signal(self, func: Callable[..., Any]) -> Callable[..., Any]:
         function = qualified_name(func)
@@ -486,8 +487,7 @@ class Timeout(Policy):
             "thread",
             seconds,
             f"all {self.max_threads} worker threads are busy",
-            None,
-            ThreadsExhausted(self.name, seconds, self.max_threads),
+            error=ThreadsExhausted(self.name, seconds, self.max_threads),
         )
 
     # -- async driver ---------------------------------------------------------

@@ -102,12 +102,13 @@ class ThreadsExhausted(DeadlineExceeded):
     def __init__(self, name: str, seconds: float, threads: int) -> None:
         super().__init__(name, seconds)
         self.threads = threads
-        self.args = (
+        message = (
             f"{name!r} was not started: all {threads} worker threads of its "
             "fluxus.timeout are busy (with calls still running, some perhaps "
             "abandoned at their deadline); raise max_threads or make the "
-            "function honour fluxus.remaining()",
+            "function honour fluxus.remaining()"
         )
+        self.args = (message,)
 
     def __reduce__(self) -> tuple[type[ThreadsExhausted], tuple[str, float, int]]:  # type: ignore[override]
         return (type(self), (self.name, self.seconds, self.threads))

@@ -1,8 +1,9 @@
 """Events, and the hooks that receive them.
 
-Every decision a policy makes (a retry scheduled, retries exhausted, a call timed out, ...) is
-a frozen :class:`Event`. Hooks are plain callables taking one event; by
-default a :class:`StructlogHook` logs them to the ``fluxus`` logger::
+Every decision a policy makes (a retry scheduled, retries exhausted, a call
+timed out, ...) is a frozen :class:`Event`. Hooks are plain callables taking
+one event; by default a :class:`StructlogHook` logs them to the ``fluxus``
+logger::
 
     fluxus.instrumentation.add_hook(lambda event: print(event))
     fluxus.instrumentation.set_hooks([fluxus.instrumentation.LoggingHook()])
