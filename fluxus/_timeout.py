@@ -263,6 +263,16 @@ class _Alarm(BaseException):
         self.owner = owner
 
 
+def late_failure(exc: Exception, deadline: float) -> bool:
+    """Tell whether a cooperative call's failure is to become a timeout.
+
+    A failure after the deadline is the deadline's doing (say, a client's
+    read timeout fed from :func:`fluxus.remaining`), unless it already is an
+    inner layer's :class:`~fluxus.DeadlineExceeded`.
+    """
+    return monotonic() >= deadline and not isinstance(exc, DeadlineExceeded)
+
+
 def _check_callable(value: object, param: str) -> None:
     if value is not None and not callable(value):
         msg = f"{param} must be a callable or None, got {value!r}"
@@ -381,7 +391,7 @@ class Timeout(Policy):
             try:
                 result = func(*args, **kwargs)
             except Exception as exc:
-                if monotonic() >= deadline:
+                if late_failure(exc, deadline):
                     late(function, now, deadline, exc)
                 raise
             finally:
@@ -509,7 +519,7 @@ class Timeout(Policy):
                 try:
                     result = await func(*args, **kwargs)
                 except Exception as exc:
-                    if monotonic() >= deadline:
+                    if late_failure(exc, deadline):
                         late(function, now, deadline, exc)
                     raise
                 finally:
