@@ -35,18 +35,6 @@ def remaining() -> float | None:
     return max(0.0, deadline - monotonic())
 
 
-def shrink(now: float, seconds: float, outer: float | None) -> float:
-    """Return the deadline of a *seconds* budget starting *now* under *outer*.
-
-    Nested deadlines only shrink: an inner budget never outlives the deadline
-    that encloses it.
-    """
-    deadline = now + seconds
-    if outer is not None and outer < deadline:
-        return outer
-    return deadline
-
-
 def _capped(seconds: float) -> float:
     seconds = effective_wait(seconds)
     deadline = DEADLINE.get()

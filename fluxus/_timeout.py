@@ -35,7 +35,7 @@ from types import FrameType
 from typing import Any, ClassVar, Literal, NoReturn
 
 from ._core import TIMEOUT, Policy, qualified_name, to_seconds
-from ._deadline import DEADLINE, monotonic, shrink
+from ._deadline import DEADLINE, monotonic
 from .exceptions import DeadlineExceeded, ThreadsExhausted
 from .instrumentation._events import TimedOut
 from .instrumentation._hooks import emit
@@ -321,12 +321,15 @@ class Timeout(Policy):
 
     # -- decisions shared by every driver ------------------------------------
 
-    def _admit(self, now: float, function: str, strategy: str) -> float:
-        """Return the call's deadline, or raise if it has already passed."""
-        deadline = shrink(now, self.seconds, DEADLINE.get())
-        if deadline <= now:
+    def _admit(self, now: float, outer: float, function: str, strategy: str) -> float:
+        """Return the enclosing deadline *outer*, or raise if it has passed.
+
+        Called only when *outer* is sooner than this policy's own deadline:
+        nested deadlines only shrink.
+        """
+        if outer <= now:
             self._raise(function, strategy, 0.0, _PASSED)
-        return deadline
+        return outer
 
     def _budget(self, now: float, deadline: float) -> float:
         """Return the budget the call had: ours, or what an outer deadline left."""
@@ -381,12 +384,16 @@ class Timeout(Policy):
 
     def _wrap_cooperative(self, func: Callable[..., Any]) -> Callable[..., Any]:
         function = qualified_name(func)
+        seconds = self.seconds
         admit = self._admit
         late = self._late
 
         def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
             now = monotonic()
-            deadline = admit(now, function, "cooperative")
+            deadline = now + seconds
+            outer = DEADLINE.get()
+            if outer is not None and outer < deadline:
+                deadline = admit(now, outer, function, "cooperative")
             token = DEADLINE.set(deadline)
             try:
                 result = func(*args, **kwargs)
@@ -414,6 +421,7 @@ class Timeout(Policy):
 
     def _wrap_signal(self, func: Callable[..., Any]) -> Callable[..., Any]:
         function = qualified_name(func)
+        seconds = self.seconds
         admit = self._admit
         late = self._late
 
@@ -427,7 +435,10 @@ class Timeout(Policy):
                 )
                 raise ValueError(msg)
             now = monotonic()
-            deadline = admit(now, function, "signal")
+            deadline = now + seconds
+            outer = DEADLINE.get()
+            if outer is not None and outer < deadline:
+                deadline = admit(now, outer, function, "signal")
             owner = object()
 
             def on_alarm(_signum: int, _frame: FrameType | None) -> None:
@@ -455,6 +466,7 @@ class Timeout(Policy):
 
     def _wrap_thread(self, func: Callable[..., Any]) -> Callable[..., Any]:
         function = qualified_name(func)
+        seconds = self.seconds
         admit = self._admit
         pool = self._pool
         if pool is None:
@@ -462,7 +474,10 @@ class Timeout(Policy):
 
         def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
             now = monotonic()
-            deadline = admit(now, function, "thread")
+            deadline = now + seconds
+            outer = DEADLINE.get()
+            if outer is not None and outer < deadline:
+                deadline = admit(now, outer, function, "thread")
             worker = pool.take()
             if worker is None:
                 self._exhausted(function, now, deadline)
@@ -505,28 +520,20 @@ class Timeout(Policy):
     def _wrap_async(
         self, func: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
+        if self.strategy == "cooperative":
+            return self._wrap_async_cooperative(func)
         function = qualified_name(func)
+        seconds = self.seconds
         admit = self._admit
         late = self._late
-        cooperative = self.strategy == "cooperative"
-        strategy = "cooperative" if cooperative else "asyncio"
 
         async def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
             now = monotonic()
-            deadline = admit(now, function, strategy)
+            deadline = now + seconds
+            outer = DEADLINE.get()
+            if outer is not None and outer < deadline:
+                deadline = admit(now, outer, function, "asyncio")
             token = DEADLINE.set(deadline)
-            if cooperative:
-                try:
-                    result = await func(*args, **kwargs)
-                except Exception as exc:
-                    if late_failure(exc, deadline):
-                        late(function, now, deadline, exc)
-                    raise
-                finally:
-                    DEADLINE.reset(token)
-                if monotonic() >= deadline:
-                    late(function, now, deadline, None)
-                return result
             scope = asyncio.timeout(deadline - now)
             try:
                 async with scope:
@@ -537,6 +544,35 @@ class Timeout(Policy):
                 late(function, now, deadline, exc.__cause__ or exc, "asyncio")
             finally:
                 DEADLINE.reset(token)
+
+        return timeout_wrapper
+
+    def _wrap_async_cooperative(
+        self, func: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        function = qualified_name(func)
+        seconds = self.seconds
+        admit = self._admit
+        late = self._late
+
+        async def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
+            now = monotonic()
+            deadline = now + seconds
+            outer = DEADLINE.get()
+            if outer is not None and outer < deadline:
+                deadline = admit(now, outer, function, "cooperative")
+            token = DEADLINE.set(deadline)
+            try:
+                result = await func(*args, **kwargs)
+            except Exception as exc:
+                if late_failure(exc, deadline):
+                    late(function, now, deadline, exc)
+                raise
+            finally:
+                DEADLINE.reset(token)
+            if monotonic() >= deadline:
+                late(function, now, deadline, None)
+            return result
 
         return timeout_wrapper
 
