@@ -193,6 +193,19 @@ class Retry(Policy):
         state.prepare_for_next_attempt()
         return delay
 
+    def _check_deadline(
+        self, state: tenacity.RetryCallState, exc: Exception, function: str
+    ) -> None:
+        """Give up if the deadline passed during the wait (a late wake-up)."""
+        left = remaining()
+        if left is not None and left <= 0:
+            self._give_up(
+                exc,
+                state.attempt_number - 1,
+                function,
+                "the deadline passed during the backoff wait",
+            )
+
     def _give_up(
         self, exc: Exception, attempts: int, function: str, reason: str
     ) -> NoReturn:
@@ -251,6 +264,7 @@ class Retry(Policy):
         state = tenacity.RetryCallState(self._retrying, func, args, kwargs)
         while True:
             wait_sync(self._schedule(state, exc, function))
+            self._check_deadline(state, exc, function)
             try:
                 return func(*args, **kwargs)
             except Exception as error:
@@ -291,6 +305,7 @@ class Retry(Policy):
         state = tenacity.RetryCallState(self._retrying, func, args, kwargs)
         while True:
             await wait_async(self._schedule(state, exc, function))
+            self._check_deadline(state, exc, function)
             try:
                 return await func(*args, **kwargs)
             except Exception as error:

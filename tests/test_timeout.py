@@ -424,17 +424,51 @@ def test_retry_inside_a_timeout_stops_at_the_deadline(mode, strategy, events):
         calls.append(time.monotonic())
         raise OSError("down")
 
-    retrying = fluxus.retry(100, backoff=fluxus.backoff.constant(0.02))(mode.make(body))
+    retrying = fluxus.retry(100, backoff=fluxus.backoff.constant(0.03))(mode.make(body))
     fn = fluxus.timeout(0.1, strategy=strategy)(retrying)
     start = time.monotonic()
 
-    with pytest.raises(OSError, match="down") as info:
+    # Retry gives up with its last error when the next attempt would start
+    # past the deadline; an attempt still running at the deadline is timed
+    # out instead (DeadlineExceeded is a TimeoutError, hence an OSError).
+    with pytest.raises(OSError) as info:
         mode.run(fn)
 
     assert time.monotonic() - start < 0.1 + SLACK
-    assert 2 <= len(calls) <= 6
+    assert 2 <= len(calls) <= 4
     assert all(at < start + 0.1 for at in calls)
-    assert "past the deadline" in info.value.__notes__[-1]
+    if not isinstance(info.value, fluxus.DeadlineExceeded):
+        assert "past the deadline" in info.value.__notes__[-1]
+
+
+def test_retry_starts_no_attempt_after_a_late_wake_up(mode, monkeypatch, events):
+    from fluxus import _retry
+
+    def oversleep(seconds):
+        time.sleep(seconds + 0.05)
+
+    async def oversleep_async(seconds):
+        await asyncio.sleep(seconds + 0.05)
+
+    monkeypatch.setattr(_retry, "wait_sync", oversleep)
+    monkeypatch.setattr(_retry, "wait_async", oversleep_async)
+    calls = []
+
+    def body():
+        calls.append(1)
+        raise OSError("down")
+
+    retrying = fluxus.retry(5, backoff=fluxus.backoff.constant(0.01))(mode.make(body))
+    fn = fluxus.timeout(0.04, strategy="cooperative")(retrying)
+
+    with pytest.raises(fluxus.DeadlineExceeded) as info:
+        mode.run(fn)
+
+    assert [1] == calls
+    cause = info.value.__cause__
+    assert isinstance(cause, OSError)
+    note = "fluxus.retry gave up after 1 attempt: the deadline passed during the "
+    assert [note + "backoff wait"] == cause.__notes__
 
 
 def test_retry_in_abandoned_work_stops_at_the_deadline():
