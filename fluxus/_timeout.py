@@ -34,7 +34,14 @@ from datetime import timedelta
 from types import FrameType
 from typing import Any, ClassVar, Literal, NoReturn
 
-from ._core import TIMEOUT, Policy, qualified_name, to_seconds
+from ._core import (
+    TIMEOUT,
+    Policy,
+    check_callable,
+    qualified_name,
+    raise_replacement,
+    to_seconds,
+)
 from ._deadline import DEADLINE, monotonic
 from .exceptions import DeadlineExceeded, ThreadsExhausted
 from .instrumentation._events import TimedOut
@@ -273,12 +280,6 @@ def late_failure(exc: Exception, deadline: float) -> bool:
     return monotonic() >= deadline and not isinstance(exc, DeadlineExceeded)
 
 
-def _check_callable(value: object, param: str) -> None:
-    if value is not None and not callable(value):
-        msg = f"{param} must be a callable or None, got {value!r}"
-        raise TypeError(msg)
-
-
 class Timeout(Policy):
     """Give up on a call at its deadline; see :func:`timeout`."""
 
@@ -312,7 +313,7 @@ class Timeout(Policy):
         if max_threads < 1:
             msg = f"max_threads must be >= 1, got {max_threads}"
             raise ValueError(msg)
-        _check_callable(on_timeout, "on_timeout")
+        check_callable(on_timeout, "on_timeout")
         self.seconds = budget
         self.strategy: Strategy = strategy
         self.max_threads = max_threads
@@ -361,16 +362,7 @@ class Timeout(Policy):
                 reason=reason,
             )
         )
-        if self._on_timeout is not None:
-            replacement = self._on_timeout(error)
-            if replacement is not None:
-                if not isinstance(replacement, BaseException):
-                    msg = (
-                        "on_timeout must return an exception or None, "
-                        f"got {replacement!r}"
-                    )
-                    raise TypeError(msg) from error
-                raise replacement from error
+        raise_replacement(self._on_timeout, error, "on_timeout")
         raise error
 
     # -- sync drivers ---------------------------------------------------------
