@@ -322,15 +322,19 @@ class Timeout(Policy):
 
     # -- decisions shared by every driver ------------------------------------
 
-    def _admit(self, now: float, outer: float, function: str, strategy: str) -> float:
-        """Return the enclosing deadline *outer*, or raise if it has passed.
+    def _start(self, now: float, function: str, strategy: str) -> float:
+        """Return the deadline of a call starting *now*, or raise if it passed.
 
-        Called only when *outer* is sooner than this policy's own deadline:
-        nested deadlines only shrink.
+        Nested deadlines only shrink: the enclosing deadline wins when it is
+        sooner, and a call whose enclosing deadline has passed never starts.
         """
-        if outer <= now:
-            self._raise(function, strategy, 0.0, _PASSED)
-        return outer
+        deadline = now + self.seconds
+        outer = DEADLINE.get()
+        if outer is not None and outer < deadline:
+            if outer <= now:
+                self._raise(function, strategy, 0.0, _PASSED)
+            return outer
+        return deadline
 
     def _budget(self, now: float, deadline: float) -> float:
         """Return the budget the call had: ours, or what an outer deadline left."""
@@ -376,16 +380,12 @@ class Timeout(Policy):
 
     def _wrap_cooperative(self, func: Callable[..., Any]) -> Callable[..., Any]:
         function = qualified_name(func)
-        seconds = self.seconds
-        admit = self._admit
+        start = self._start
         late = self._late
 
         def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
             now = monotonic()
-            deadline = now + seconds
-            outer = DEADLINE.get()
-            if outer is not None and outer < deadline:
-                deadline = admit(now, outer, function, "cooperative")
+            deadline = start(now, function, "cooperative")
             token = DEADLINE.set(deadline)
             try:
                 result = func(*args, **kwargs)
@@ -413,8 +413,7 @@ class Timeout(Policy):
 
     def _wrap_signal(self, func: Callable[..., Any]) -> Callable[..., Any]:
         function = qualified_name(func)
-        seconds = self.seconds
-        admit = self._admit
+        start = self._start
         late = self._late
 
         def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -427,10 +426,7 @@ class Timeout(Policy):
                 )
                 raise ValueError(msg)
             now = monotonic()
-            deadline = now + seconds
-            outer = DEADLINE.get()
-            if outer is not None and outer < deadline:
-                deadline = admit(now, outer, function, "signal")
+            deadline = start(now, function, "signal")
             owner = object()
 
             def on_alarm(_signum: int, _frame: FrameType | None) -> None:
@@ -458,18 +454,14 @@ class Timeout(Policy):
 
     def _wrap_thread(self, func: Callable[..., Any]) -> Callable[..., Any]:
         function = qualified_name(func)
-        seconds = self.seconds
-        admit = self._admit
+        start = self._start
         pool = self._pool
         if pool is None:
             pool = self._pool = _ThreadPool(self.max_threads)
 
         def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
             now = monotonic()
-            deadline = now + seconds
-            outer = DEADLINE.get()
-            if outer is not None and outer < deadline:
-                deadline = admit(now, outer, function, "thread")
+            deadline = start(now, function, "thread")
             worker = pool.take()
             if worker is None:
                 self._exhausted(function, now, deadline)
@@ -516,7 +508,7 @@ class Timeout(Policy):
             return self._wrap_async_cooperative(func)
         function = qualified_name(func)
         seconds = self.seconds
-        admit = self._admit
+        start = self._start
         late = self._late
 
         async def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -524,7 +516,8 @@ class Timeout(Policy):
             deadline = now + seconds
             outer = DEADLINE.get()
             if outer is not None and outer < deadline:
-                deadline = admit(now, outer, function, "asyncio")
+                # Shrunk by an enclosing deadline: the rare, slower path.
+                deadline = start(now, function, "asyncio")
             token = DEADLINE.set(deadline)
             scope = asyncio.timeout(deadline - now)
             try:
@@ -543,16 +536,12 @@ class Timeout(Policy):
         self, func: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
         function = qualified_name(func)
-        seconds = self.seconds
-        admit = self._admit
+        start = self._start
         late = self._late
 
         async def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
             now = monotonic()
-            deadline = now + seconds
-            outer = DEADLINE.get()
-            if outer is not None and outer < deadline:
-                deadline = admit(now, outer, function, "cooperative")
+            deadline = start(now, function, "cooperative")
             token = DEADLINE.set(deadline)
             try:
                 result = await func(*args, **kwargs)
