@@ -715,7 +715,7 @@ def test_interrupted_caller_walks_away(monkeypatch):
     policy = fluxus.timeout(5.0)
     fn = policy(release.wait)
 
-    def interrupted(self, deadline):
+    def interrupted(self, now, deadline):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
@@ -738,7 +738,7 @@ def test_interrupted_caller_after_the_call_finished(monkeypatch):
     fn = policy(lambda: "ok")
     real_wait = _timeout._Worker.wait
 
-    def interrupted(self, deadline):
+    def interrupted(self, now, deadline):
         while policy._pool is not None and not self.poller.poll(0):
             time.sleep(0.001)
         raise KeyboardInterrupt
@@ -757,7 +757,7 @@ def test_call_finishing_as_the_caller_gives_up_returns_its_result(monkeypatch):
     policy = fluxus.timeout(5.0)
     fn = policy(lambda: "ok")
 
-    def gave_up(self, deadline):
+    def gave_up(self, now, deadline):
         while not self.poller.poll(0):
             time.sleep(0.001)
         return False
