@@ -857,3 +857,44 @@ def test_the_policy_class_is_exported():
 
     assert (1.5, "cooperative") == (policy.seconds, policy.strategy)
     assert "<fluxus.Timeout '<unbound timeout>'>" == repr(policy)
+
+
+# -- worker placement (Linux) --------------------------------------------------
+
+pinning = pytest.mark.skipif(
+    _timeout._cpu_of_caller is None, reason="workers are pinned on Linux only"
+)
+
+
+@pinning
+def test_a_worker_follows_its_callers_cpu_and_is_released_when_abandoned():
+    policy = fluxus.timeout(0.03)
+    release = threading.Event()
+    fn = policy(lambda wait: release.wait(1) if wait else "ok")
+
+    assert "ok" == fn(False)
+    assert policy._pool is not None
+    (worker,) = policy._pool.idle
+    assert {worker.cpu} == os.sched_getaffinity(worker.thread_id)
+    try:
+        with pytest.raises(fluxus.DeadlineExceeded):
+            fn(True)
+        assert _timeout._ANY_CPU == worker.cpu
+        assert os.sched_getaffinity(0) == os.sched_getaffinity(worker.thread_id)
+    finally:
+        release.set()
+
+
+@pinning
+def test_a_worker_that_cannot_be_pinned_stops_trying(monkeypatch):
+    fn = fluxus.timeout(1.0)(lambda: "ok")
+    tries = []
+
+    def refuse(pid, cpus):
+        tries.append(cpus)
+        raise OSError("cpuset")
+
+    monkeypatch.setattr(os, "sched_setaffinity", refuse)
+
+    assert ["ok", "ok"] == [fn(), fn()]
+    assert 1 == len(tries)
