@@ -31,6 +31,7 @@ import os
 import select
 import signal
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from contextvars import Context, copy_context
@@ -172,9 +173,16 @@ class _Worker:
 
     def wait(self, now: float, deadline: float) -> bool:
         """Wait until the call is done or *deadline*; return whether it is done."""
+        poll = self.poller.poll
         left = deadline - now
         while left > 0:
-            if self.poller.poll(min(left * 1000.0, _MAX_POLL_MS)):
+            if left >= 0.001:  # noqa: PLR2004 - poll() counts whole milliseconds
+                # Rounded down: poll() must never wait past the deadline.
+                ready = poll(min(int(left * 1000.0), _MAX_POLL_MS))
+            else:
+                time.sleep(left)
+                ready = poll(0)
+            if ready:
                 os.read(self.done_r, 1)
                 return True
             left = deadline - monotonic()
