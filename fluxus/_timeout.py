@@ -333,7 +333,7 @@ class _Alarm(BaseException):
         self.owner = owner
 
 
-def late_failure(exc: Exception, deadline: float) -> bool:
+def _late_failure(exc: Exception, deadline: float) -> bool:
     """Tell whether a cooperative call's failure is to become a timeout.
 
     A failure after the deadline is the deadline's doing (say, a client's
@@ -453,7 +453,7 @@ class Timeout(Policy):
             try:
                 result = func(*args, **kwargs)
             except Exception as exc:
-                if late_failure(exc, deadline):
+                if _late_failure(exc, deadline):
                     late(function, now, deadline, exc)
                 raise
             finally:
@@ -614,7 +614,7 @@ class Timeout(Policy):
             try:
                 result = await func(*args, **kwargs)
             except Exception as exc:
-                if late_failure(exc, deadline):
+                if _late_failure(exc, deadline):
                     late(function, now, deadline, exc)
                 raise
             finally:
