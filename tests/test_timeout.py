@@ -109,6 +109,38 @@ def test_coroutine_functions_stay_coroutine_functions():
     assert (policy,) == fluxus.layers(policy(work))
 
 
+def test_retry_belongs_inside_a_timeout():
+    fluxus.timeout(1)(fluxus.retry(2)(lambda: 1))  # the recommended order
+
+    with pytest.warns(fluxus.LayeringWarning, match="timeout, retry"):
+        fluxus.retry(2)(fluxus.timeout(1)(lambda: 1))
+
+
+def test_one_policy_on_a_class_shares_one_pool():
+    policy = fluxus.timeout(1.0, max_threads=1)
+
+    @policy
+    class Client:
+        def get(self, key):
+            return threading.current_thread().name, key
+
+        @classmethod
+        def build(cls):
+            return threading.current_thread().name
+
+        @staticmethod
+        async def ping():
+            return "pong"
+
+    name, key = Client().get("k")
+
+    assert ("fluxus-timeout", "k") == (name, key)
+    assert "fluxus-timeout" == Client.build()
+    assert "pong" == asyncio.run(Client.ping())
+    assert policy._pool is not None
+    assert 1 == policy._pool.threads
+
+
 @pytest.mark.parametrize("strategy", SYNC_STRATEGIES)
 def test_exceptions_of_the_function_pass_through(mode, strategy):
     error = KeyError("boom")
