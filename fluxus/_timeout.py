@@ -231,6 +231,8 @@ class _Worker:
             del func, args, kwargs, context
             if pool.finish(self):
                 write(self.done_w, _GO)
+            elif pool.closed:
+                break
         self.close()
 
 
@@ -249,6 +251,7 @@ class _ThreadPool:
         self.idle: list[_Worker] = []
         self.threads = 0
         self.abandoned = 0
+        self.closed = False
         _POOLS.add(self)
 
     def take(self) -> _Worker | None:
@@ -297,9 +300,25 @@ class _ThreadPool:
             worker.abandoned = False
             worker.result = worker.error = None
             self.abandoned -= 1
-            worker.idle_since = monotonic()
-            self.idle.append(worker)
+            if self.closed:  # the policy is gone: no caller will need it
+                self.threads -= 1
+            else:
+                worker.idle_since = monotonic()
+                self.idle.append(worker)
             return False
+
+    def close(self) -> None:
+        """Stop the idle workers, and the abandoned ones once they return.
+
+        Called when the policy is garbage collected, so that policies made
+        on the fly do not leave threads behind.
+        """
+        with self.lock:
+            self.closed = True
+            retired, self.idle = self.idle, []
+            self.threads -= len(retired)
+        for worker in retired:
+            worker.stop()
 
     def forget(self) -> None:
         """Drop every worker: after a fork their threads no longer exist."""
@@ -521,6 +540,7 @@ class Timeout(Policy):
         pool = self._pool
         if pool is None:
             pool = self._pool = _ThreadPool(self.max_threads)
+            weakref.finalize(self, pool.close).atexit = False
 
         def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
             now = monotonic()

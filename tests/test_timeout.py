@@ -930,3 +930,44 @@ def test_a_worker_that_cannot_be_pinned_stops_trying(monkeypatch):
 
     assert ["ok", "ok"] == [fn(), fn()]
     assert 1 == len(tries)
+
+
+def alive(thread_id):
+    return any(t.native_id == thread_id for t in threading.enumerate())
+
+
+def wait_until(predicate, seconds=2.0):
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return predicate()
+
+
+def test_a_collected_policy_leaves_no_threads_behind():
+    import gc
+
+    release = threading.Event()
+    ids = []
+
+    def body(wait):
+        ids.append(threading.get_native_id())
+        if wait:
+            release.wait(2)
+
+    policy = fluxus.timeout(0.03)
+    fn = policy(body)
+    with pytest.raises(fluxus.DeadlineExceeded):
+        fn(True)
+    fn(False)
+    busy, idle = ids
+    assert idle != busy
+    pool = policy._pool
+    assert pool is not None
+    del fn, policy
+    gc.collect()
+
+    assert wait_until(lambda: not alive(idle))
+    assert alive(busy)
+    release.set()
+    assert wait_until(lambda: not alive(busy))
+    assert (0, 0, []) == (pool.threads, pool.abandoned, pool.idle)
