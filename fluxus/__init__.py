@@ -1,8 +1,9 @@
 """Resilient Python in a few decorators.
 
 fluxus protects sync and ``async def`` code with policies: :func:`retry`
-(over tenacity), :func:`timeout` and, as they land, circuit breakers, rate limits
-and dead letter queues.
+(over tenacity), :func:`timeout` (asyncio cancellation, worker threads or
+signals) and, as they land, circuit breakers, rate limits and dead letter
+queues.
 """
 
 from __future__ import annotations
