@@ -577,6 +577,16 @@ def test_signal_strategy_restores_the_handler_and_an_outer_timer():
         signal.signal(signal.SIGALRM, previous)
 
 
+def test_signal_strategy_leaves_no_timer_armed():
+    saved = signal.setitimer(signal.ITIMER_REAL, 0)  # pytest-timeout's, if any
+    try:
+        assert 1 == fluxus.timeout(1.0, strategy="signal")(lambda: 1)()
+        assert (0.0, 0.0) == signal.getitimer(signal.ITIMER_REAL)
+    finally:
+        if saved[0] > 0:
+            signal.setitimer(signal.ITIMER_REAL, *saved)
+
+
 def test_nested_signal_timeouts_each_fire_their_own(events):
     before, _ = signal.getitimer(signal.ITIMER_REAL)  # pytest-timeout's, if any
 
