@@ -8,10 +8,12 @@ queues.
 
 from __future__ import annotations
 
-from . import backoff, instrumentation, testing
+from . import backoff, instrumentation, sinks, testing
 from ._budget import RetryBudget
 from ._core import layers
+from ._dead_letter import DeadLetter, DeadLetterQueue, dead_letter
 from ._deadline import remaining
+from ._replay import ReplayResult, replay, replay_async
 from ._retry import Retry, retry
 from ._timeout import Timeout, timeout
 from ._version import __version__
@@ -26,20 +28,27 @@ from .exceptions import (
 
 __all__ = [
     "CircuitOpenError",
+    "DeadLetter",
+    "DeadLetterQueue",
     "DeadlineExceeded",
     "FluxusError",
     "LayeringWarning",
     "RateLimitExceeded",
+    "ReplayResult",
     "Retry",
     "RetryBudget",
     "ThreadsExhausted",
     "Timeout",
     "__version__",
     "backoff",
+    "dead_letter",
     "instrumentation",
     "layers",
     "remaining",
+    "replay",
+    "replay_async",
     "retry",
+    "sinks",
     "testing",
     "timeout",
 ]

@@ -1,4 +1,4 @@
-"""The fluxus command line: ``python -m fluxus demo``."""
+"""The fluxus command line: ``python -m fluxus demo`` and ``python -m fluxus dlq``."""
 
 from __future__ import annotations
 
@@ -40,7 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="share of requests the service fails (default: 0.4)",
     )
     demo.add_argument("--seed", type=int, default=None, help="reproducible run")
+    from . import _dlq  # noqa: PLC0415 - keep the demo's start-up lean
+
+    _dlq.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "dlq":
+        return _dlq.run(args, sys.stdout, sys.stderr, sys.stdin)
 
     from . import _demo  # noqa: PLC0415 - only the demo needs its servers
 

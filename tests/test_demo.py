@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from fluxus import _demo
 from fluxus.__main__ import main
 

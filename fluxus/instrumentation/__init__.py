@@ -11,12 +11,21 @@ logger::
 
 from __future__ import annotations
 
-from ._events import Event, RetriesExhausted, RetryScheduled, TimedOut
+from ._events import (
+    DeadLettered,
+    DeadLetterHandlerFailed,
+    Event,
+    RetriesExhausted,
+    RetryScheduled,
+    TimedOut,
+)
 from ._hooks import Hook, add_hook, get_hooks, remove_hook, set_hooks
 from ._logging import LoggingHook
 from ._structlog import StructlogHook
 
 __all__ = [
+    "DeadLetterHandlerFailed",
+    "DeadLettered",
     "Event",
     "Hook",
     "LoggingHook",

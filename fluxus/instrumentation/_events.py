@@ -73,6 +73,45 @@ class RetriesExhausted(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLettered(Event):
+    """A failed call was handed to the dead letter queue's handler.
+
+    Attributes:
+        letter_id: The id of the :class:`~fluxus.DeadLetter`.
+        error_type: ``module.qualname`` of the call's exception.
+        error_message: ``str()`` of the call's exception.
+    """
+
+    kind: ClassVar[str] = "dead_lettered"
+    level: ClassVar[int] = logging.WARNING
+
+    letter_id: str
+    error_type: str
+    error_message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetterHandlerFailed(Event):
+    """The dead letter queue's handler failed: the letter was not kept.
+
+    The caller still sees the call's own exception.
+
+    Attributes:
+        letter_id: The id of the letter that was lost (empty if it could not
+            even be built).
+        error_type: ``module.qualname`` of the handler's exception.
+        error_message: ``str()`` of the handler's exception.
+    """
+
+    kind: ClassVar[str] = "dead_letter_handler_failed"
+    level: ClassVar[int] = logging.ERROR
+
+    letter_id: str
+    error_type: str
+    error_message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TimedOut(Event):
     """A call ran out of time: fluxus raised :class:`~fluxus.DeadlineExceeded`.
 

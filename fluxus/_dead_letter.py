@@ -1,0 +1,428 @@
+"""``@fluxus.dead_letter``: keep every failed call, so nothing is lost.
+
+The happy path is one ``try`` around the call. Only after a failure does
+fluxus build a :class:`DeadLetter` (arguments redacted as asked, traceback
+formatted) and hand it to the handler: a callable or a sink from
+:mod:`fluxus.sinks`. The decisions (does this exception go to the queue,
+what the letter holds) are made once, in :meth:`DeadLetterQueue._letter`; a
+small sync and a small async driver deliver it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from ._core import DEAD_LETTER, Policy, qualified_name, type_name
+from .instrumentation._events import DeadLettered, DeadLetterHandlerFailed
+from .instrumentation._hooks import emit
+
+#: What a redacted argument is replaced with, in memory and in storage.
+REDACTED = "<redacted>"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """One failed call, as a dead letter queue keeps it.
+
+    Attributes:
+        id: A unique id (32 hex digits).
+        function: ``module.qualname`` of the function that failed.
+        args: The positional arguments (redacted names masked).
+        kwargs: The keyword arguments (redacted names masked).
+        error: The exception; ``None`` once the letter went through storage.
+        error_type: ``module.qualname`` of the exception's class.
+        error_message: ``str()`` of the exception.
+        traceback: The formatted traceback.
+        failed_at: When the call failed (timezone-aware, UTC).
+        placeholders: The arguments not kept as given (``args[1]``,
+            ``kwargs['token']``): redacted, or stored as their ``repr``
+            because they could not be serialized. Replay skips such letters.
+    """
+
+    id: str
+    function: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    error: BaseException | None
+    error_type: str
+    error_message: str
+    traceback: str
+    failed_at: datetime
+    placeholders: tuple[str, ...] = ()
+
+    @property
+    def replayable(self) -> bool:
+        """Whether every argument was kept as given, so the call can be redone."""
+        return not self.placeholders
+
+    def replace(self, **changes: Any) -> DeadLetter:
+        """Return a copy of the letter with *changes* applied."""
+        return dataclasses.replace(self, **changes)
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """What a dead letter store offers; see :mod:`fluxus.sinks`.
+
+    A sink may also offer ``async aput(letter)``, which async functions use.
+    """
+
+    def put(self, letter: DeadLetter) -> object:
+        """Store *letter*; it is durable when this returns."""
+
+    def letters(self) -> Iterable[DeadLetter]:
+        """Return the stored letters, oldest first."""
+
+    def remove(self, letter_id: str) -> object:
+        """Remove the letter with id *letter_id*, if it is stored."""
+
+
+Handler = Callable[[DeadLetter], object]
+
+
+class _Redaction:
+    """Which arguments of one function are masked, by position and by name.
+
+    When a name to mask could hide in ``*args`` (or the function has no
+    signature to tell), every positional argument from there on is masked:
+    a letter that cannot be replayed is better than a leaked secret.
+    """
+
+    __slots__ = ("from_index", "names", "positions")
+
+    def __init__(self, func: Callable[..., Any], names: frozenset[str]) -> None:
+        self.names = names
+        self.positions: list[int] = []
+        self.from_index: int | None = None
+        try:
+            parameters = list(inspect.signature(func).parameters.values())
+        except (TypeError, ValueError):  # builtins without a signature
+            self.from_index = 0
+            return
+        kind = inspect.Parameter
+        named = {p.name for p in parameters if p.kind is not kind.VAR_POSITIONAL}
+        for index, parameter in enumerate(parameters):
+            if parameter.kind is kind.VAR_POSITIONAL:
+                if names - named:
+                    self.from_index = index
+                break
+            if parameter.kind not in (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD):
+                break
+            if parameter.name in names:
+                self.positions.append(index)
+
+    def apply(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any], tuple[str, ...]]:
+        """Return *args* and *kwargs* masked, and the places that were masked."""
+        masked: list[str] = []
+        new_args = list(args)
+        masked_indexes = [i for i in self.positions if i < len(new_args)]
+        if self.from_index is not None:
+            masked_indexes.extend(range(self.from_index, len(new_args)))
+        for index in masked_indexes:
+            new_args[index] = REDACTED
+            masked.append(f"args[{index}]")
+        new_kwargs = dict(kwargs)
+        for name in new_kwargs:
+            if name in self.names:
+                new_kwargs[name] = REDACTED
+                masked.append(f"kwargs[{name!r}]")
+        return tuple(new_args), new_kwargs, tuple(masked)
+
+
+def _to_names(redact: object) -> frozenset[str]:
+    names = (redact,) if isinstance(redact, str) else redact
+    if not isinstance(names, Iterable):
+        msg = f"redact must be argument names (strings), got {redact!r}"
+        raise TypeError(msg)
+    result = frozenset(names)
+    for name in result:
+        if not isinstance(name, str) or not name.isidentifier():
+            msg = f"redact must be argument names (identifiers), got {name!r}"
+            raise TypeError(msg)
+    return result
+
+
+def _check_callable(value: object, param: str) -> None:
+    if value is not None and not callable(value):
+        msg = f"{param} must be a callable or None, got {value!r}"
+        raise TypeError(msg)
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the letter
+        return repr(exc)
+
+
+class DeadLetterQueue(Policy):
+    """Hand every failed call to a handler or sink; see :func:`dead_letter`."""
+
+    _kind: ClassVar[str] = "dead_letter"
+    _rank: ClassVar[int] = DEAD_LETTER
+
+    def __init__(
+        self,
+        handler: Handler | Sink,
+        *,
+        should_dlq: Callable[[Exception], bool] | None = None,
+        on_handler_error: Callable[[Exception], object] | None = None,
+        reraise: bool = True,
+        default: Any = None,
+        redact: Iterable[str] | str = (),
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        put = getattr(handler, "put", None)
+        if callable(put):
+            self._put: Callable[[DeadLetter], object] = put
+            aput = getattr(handler, "aput", None)
+            self._aput: Callable[[DeadLetter], Awaitable[object]] | None = (
+                aput if callable(aput) else None
+            )
+        elif callable(handler):
+            self._put = handler
+            self._aput = None
+        else:
+            msg = (
+                "handler must be a callable handler(letter) or a sink with "
+                f"put(letter), got {handler!r}"
+            )
+            raise TypeError(msg)
+        _check_callable(should_dlq, "should_dlq")
+        _check_callable(on_handler_error, "on_handler_error")
+        if not isinstance(reraise, bool):
+            msg = f"reraise must be a bool, got {reraise!r}"
+            raise TypeError(msg)
+        self.handler = handler
+        self.reraise = reraise
+        self.default = default
+        self.redact = _to_names(redact)
+        self._should_dlq = should_dlq
+        self._on_handler_error = on_handler_error
+        self._async_handler = self._aput is None and inspect.iscoroutinefunction(
+            self._put
+        )
+
+    # The steps a compiled stack calls: decide, build, deliver, report.
+
+    def _accepts(self, exc: Exception) -> bool:
+        return self._should_dlq is None or bool(self._should_dlq(exc))
+
+    def _letter(
+        self,
+        function: str,
+        redaction: _Redaction | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        exc: Exception,
+    ) -> DeadLetter:
+        """Build the letter for a failed call: pure, apart from the clock."""
+        placeholders: tuple[str, ...] = ()
+        if redaction is not None:
+            args, kwargs, placeholders = redaction.apply(args, kwargs)
+        else:
+            kwargs = dict(kwargs)
+        return DeadLetter(
+            id=uuid.uuid4().hex,
+            function=function,
+            args=args,
+            kwargs=kwargs,
+            error=exc,
+            error_type=type_name(type(exc)),
+            error_message=_message(exc),
+            traceback="".join(traceback.format_exception(exc)),
+            failed_at=datetime.now(UTC),
+            placeholders=placeholders,
+        )
+
+    def _record_delivered(self, letter: DeadLetter, exc: Exception) -> None:
+        exc.add_note(f"fluxus.dead_letter kept this call as letter {letter.id}")
+        emit(
+            DeadLettered(
+                policy=self.name,
+                function=letter.function,
+                letter_id=letter.id,
+                error_type=letter.error_type,
+                error_message=letter.error_message,
+            )
+        )
+
+    def _record_handler_failure(
+        self, function: str, letter_id: str, failure: Exception
+    ) -> None:
+        emit(
+            DeadLetterHandlerFailed(
+                policy=self.name,
+                function=function,
+                letter_id=letter_id,
+                error_type=type_name(type(failure)),
+                error_message=_message(failure),
+            )
+        )
+        if self._on_handler_error is not None:
+            try:
+                self._on_handler_error(failure)
+            except Exception:  # the caller's exception must stay the one raised
+                logging.getLogger("fluxus").exception(
+                    "fluxus.dead_letter on_handler_error %r raised",
+                    self._on_handler_error,
+                )
+
+    def _capture_sync(
+        self,
+        function: str,
+        redaction: _Redaction | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        exc: Exception,
+    ) -> bool:
+        """Deliver the letter for *exc*; return whether the handler took it."""
+        letter_id = ""
+        try:
+            if not self._accepts(exc):
+                return False
+            letter = self._letter(function, redaction, args, kwargs, exc)
+            letter_id = letter.id
+            self._put(letter)
+        except Exception as failure:  # noqa: BLE001 - reported, never raised
+            self._record_handler_failure(function, letter_id, failure)
+            return False
+        self._record_delivered(letter, exc)
+        return True
+
+    async def _capture_async(
+        self,
+        function: str,
+        redaction: _Redaction | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        exc: Exception,
+    ) -> bool:
+        """Deliver the letter for *exc* without blocking the event loop."""
+        letter_id = ""
+        try:
+            if not self._accepts(exc):
+                return False
+            letter = self._letter(function, redaction, args, kwargs, exc)
+            letter_id = letter.id
+            if self._aput is not None:
+                await self._aput(letter)
+            else:
+                result = self._put(letter)
+                if inspect.isawaitable(result):
+                    await result
+        except Exception as failure:  # noqa: BLE001 - reported, never raised
+            self._record_handler_failure(function, letter_id, failure)
+            return False
+        self._record_delivered(letter, exc)
+        return True
+
+    def _redaction(self, func: Callable[..., Any]) -> _Redaction | None:
+        return _Redaction(func, self.redact) if self.redact else None
+
+    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        if self._async_handler:
+            msg = (
+                f"the async handler {self._put!r} cannot serve the sync function "
+                f"{qualified_name(func)}; give it a sync handler or a sink"
+            )
+            raise TypeError(msg)
+        function = qualified_name(func)
+        redaction = self._redaction(func)
+        capture = self._capture_sync
+        reraise = self.reraise
+        default = self.default
+
+        def dead_letter_wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except Exception as exc:
+                if capture(function, redaction, args, kwargs, exc) and not reraise:
+                    return default
+                raise
+
+        return dead_letter_wrapper
+
+    def _wrap_async(
+        self, func: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        function = qualified_name(func)
+        redaction = self._redaction(func)
+        capture = self._capture_async
+        reraise = self.reraise
+        default = self.default
+
+        async def dead_letter_wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await func(*args, **kwargs)
+            except Exception as exc:
+                if (
+                    await capture(function, redaction, args, kwargs, exc)
+                    and not reraise
+                ):
+                    return default
+                raise
+
+        return dead_letter_wrapper
+
+
+def dead_letter(
+    handler: Handler | Sink,
+    *,
+    should_dlq: Callable[[Exception], bool] | None = None,
+    on_handler_error: Callable[[Exception], object] | None = None,
+    reraise: bool = True,
+    default: Any = None,
+    redact: Iterable[str] | str = (),
+    name: str | None = None,
+) -> DeadLetterQueue:
+    r"""Return a policy that keeps every failed call as a :class:`DeadLetter`.
+
+    Args:
+        handler: A callable ``handler(letter)`` (an ``async def`` handler
+            serves async functions), or a sink: any object with
+            ``put(letter)``, and optionally ``async aput(letter)``, such as
+            those in :mod:`fluxus.sinks`.
+        should_dlq: ``should_dlq(exc) -> bool`` chooses the exceptions kept;
+            by default every ``Exception``, fluxus's own rejections included.
+        on_handler_error: Called with the handler's exception when the
+            handler fails (a ``DeadLetterHandlerFailed`` event is emitted in
+            any case).
+        reraise: Re-raise the call's exception once the letter is kept;
+            with ``False`` the call returns *default* instead.
+        default: What the call returns when ``reraise`` is ``False``.
+        redact: Names of arguments to mask (``"password"``, ``"token"``),
+            given by keyword or by position, before the handler sees them.
+        name: The name in events; by default the first decorated function's.
+
+    Returns:
+        A :class:`DeadLetterQueue` policy; decorate functions with it.
+
+    Raises:
+        TypeError: If a parameter has the wrong type.
+
+    ``BaseException``\\ s that are not ``Exception``\\ s (cancellation,
+    ``KeyboardInterrupt``) are never kept. If the handler fails, the call's
+    own exception is re-raised, even with ``reraise=False``: a failure that
+    could not be kept is never swallowed.
+    """
+    return DeadLetterQueue(
+        handler,
+        should_dlq=should_dlq,
+        on_handler_error=on_handler_error,
+        reraise=reraise,
+        default=default,
+        redact=redact,
+        name=name,
+    )

@@ -1,0 +1,383 @@
+"""fluxus.contrib.django through Django's Client and AsyncClient.
+
+Django is configured once, here, for this module only: it serves the URLs
+below and no other test file touches Django.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import django
+import fluxus
+import pytest
+from asgiref.sync import iscoroutinefunction
+from django.conf import settings
+
+if not settings.configured:
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="fluxus-tests",
+        ALLOWED_HOSTS=["testserver"],
+        ROOT_URLCONF=__name__,
+        INSTALLED_APPS=[],
+        MIDDLEWARE=[
+            f"{__name__}.fake_auth_middleware",
+            "fluxus.contrib.django.FluxusMiddleware",
+        ],
+        TEMPLATES=[
+            {
+                "BACKEND": "django.template.backends.django.DjangoTemplates",
+                "OPTIONS": {
+                    "loaders": [
+                        (
+                            "django.template.loaders.locmem.Loader",
+                            {"429.html": "slow down {{ retry_after }}: {{ detail }}"},
+                        )
+                    ]
+                },
+            }
+        ],
+    )
+    django.setup()
+
+from django.http import HttpRequest, HttpResponse
+from django.test import AsyncClient, Client, RequestFactory
+from django.test.utils import override_settings
+from django.urls import path
+from django.utils.asyncio import async_unsafe
+from django.utils.decorators import sync_and_async_middleware
+from django.utils.functional import SimpleLazyObject
+from django.views import View
+from fluxus.contrib.django import (
+    FluxusMiddleware,
+    client_ip,
+    rejection_response,
+    storage_uri,
+    user_key,
+)
+
+from _web import Flaky
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class FakeUser:
+    def __init__(self, pk: int | None) -> None:
+        self.pk = pk
+        self.is_authenticated = pk is not None
+
+
+@sync_and_async_middleware
+def fake_auth_middleware(get_response: Any) -> Any:
+    """Stand in for AuthenticationMiddleware without a database.
+
+    ``X-User: 7`` logs user 7 in; ``request.user`` is lazy and, like
+    Django's, refuses to load from an event loop; ``request.auser()`` loads
+    it asynchronously.
+    """
+
+    def authenticate(request: HttpRequest) -> None:
+        raw = request.headers.get("X-User")
+        user = FakeUser(int(raw) if raw else None)
+        request.user = SimpleLazyObject(async_unsafe(lambda: user))
+
+        async def auser() -> FakeUser:
+            return user
+
+        request.auser = auser
+
+    if iscoroutinefunction(get_response):
+
+        async def async_middleware(request: HttpRequest) -> Any:
+            authenticate(request)
+            return await get_response(request)
+
+        return async_middleware
+
+    def middleware(request: HttpRequest) -> Any:
+        authenticate(request)
+        return get_response(request)
+
+    return middleware
+
+
+REJECTIONS = {
+    "limited": fluxus.RateLimitExceeded("api", 1.2),
+    "open": fluxus.CircuitOpenError("db", 0.3),
+    "late": fluxus.DeadlineExceeded("slow", 2.0),
+    "other": ValueError("not a rejection"),
+}
+
+
+def sync_reject(request: HttpRequest, what: str) -> HttpResponse:
+    raise REJECTIONS[what]
+
+
+async def async_reject(request: HttpRequest, what: str) -> HttpResponse:
+    await asyncio.sleep(0)
+    raise REJECTIONS[what]
+
+
+flaky = Flaky()
+
+
+@fluxus.retry(3)
+def sync_retry(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(flaky("sync"))
+
+
+@fluxus.retry(3)
+async def async_retry(request: HttpRequest) -> HttpResponse:
+    await asyncio.sleep(0)
+    return HttpResponse(flaky("async"))
+
+
+class SyncItemView(View):
+    @fluxus.retry(3)
+    def get(self, request: HttpRequest, item: str) -> HttpResponse:
+        return HttpResponse(f"{flaky('sync-method')} {item} {user_key(self, request)}")
+
+
+@fluxus.retry(3)
+class AsyncItemView(View):
+    async def get(self, request: HttpRequest, item: str) -> HttpResponse:
+        return HttpResponse(f"{flaky('async-method')} {item} {client_ip(request)}")
+
+
+def keys(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(f"{client_ip(request)} {user_key(request=request)}")
+
+
+async def async_keys(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(f"{client_ip(request)} {user_key(request)}")
+
+
+urlpatterns = [
+    path("sync/<str:what>", sync_reject),
+    path("async/<str:what>", async_reject),
+    path("retry/sync", sync_retry),
+    path("retry/async", async_retry),
+    path("items/sync/<str:item>", SyncItemView.as_view()),
+    path("items/async/<str:item>", AsyncItemView.as_view()),
+    path("keys/sync", keys),
+    path("keys/async", async_keys),
+]
+
+
+class PeerAsyncClient(AsyncClient):
+    """An AsyncClient whose requests come from *peer* (the ASGI ``client``)."""
+
+    def __init__(self, peer: str) -> None:
+        super().__init__()
+        self.peer = peer
+
+    def _base_scope(self, **request: Any) -> dict[str, Any]:
+        scope: dict[str, Any] = super()._base_scope(**request)
+        scope["client"] = [self.peer, 0]
+        return scope
+
+
+def get(client_kind: str, url: str, peer: str = "127.0.0.1", **headers: str) -> Any:
+    """GET *url* through Django's Client or AsyncClient (sync and async stacks).
+
+    Header names are given with underscores for dashes (``X_User="5"``).
+    """
+    named = {name.replace("_", "-"): value for name, value in headers.items()}
+    if client_kind == "sync":
+        return Client().get(url, headers=named, REMOTE_ADDR=peer)
+
+    async def fetch() -> Any:
+        return await PeerAsyncClient(peer).get(url, headers=named)
+
+    return asyncio.run(fetch())
+
+
+@pytest.fixture(params=["sync", "async"])
+def client_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.mark.parametrize("view", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("what", "expected"),
+    [
+        ("limited", (429, "2", "slow down 2: Too many requests. Try again in 2 s")),
+        ("open", (503, "1", "<h1>Service Unavailable (503)</h1><p>The service is")),
+        ("late", (504, None, "<h1>Gateway Timeout (504)</h1><p>The server did not")),
+    ],
+)
+def test_rejections_become_error_pages(client_kind, view, what, expected):
+    status, retry_after, body = expected
+    response = get(client_kind, f"/{view}/{what}")
+    assert (status, retry_after) == (
+        response.status_code,
+        response.headers.get("Retry-After"),
+    )
+    assert body in response.content.decode()
+
+
+def test_other_exceptions_are_left_to_django(client_kind):
+    with pytest.raises(ValueError, match="not a rejection"):
+        get(client_kind, "/sync/other")
+
+
+def test_the_middleware_follows_the_mode_of_the_stack():
+    async def async_next(request: HttpRequest) -> HttpResponse:
+        return HttpResponse("async")
+
+    def sync_next(request: HttpRequest) -> HttpResponse:
+        return HttpResponse("sync")
+
+    assert (True, True) == (
+        FluxusMiddleware.sync_capable,
+        FluxusMiddleware.async_capable,
+    )
+    assert iscoroutinefunction(FluxusMiddleware(async_next))
+    assert not iscoroutinefunction(FluxusMiddleware(sync_next))
+    request = RequestFactory().get("/")
+    assert b"sync" == FluxusMiddleware(sync_next)(request).content
+    assert b"async" == asyncio.run(FluxusMiddleware(async_next)(request)).content
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "error"),
+    [
+        ("FLUXUS_STORAGE_URI", "redis", ValueError),
+        ("FLUXUS_STORAGE_URI", 6379, TypeError),
+        ("FLUXUS_TRUSTED_PROXIES", ["10.0.0.1/8"], ValueError),
+    ],
+)
+def test_bad_settings_fail_when_the_middleware_is_built(setting, value, error):
+    with override_settings(**{setting: value}), pytest.raises(error, match=setting):
+        FluxusMiddleware(lambda request: HttpResponse())
+
+
+def test_storage_uri_comes_from_the_settings():
+    assert "memory://" == storage_uri()
+    with override_settings(FLUXUS_STORAGE_URI="redis://10.0.0.5:6379/0"):
+        assert "redis://10.0.0.5:6379/0" == storage_uri()
+
+
+def test_retry_protects_function_views_and_view_methods(client_kind):
+    flaky.update({"sync": 2, "async": 2, "sync-method": 2, "async-method": 2})
+    bodies = [
+        get(client_kind, url, X_User="5").content.decode()
+        for url in (
+            "/retry/sync",
+            "/retry/async",
+            "/items/sync/pen",
+            "/items/async/ink",
+        )
+    ]
+    assert [
+        "sync",
+        "async",
+        "sync-method pen user:5",
+        "async-method ink 127.0.0.1",
+    ] == (bodies)
+    assert {0} == set(flaky.values())
+
+
+def test_decorated_views_keep_their_mode_for_django():
+    assert iscoroutinefunction(async_retry)
+    assert not iscoroutinefunction(sync_retry)
+    assert AsyncItemView.view_is_async
+    assert not SyncItemView.view_is_async
+
+
+def test_keys_without_proxies_ignore_the_header(client_kind):
+    response = get(
+        client_kind, "/keys/sync", X_Forwarded_For="1.2.3.4", peer="10.0.0.2"
+    )
+    assert "10.0.0.2 ip:10.0.0.2" == response.content.decode()
+
+
+def test_keys_behind_trusted_proxies(client_kind):
+    with override_settings(FLUXUS_TRUSTED_PROXIES=["10.0.0.0/8"]):
+        trusted = get(
+            client_kind,
+            "/keys/sync",
+            X_Forwarded_For="6.6.6.6, 198.51.100.4, 10.0.0.9",
+            peer="10.0.0.2",
+            X_User="3",
+        )
+        untrusted = get(
+            client_kind,
+            "/keys/sync",
+            X_Forwarded_For="198.51.100.4",
+            peer="203.0.113.8",
+        )
+    assert ["198.51.100.4 user:3", "203.0.113.8 ip:203.0.113.8"] == [
+        trusted.content.decode(),
+        untrusted.content.decode(),
+    ]
+
+
+def test_the_parsed_proxies_follow_the_setting():
+    request = RequestFactory().get(
+        "/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="198.51.100.4"
+    )
+    proxies = ["192.0.2.1"]
+    with override_settings(FLUXUS_TRUSTED_PROXIES=proxies):
+        before = client_ip(request)
+        proxies.append("10.0.0.0/8")
+        after = client_ip(request)
+        again = client_ip(request)
+    assert ["10.0.0.2", "198.51.100.4", "198.51.100.4"] == [before, after, again]
+
+
+def test_key_functions_find_the_request_of_a_view_method():
+    request = RequestFactory().get("/", REMOTE_ADDR="192.0.2.44")
+    view = View()
+    view.setup(request)
+    assert ["192.0.2.44"] * 2 == [client_ip(view, request), client_ip(view)]
+    with pytest.raises(TypeError, match="HttpRequest"):
+        client_ip("not a request")
+
+
+def test_user_key_in_an_async_view_needs_the_user_resolved():
+    with pytest.raises(RuntimeError, match="FLUXUS_RESOLVE_USER = True") as info:
+        get("async", "/keys/async", X_User="9")
+    assert "SynchronousOnlyOperation" == type(info.value.__cause__).__name__
+
+
+def test_resolve_user_loads_the_user_before_async_views(client_kind):
+    with override_settings(FLUXUS_RESOLVE_USER=True):
+        response = get(client_kind, "/keys/async", X_User="9")
+        anonymous = get(client_kind, "/keys/async")
+    assert ["127.0.0.1 user:9", "127.0.0.1 ip:127.0.0.1"] == [
+        response.content.decode(),
+        anonymous.content.decode(),
+    ]
+
+
+def test_rejection_response_answers_only_rejections():
+    request = RequestFactory().get("/")
+    response = rejection_response(request, fluxus.CircuitOpenError("db", 61.0))
+    assert response is not None
+    assert (503, "61") == (response.status_code, response["Retry-After"])
+    assert None is rejection_response(request, KeyError("x"))
+
+
+def test_the_example_project_in_its_own_process():
+    # The example configures Django for itself, so it runs in a process of its own.
+    code = (
+        "import django_app; from django.test import Client; client = Client(); "
+        "answers = [client.get(p) for p in ['/quote'] * 3 + ['/aquote'] * 3]; "
+        "print([a.status_code for a in answers], answers[-1].get('Retry-After'))"
+    )
+    examples = Path(__file__).parent.parent / "examples"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=examples,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "[200, 200, 200, 200, 200, 429] 10" == result.stdout.splitlines()[-1]

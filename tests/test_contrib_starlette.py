@@ -1,0 +1,373 @@
+"""fluxus.contrib.starlette through TestClient and a real uvicorn server."""
+
+from __future__ import annotations
+
+import inspect
+import runpy
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import fluxus
+import pytest
+import uvicorn
+from fastapi import Depends, FastAPI, Request
+from fastapi.testclient import TestClient
+from fluxus.contrib.starlette import (
+    client_ip,
+    handle_rejection,
+    install,
+    storage_uri,
+    user_key,
+)
+from starlette.applications import Starlette
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    BaseUser,
+    SimpleUser,
+)
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from _web import Counter, Flaky, hammer
+
+if TYPE_CHECKING:
+    from starlette.requests import HTTPConnection
+    from starlette.responses import PlainTextResponse
+
+pytestmark = pytest.mark.timeout(30)
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+async def limited(request: Request) -> PlainTextResponse:
+    raise fluxus.RateLimitExceeded("api", 1.2)
+
+
+def circuit_open(request: Request) -> PlainTextResponse:
+    raise fluxus.CircuitOpenError("db", 0.3)
+
+
+async def late(request: Request) -> PlainTextResponse:
+    raise fluxus.DeadlineExceeded("slow", 2.0)
+
+
+async def refused_socket(websocket: WebSocket) -> None:
+    await websocket.accept()
+    raise fluxus.RateLimitExceeded("ws", 3.0)
+
+
+def starlette_app(**options: object) -> Starlette:
+    app = Starlette(
+        routes=[
+            Route("/limited", limited),
+            Route("/open", circuit_open),
+            Route("/late", late),
+            WebSocketRoute("/ws", refused_socket),
+        ]
+    )
+    install(app, **options)  # type: ignore[arg-type]
+    return app
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "retry_after", "detail"),
+    [
+        ("/limited", 429, "2", "Too many requests. Try again in 2 seconds."),
+        (
+            "/open",
+            503,
+            "1",
+            "The service is temporarily unavailable. Try again in 1 second.",
+        ),
+        ("/late", 504, None, "The server did not get an answer in time."),
+    ],
+)
+def test_rejections_become_json_answers(path, status, retry_after, detail):
+    response = TestClient(starlette_app()).get(path)
+    assert (status, retry_after, {"detail": detail}) == (
+        response.status_code,
+        response.headers.get("Retry-After"),
+        response.json(),
+    )
+
+
+def test_a_refused_websocket_is_closed_with_try_again_later():
+    with (
+        TestClient(starlette_app()).websocket_connect("/ws") as websocket,
+        pytest.raises(WebSocketDisconnect) as info,
+    ):
+        websocket.receive_text()
+    assert (1013, "Too many requests. Try again in 3 seconds.") == (
+        info.value.code,
+        info.value.reason,
+    )
+
+
+def test_the_handler_leaves_other_exceptions_alone():
+    with pytest.raises(KeyError):
+        import asyncio
+
+        asyncio.run(handle_rejection(None, KeyError("x")))  # type: ignore[arg-type]
+
+
+def test_storage_uri_from_install_then_environment_then_default(monkeypatch):
+    monkeypatch.delenv("FLUXUS_STORAGE_URI", raising=False)
+    assert "memory://" == storage_uri(Starlette())
+    assert "memory://" == storage_uri(starlette_app())
+    assert "redis://10.0.0.5:6379/0" == storage_uri(
+        starlette_app(storage_uri="redis://10.0.0.5:6379/0")
+    )
+    monkeypatch.setenv("FLUXUS_STORAGE_URI", "redis://10.0.0.6:6379/0")
+    assert ["redis://10.0.0.6:6379/0"] * 2 == [
+        storage_uri(starlette_app()),
+        storage_uri(object()),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"storage_uri": "redis"}, ValueError, "storage_uri"),
+        ({"trusted_proxies": ["10.0.0.1/8"]}, ValueError, "trusted_proxies"),
+        ({"trusted_proxies": 8}, TypeError, "trusted_proxies"),
+    ],
+)
+def test_bad_settings_fail_at_install(options, error, match):
+    with pytest.raises(error, match=match):
+        starlette_app(**options)
+
+
+def test_a_bad_environment_fails_at_install(monkeypatch):
+    monkeypatch.setenv("FLUXUS_TRUSTED_PROXIES", "10.0.0.0/8, proxy")
+    with pytest.raises(ValueError, match="FLUXUS_TRUSTED_PROXIES"):
+        starlette_app()
+
+
+# --- FastAPI: endpoints keep their signature for dependency injection ---------
+
+
+class Settings:
+    greeting = "hello"
+
+
+def get_settings() -> Settings:
+    return Settings()
+
+
+flaky = Flaky()
+
+
+def fastapi_app(**options: object) -> FastAPI:
+    app = FastAPI()
+    install(app, **options)  # type: ignore[arg-type]
+
+    @app.get("/items/{item_id}")
+    @fluxus.retry(3)
+    async def read_item(
+        item_id: int,
+        settings: Annotated[Settings, Depends(get_settings)],
+        q: str | None = None,
+    ) -> dict[str, object]:
+        return {"item": item_id, "q": q, "hi": settings.greeting, "by": flaky("async")}
+
+    @app.get("/sync/{name}")
+    @fluxus.retry(3)
+    def read_sync(name: str, request: Request) -> dict[str, str]:
+        return {"name": name, "by": flaky("sync"), "ip": client_ip(request)}
+
+    @app.get("/keys")
+    async def keys(request: Request) -> dict[str, str]:
+        return {"ip": client_ip(request=request), "key": user_key(request)}
+
+    @app.get("/refused")
+    @fluxus.retry(4)
+    async def refused() -> None:
+        flaky["refused"] = flaky.get("refused", 0) + 1
+        raise fluxus.CircuitOpenError("db", 29.01)
+
+    return app
+
+
+def test_dependency_injection_and_validation_survive_the_decorator():
+    flaky.update({"async": 2, "sync": 2})
+    client = TestClient(fastapi_app())
+    assert {"item": 5, "q": "x", "hi": "hello", "by": "async"} == client.get(
+        "/items/5", params={"q": "x"}
+    ).json()
+    assert {"name": "ada", "by": "sync", "ip": "testclient"} == client.get(
+        "/sync/ada"
+    ).json()
+    assert 422 == client.get("/items/not-a-number").status_code
+    assert {0} == set(flaky.values())
+
+
+def test_the_openapi_schema_sees_the_original_parameters():
+    schema = TestClient(fastapi_app()).get("/openapi.json").json()
+    parameters = schema["paths"]["/items/{item_id}"]["get"]["parameters"]
+    assert [("item_id", "path"), ("q", "query")] == [
+        (p["name"], p["in"]) for p in parameters
+    ]
+
+
+def test_decorated_endpoints_keep_signature_and_mode():
+    @fluxus.retry(2)
+    async def endpoint(item_id: int, request: Request) -> dict[str, int]:
+        return {"item": item_id}
+
+    assert inspect.iscoroutinefunction(endpoint)
+    assert ["item_id", "request"] == list(inspect.signature(endpoint).parameters)
+
+
+def test_rejections_from_endpoints_are_not_retried():
+    flaky["refused"] = 0
+    response = TestClient(fastapi_app()).get("/refused")
+    assert (503, "30", 1) == (
+        response.status_code,
+        response.headers["Retry-After"],
+        flaky["refused"],
+    )
+
+
+def test_client_ip_ignores_the_header_by_default(monkeypatch):
+    monkeypatch.delenv("FLUXUS_TRUSTED_PROXIES", raising=False)
+    client = TestClient(fastapi_app(), client=("10.0.0.2", 5000))
+    answer = client.get("/keys", headers={"X-Forwarded-For": "1.2.3.4"}).json()
+    assert {"ip": "10.0.0.2", "key": "ip:10.0.0.2"} == answer
+
+
+def test_client_ip_walks_the_header_behind_trusted_proxies():
+    app = fastapi_app(trusted_proxies=["10.0.0.0/8"])
+    behind = TestClient(app, client=("10.0.0.2", 5000)).get(
+        "/keys", headers={"X-Forwarded-For": "6.6.6.6, 198.51.100.4, 10.0.0.7"}
+    )
+    direct = TestClient(app, client=("203.0.113.5", 5000)).get(
+        "/keys", headers={"X-Forwarded-For": "198.51.100.4"}
+    )
+    assert ["198.51.100.4", "203.0.113.5"] == [
+        behind.json()["ip"],
+        direct.json()["ip"],
+    ]
+
+
+def test_without_install_the_environment_names_the_trusted_proxies(monkeypatch):
+    monkeypatch.setenv("FLUXUS_TRUSTED_PROXIES", "10.0.0.0/8")
+    app = FastAPI()
+
+    @app.get("/ip")
+    async def ip(request: Request) -> str:
+        return client_ip(request)
+
+    response = TestClient(app, client=("10.0.0.2", 1)).get(
+        "/ip", headers={"X-Forwarded-For": "198.51.100.9"}
+    )
+    assert "198.51.100.9" == response.json()
+
+
+def test_key_functions_need_the_request():
+    with pytest.raises(TypeError, match="request: Request"):
+        client_ip(3, name="x")
+
+
+class HeaderAuth(AuthenticationBackend):
+    async def authenticate(
+        self, conn: HTTPConnection
+    ) -> tuple[AuthCredentials, BaseUser] | None:
+        name = conn.headers.get("X-User")
+        if name is None:
+            return None
+        user: BaseUser = SimpleUser(name) if name != "legacy" else LegacyUser()
+        return AuthCredentials(["authenticated"]), user
+
+
+class LegacyUser(BaseUser):
+    """A user class written before ``identity`` existed."""
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def display_name(self) -> str:
+        return "old-timer"
+
+
+def test_user_key_reads_the_authenticated_user():
+    app = FastAPI(
+        middleware=[Middleware(AuthenticationMiddleware, backend=HeaderAuth())]
+    )
+    install(app)
+
+    @app.get("/key")
+    async def key(request: Request) -> str:
+        return user_key(request)
+
+    client = TestClient(app, client=("192.0.2.4", 1))
+    assert ["user:ada", "user:old-timer", "ip:192.0.2.4"] == [
+        client.get("/key", headers={"X-User": "ada"}).json(),
+        client.get("/key", headers={"X-User": "legacy"}).json(),
+        client.get("/key").json(),
+    ]
+
+
+# --- a real server ----------------------------------------------------------
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, Counter]]:
+    counter = Counter(limit=3, retry_after=1.5)
+    app = FastAPI()
+    install(app)
+
+    @app.get("/")
+    async def index() -> dict[str, str]:
+        counter.admit()
+        return {"ok": "yes"}
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", lifespan="off")
+    uvicorn_server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=uvicorn_server.run, kwargs={"sockets": [sock]}, daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not uvicorn_server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/", counter
+    finally:
+        uvicorn_server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def test_a_real_server_answers_concurrent_clients_with_429(server):
+    url, counter = server
+    answers = hammer(url, 12)
+    assert [200] * 3 + [429] * 9 == sorted(status for status, _, _ in answers)
+    assert {("2", b'{"detail":"Too many requests. Try again in 2 seconds."}')} == {
+        (retry, body) for status, retry, body in answers if status == 429
+    }
+    assert 12 == counter.calls
+
+
+def test_the_example_app(monkeypatch, instant):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    example = runpy.run_path(str(EXAMPLES / "fastapi_app.py"))
+    client = TestClient(example["app"])
+    answers = [client.get("/quotes/7") for _ in range(6)]
+    assert [200] * 5 + [429] == [answer.status_code for answer in answers]
+    assert "10" == answers[-1].headers["Retry-After"]
+    assert {"quote": "Quote #7: now is better than never.", "lang": "en"} == (
+        answers[0].json()
+    )
+    assert 504 == client.get("/slow").status_code
