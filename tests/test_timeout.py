@@ -356,6 +356,20 @@ def test_context_variables_are_visible_in_the_callee(mode, strategy):
     assert ("req-7", "ada", True) == contextvars.copy_context().run(run)
 
 
+@pytest.mark.parametrize("strategy", SYNC_STRATEGIES)
+def test_flask_request_context_is_visible_in_the_callee(strategy):
+    flask = pytest.importorskip("flask")
+    app = flask.Flask(__name__)
+
+    @fluxus.timeout(1.0, strategy=strategy)
+    def who():
+        return flask.request.args["user"], flask.g.tenant
+
+    with app.test_request_context("/report?user=ada"):
+        flask.g.tenant = "acme"
+        assert ("ada", "acme") == who()
+
+
 def test_remaining_is_none_outside_and_after_a_timeout(mode):
     fn = fluxus.timeout(1.0)(mode.make(fluxus.remaining))
 
