@@ -1,8 +1,10 @@
 """Resilient Python in a few decorators.
 
 fluxus protects sync and ``async def`` code with policies: :func:`retry`
-(over tenacity), :func:`circuit_breaker` (over pybreaker) and, as they land,
-timeouts, rate limits and dead letter queues.
+(over tenacity), :func:`timeout` (asyncio cancellation, worker threads or
+signals), :func:`circuit_breaker` (over pybreaker), :func:`rate_limit` (over
+limits) and :func:`dead_letter` (durable sinks), applied in the recommended
+order by :func:`stack`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ._deadline import remaining
 from ._rate_limit import RateLimiter, rate_limit
 from ._replay import ReplayResult, replay, replay_async
 from ._retry import Retry, retry
+from ._timeout import Timeout, timeout
 from ._version import __version__
 from .exceptions import (
     CircuitOpenError,
@@ -25,6 +28,7 @@ from .exceptions import (
     FluxusError,
     LayeringWarning,
     RateLimitExceeded,
+    ThreadsExhausted,
 )
 
 __all__ = [
@@ -42,6 +46,8 @@ __all__ = [
     "ReplayResult",
     "Retry",
     "RetryBudget",
+    "ThreadsExhausted",
+    "Timeout",
     "__version__",
     "backoff",
     "circuit_breaker",
@@ -55,4 +61,5 @@ __all__ = [
     "retry",
     "sinks",
     "testing",
+    "timeout",
 ]

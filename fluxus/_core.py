@@ -66,6 +66,35 @@ def to_seconds(value: object, param: str, *, allow_none: bool = False) -> float:
     return seconds
 
 
+def check_callable(value: object, param: str) -> None:
+    """Raise :class:`TypeError` unless *value* is a callable or ``None``."""
+    if value is not None and not callable(value):
+        msg = f"{param} must be a callable or None, got {value!r}"
+        raise TypeError(msg)
+
+
+def raise_replacement(
+    hook: Callable[[Any], object] | None, error: BaseException, param: str
+) -> None:
+    """Raise the exception *hook* returns for *error*, ``from`` it.
+
+    Returns when there is no hook or it returns ``None``: the caller then
+    raises *error* itself.
+
+    Raises:
+        TypeError: If the hook returns something that is not an exception.
+    """
+    if hook is None:
+        return
+    replacement = hook(error)
+    if replacement is None:
+        return
+    if not isinstance(replacement, BaseException):
+        msg = f"{param} must return an exception or None, got {replacement!r}"
+        raise TypeError(msg) from error
+    raise replacement from error
+
+
 def type_name(kind: type) -> str:
     """Return ``module.qualname`` of a class, builtins included."""
     return f"{kind.__module__}.{kind.__qualname__}"

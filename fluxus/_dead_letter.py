@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from ._core import DEAD_LETTER, Policy, qualified_name, type_name
+from ._core import DEAD_LETTER, Policy, check_callable, qualified_name, type_name
 from .instrumentation._events import DeadLettered, DeadLetterHandlerFailed
 from .instrumentation._hooks import emit
 
@@ -152,12 +152,6 @@ def _to_names(redact: object) -> frozenset[str]:
     return result
 
 
-def _check_callable(value: object, param: str) -> None:
-    if value is not None and not callable(value):
-        msg = f"{param} must be a callable or None, got {value!r}"
-        raise TypeError(msg)
-
-
 def _message(exc: BaseException) -> str:
     try:
         return str(exc)
@@ -199,8 +193,8 @@ class DeadLetterQueue(Policy):
                 f"put(letter), got {handler!r}"
             )
             raise TypeError(msg)
-        _check_callable(should_dlq, "should_dlq")
-        _check_callable(on_handler_error, "on_handler_error")
+        check_callable(should_dlq, "should_dlq")
+        check_callable(on_handler_error, "on_handler_error")
         if not isinstance(reraise, bool):
             msg = f"reraise must be a bool, got {reraise!r}"
             raise TypeError(msg)

@@ -3,7 +3,9 @@
 Every :func:`fluxus.timeout` publishes its deadline (a :func:`time.monotonic`
 instant) in :data:`DEADLINE`; nested deadlines only shrink. Backoff sleeps
 and rate-limit waits go through :func:`wait_sync` and :func:`wait_async`,
-which are instant in testing mode.
+which are instant in testing mode and never last past the deadline, so a
+wait inside a call that a thread timeout has abandoned ends when its caller
+walked away.
 """
 
 from __future__ import annotations
@@ -33,22 +35,30 @@ def remaining() -> float | None:
     return max(0.0, deadline - monotonic())
 
 
+def _capped(seconds: float) -> float:
+    seconds = effective_wait(seconds)
+    deadline = DEADLINE.get()
+    if deadline is not None:
+        seconds = min(seconds, deadline - monotonic())
+    return seconds
+
+
 def effective_wait(seconds: float) -> float:
     """Return how long a wait of *seconds* really lasts (0 in testing mode)."""
     return 0.0 if CONFIG.testing.active else seconds
 
 
 def wait_sync(seconds: float) -> None:
-    """Block for *seconds*, or not at all in testing mode."""
-    seconds = effective_wait(seconds)
+    """Block for *seconds*, not past the enclosing deadline; instant in testing."""
+    seconds = _capped(seconds)
     if seconds > 0:
         time.sleep(min(seconds, threading.TIMEOUT_MAX))
 
 
 async def wait_async(seconds: float) -> None:
-    """Sleep for *seconds* without blocking the loop; cancellable.
+    """Sleep for *seconds*, not past the enclosing deadline; cancellable.
 
     In testing mode it still yields to the loop once, so cancellation and
     other tasks behave as they do with real waits.
     """
-    await asyncio.sleep(effective_wait(seconds))
+    await asyncio.sleep(max(0.0, _capped(seconds)))

@@ -20,7 +20,14 @@ from tenacity.wait import wait_base
 
 from ._budget import RetryBudget
 from ._config import CONFIG
-from ._core import RETRY, Policy, qualified_name, type_name
+from ._core import (
+    RETRY,
+    Policy,
+    check_callable,
+    qualified_name,
+    raise_replacement,
+    type_name,
+)
 from ._deadline import effective_wait, remaining, wait_async, wait_sync
 from .exceptions import CircuitOpenError, RateLimitExceeded
 from .instrumentation._events import RetriesExhausted, RetryScheduled
@@ -106,12 +113,6 @@ def _to_exception_types(on: object) -> tuple[type[Exception], ...]:
     return types
 
 
-def _check_callable(value: object, param: str) -> None:
-    if value is not None and not callable(value):
-        msg = f"{param} must be a callable or None, got {value!r}"
-        raise TypeError(msg)
-
-
 class Retry(Policy):
     """Call again when the call fails; see :func:`retry`."""
 
@@ -136,8 +137,8 @@ class Retry(Policy):
         if attempts < 1:
             msg = f"attempts must be >= 1 (the total number of calls), got {attempts}"
             raise ValueError(msg)
-        _check_callable(should_retry, "should_retry")
-        _check_callable(on_exhausted, "on_exhausted")
+        check_callable(should_retry, "should_retry")
+        check_callable(on_exhausted, "on_exhausted")
         if budget is not None and not isinstance(budget, RetryBudget):
             msg = f"budget must be a fluxus.RetryBudget or None, got {budget!r}"
             raise TypeError(msg)
@@ -193,6 +194,19 @@ class Retry(Policy):
         state.prepare_for_next_attempt()
         return delay
 
+    def _check_deadline(
+        self, state: tenacity.RetryCallState, exc: Exception, function: str
+    ) -> None:
+        """Give up if the deadline passed during the wait (a late wake-up)."""
+        left = remaining()
+        if left is not None and left <= 0:
+            self._give_up(
+                exc,
+                state.attempt_number - 1,
+                function,
+                "the deadline passed during the backoff wait",
+            )
+
     def _give_up(
         self, exc: Exception, attempts: int, function: str, reason: str
     ) -> NoReturn:
@@ -208,16 +222,7 @@ class Retry(Policy):
                 error_message=str(exc),
             )
         )
-        if self._on_exhausted is not None:
-            replacement = self._on_exhausted(exc)
-            if replacement is not None:
-                if not isinstance(replacement, BaseException):
-                    msg = (
-                        "on_exhausted must return an exception or None, "
-                        f"got {replacement!r}"
-                    )
-                    raise TypeError(msg) from exc
-                raise replacement from exc
+        raise_replacement(self._on_exhausted, exc, "on_exhausted")
         raise exc
 
     def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
@@ -251,6 +256,7 @@ class Retry(Policy):
         state = tenacity.RetryCallState(self._retrying, func, args, kwargs)
         while True:
             wait_sync(self._schedule(state, exc, function))
+            self._check_deadline(state, exc, function)
             try:
                 return func(*args, **kwargs)
             except Exception as error:
@@ -291,6 +297,7 @@ class Retry(Policy):
         state = tenacity.RetryCallState(self._retrying, func, args, kwargs)
         while True:
             await wait_async(self._schedule(state, exc, function))
+            self._check_deadline(state, exc, function)
             try:
                 return await func(*args, **kwargs)
             except Exception as error:

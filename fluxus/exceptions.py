@@ -7,6 +7,7 @@ The error tree::
           +-- CircuitOpenError        a circuit breaker refused the call
           +-- RateLimitExceeded       no rate-limit permit within the timeout
           +-- DeadlineExceeded        a timeout ran out (also a TimeoutError)
+               +-- ThreadsExhausted   no timeout worker thread was free
 
 Warning:
      +-- LayeringWarning              hand-stacked policies in a bad order
@@ -23,6 +24,7 @@ __all__ = [
     "FluxusError",
     "LayeringWarning",
     "RateLimitExceeded",
+    "ThreadsExhausted",
 ]
 
 
@@ -86,6 +88,35 @@ class DeadlineExceeded(FluxusError, TimeoutError):
 
     def __reduce__(self) -> tuple[type[DeadlineExceeded], tuple[str, float]]:
         return (type(self), (self.name, self.seconds))
+
+
+class ThreadsExhausted(DeadlineExceeded):
+    """A thread timeout refused the call: all its worker threads were busy.
+
+    Raised at once, without calling the function, rather than queueing the
+    call past its deadline. Calls abandoned at their deadline keep their
+    worker thread until they return, so this usually means the protected
+    function hangs.
+
+    Attributes:
+        name: The name of the timeout policy.
+        seconds: The time budget the call had.
+        threads: The policy's thread bound (``max_threads``).
+    """
+
+    def __init__(self, name: str, seconds: float, threads: int) -> None:
+        super().__init__(name, seconds)
+        self.threads = threads
+        message = (
+            f"{name!r} was not started: all {threads} worker threads of its "
+            "fluxus.timeout are busy (with calls still running, some perhaps "
+            "abandoned at their deadline); raise max_threads or make the "
+            "function honour fluxus.remaining()"
+        )
+        self.args = (message,)
+
+    def __reduce__(self) -> tuple[type[ThreadsExhausted], tuple[str, float, int]]:  # type: ignore[override]
+        return (type(self), (self.name, self.seconds, self.threads))
 
 
 class LayeringWarning(UserWarning):

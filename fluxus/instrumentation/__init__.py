@@ -1,8 +1,9 @@
 """Events, and the hooks that receive them.
 
-Every decision a policy makes (a retry scheduled, retries exhausted, ...) is
-a frozen :class:`Event`. Hooks are plain callables taking one event; by
-default a :class:`StructlogHook` logs them to the ``fluxus`` logger::
+Every decision a policy makes (a retry scheduled, retries exhausted, a call
+timed out, ...) is a frozen :class:`Event`. Hooks are plain callables taking
+one event; by default a :class:`StructlogHook` logs them to the ``fluxus``
+logger::
 
     fluxus.instrumentation.add_hook(lambda event: print(event))
     fluxus.instrumentation.set_hooks([fluxus.instrumentation.LoggingHook()])
@@ -23,6 +24,7 @@ from ._events import (
     RateLimitStorageUnavailable,
     RetriesExhausted,
     RetryScheduled,
+    TimedOut,
 )
 from ._hooks import Hook, add_hook, get_hooks, remove_hook, set_hooks
 from ._logging import LoggingHook
@@ -44,6 +46,7 @@ __all__ = [
     "RetriesExhausted",
     "RetryScheduled",
     "StructlogHook",
+    "TimedOut",
     "add_hook",
     "get_hooks",
     "remove_hook",

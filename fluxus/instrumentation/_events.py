@@ -236,3 +236,23 @@ class CircuitStorageRecovered(Event):
     level: ClassVar[int] = logging.INFO
 
     storage: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimedOut(Event):
+    """A call ran out of time: fluxus raised :class:`~fluxus.DeadlineExceeded`.
+
+    Attributes:
+        seconds: The time budget that ran out (shrunk by an enclosing deadline).
+        strategy: How the timeout was enforced: ``"thread"``, ``"signal"``,
+            ``"cooperative"`` or ``"asyncio"``.
+        reason: What happened: the deadline passed during the call, had
+            passed before it started, or no worker thread was free.
+    """
+
+    kind: ClassVar[str] = "timed_out"
+    level: ClassVar[int] = logging.WARNING
+
+    seconds: float
+    strategy: str
+    reason: str

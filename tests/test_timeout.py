@@ -1,0 +1,997 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import inspect
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import fluxus
+import pytest
+import structlog
+from fluxus import _deadline, _timeout
+from fluxus.instrumentation import TimedOut
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+#: Generous slack for a loaded CI machine; precision is measured by the
+#: benchmarks, not asserted here.
+SLACK = 0.25
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+
+SYNC_STRATEGIES = ["thread", "signal", "cooperative"]
+INTERRUPTING = ["thread", "signal"]
+
+
+def sleeper(mode, seconds, seen=None):
+    """Return a function that sleeps *seconds* the way its mode does."""
+    if mode.is_async:
+
+        async def slow():
+            try:
+                await asyncio.sleep(seconds)
+            except asyncio.CancelledError:
+                if seen is not None:
+                    seen.append("cancelled")
+                raise
+            return "done"
+
+        return slow
+
+    def slow():
+        time.sleep(seconds)
+        return "done"
+
+    return slow
+
+
+@pytest.fixture
+def silent_server() -> Iterator[tuple[str, int]]:
+    """A real listening socket on 127.0.0.1 that accepts and never answers."""
+    server = socket.create_server(("127.0.0.1", 0))
+    conns: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                conns.append(server.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[:2]
+    finally:
+        stop.set()
+        thread.join(5)
+        # Closing the connections ends the reads of abandoned calls.
+        for conn in conns:
+            conn.close()
+        server.close()
+
+
+def read_forever(address):
+    with socket.create_connection(address) as sock:
+        return sock.recv(1)
+
+
+# -- the happy path ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", SYNC_STRATEGIES)
+def test_fast_call_returns_its_result(mode, events, strategy):
+    fn = fluxus.timeout(1.0, strategy=strategy)(mode.make(lambda x, *, y: x + y))
+
+    assert 5 == mode.run(fn, 2, y=3)
+    assert [] == events
+
+
+def test_coroutine_functions_stay_coroutine_functions():
+    async def work():
+        return 1
+
+    assert inspect.iscoroutinefunction(fluxus.timeout(1)(work))
+    policy = fluxus.timeout(1)
+    assert (policy,) == fluxus.layers(policy(work))
+
+
+def test_retry_belongs_inside_a_timeout():
+    fluxus.timeout(1)(fluxus.retry(2)(lambda: 1))  # the recommended order
+
+    with pytest.warns(fluxus.LayeringWarning, match="timeout, retry"):
+        fluxus.retry(2)(fluxus.timeout(1)(lambda: 1))
+
+
+def test_one_policy_on_a_class_shares_one_pool():
+    policy = fluxus.timeout(1.0, max_threads=1)
+
+    @policy
+    class Client:
+        def get(self, key):
+            return threading.current_thread().name, key
+
+        @classmethod
+        def build(cls):
+            return threading.current_thread().name
+
+        @staticmethod
+        async def ping():
+            return "pong"
+
+    name, key = Client().get("k")
+
+    assert ("fluxus-timeout", "k") == (name, key)
+    assert "fluxus-timeout" == Client.build()
+    assert "pong" == asyncio.run(Client.ping())
+    assert policy._pool is not None
+    assert 1 == policy._pool.threads
+
+
+@pytest.mark.parametrize("strategy", SYNC_STRATEGIES)
+def test_exceptions_of_the_function_pass_through(mode, strategy):
+    error = KeyError("boom")
+
+    def body():
+        raise error
+
+    fn = fluxus.timeout(1.0, strategy=strategy)(mode.make(body))
+
+    with pytest.raises(KeyError) as info:
+        mode.run(fn)
+    assert error is info.value
+
+
+@pytest.mark.parametrize("strategy", SYNC_STRATEGIES)
+def test_a_timeout_error_of_the_function_is_not_ours(mode, strategy, events):
+    error = TimeoutError("socket timed out")
+
+    def body():
+        raise error
+
+    fn = fluxus.timeout(1.0, strategy=strategy)(mode.make(body))
+
+    with pytest.raises(TimeoutError) as info:
+        mode.run(fn)
+    assert error is info.value
+    assert [] == events
+
+
+def test_async_inner_asyncio_timeout_is_not_ours():
+    @fluxus.timeout(1.0)
+    async def work():
+        async with asyncio.timeout(0.01):
+            await asyncio.sleep(1)
+
+    with pytest.raises(TimeoutError) as info:
+        asyncio.run(work())
+    assert not isinstance(info.value, fluxus.DeadlineExceeded)
+
+
+# -- interrupting slow calls -------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", INTERRUPTING)
+def test_slow_call_raises_deadline_exceeded_at_the_deadline(mode, events, strategy):
+    policy = fluxus.timeout(0.05, strategy=strategy, name="slow-api")
+    fn = policy(sleeper(mode, 2.0))
+
+    with pytest.raises(fluxus.DeadlineExceeded) as info:
+        mode.run(fn)
+
+    assert isinstance(info.value, TimeoutError)
+    assert isinstance(info.value, fluxus.FluxusError)
+    assert ("slow-api", 0.05) == (info.value.name, info.value.seconds)
+    expected = "asyncio" if mode.is_async else strategy
+    assert [("slow-api", 0.05, expected)] == [
+        (e.policy, e.seconds, e.strategy) for e in events
+    ]
+
+
+@pytest.mark.parametrize("strategy", INTERRUPTING)
+def test_control_returns_within_the_deadline_plus_slack(mode, strategy):
+    fn = fluxus.timeout(0.05, strategy=strategy)(sleeper(mode, 2.0))
+    start = time.monotonic()
+
+    with pytest.raises(fluxus.DeadlineExceeded):
+        mode.run(fn)
+
+    assert 0.05 <= time.monotonic() - start < 0.05 + SLACK
+
+
+def test_timed_out_event_fields(events):
+    @fluxus.timeout(timedelta(milliseconds=30))
+    def stuck():
+        time.sleep(1)
+
+    with pytest.raises(fluxus.DeadlineExceeded):
+        stuck()
+
+    (event,) = events
+    assert isinstance(event, TimedOut)
+    assert "timed_out" == event.kind
+    assert {
+        "policy": f"{__name__}.test_timed_out_event_fields.<locals>.stuck",
+        "function": f"{__name__}.test_timed_out_event_fields.<locals>.stuck",
+        "seconds": 0.03,
+        "strategy": "thread",
+        "reason": "the deadline passed during the call",
+    } == event.fields()
+
+
+def test_thread_strategy_in_worker_threads_with_sleep_and_socket(silent_server):
+    sleepy = fluxus.timeout(0.05)(lambda: time.sleep(2))
+    reader = fluxus.timeout(0.05)(read_forever)
+    outcomes: list[tuple[str, type, float]] = []
+
+    def caller(name, fn, *args):
+        start = time.monotonic()
+        try:
+            fn(*args)
+        except BaseException as exc:
+            outcomes.append((name, type(exc), time.monotonic() - start))
+
+    threads = [
+        threading.Thread(target=caller, args=("sleep", sleepy)),
+        threading.Thread(target=caller, args=("socket", reader, silent_server)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+
+    assert [
+        ("sleep", fluxus.DeadlineExceeded),
+        ("socket", fluxus.DeadlineExceeded),
+    ] == sorted((name, kind) for name, kind, _ in outcomes)
+    assert all(seconds < 0.05 + SLACK for _, _, seconds in outcomes)
+
+
+@pytest.mark.parametrize("strategy", INTERRUPTING)
+def test_socket_that_never_answers_in_the_main_thread(silent_server, strategy):
+    fn = fluxus.timeout(0.05, strategy=strategy)(read_forever)
+    start = time.monotonic()
+
+    with pytest.raises(fluxus.DeadlineExceeded):
+        fn(silent_server)
+
+    assert time.monotonic() - start < 0.05 + SLACK
+
+
+def test_async_socket_that_never_answers_is_cancelled(silent_server):
+    seen = []
+
+    @fluxus.timeout(0.05)
+    async def read():
+        reader, writer = await asyncio.open_connection(*silent_server)
+        try:
+            return await reader.read(1)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        finally:
+            writer.close()
+
+    with pytest.raises(fluxus.DeadlineExceeded):
+        asyncio.run(read())
+    assert ["cancelled"] == seen
+
+
+def test_async_work_is_really_cancelled():
+    seen: list[str] = []
+    fn = fluxus.timeout(0.03)(sleeper(type("M", (), {"is_async": True}), 2, seen))
+
+    with pytest.raises(fluxus.DeadlineExceeded) as info:
+        asyncio.run(fn())
+
+    assert ["cancelled"] == seen
+    assert isinstance(info.value.__cause__, asyncio.CancelledError)
+
+
+def test_outer_cancellation_stays_a_cancellation():
+    @fluxus.timeout(5.0)
+    async def work():
+        await asyncio.sleep(5)
+
+    async def main():
+        task = asyncio.create_task(work())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        await task
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(main())
+
+
+def test_outer_asyncio_timeout_stays_its_own():
+    @fluxus.timeout(5.0)
+    async def work():
+        await asyncio.sleep(5)
+
+    async def main():
+        async with asyncio.timeout(0.02):
+            await work()
+
+    with pytest.raises(TimeoutError) as info:
+        asyncio.run(main())
+    assert not isinstance(info.value, fluxus.DeadlineExceeded)
+
+
+# -- context and deadlines ---------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", SYNC_STRATEGIES)
+def test_context_variables_are_visible_in_the_callee(mode, strategy):
+    def body():
+        left = fluxus.remaining()
+        return (
+            request_id.get(None),
+            structlog.contextvars.get_contextvars().get("user"),
+            left is not None and 0 < left <= 1.0,
+        )
+
+    fn = fluxus.timeout(1.0, strategy=strategy)(mode.make(body))
+
+    async def run_async():
+        return await fn()
+
+    def run():
+        request_id.set("req-7")
+        structlog.contextvars.bind_contextvars(user="ada")
+        return asyncio.run(run_async()) if mode.is_async else fn()
+
+    assert ("req-7", "ada", True) == contextvars.copy_context().run(run)
+
+
+@pytest.mark.parametrize("strategy", SYNC_STRATEGIES)
+def test_flask_request_context_is_visible_in_the_callee(strategy):
+    flask = pytest.importorskip("flask")
+    app = flask.Flask(__name__)
+
+    @fluxus.timeout(1.0, strategy=strategy)
+    def who():
+        return flask.request.args["user"], flask.g.tenant
+
+    with app.test_request_context("/report?user=ada"):
+        flask.g.tenant = "acme"
+        assert ("ada", "acme") == who()
+
+
+def test_remaining_is_none_outside_and_after_a_timeout(mode):
+    fn = fluxus.timeout(1.0)(mode.make(fluxus.remaining))
+
+    assert mode.run(fn) is not None
+    assert fluxus.remaining() is None
+
+
+@pytest.mark.parametrize("strategy", SYNC_STRATEGIES)
+def test_nested_deadlines_only_shrink(mode, strategy):
+    inner = fluxus.timeout(10.0, strategy="cooperative")(mode.make(fluxus.remaining))
+    outer = fluxus.timeout(0.5, strategy=strategy)(inner)
+
+    assert 0 < mode.run(outer) <= 0.5
+
+
+def test_inner_shorter_deadline_is_kept(mode):
+    inner = fluxus.timeout(0.2, strategy="cooperative")(mode.make(fluxus.remaining))
+    outer = fluxus.timeout(5.0)(inner)
+
+    assert 0 < mode.run(outer) <= 0.2
+
+
+def test_shrunk_inner_timeout_reports_the_budget_it_had(mode):
+    inner = fluxus.timeout(10.0, name="inner")(sleeper(mode, 2.0))
+    outer = fluxus.timeout(0.05, name="outer", strategy="cooperative")(inner)
+
+    with pytest.raises(fluxus.DeadlineExceeded) as info:
+        mode.run(outer)
+
+    assert "inner" == info.value.name
+    assert 0 < info.value.seconds <= 0.05
+
+
+def test_no_call_is_started_past_the_enclosing_deadline(mode, events):
+    calls = []
+    fn = fluxus.timeout(1.0)(mode.make(lambda: calls.append(1)))
+    token = _deadline.DEADLINE.set(_deadline.monotonic() - 0.01)
+    try:
+        with pytest.raises(fluxus.DeadlineExceeded):
+            mode.run(fn)
+    finally:
+        _deadline.DEADLINE.reset(token)
+
+    assert [] == calls
+    assert ["the enclosing deadline had passed before the call started"] == [
+        e.reason for e in events
+    ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seconds=st.floats(0.5, 1e6),
+    outer_left=st.none() | st.floats(-1.0, 0.0) | st.floats(0.5, 2e6),
+    strategy=st.sampled_from(SYNC_STRATEGIES),
+)
+def test_the_deadline_is_the_sooner_of_ours_and_the_enclosing_one(
+    seconds, outer_left, strategy
+):
+    fn = fluxus.timeout(seconds, strategy=strategy)(fluxus.remaining)
+    token = None
+    if outer_left is not None:
+        token = _deadline.DEADLINE.set(_deadline.monotonic() + outer_left)
+    try:
+        if outer_left is not None and outer_left <= 0:
+            with pytest.raises(fluxus.DeadlineExceeded):
+                fn()
+            return
+        left = fn()
+    finally:
+        if token is not None:
+            _deadline.DEADLINE.reset(token)
+
+    expected = seconds if outer_left is None else min(seconds, outer_left)
+    assert expected - 0.25 < left <= expected
+
+
+def test_waits_never_last_past_the_deadline():
+    token = _deadline.DEADLINE.set(_deadline.monotonic() + 0.02)
+    try:
+        start = time.monotonic()
+        _deadline.wait_sync(5)
+        asyncio.run(_deadline.wait_async(5))
+        elapsed = time.monotonic() - start
+    finally:
+        _deadline.DEADLINE.reset(token)
+
+    assert elapsed < 0.02 + SLACK
+
+
+# -- retry inside a timeout --------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", SYNC_STRATEGIES)
+def test_retry_inside_a_timeout_stops_at_the_deadline(mode, strategy, events):
+    calls = []
+
+    def body():
+        calls.append(time.monotonic())
+        raise OSError("down")
+
+    retrying = fluxus.retry(100, backoff=fluxus.backoff.constant(0.03))(mode.make(body))
+    fn = fluxus.timeout(0.1, strategy=strategy)(retrying)
+    start = time.monotonic()
+
+    # Retry gives up with its last error when the next attempt would start
+    # past the deadline; an attempt still running at the deadline is timed
+    # out instead (DeadlineExceeded is a TimeoutError, hence an OSError).
+    with pytest.raises(OSError) as info:
+        mode.run(fn)
+
+    assert time.monotonic() - start < 0.1 + SLACK
+    assert 2 <= len(calls) <= 4
+    assert all(at < start + 0.1 for at in calls)
+    if not isinstance(info.value, fluxus.DeadlineExceeded):
+        assert "past the deadline" in info.value.__notes__[-1]
+
+
+def test_retry_starts_no_attempt_after_a_late_wake_up(mode, monkeypatch, events):
+    from fluxus import _retry
+
+    def oversleep(seconds):
+        time.sleep(seconds + 0.05)
+
+    async def oversleep_async(seconds):
+        await asyncio.sleep(seconds + 0.05)
+
+    monkeypatch.setattr(_retry, "wait_sync", oversleep)
+    monkeypatch.setattr(_retry, "wait_async", oversleep_async)
+    calls = []
+
+    def body():
+        calls.append(1)
+        raise OSError("down")
+
+    retrying = fluxus.retry(5, backoff=fluxus.backoff.constant(0.01))(mode.make(body))
+    fn = fluxus.timeout(0.04, strategy="cooperative")(retrying)
+
+    with pytest.raises(fluxus.DeadlineExceeded) as info:
+        mode.run(fn)
+
+    assert [1] == calls
+    cause = info.value.__cause__
+    assert isinstance(cause, OSError)
+    note = "fluxus.retry gave up after 1 attempt: the deadline passed during the "
+    assert [note + "backoff wait"] == cause.__notes__
+
+
+def test_retry_in_abandoned_work_stops_at_the_deadline():
+    calls = []
+
+    @fluxus.timeout(0.05)
+    @fluxus.retry(100, backoff=fluxus.backoff.constant(0.01))
+    def stubborn():
+        calls.append(1)
+        time.sleep(0.03)
+        raise OSError("down")
+
+    with pytest.raises(fluxus.DeadlineExceeded):
+        stubborn()
+    time.sleep(0.15)
+    settled = len(calls)
+    time.sleep(0.1)
+
+    assert settled == len(calls)
+    assert settled <= 3
+
+
+# -- signal strategy details -------------------------------------------------
+
+
+def test_signal_strategy_off_the_main_thread_is_a_clear_error():
+    fn = fluxus.timeout(1.0, strategy="signal")(lambda: 1)
+    errors = []
+
+    def run():
+        try:
+            fn()
+        except ValueError as exc:
+            errors.append(str(exc))
+
+    thread = threading.Thread(target=run, name="worker-1")
+    thread.start()
+    thread.join(5)
+
+    (message,) = errors
+    assert "main thread" in message
+    assert "'worker-1'" in message
+
+
+def test_signal_strategy_is_not_swallowed_by_except_exception():
+    @fluxus.timeout(0.03, strategy="signal")
+    def stubborn():
+        with contextlib.suppress(Exception):  # the point of the test
+            time.sleep(2)
+        return "swallowed"
+
+    with pytest.raises(fluxus.DeadlineExceeded):
+        stubborn()
+
+
+def test_signal_strategy_restores_the_handler_and_an_outer_timer():
+    fired = []
+
+    def handler(signum, frame):
+        fired.append(signum)
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        fn = fluxus.timeout(1.0, strategy="signal")(lambda: 1)
+        assert 1 == fn()
+        assert handler is signal.getsignal(signal.SIGALRM)
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 0 < left <= 0.2
+        time.sleep(left + 0.05)
+        assert [signal.SIGALRM] == fired
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_signal_strategy_leaves_no_timer_armed():
+    saved = signal.setitimer(signal.ITIMER_REAL, 0)  # pytest-timeout's, if any
+    try:
+        assert 1 == fluxus.timeout(1.0, strategy="signal")(lambda: 1)()
+        assert (0.0, 0.0) == signal.getitimer(signal.ITIMER_REAL)
+    finally:
+        if saved[0] > 0:
+            signal.setitimer(signal.ITIMER_REAL, *saved)
+
+
+def test_nested_signal_timeouts_each_fire_their_own(events):
+    before, _ = signal.getitimer(signal.ITIMER_REAL)  # pytest-timeout's, if any
+
+    @fluxus.timeout(0.03, strategy="signal", name="inner")
+    def inner():
+        time.sleep(2)
+
+    @fluxus.timeout(0.3, strategy="signal", name="outer")
+    def outer():
+        with pytest.raises(fluxus.DeadlineExceeded) as info:
+            inner()
+        assert "inner" == info.value.name
+        time.sleep(2)
+
+    with pytest.raises(fluxus.DeadlineExceeded) as info:
+        outer()
+
+    assert "outer" == info.value.name
+    assert ["inner", "outer"] == [e.policy for e in events]
+    after, _ = signal.getitimer(signal.ITIMER_REAL)
+    assert after <= before
+    assert (after > 0) == (before > 0)
+
+
+# -- cooperative strategy ----------------------------------------------------
+
+
+def test_cooperative_late_result_is_replaced_by_the_timeout(mode, events):
+    fn = fluxus.timeout(0.02, strategy="cooperative")(mode.make(time.sleep))
+
+    with pytest.raises(fluxus.DeadlineExceeded):
+        mode.run(fn, 0.05)
+    assert ["cooperative"] == [e.strategy for e in events]
+
+
+def test_cooperative_late_failure_becomes_the_cause(mode):
+    error = ConnectionError("read timed out")
+
+    def body():
+        time.sleep(0.05)
+        raise error
+
+    fn = fluxus.timeout(0.02, strategy="cooperative")(mode.make(body))
+
+    with pytest.raises(fluxus.DeadlineExceeded) as info:
+        mode.run(fn)
+    assert error is info.value.__cause__
+
+
+def test_cooperative_failure_in_time_passes_through(mode):
+    def body():
+        raise ConnectionError("refused")
+
+    fn = fluxus.timeout(1.0, strategy="cooperative")(mode.make(body))
+
+    with pytest.raises(ConnectionError):
+        mode.run(fn)
+
+
+# -- on_timeout ----------------------------------------------------------------
+
+
+class ServiceUnavailable(Exception):
+    pass
+
+
+def test_on_timeout_replacement_is_raised_from_the_timeout(mode):
+    seen = []
+
+    def on_timeout(exc):
+        seen.append(exc)
+        return ServiceUnavailable("billing is slow")
+
+    fn = fluxus.timeout(0.03, on_timeout=on_timeout)(sleeper(mode, 2.0))
+
+    with pytest.raises(ServiceUnavailable) as info:
+        mode.run(fn)
+    (original,) = seen
+    assert isinstance(original, fluxus.DeadlineExceeded)
+    assert original is info.value.__cause__
+
+
+def test_on_timeout_returning_none_keeps_the_timeout(mode):
+    fn = fluxus.timeout(0.03, on_timeout=lambda exc: None)(sleeper(mode, 2.0))
+
+    with pytest.raises(fluxus.DeadlineExceeded):
+        mode.run(fn)
+
+
+def test_on_timeout_returning_garbage_is_a_type_error(mode):
+    fn = fluxus.timeout(0.03, on_timeout=lambda exc: "oops")(sleeper(mode, 2.0))
+
+    with pytest.raises(TypeError, match="on_timeout must return an exception"):
+        mode.run(fn)
+
+
+# -- the worker pool -----------------------------------------------------------
+
+
+def test_workers_are_reused_across_calls():
+    policy = fluxus.timeout(1.0)
+    names = policy(lambda: threading.current_thread().name)
+
+    seen = {names() for _ in range(20)}
+
+    assert 1 == len(seen)
+    assert policy._pool is not None
+    assert 1 == policy._pool.threads
+
+
+def test_many_threads_share_one_policy():
+    fn = fluxus.timeout(2.0, max_threads=8)(lambda x: x * 2)
+    results = []
+
+    def caller(i):
+        results.extend(fn(i) for _ in range(50))
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    assert sorted(2 * i for i in range(8) for _ in range(50)) == sorted(results)
+
+
+def test_hanging_calls_exhaust_the_bound_then_fail_fast(events):
+    release = threading.Event()
+    policy = fluxus.timeout(0.1, max_threads=2, name="hangs")
+    hang = policy(release.wait)
+    quick = policy(lambda: "ok")
+    try:
+        for _ in range(2):
+            with pytest.raises(fluxus.DeadlineExceeded):
+                hang()
+        start = time.monotonic()
+        with pytest.raises(fluxus.ThreadsExhausted) as info:
+            quick()
+        assert time.monotonic() - start < 0.05
+        assert isinstance(info.value, fluxus.DeadlineExceeded)
+        assert 2 == info.value.threads
+        assert "all 2 worker threads" in str(info.value)
+        assert "all 2 worker threads are busy" == events[-1].reason
+        assert policy._pool is not None
+        assert 2 == policy._pool.abandoned
+    finally:
+        release.set()
+    deadline = time.monotonic() + 2
+    while policy._pool.abandoned and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+    assert 0 == policy._pool.abandoned
+    assert "ok" == quick()
+    assert 2 == policy._pool.threads
+
+
+def test_threads_exhausted_pickles():
+    import pickle
+
+    error = fluxus.ThreadsExhausted("api", 0.5, 4)
+    clone = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own object
+
+    assert (str(error), 4) == (str(clone), clone.threads)
+
+
+def test_interrupted_caller_walks_away(monkeypatch):
+    release = threading.Event()
+    policy = fluxus.timeout(5.0)
+    fn = policy(release.wait)
+
+    def interrupted(self, now, deadline):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_timeout._Worker, "wait", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            fn()
+    assert policy._pool is not None
+    assert 1 == policy._pool.abandoned
+    release.set()
+    deadline = time.monotonic() + 2
+    while policy._pool.abandoned and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+    assert True is fn()
+    assert 1 == policy._pool.threads
+
+
+def test_interrupted_caller_after_the_call_finished(monkeypatch):
+    policy = fluxus.timeout(5.0)
+    fn = policy(lambda: "ok")
+    real_wait = _timeout._Worker.wait
+
+    def interrupted(self, now, deadline):
+        while policy._pool is not None and not self.poller.poll(0):
+            time.sleep(0.001)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_timeout._Worker, "wait", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            fn()
+    assert real_wait is _timeout._Worker.wait
+    assert "ok" == fn()
+    assert policy._pool is not None
+    assert (1, 0) == (policy._pool.threads, policy._pool.abandoned)
+
+
+def test_call_finishing_as_the_caller_gives_up_returns_its_result(monkeypatch):
+    policy = fluxus.timeout(5.0)
+    fn = policy(lambda: "ok")
+
+    def gave_up(self, now, deadline):
+        while not self.poller.poll(0):
+            time.sleep(0.001)
+        return False
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_timeout._Worker, "wait", gave_up)
+        assert "ok" == fn()
+    assert "ok" == fn()
+
+
+def test_idle_workers_are_retired(monkeypatch):
+    policy = fluxus.timeout(2.0, max_threads=4)
+    gate = threading.Barrier(3)
+    fn = policy(lambda wait: gate.wait(1) if wait else "ok")
+    threads = [threading.Thread(target=fn, args=(True,)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert policy._pool is not None
+    assert 3 == policy._pool.threads
+
+    monkeypatch.setattr(_timeout, "IDLE_SECONDS", -1.0)
+    fn(False)
+    fn(False)
+
+    assert 1 == policy._pool.threads
+    assert 1 == len(policy._pool.idle)
+
+
+def test_a_worker_that_cannot_start_frees_its_slot(monkeypatch):
+    policy = fluxus.timeout(1.0, max_threads=1)
+    fn = policy(lambda: "ok")
+
+    def broken(self, pool):
+        raise OSError("too many open files")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_timeout._Worker, "__init__", broken)
+        with pytest.raises(OSError, match="too many open files"):
+            fn()
+    assert "ok" == fn()
+
+
+FORK = """
+import os, sys, fluxus
+fn = fluxus.timeout(1.0)(os.getpid)
+assert fn() == os.getpid()
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if fn() == os.getpid() else 3)
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_its_own_workers():
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", FORK], timeout=30, check=False
+    )
+
+    assert 0 == result.returncode
+
+
+# -- bad input -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"seconds": 0}, ValueError, "seconds must be > 0, got 0"),
+        ({"seconds": -1.5}, ValueError, "seconds"),
+        ({"seconds": timedelta(0)}, ValueError, "seconds must be > 0"),
+        ({"seconds": timedelta(seconds=-1)}, ValueError, "seconds"),
+        ({"seconds": float("nan")}, ValueError, "seconds"),
+        ({"seconds": "1"}, TypeError, "seconds"),
+        ({"seconds": 1, "strategy": "magic"}, ValueError, "strategy.*'magic'"),
+        ({"seconds": 1, "max_threads": 0}, ValueError, "max_threads must be >= 1"),
+        ({"seconds": 1, "max_threads": 2.0}, TypeError, "max_threads"),
+        ({"seconds": 1, "on_timeout": "x"}, TypeError, "on_timeout"),
+    ],
+)
+def test_bad_configuration_fails_when_built(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fluxus.timeout(**kwargs)
+
+
+def test_signal_strategy_needs_setitimer(monkeypatch):
+    monkeypatch.delattr(signal, "setitimer")
+
+    with pytest.raises(ValueError, match="setitimer"):
+        fluxus.timeout(1, strategy="signal")
+
+
+def test_the_policy_class_is_exported():
+    policy = fluxus.Timeout(1.5, strategy="cooperative")
+
+    assert (1.5, "cooperative") == (policy.seconds, policy.strategy)
+    assert "<fluxus.Timeout '<unbound timeout>'>" == repr(policy)
+
+
+# -- worker placement (Linux) --------------------------------------------------
+
+pinning = pytest.mark.skipif(
+    _timeout._cpu_of_caller is None, reason="workers are pinned on Linux only"
+)
+
+
+@pinning
+def test_a_worker_follows_its_callers_cpu_and_is_released_when_abandoned():
+    policy = fluxus.timeout(0.03)
+    release = threading.Event()
+    fn = policy(lambda wait: release.wait(1) if wait else "ok")
+
+    assert "ok" == fn(False)
+    assert policy._pool is not None
+    (worker,) = policy._pool.idle
+    assert {worker.cpu} == os.sched_getaffinity(worker.thread_id)
+    try:
+        with pytest.raises(fluxus.DeadlineExceeded):
+            fn(True)
+        assert _timeout._ANY_CPU == worker.cpu
+        assert os.sched_getaffinity(0) == os.sched_getaffinity(worker.thread_id)
+    finally:
+        release.set()
+
+
+@pinning
+def test_a_worker_that_cannot_be_pinned_stops_trying(monkeypatch):
+    fn = fluxus.timeout(1.0)(lambda: "ok")
+    tries = []
+
+    def refuse(pid, cpus):
+        tries.append(cpus)
+        raise OSError("cpuset")
+
+    monkeypatch.setattr(os, "sched_setaffinity", refuse)
+
+    assert ["ok", "ok"] == [fn(), fn()]
+    assert 1 == len(tries)
+
+
+def alive(thread_id):
+    return any(t.native_id == thread_id for t in threading.enumerate())
+
+
+def wait_until(predicate, seconds=2.0):
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return predicate()
+
+
+def test_a_collected_policy_leaves_no_threads_behind():
+    import gc
+
+    release = threading.Event()
+    ids = []
+
+    def body(wait):
+        ids.append(threading.get_native_id())
+        if wait:
+            release.wait(2)
+
+    policy = fluxus.timeout(0.03)
+    fn = policy(body)
+    with pytest.raises(fluxus.DeadlineExceeded):
+        fn(True)
+    fn(False)
+    busy, idle = ids
+    assert idle != busy
+    pool = policy._pool
+    assert pool is not None
+    del fn, policy
+    gc.collect()
+
+    assert wait_until(lambda: not alive(idle))
+    assert alive(busy)
+    release.set()
+    assert wait_until(lambda: not alive(busy))
+    assert (0, 0, []) == (pool.threads, pool.abandoned, pool.idle)
