@@ -16,7 +16,7 @@ import sys
 import warnings
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypeVar, overload
 
 from .exceptions import LayeringWarning
 
@@ -157,46 +157,93 @@ def layers(func: object) -> tuple[Policy, ...]:
     return getattr(func, _LAYERS_ATTR, ())
 
 
+class Decorator(Protocol):
+    """What :func:`decorate_target` applies: a policy or a stack of them."""
+
+    @property
+    def label(self) -> str:
+        """How error messages name it, for example ``fluxus.retry``."""
+
+    @property
+    def policies(self) -> tuple[Policy, ...]:
+        """The policies it applies, outermost first."""
+
+    def wrap_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Return the wrapper of one plain or ``async def`` function."""
+
+
 def decorate(policy: Policy, target: Any) -> Any:
     """Wrap *target* in *policy*; see :meth:`Policy.__call__`."""
+    return decorate_target(_Single(policy), target)
+
+
+def decorate_target(decorator: Decorator, target: Any) -> Any:
+    """Apply *decorator* to a function, a classmethod, a staticmethod or a class.
+
+    Raises:
+        TypeError: If *target* is not callable, or is a generator function.
+    """
     if isinstance(target, type):
-        return _decorate_class(policy, target)
+        return _decorate_class(decorator, target)
     if isinstance(target, classmethod):
-        return classmethod(decorate(policy, target.__func__))
+        return classmethod(decorate_target(decorator, target.__func__))
     if isinstance(target, staticmethod):
-        return staticmethod(decorate(policy, target.__func__))
+        return staticmethod(decorate_target(decorator, target.__func__))
     if not callable(target):
         msg = (
-            f"fluxus.{policy._kind} decorates functions, methods and classes, "  # noqa: SLF001
+            f"{decorator.label} decorates functions, methods and classes, "
             f"not {target!r}"
         )
         raise TypeError(msg)
     if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
         msg = (
-            f"fluxus.{policy._kind} cannot protect the generator function "  # noqa: SLF001
+            f"{decorator.label} cannot protect the generator function "
             f"{qualified_name(target)}: its body runs after the call returns"
         )
         raise TypeError(msg)
 
     inner = layers(target)
-    if inner and inner[0]._rank > policy._rank:  # noqa: SLF001
-        _warn_layering(policy, inner[0], target)
-    policy._bind(target)  # noqa: SLF001
-    if inspect.iscoroutinefunction(target):
-        wrapper = policy._wrap_async(target)  # noqa: SLF001
-    else:
-        wrapper = policy._wrap_sync(target)  # noqa: SLF001
-    functools.update_wrapper(wrapper, target)
-    setattr(wrapper, _LAYERS_ATTR, (policy, *inner))
+    innermost = decorator.policies[-1]
+    if inner and inner[0]._rank > innermost._rank:  # noqa: SLF001
+        _warn_layering(innermost, inner[0], target)
+    wrapper = decorator.wrap_function(target)
+    setattr(wrapper, _LAYERS_ATTR, (*decorator.policies, *inner))
     return wrapper
 
 
-def _decorate_class(policy: Policy, cls: C) -> C:
+class _Single:
+    """One policy, seen as a :class:`Decorator`."""
+
+    __slots__ = ("policies",)
+
+    def __init__(self, policy: Policy) -> None:
+        self.policies = (policy,)
+
+    @property
+    def label(self) -> str:
+        return f"fluxus.{self.policies[0]._kind}"  # noqa: SLF001
+
+    def wrap_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        return wrap_with(self.policies[0], func)
+
+
+def wrap_with(policy: Policy, func: Callable[..., Any]) -> Callable[..., Any]:
+    """Return *policy*'s wrapper of *func*, named and signed like *func*."""
+    policy._bind(func)  # noqa: SLF001
+    if inspect.iscoroutinefunction(func):
+        wrapper = policy._wrap_async(func)  # noqa: SLF001
+    else:
+        wrapper = policy._wrap_sync(func)  # noqa: SLF001
+    functools.update_wrapper(wrapper, func)
+    return wrapper
+
+
+def _decorate_class(decorator: Decorator, cls: C) -> C:
     for attr, value in list(vars(cls).items()):
         if attr.startswith("_"):
             continue
         if isinstance(value, classmethod | staticmethod) or inspect.isfunction(value):
-            setattr(cls, attr, decorate(policy, value))
+            setattr(cls, attr, decorate_target(decorator, value))
     return cls
 
 
