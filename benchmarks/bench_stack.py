@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import fluxus
 from fluxus.sinks import Memory
 
-from _harness import compare, report, time_async, time_sync
+from _harness import sync_and_async
 
 
 def five(*, timeout_strategy: str = "thread"):
@@ -87,31 +87,14 @@ def main() -> int:
     args = parser.parse_args()
     warnings.simplefilter("ignore", fluxus.LayeringWarning)
 
-    sync = build(work, is_async=False)
-    medians = compare(
-        {name: (lambda f=f: time_sync(f, args.calls)) for name, f in sync.items()},
-        args.rounds,
-    )
-    lines = report(
-        f"sync, {args.rounds} rounds x {args.calls} calls, medians",
-        medians,
-        baseline="bare call",
+    lines = sync_and_async(
+        lambda fn: build(fn, is_async=fn is awork),
+        work,
+        awork,
+        rounds=args.rounds,
+        calls=args.calls,
         reference="tenacity.retry",
     )
-    coro = build(awork, is_async=True)
-    medians = compare(
-        {name: (lambda f=f: time_async(f, args.calls)) for name, f in coro.items()},
-        args.rounds,
-    )
-    lines += [
-        "",
-        *report(
-            f"async, {args.rounds} rounds x {args.calls} calls, medians",
-            medians,
-            baseline="bare call",
-            reference="tenacity.retry",
-        ),
-    ]
     print("\n".join(lines))
     return 0
 

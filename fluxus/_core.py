@@ -100,7 +100,27 @@ def type_name(kind: type) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-class Policy:
+class Decorating:
+    """What makes policies and stacks decorators, typed for mypy."""
+
+    def _decorator(self) -> Decorator:
+        raise NotImplementedError
+
+    @overload
+    def __call__(self, target: C) -> C: ...
+    @overload
+    def __call__(self, target: classmethod[S, P, T]) -> classmethod[S, P, T]: ...
+    @overload
+    def __call__(self, target: staticmethod[P, T]) -> staticmethod[P, T]: ...
+    @overload
+    def __call__(self, target: Callable[P, T]) -> Callable[P, T]: ...
+
+    def __call__(self, target: Any) -> Any:
+        """Protect *target*, a function, a method or every method of a class."""
+        return decorate_target(self._decorator(), target)
+
+
+class Policy(Decorating):
     """Base of the fluxus policies: a decorator object with shared state.
 
     Every function one policy object decorates shares that object, and so
@@ -124,18 +144,8 @@ class Policy:
     def __repr__(self) -> str:
         return f"<fluxus.{type(self).__name__} {self.name!r}>"
 
-    @overload
-    def __call__(self, target: C) -> C: ...
-    @overload
-    def __call__(self, target: classmethod[S, P, T]) -> classmethod[S, P, T]: ...
-    @overload
-    def __call__(self, target: staticmethod[P, T]) -> staticmethod[P, T]: ...
-    @overload
-    def __call__(self, target: Callable[P, T]) -> Callable[P, T]: ...
-
-    def __call__(self, target: Any) -> Any:
-        """Protect *target*, a function, a method or every method of a class."""
-        return decorate(self, target)
+    def _decorator(self) -> Decorator:
+        return _Single(self)
 
     def _bind(self, func: Callable[..., Any]) -> None:
         if self._name is None:
@@ -170,11 +180,6 @@ class Decorator(Protocol):
 
     def wrap_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Return the wrapper of one plain or ``async def`` function."""
-
-
-def decorate(policy: Policy, target: Any) -> Any:
-    """Wrap *target* in *policy*; see :meth:`Policy.__call__`."""
-    return decorate_target(_Single(policy), target)
 
 
 def decorate_target(decorator: Decorator, target: Any) -> Any:

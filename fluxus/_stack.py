@@ -19,17 +19,13 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, TypeVar
 
 from ._breaker import CircuitBreaker
-from ._core import Policy, decorate_target, qualified_name, wrap_with
+from ._core import Decorating, Policy, qualified_name, wrap_with
 from ._dead_letter import DeadLetterQueue
 from ._rate_limit import RateLimiter
 
-P = ParamSpec("P")
-T = TypeVar("T")
-C = TypeVar("C", bound=type)
-S = TypeVar("S")
 K = TypeVar("K", bound=Policy)
 
 #: Kinds whose happy path is a decision before and after the call; the stack
@@ -37,7 +33,7 @@ K = TypeVar("K", bound=Policy)
 _AROUND = ("retry", "timeout")
 
 
-class Stack:
+class Stack(Decorating):
     """A reusable decorator applying several policies in the recommended order.
 
     Every function it decorates shares the same policy objects: one breaker
@@ -81,18 +77,8 @@ class Stack:
         inner = ", ".join(repr(p) for p in self.policies)
         return f"fluxus.stack({inner})"
 
-    @overload
-    def __call__(self, target: C) -> C: ...
-    @overload
-    def __call__(self, target: classmethod[S, P, T]) -> classmethod[S, P, T]: ...
-    @overload
-    def __call__(self, target: staticmethod[P, T]) -> staticmethod[P, T]: ...
-    @overload
-    def __call__(self, target: Callable[P, T]) -> Callable[P, T]: ...
-
-    def __call__(self, target: Any) -> Any:
-        """Protect *target*, a function, a method or every method of a class."""
-        return decorate_target(self, target)
+    def _decorator(self) -> Stack:
+        return self
 
     def wrap_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Return the one wrapper that applies every policy to *func*."""
