@@ -281,7 +281,9 @@ class CircuitRedisStorage:
                 raise ValueError(msg)
             self._url = target
             try:
-                self._sync = redis.Redis.from_url(target, **self._timeouts())
+                self._sync = redis.Redis.from_pool(
+                    redis.BlockingConnectionPool.from_url(target, **self._pooled())
+                )
             except ValueError:
                 msg = f"{param} is not a usable Redis URL: {_mask_url(target)!r}"
                 raise ValueError(msg) from None
@@ -306,6 +308,12 @@ class CircuitRedisStorage:
 
     def _timeouts(self) -> dict[str, Any]:
         return {"socket_timeout": self.timeout, "socket_connect_timeout": self.timeout}
+
+    def _pooled(self) -> dict[str, Any]:
+        # A pool that waits for a free connection: redis-py's default one
+        # raises at once when all are busy, and a burst of concurrent calls
+        # would then be taken for an outage of Redis.
+        return {"timeout": self.timeout, **self._timeouts()}
 
     def _password(self) -> str | None:
         client = self._sync if self._sync is not None else self._async
@@ -344,7 +352,11 @@ class CircuitRedisStorage:
         entry = self._per_loop.get(loop)
         if entry is None:
             if self._url is not None:
-                client = redis.asyncio.Redis.from_url(self._url, **self._timeouts())
+                client = redis.asyncio.Redis.from_pool(
+                    redis.asyncio.BlockingConnectionPool.from_url(
+                        self._url, **self._pooled()
+                    )
+                )
             else:
                 settings = self._settings(self._sync)
                 client = redis.asyncio.Redis(**settings)

@@ -353,7 +353,10 @@ class RedisTokenBuckets:
     The sync and the async client run the same script on the same keys, so
     sync and async callers draw on one budget. Clients are made on first use;
     redis-py's own reconnection retries are turned off so that an outage
-    costs a caller one socket timeout, not several.
+    costs a caller one socket timeout, not several. The connection pools
+    block (up to that timeout) when every connection is busy: redis-py's
+    default pool raises at once, which would make a burst of concurrent
+    callers look like an outage and, failing open, admit them all.
     """
 
     def __init__(self, uri: str) -> None:
@@ -370,10 +373,13 @@ class RedisTokenBuckets:
 
             with self._lock:
                 if self._sync is None:
-                    self._sync = redis.Redis.from_url(
-                        self._uri,
-                        retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
-                        **_redis_options(self._uri),
+                    self._sync = redis.Redis.from_pool(
+                        redis.BlockingConnectionPool.from_url(
+                            self._uri,
+                            timeout=DEFAULT_SOCKET_TIMEOUT,
+                            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+                            **_redis_options(self._uri),
+                        )
                     )
         return self._sync
 
@@ -382,10 +388,13 @@ class RedisTokenBuckets:
         import redis.asyncio.retry  # noqa: PLC0415
         import redis.backoff  # noqa: PLC0415
 
-        return redis.asyncio.Redis.from_url(
-            self._uri,
-            retry=redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0),
-            **_redis_options(self._uri),
+        return redis.asyncio.Redis.from_pool(
+            redis.asyncio.BlockingConnectionPool.from_url(
+                self._uri,
+                timeout=DEFAULT_SOCKET_TIMEOUT,
+                retry=redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0),
+                **_redis_options(self._uri),
+            )
         )
 
     @staticmethod
