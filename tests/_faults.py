@@ -12,12 +12,18 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import os
 import random
+import shutil
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, Self
 
+import pytest
 from fluxus.instrumentation import Event, get_hooks, set_hooks
 
 
@@ -104,3 +110,64 @@ def only_captured_events() -> Iterator[list[Event]]:
         yield captured
     finally:
         set_hooks(previous)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server of the test's own, which the test may kill and restart."""
+
+    def __init__(self, workdir: Path, *, password: str | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            if os.environ.get("FLUXUS_REQUIRE_REDIS") == "1":
+                pytest.fail("FLUXUS_REQUIRE_REDIS=1 but redis-server is not installed")
+            pytest.skip("redis-server is not installed")
+        self.binary = binary
+        self.workdir = workdir
+        self.password = password
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.kill()
+                    pytest.fail("redis-server did not start")
+                time.sleep(0.02)
+            else:
+                return
+
+    def kill(self) -> None:
+        """SIGKILL the server: connections drop, nothing is saved."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
