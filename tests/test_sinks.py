@@ -398,6 +398,26 @@ def test_jsonl_kill_9_mid_append_loses_no_acknowledged_letter(tmp_path):
 
 
 @pytest.mark.timeout(60)
+def test_sqlite_kill_9_mid_insert_loses_no_acknowledged_letter(tmp_path):
+    path = tmp_path / "a.db"
+    proc = writer("SQLite", path, 0, 1_000_000, size=20_000)
+    acknowledged = []
+    for line in proc.stdout:
+        acknowledged.append(int(line))
+        if len(acknowledged) == 100:
+            break
+    proc.kill()  # SIGKILL, in the middle of an insert loop
+    rest, _ = proc.communicate()
+    acknowledged += [int(line) for line in rest.split()]
+
+    stored = [int(x.id, 16) for x in SQLite(path).letters()]
+    assert set(acknowledged) <= set(stored)
+    assert list(range(len(stored))) == stored
+    SQLite(path).put(letter(10**9))
+    assert [*stored, 10**9] == [int(x.id, 16) for x in SQLite(path).letters()]
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("kind", "name"), [("JsonlFile", "a.jsonl"), ("SQLite", "a.db")]
 )
