@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -148,6 +149,10 @@ def test_a_full_disk_through_dev_full(mode: Any) -> None:
     record(faults_disk_errors=1)
 
 
+MOUNT = shutil.which("mount") or "/bin/mount"
+UMOUNT = shutil.which("umount") or "/bin/umount"
+
+
 @contextlib.contextmanager
 def small_tmpfs(where: Path, size: str = "256k") -> Iterator[Path]:
     where.mkdir()
@@ -171,12 +176,12 @@ def small_tmpfs(where: Path, size: str = "256k") -> Iterator[Path]:
     try:
         yield where
     finally:
-        subprocess.run(["umount", "-l", str(where)], check=False, timeout=10)
+        subprocess.run([UMOUNT, "-l", str(where)], check=False, timeout=10)
 
 
 def _remount(where: Path, option: str) -> None:
     subprocess.run(
-        ["mount", "-o", f"remount,{option}", str(where)],
+        [MOUNT, "-o", f"remount,{option}", str(where)],
         check=True,
         capture_output=True,
         timeout=10,
@@ -194,7 +199,7 @@ SINKS = {
 def test_a_full_filesystem(tmp_path: Path, kind: str, mode: Any) -> None:
     with small_tmpfs(tmp_path / "disk") as disk:
         sink = SINKS[kind](disk)
-        _, reported, fn = _capture(sink, mode)
+        _, reported, _ = _capture(sink, mode)
         assert [] == reported  # room for one
         filler = disk / "filler"
         with contextlib.suppress(OSError), filler.open("wb") as file:
@@ -227,7 +232,7 @@ def test_a_read_only_filesystem(tmp_path: Path, kind: str, mode: Any) -> None:
         # writers to close them).
         view = tmp_path / "view"
         view.mkdir()
-        subprocess.run(["mount", "--bind", str(disk), str(view)], check=True)
+        subprocess.run([MOUNT, "--bind", str(disk), str(view)], check=True)
         try:
             _remount(view, "bind,ro")
             _, reported, _ = _capture(SINKS[kind](view), mode)
@@ -236,7 +241,7 @@ def test_a_read_only_filesystem(tmp_path: Path, kind: str, mode: Any) -> None:
             assert "readonly" in str(failure).lower().replace("-", ""), failure
             assert 1 == len(list(SINKS[kind](view).letters()))
         finally:
-            subprocess.run(["umount", "-l", str(view)], check=False, timeout=10)
+            subprocess.run([UMOUNT, "-l", str(view)], check=False, timeout=10)
     record(faults_disk_errors=1)
 
 
