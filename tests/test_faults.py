@@ -159,7 +159,7 @@ def small_tmpfs(where: Path, size: str = "256k") -> Iterator[Path]:
     try:
         subprocess.run(
             [
-                "mount",
+                MOUNT,
                 "-t",
                 "tmpfs",
                 "-o",
