@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ._breaker_core import CLOSED, OPEN, Circuit, CircuitState, Transition
-from ._core import to_seconds, type_name
+from ._core import in_background, shielded, to_seconds, type_name
 from .instrumentation._events import CircuitStorageRecovered, CircuitStorageUnavailable
 from .instrumentation._hooks import emit
 
@@ -539,9 +539,10 @@ class RedisCircuit:
         if args is None:
             return None
         try:
-            return self._transition(await self._run_async(1, args, function))
+            reply = await shielded(self._run_async(1, args, function))
         except _Down:
             return None
+        return self._transition(reply)
 
     # The steps.
 
@@ -565,13 +566,29 @@ class RedisCircuit:
         if token is not _BYPASS and token[1]:
             self._record("n", token, function)
 
-    async def admit_async(self, function: str) -> Admission:
-        """Admit a call or refuse it, in one script, without blocking the loop."""
+    async def _admit_step(self, function: str) -> Admission:
         try:
             reply = await self._run_async(0, self._admit_args(), function)
         except _Down:
             return self._unreachable()
         return self._admission(reply)
+
+    async def admit_async(self, function: str) -> Admission:
+        """Admit a call or refuse it, in one script, without blocking the loop."""
+        step = asyncio.ensure_future(self._admit_step(function))
+        try:
+            return await shielded(step)
+        except asyncio.CancelledError:
+            # The caller is gone: give back the trial slot it may have got.
+            step.add_done_callback(lambda done: self._give_back(done, function))
+            raise
+
+    def _give_back(self, step: asyncio.Future[Admission], function: str) -> None:
+        if step.cancelled() or step.exception() is not None:
+            return
+        token = step.result()[0]
+        if token is not None:
+            in_background(self.release_async(token, function))
 
     async def succeed_async(self, token: Any, function: str) -> Transition | None:
         """Record a success, without blocking the loop."""

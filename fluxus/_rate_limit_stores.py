@@ -33,6 +33,8 @@ import limits.storage
 import limits.strategies
 import limits.util
 
+from ._core import in_background, shielded
+
 if TYPE_CHECKING:
     import redis
     import redis.asyncio
@@ -416,7 +418,22 @@ class RedisTokenBuckets:
     ) -> Reservation:
         """Reserve a permit in Redis without blocking the loop."""
         args = ["take", _max_wait_arg(max_wait), *_bucket_args(buckets)]
-        return _reservation(await self._eval_async(key, args))
+        step = asyncio.ensure_future(self._eval_async(key, args))
+        try:
+            return _reservation(await shielded(step))
+        except asyncio.CancelledError:
+            # The caller is gone: give back the slot it may have reserved.
+            step.add_done_callback(lambda done: self._give_back(done, key, buckets))
+            raise
+
+    def _give_back(
+        self, step: asyncio.Future[Any], key: str, buckets: Sequence[Bucket]
+    ) -> None:
+        if step.cancelled() or step.exception() is not None:
+            return
+        answer = _reservation(step.result())
+        if answer.admitted and answer.token is not None:
+            in_background(self.refund_async(key, buckets, answer.token))
 
     def peek(self, key: str, buckets: Sequence[Bucket]) -> float:
         """Return the seconds until *key* would be admitted, consuming nothing."""
@@ -437,7 +454,7 @@ class RedisTokenBuckets:
         self, key: str, buckets: Sequence[Bucket], token: object
     ) -> None:
         """Give back a reserved slot without blocking the loop."""
-        await self._eval_async(key, self._refund_args(buckets, token))
+        await shielded(self._eval_async(key, self._refund_args(buckets, token)))
 
     @staticmethod
     def _refund_args(buckets: Sequence[Bucket], token: object) -> list[Any]:
