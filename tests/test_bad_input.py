@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -25,8 +26,10 @@ from hypothesis import strategies as st
 
 from _figures import record
 
+#: tox -e soak fuzzes 25 times longer.
+SOAK = os.environ.get("FLUXUS_SOAK") == "1"
 FUZZ = settings(
-    max_examples=40,
+    max_examples=1000 if SOAK else 40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

@@ -10,6 +10,7 @@ no state stuck, no permit lost, no half-written dead letter.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,8 +23,10 @@ from fluxus.backoff import constant
 from _faults import only_captured_events
 from _figures import record
 
+#: tox -e soak tries more instants.
+SOAK = os.environ.get("FLUXUS_SOAK") == "1"
 MAX_STEPS = 40
-DELAYS = (0.001, 0.005, 0.02)
+DELAYS = tuple(n / 1000 for n in range(1, 40)) if SOAK else (0.001, 0.005, 0.02)
 
 
 class Boom(Exception):
