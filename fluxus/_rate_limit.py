@@ -60,6 +60,7 @@ from .instrumentation._events import (
     RateLimitStorageUnavailable,
 )
 from .instrumentation._hooks import emit
+from .instrumentation._observe import WATCH, observe_async, observe_sync, outside
 
 TOKEN_BUCKET = "token-bucket"  # noqa: S105 - a strategy, not a password
 WINDOW_STRATEGIES = ("sliding-window-counter", "fixed-window", "moving-window")
@@ -476,6 +477,7 @@ class RateLimiter(Policy):
         return budget
 
     def _reject(self, function: str, wait: float, timeout: float | None) -> NoReturn:
+        next(self._counters.rejections)
         emit(
             RateLimited(
                 policy=self.name, function=function, retry_after=wait, timeout=timeout
@@ -566,8 +568,12 @@ class RateLimiter(Policy):
         function = qualified_name(func)
         admit = self._admit
         call_key = self._call_key if self._key is not None else None
+        calls = self._counters.calls
 
         def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(rate_limit_wrapper):
+                return observe_sync(self, function, rate_limit_wrapper, args, kwargs)
+            next(calls)
             admit(call_key(args, kwargs) if call_key else "", self.timeout, function)
             return func(*args, **kwargs)
 
@@ -635,8 +641,14 @@ class RateLimiter(Policy):
         function = qualified_name(func)
         admit = self._admit_async
         call_key = self._call_key if self._key is not None else None
+        calls = self._counters.calls
 
         async def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(rate_limit_wrapper):
+                return await observe_async(
+                    self, function, rate_limit_wrapper, args, kwargs
+                )
+            next(calls)
             await admit(
                 call_key(args, kwargs) if call_key else "", self.timeout, function
             )
