@@ -51,8 +51,12 @@ class Counters:
     __slots__ = _FIELDS
 
     def __init__(self) -> None:
-        for name in _FIELDS:
-            setattr(self, name, itertools.count())
+        self.calls = itertools.count()
+        self.failures = itertools.count()
+        self.retries = itertools.count()
+        self.rejections = itertools.count()
+        self.timeouts = itertools.count()
+        self.dead_letters = itertools.count()
 
     def snapshot(self) -> Stats:
         """Return the counters' current values."""
