@@ -43,9 +43,7 @@ def test_rates_zero_and_one(mode):
 
 def test_slow_calls_sleep_for_real_so_timeouts_fire(mode):
     fn = fluxus.timeout(0.05)(
-        flaky(0.0, slow_rate=1.0, delay=timedelta(seconds=0.5))(
-            mode.make(lambda: "ok")
-        )
+        flaky(0.0, slow_rate=1.0, delay=timedelta(seconds=0.5))(mode.make(lambda: "ok"))
     )
 
     start = time.monotonic()
