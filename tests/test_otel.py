@@ -77,7 +77,7 @@ def test_failures_set_the_error_status(mode, spans, instant):
 def test_circuit_throttling_and_timeout_attributes(mode, spans):
     breaker = fluxus.circuit_breaker(1, 60.0, name="db")
     fn = breaker(mode.make(failing(5)))
-    limited = fluxus.rate_limit("1/minute", name=f"api-{mode.name}")(
+    limited = fluxus.rate_limit("1/minute", name=f"otel-api-{mode.name}")(
         mode.make(lambda: "ok")
     )
     slow = fluxus.timeout(0.02, strategy="cooperative", name="slow")(

@@ -59,7 +59,7 @@ def test_calls_failures_retries_and_latency(mode, registry, instant):
 
 def test_rejections_timeouts_dead_letters_and_circuit_state(mode, registry):
     breaker = fluxus.circuit_breaker(1, 60.0, name="db")
-    api = f"api-{mode.name}"  # the in-memory budget is shared by name
+    api = f"prom-api-{mode.name}"  # the in-memory budget is shared by name
     limiter = fluxus.rate_limit("1/minute", name=api)
     sink = fluxus.sinks.Memory()
     guarded = fluxus.dead_letter(sink, name="dlq")(breaker(mode.make(failing(10))))

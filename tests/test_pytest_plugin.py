@@ -40,6 +40,15 @@ def test_the_fixtures_reach_a_users_suite_through_the_entry_point(pytester):
     result.assert_outcomes(passed=3)
 
 
+def test_the_fixtures(pytester):
+    pytester.makepyfile(test_user=PLUGIN_TESTS)
+
+    # In this process, so that coverage sees the plugin run.
+    result = pytester.runpytest("-p", "no:cacheprovider", "-q")
+
+    result.assert_outcomes(passed=3)
+
+
 def test_the_plugin_is_registered_under_pytest11():
     from importlib.metadata import entry_points
 
