@@ -313,6 +313,7 @@ class CircuitBreaker(Policy):
 
     def _admit(self, function: str) -> object:
         """Admit a call and return its token, or raise :class:`CircuitOpenError`."""
+        next(self._counters.calls)  # the wrappers count their own calls
         token, retry_after, transition = self._storage.admit(function)
         if token is None:
             raise self._refusal(retry_after, transition, function)
@@ -333,6 +334,7 @@ class CircuitBreaker(Policy):
             self._storage.release(token, function)
 
     async def _admit_async(self, function: str) -> object:
+        next(self._counters.calls)
         token, retry_after, transition = await self._storage.admit_async(function)
         if token is None:
             raise self._refusal(retry_after, transition, function)
@@ -422,14 +424,12 @@ class CircuitBreaker(Policy):
         admit = self._admit_async
         succeed = self._record_success_async
         fail = self._record_failure_async
-        calls = self._counters.calls
 
         async def breaker_wrapper(*args: Any, **kwargs: Any) -> Any:
             if WATCH.observers and outside(breaker_wrapper):
                 return await observe_async(
                     self, function, breaker_wrapper, args, kwargs
                 )
-            next(calls)
             token = await admit(function)
             try:
                 result = await func(*args, **kwargs)

@@ -284,6 +284,7 @@ class DeadLetterQueue(Policy):
         exc: Exception,
     ) -> bool:
         """Deliver the letter for *exc*; return whether the handler took it."""
+        next(self._counters.failures)
         letter_id = ""
         try:
             if not self._accepts(exc):
@@ -306,6 +307,7 @@ class DeadLetterQueue(Policy):
         exc: Exception,
     ) -> bool:
         """Deliver the letter for *exc* without blocking the event loop."""
+        next(self._counters.failures)
         letter_id = ""
         try:
             if not self._accepts(exc):
@@ -343,7 +345,6 @@ class DeadLetterQueue(Policy):
         reraise = self.reraise
         default = self.default
         calls = self._counters.calls
-        failures = self._counters.failures
 
         def dead_letter_wrapper(*args: Any, **kwargs: Any) -> Any:
             if WATCH.observers and outside(dead_letter_wrapper):
@@ -352,7 +353,6 @@ class DeadLetterQueue(Policy):
             try:
                 return func(*args, **kwargs)
             except Exception as exc:
-                next(failures)
                 if capture(function, redaction, args, kwargs, exc) and not reraise:
                     return default
                 raise
@@ -368,7 +368,6 @@ class DeadLetterQueue(Policy):
         reraise = self.reraise
         default = self.default
         calls = self._counters.calls
-        failures = self._counters.failures
 
         async def dead_letter_wrapper(*args: Any, **kwargs: Any) -> Any:
             if WATCH.observers and outside(dead_letter_wrapper):
@@ -379,7 +378,6 @@ class DeadLetterQueue(Policy):
             try:
                 return await func(*args, **kwargs)
             except Exception as exc:
-                next(failures)
                 if (
                     await capture(function, redaction, args, kwargs, exc)
                     and not reraise

@@ -538,6 +538,7 @@ class RateLimiter(Policy):
 
     def _admit(self, key: str, timeout: float | None, function: str) -> None:
         """Return once the call holds a permit, or raise RateLimitExceeded."""
+        next(self._counters.calls)  # here, so that fluxus.stack counts too
         plan = self._plan
         if DEADLINE.get() is None:  # the usual case, spared a call
             budget = math.inf if timeout is None else timeout
@@ -571,12 +572,10 @@ class RateLimiter(Policy):
         function = qualified_name(func)
         admit = self._admit
         call_key = self._call_key if self._key is not None else None
-        calls = self._counters.calls
 
         def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
             if WATCH.observers and outside(rate_limit_wrapper):
                 return observe_sync(self, function, rate_limit_wrapper, args, kwargs)
-            next(calls)
             admit(call_key(args, kwargs) if call_key else "", self.timeout, function)
             return func(*args, **kwargs)
 
@@ -608,6 +607,7 @@ class RateLimiter(Policy):
         function: str,
     ) -> None:
         """Return once the call holds a permit, or raise RateLimitExceeded."""
+        next(self._counters.calls)  # here, so that fluxus.stack counts too
         plan = self._plan
         budget = self._budget(timeout)
         answer = await self._take_async(plan, key, budget, function)
@@ -644,14 +644,12 @@ class RateLimiter(Policy):
         function = qualified_name(func)
         admit = self._admit_async
         call_key = self._call_key if self._key is not None else None
-        calls = self._counters.calls
 
         async def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
             if WATCH.observers and outside(rate_limit_wrapper):
                 return await observe_async(
                     self, function, rate_limit_wrapper, args, kwargs
                 )
-            next(calls)
             await admit(
                 call_key(args, kwargs) if call_key else "", self.timeout, function
             )

@@ -145,3 +145,24 @@ def test_stats_are_a_frozen_snapshot():
     assert Stats(calls=1) == policy.stats
     with pytest.raises(AttributeError):
         before.calls = 5  # type: ignore[misc]
+
+
+def test_policies_in_a_stack_count_their_decisions(mode, instant):
+    breaker = fluxus.circuit_breaker(2, 60.0, name=f"stack-cb-{mode.name}")
+    limiter = fluxus.rate_limit(1000, name=f"stack-rl-{mode.name}")
+    retry = fluxus.retry(2)
+    sink = fluxus.sinks.Memory()
+    dlq = fluxus.dead_letter(sink, reraise=False)
+
+    def fail():
+        raise OSError("down")
+
+    fn = fluxus.stack(dlq, limiter, breaker, retry)(mode.make(fail))
+    for _ in range(4):
+        mode.run(fn)
+
+    assert Stats(calls=4, failures=2, rejections=2) == breaker.stats
+    assert Stats(calls=4) == limiter.stats
+    assert Stats(calls=2, failures=2, retries=2) == retry.stats
+    # The stack's one wrapper runs the dead letter step only on failures.
+    assert Stats(failures=4, dead_letters=4) == dlq.stats

@@ -16,7 +16,8 @@ Hook = Callable[[Event], object]
 
 _lock = threading.Lock()
 _hooks: tuple[Hook, ...] | None = None
-_reported: set[int] = set()
+#: Failed hooks by id; holding them keeps their ids from being reused.
+_reported: dict[int, object] = {}
 
 
 def _default_hooks() -> tuple[Hook, ...]:
@@ -84,7 +85,7 @@ def report_once(hook: object, exc: Exception) -> None:
     with _lock:
         if key in _reported:
             return
-        _reported.add(key)
+        _reported[key] = hook
     logging.getLogger("fluxus").error(
         "fluxus event hook %r raised; its later failures are not reported",
         hook,
