@@ -13,6 +13,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from opentelemetry.trace import StatusCode
 
+from _failing import failing
+
 
 @pytest.fixture
 def spans():
@@ -23,18 +25,6 @@ def spans():
     yield exporter
     otel.uninstall()
     set_hooks(None)
-
-
-def failing(times):
-    state = {"n": 0}
-
-    def fn(secret=None):
-        state["n"] += 1
-        if state["n"] <= times:
-            raise OSError("upstream said no")
-        return "ok"
-
-    return fn
 
 
 def by_name(exporter):

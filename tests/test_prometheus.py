@@ -11,6 +11,8 @@ from fluxus.instrumentation import prometheus, set_hooks
 from fluxus.instrumentation._observe import WATCH
 from prometheus_client import CollectorRegistry, generate_latest
 
+from _failing import failing
+
 
 @pytest.fixture
 def registry():
@@ -23,18 +25,6 @@ def registry():
 
 def value(registry, name, **labels):
     return registry.get_sample_value(name, labels) or 0.0
-
-
-def failing(times):
-    state = {"n": 0}
-
-    def fn(secret=None):
-        state["n"] += 1
-        if state["n"] <= times:
-            raise OSError("upstream said no")
-        return "ok"
-
-    return fn
 
 
 def test_calls_failures_retries_and_latency(mode, registry, instant):
