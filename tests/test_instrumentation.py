@@ -193,6 +193,8 @@ def test_a_failing_observer_never_breaks_the_call_and_is_reported_once(caplog, m
             raise RuntimeError("observer bug")
 
     class BrokenEnd:
+        attempts = True
+
         def start(self, policy, function, attempt):
             return None
 
@@ -221,6 +223,8 @@ def test_observers_see_every_layer_once_and_recursion_is_observed(mode):
     seen = []
 
     class Recorder:
+        attempts = True  # retry attempts too
+
         def start(self, policy, function, attempt):
             seen.append((policy.name, attempt))
 

@@ -6,8 +6,16 @@ succeed, and their latency, so a backend such as
 Each policy's wrapper checks ``WATCH.observers`` once per call: with no
 observer that is the whole cost. With one, the wrapper hands the call to
 :func:`observe_sync` / :func:`observe_async`, which tell the observers when
-it starts and ends, then run the same wrapper again, flagged through a
-context variable so that it takes its plain path this time.
+it starts and ends, then run the same wrapper again, flagged so that it
+takes its plain path this time.
+
+The flag is a thread-local, not a context variable: it is set just before
+the wrapper is called and consumed by the wrapper's first statement, and in
+between no other code runs in this thread, nor in this event loop (a
+coroutine runs up to its first ``await`` inside the ``await`` that starts
+it). Retry attempts are announced only to observers that ask for them
+(``attempts = True``), the only ones that pay for the context variable
+that numbers them.
 """
 
 from __future__ import annotations
@@ -24,7 +32,13 @@ if TYPE_CHECKING:
 
 
 class Observer(Protocol):
-    """Something that watches calls start and end (metrics, traces)."""
+    """Something that watches calls start and end (metrics, traces).
+
+    Attributes:
+        attempts: Whether :meth:`start` also wants each retry attempt.
+    """
+
+    attempts: bool
 
     def start(self, policy: Policy, function: str, attempt: int) -> object:
         """Note a call starting; return what :meth:`end` needs.
@@ -33,15 +47,20 @@ class Observer(Protocol):
         each attempt a ``retry`` makes inside it.
         """
 
-    def end(self, state: object, error: BaseException | None) -> None:
+    def end(self, state: Any, error: BaseException | None) -> None:
         """Note the call that :meth:`start` returned *state* for ending."""
 
 
 class _Watch:
-    __slots__ = ("observers",)
+    __slots__ = ("attempts", "observers")
 
     def __init__(self) -> None:
         self.observers: tuple[Observer, ...] = ()
+        self.attempts: tuple[Observer, ...] = ()
+
+    def set(self, observers: tuple[Observer, ...]) -> None:
+        self.attempts = tuple(o for o in observers if getattr(o, "attempts", False))
+        self.observers = observers
 
 
 #: Read by every wrapper on every call: keep it one attribute load.
@@ -62,7 +81,11 @@ class _Call:
         self.attempts = 0
 
 
-_ENTERED: ContextVar[object] = ContextVar("fluxus_entered", default=None)
+class _Entered(threading.local):
+    wrapper: object = None
+
+
+_ENTERED = _Entered()
 _CALL: ContextVar[_Call | None] = ContextVar("fluxus_call", default=None)
 
 
@@ -70,26 +93,27 @@ def add_observer(observer: Observer) -> None:
     """Start telling *observer* about every call; adding it twice does nothing."""
     with _lock:
         if observer not in WATCH.observers:
-            WATCH.observers = (*WATCH.observers, observer)
+            WATCH.set((*WATCH.observers, observer))
 
 
 def remove_observer(observer: Observer) -> None:
     """Stop telling *observer* about calls; an unknown observer is ignored."""
     with _lock:
-        WATCH.observers = tuple(o for o in WATCH.observers if o is not observer)
+        WATCH.set(tuple(o for o in WATCH.observers if o is not observer))
 
 
 def outside(wrapper: object) -> bool:
     """Return whether *wrapper* runs un-observed; consume the re-entry flag."""
-    if _ENTERED.get() is wrapper:
-        _ENTERED.set(None)  # a recursive call of the same wrapper is observed
+    entered = _ENTERED
+    if entered.wrapper is wrapper:
+        entered.wrapper = None  # so a recursive call is observed again
         return False
     return True
 
 
 def _start(
     observers: tuple[Observer, ...], policy: Policy, function: str, attempt: int
-) -> list[tuple[Observer, object]]:
+) -> list[tuple[Observer, Any]]:
     started = []
     for observer in observers:
         try:
@@ -99,7 +123,7 @@ def _start(
     return started
 
 
-def _end(started: list[tuple[Observer, object]], error: BaseException | None) -> None:
+def _end(started: list[tuple[Observer, Any]], error: BaseException | None) -> None:
     for observer, state in reversed(started):
         try:
             observer.end(state, error)
@@ -116,16 +140,17 @@ def observe_sync(
 ) -> Any:
     """Run *wrapper* once more, its plain path, between the observers."""
     started = _start(WATCH.observers, policy, function, 0)
-    entered = _ENTERED.set(wrapper)
-    call = _CALL.set(_Call(policy, function))
+    call = _CALL.set(_Call(policy, function)) if WATCH.attempts else None
     try:
+        _ENTERED.wrapper = wrapper
         result = wrapper(*args, **kwargs)
     except BaseException as exc:
         _end(started, exc)
         raise
     finally:
-        _CALL.reset(call)
-        _ENTERED.reset(entered)
+        _ENTERED.wrapper = None
+        if call is not None:
+            _CALL.reset(call)
     _end(started, None)
     return result
 
@@ -139,16 +164,18 @@ async def observe_async(
 ) -> Any:
     """Await *wrapper* once more, its plain path, between the observers."""
     started = _start(WATCH.observers, policy, function, 0)
-    entered = _ENTERED.set(wrapper)
-    call = _CALL.set(_Call(policy, function))
+    call = _CALL.set(_Call(policy, function)) if WATCH.attempts else None
     try:
+        _ENTERED.wrapper = wrapper
+        # The wrapper's first statement, run by this await, consumes the flag.
         result = await wrapper(*args, **kwargs)
     except BaseException as exc:
         _end(started, exc)
         raise
     finally:
-        _CALL.reset(call)
-        _ENTERED.reset(entered)
+        _ENTERED.wrapper = None
+        if call is not None:
+            _CALL.reset(call)
     _end(started, None)
     return result
 
@@ -166,7 +193,7 @@ def attempts_sync(func: Callable[..., Any]) -> Callable[..., Any]:
 
     def attempt(*args: Any, **kwargs: Any) -> Any:
         call, number = _next_attempt()
-        observers = WATCH.observers
+        observers = WATCH.attempts
         if call is None or not observers:
             return func(*args, **kwargs)
         started = _start(observers, call.policy, call.function, number)
@@ -188,7 +215,7 @@ def attempts_async(
 
     async def attempt(*args: Any, **kwargs: Any) -> Any:
         call, number = _next_attempt()
-        observers = WATCH.observers
+        observers = WATCH.attempts
         if call is None or not observers:
             return await func(*args, **kwargs)
         started = _start(observers, call.policy, call.function, number)

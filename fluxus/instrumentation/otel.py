@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import threading
 from contextvars import Token
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from opentelemetry import context, trace
 from opentelemetry.trace import Status, StatusCode, Tracer, TracerProvider
@@ -70,6 +70,9 @@ class OpenTelemetryTracing:
         tracer_provider: Where the spans go; by default the global provider.
     """
 
+    #: A span per retry attempt too.
+    attempts = True
+
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
         self.tracer: Tracer = trace.get_tracer(
             "fluxus", __version__, tracer_provider=tracer_provider
@@ -94,9 +97,11 @@ class OpenTelemetryTracing:
         token = context.attach(trace.set_span_in_context(span))
         return span, token
 
-    def end(self, state: object, error: BaseException | None) -> None:
+    def end(
+        self, state: tuple[trace.Span, Token[Context]], error: BaseException | None
+    ) -> None:
         """Close the span :meth:`start` opened, with an error status on failure."""
-        span, token = cast("tuple[trace.Span, Token[Context]]", state)
+        span, token = state
         context.detach(token)
         if isinstance(error, Exception):
             span.record_exception(error)

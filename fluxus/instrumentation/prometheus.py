@@ -35,7 +35,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -133,20 +133,19 @@ class PrometheusMetrics:
 
     # -- the observer ------------------------------------------------------
 
+    #: Calls only: retries are counted from the events.
+    attempts = False
+
     def start(self, policy: Policy, function: str, attempt: int) -> object:  # noqa: ARG002
-        """Start timing a protected call (retry attempts are not timed)."""
-        if attempt:
-            return None
+        """Start timing a protected call."""
         children = self._children.get(id(policy))
         if children is None:
             children = self._register(policy)
         return children, time.perf_counter()
 
-    def end(self, state: object, error: BaseException | None) -> None:
+    def end(self, state: tuple[_Children, float], error: BaseException | None) -> None:
         """Count the call and record its latency."""
-        if state is None:
-            return
-        children, started = cast("tuple[_Children, float]", state)
+        children, started = state
         children.duration.observe(time.perf_counter() - started)
         children.calls.inc()
         if isinstance(error, Exception):
