@@ -313,7 +313,7 @@ class CircuitBreaker(Policy):
 
     def _admit(self, function: str) -> object:
         """Admit a call and return its token, or raise :class:`CircuitOpenError`."""
-        next(self._counters.calls)  # the wrappers count their own calls
+        next(self._counters.calls)  # fluxus.stack admits here; wrappers count apart
         token, retry_after, transition = self._storage.admit(function)
         if token is None:
             raise self._refusal(retry_after, transition, function)
