@@ -25,6 +25,7 @@ from ._core import CIRCUIT_BREAKER, Policy, qualified_name, to_seconds, type_nam
 from .exceptions import CircuitOpenError
 from .instrumentation._events import CircuitRejected, CircuitStateChanged
 from .instrumentation._hooks import emit, get_hooks
+from .instrumentation._observe import WATCH, observe_async, observe_sync, outside
 
 Exclude = (
     type[Exception]
@@ -288,6 +289,7 @@ class CircuitBreaker(Policy):
         if transition is not None:
             self._announce(transition, function, None)
         name = self._name or self.name
+        next(self._counters.rejections)
         if get_hooks():
             emit(
                 CircuitRejected(
@@ -311,6 +313,7 @@ class CircuitBreaker(Policy):
 
     def _admit(self, function: str) -> object:
         """Admit a call and return its token, or raise :class:`CircuitOpenError`."""
+        next(self._counters.calls)  # fluxus.stack admits here; wrappers count apart
         token, retry_after, transition = self._storage.admit(function)
         if token is None:
             raise self._refusal(retry_after, transition, function)
@@ -325,11 +328,13 @@ class CircuitBreaker(Policy):
 
     def _record_failure(self, token: object, exc: BaseException, function: str) -> None:
         if self._counts(exc):
+            next(self._counters.failures)
             self._announce(self._storage.fail(token, function), function, exc)
         else:
             self._storage.release(token, function)
 
     async def _admit_async(self, function: str) -> object:
+        next(self._counters.calls)
         token, retry_after, transition = await self._storage.admit_async(function)
         if token is None:
             raise self._refusal(retry_after, transition, function)
@@ -345,6 +350,7 @@ class CircuitBreaker(Policy):
         self, token: object, exc: BaseException, function: str
     ) -> None:
         if self._counts(exc):
+            next(self._counters.failures)
             transition = await self._storage.fail_async(token, function)
             self._announce(transition, function, exc)
         else:
@@ -357,8 +363,12 @@ class CircuitBreaker(Policy):
         announce = self._announce
         succeed = self._record_success
         fail = self._record_failure
+        calls = self._counters.calls
 
         def breaker_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(breaker_wrapper):
+                return observe_sync(self, function, breaker_wrapper, args, kwargs)
+            next(calls)
             token, retry_after, transition = admit(function)
             if token is None:
                 raise refusal(retry_after, transition, function)
@@ -385,8 +395,14 @@ class CircuitBreaker(Policy):
         announce = self._announce
         succeed = self._record_success
         fail = self._record_failure
+        calls = self._counters.calls
 
         async def breaker_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(breaker_wrapper):
+                return await observe_async(
+                    self, function, breaker_wrapper, args, kwargs
+                )
+            next(calls)
             token, retry_after, transition = admit(function)
             if token is None:
                 raise refusal(retry_after, transition, function)
@@ -410,6 +426,10 @@ class CircuitBreaker(Policy):
         fail = self._record_failure_async
 
         async def breaker_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(breaker_wrapper):
+                return await observe_async(
+                    self, function, breaker_wrapper, args, kwargs
+                )
             token = await admit(function)
             try:
                 result = await func(*args, **kwargs)

@@ -60,6 +60,7 @@ from .instrumentation._events import (
     RateLimitStorageUnavailable,
 )
 from .instrumentation._hooks import emit
+from .instrumentation._observe import WATCH, observe_async, observe_sync, outside
 
 TOKEN_BUCKET = "token-bucket"  # noqa: S105 - a strategy, not a password
 WINDOW_STRATEGIES = ("sliding-window-counter", "fixed-window", "moving-window")
@@ -476,6 +477,7 @@ class RateLimiter(Policy):
         return budget
 
     def _reject(self, function: str, wait: float, timeout: float | None) -> NoReturn:
+        next(self._counters.rejections)
         emit(
             RateLimited(
                 policy=self.name, function=function, retry_after=wait, timeout=timeout
@@ -536,6 +538,7 @@ class RateLimiter(Policy):
 
     def _admit(self, key: str, timeout: float | None, function: str) -> None:
         """Return once the call holds a permit, or raise RateLimitExceeded."""
+        next(self._counters.calls)  # here, so that fluxus.stack counts too
         plan = self._plan
         if DEADLINE.get() is None:  # the usual case, spared a call
             budget = math.inf if timeout is None else timeout
@@ -571,6 +574,8 @@ class RateLimiter(Policy):
         call_key = self._call_key if self._key is not None else None
 
         def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(rate_limit_wrapper):
+                return observe_sync(self, function, rate_limit_wrapper, args, kwargs)
             admit(call_key(args, kwargs) if call_key else "", self.timeout, function)
             return func(*args, **kwargs)
 
@@ -602,6 +607,7 @@ class RateLimiter(Policy):
         function: str,
     ) -> None:
         """Return once the call holds a permit, or raise RateLimitExceeded."""
+        next(self._counters.calls)  # here, so that fluxus.stack counts too
         plan = self._plan
         budget = self._budget(timeout)
         answer = await self._take_async(plan, key, budget, function)
@@ -640,6 +646,10 @@ class RateLimiter(Policy):
         call_key = self._call_key if self._key is not None else None
 
         async def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(rate_limit_wrapper):
+                return await observe_async(
+                    self, function, rate_limit_wrapper, args, kwargs
+                )
             await admit(
                 call_key(args, kwargs) if call_key else "", self.timeout, function
             )
