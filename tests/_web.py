@@ -1,33 +1,35 @@
-"""Helpers shared by the fluxus.contrib tests: a counter rule and a client."""
+"""Helpers shared by the fluxus.contrib tests: a client, a flaky callee."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import fluxus
+import pytest
+from fluxus._config import set_default_storage
+
+_addresses = itertools.count(1)
 
 
-class Counter:
-    """Admit the first *limit* calls, then reject each with *retry_after*.
+@pytest.fixture(autouse=True)
+def default_storage_restored() -> Iterator[None]:
+    """Give the process its default storage back after a test set another.
 
-    A stand-in for a rate limiter: the views raise what a limiter raises.
+    Import it into a test module (autouse then applies there): apps under
+    test set ``FLUXUS_STORAGE_URI``, which is process-wide.
     """
+    yield
+    set_default_storage(None)
 
-    def __init__(self, limit: int, retry_after: float) -> None:
-        self.limit = limit
-        self.retry_after = retry_after
-        self.calls = 0
-        self._lock = threading.Lock()
 
-    def admit(self) -> None:
-        with self._lock:
-            self.calls += 1
-            admitted = self.calls <= self.limit
-        if not admitted:
-            raise fluxus.RateLimitExceeded("counter", self.retry_after)
+def new_address() -> str:
+    """Return a client address no other test of this session used."""
+    n = next(_addresses)
+    return f"198.18.{n // 250}.{n % 250 + 1}"
 
 
 def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
@@ -45,13 +47,18 @@ def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, by
             return error.code, error.headers.get("Retry-After", ""), error.read()
 
 
-def hammer(url: str, requests: int) -> list[tuple[int, str, bytes]]:
-    """Send *requests* GETs to *url* at once, one thread each."""
+def hammer(
+    url: str, requests: int, headers: list[dict[str, str]] | None = None
+) -> list[tuple[int, str, bytes]]:
+    """Send *requests* GETs to *url* at once, one thread each.
+
+    Request ``i`` carries ``headers[i % len(headers)]`` when given.
+    """
     go = threading.Event()
 
-    def one(_: int) -> tuple[int, str, bytes]:
+    def one(i: int) -> tuple[int, str, bytes]:
         go.wait(timeout=5)
-        return fetch(url)
+        return fetch(url, headers[i % len(headers)] if headers else None)
 
     with ThreadPoolExecutor(requests) as pool:
         results = pool.map(one, range(requests))
