@@ -349,8 +349,9 @@ class CircuitBreaker(Policy):
             storage = self._storage
             if storage is self._unbuilt:
                 given = self._given
-                if given is None and default_storage() != MEMORY:
-                    given = _default_redis(default_storage())
+                uri = default_storage()
+                if given is None and urllib.parse.urlsplit(uri).scheme != "memory":
+                    given = _default_redis(uri)
                 if isinstance(given, CircuitRedisStorage):
                     storage = given.circuit(self._circuit, lambda: self.name)
                 else:
