@@ -47,6 +47,18 @@ _HALF_OPEN = HALF_OPEN.value
 #: A step's answer: the token (``None``: rejected), the wait, what changed.
 Admission = tuple[object | None, float, Transition | None]
 
+_AWAITED: Admission = (None, -1.0, None)
+
+
+def _awaited(_function: str) -> Admission:
+    """Send an async call to the path that awaits a remote storage's steps.
+
+    An async wrapper admits its calls with the in-memory storage's sync step
+    and goes to the awaiting path only on a refusal with a negative wait,
+    which no storage gives: choosing the path costs the happy path nothing.
+    """
+    return _AWAITED
+
 
 class Storage(Protocol):
     """Where one circuit's state lives: in this process or shared."""
@@ -524,8 +536,7 @@ class CircuitBreaker(Policy):
         self, func: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
         function = qualified_name(func)
-        admit = self._storage.admit
-        remote = self._storage.remote
+        admit: Callable[[str], Admission]
         refusal = self._refusal
         announce = self._announce
         succeed = self._record_success
@@ -533,17 +544,18 @@ class CircuitBreaker(Policy):
         remote_wrapper = self._wrap_remote_async(func, function)
 
         def rebind() -> None:
-            nonlocal admit, remote
-            admit = self._storage.admit
-            remote = self._storage.remote
+            nonlocal admit
+            storage = self._storage
+            admit = _awaited if storage.remote else storage.admit
 
+        rebind()
         self._rebinders.append(rebind)
 
         async def breaker_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if remote:
-                return await remote_wrapper(*args, **kwargs)
             token, retry_after, transition = admit(function)
             if token is None:
+                if retry_after < 0:  # the storage must be awaited: see _awaited
+                    return await remote_wrapper(*args, **kwargs)
                 raise refusal(retry_after, transition, function)
             if transition is not None:
                 announce(transition, function, None)

@@ -178,7 +178,7 @@ def test_the_first_step_may_be_a_control(mode):
     ("make", "match"),
     [
         (lambda: fluxus.rate_limit(5), r"token-bucket.*the default storage"),
-        (lambda: fluxus.circuit_breaker(), r"default storage.*memcached://"),
+        (fluxus.circuit_breaker, r"default storage.*memcached://"),
     ],
 )
 def test_a_default_a_policy_cannot_use_fails_its_calls(make, match):
