@@ -379,7 +379,7 @@ class CircuitBreaker(Policy):
         In memory the circuit starts afresh, closed: a forked worker does not
         inherit the failures its parent counted.
         """
-        if forked:
+        if forked:  # pragma: no cover - forked children only
             # The parent's lock may be held by a thread the child lacks.
             self._build_lock = threading.Lock()
         elif self._given is not None or self._storage is self._unbuilt:

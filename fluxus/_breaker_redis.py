@@ -318,11 +318,10 @@ class CircuitRedisStorage:
         A client given by the user stays: redis-py's connection pool opens
         new connections itself once it sees it runs in another process.
         """
-        if not forked:
-            return
-        if self._url is not None or self._async is not None:
-            self._sync = None
-        self._per_loop = weakref.WeakKeyDictionary()
+        if forked:  # pragma: no cover - forked children only
+            if self._url is not None or self._async is not None:
+                self._sync = None
+            self._per_loop = weakref.WeakKeyDictionary()
 
     def _timeouts(self) -> dict[str, Any]:
         return {"socket_timeout": self.timeout, "socket_connect_timeout": self.timeout}

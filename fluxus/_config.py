@@ -95,7 +95,7 @@ def track(user: StorageUser) -> None:
         CONFIG.users.add(user)
 
 
-def _after_fork_in_child() -> None:
+def _after_fork_in_child() -> None:  # pragma: no cover - forked children only
     # The parent's other threads are gone: a lock one of them held would
     # never be released, so the child starts with fresh ones.
     CONFIG.lock = threading.Lock()

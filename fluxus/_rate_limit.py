@@ -97,7 +97,7 @@ def _shared_store(ident: tuple[str, ...], make: Callable[[], Any]) -> Any:
         return store
 
 
-def _forget_stores() -> None:
+def _forget_stores() -> None:  # pragma: no cover - forked children only
     """Start a forked child without its parent's stores, clients and locks."""
     global _STORES_LOCK  # noqa: PLW0603 - the parent's may be held forever
     _STORES_LOCK = threading.Lock()
@@ -481,7 +481,7 @@ class RateLimiter(Policy):
 
     def _forget_storage(self, *, forked: bool) -> None:
         """Drop the store: after a fork, or when the default storage changes."""
-        if forked:
+        if forked:  # pragma: no cover - forked children only
             # The parent's lock may be held by a thread the child lacks.
             self._resolve_lock = threading.Lock()
         elif self._given is not None or self._storage is None:

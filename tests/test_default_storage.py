@@ -18,6 +18,7 @@ from typing import Any
 import fluxus
 import pytest
 import redis
+from fluxus import _rate_limit
 from fluxus._config import default_storage, set_default_storage
 
 pytestmark = pytest.mark.timeout(30)
@@ -195,6 +196,48 @@ def test_limits_unix_socket_spelling_is_a_redis_default_for_breakers(tmp_path):
     fn = breaker(lambda: "ok")
     assert "ok" == fn()  # fail open: the socket does not exist
     assert "unix://" in repr(breaker._storage.storage)
+
+
+class Interrupted(BaseException):
+    """Stands in for a signal or a cancellation ending a wait."""
+
+
+@pytest.fixture(params=["memory", "redis"])
+def storage(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return "memory://"
+    return str(request.getfixturevalue("redis_url"))
+
+
+def test_a_first_use_may_peek_or_wait_and_give_its_slot_back(
+    storage, mode, monkeypatch
+):
+    name = unique()
+    first = fluxus.rate_limit(1, burst=1, timeout=None, storage=storage, name=name)
+    first.acquire()  # the budget the next limiters share is spent
+
+    def limiter() -> fluxus.RateLimiter:
+        return fluxus.rate_limit(1, burst=1, timeout=None, storage=storage, name=name)
+
+    def interrupted(seconds: float) -> None:
+        raise Interrupted
+
+    async def interrupted_async(seconds: float) -> None:
+        raise Interrupted
+
+    monkeypatch.setattr(_rate_limit, "wait_sync", interrupted)
+    monkeypatch.setattr(_rate_limit, "wait_async", interrupted_async)
+    if mode.is_async:
+        allowed = asyncio.run(limiter().allow_async())
+        waiter = limiter().acquire_async
+    else:
+        allowed = limiter().allow()
+        waiter = limiter().acquire
+    with pytest.raises(Interrupted):
+        mode.run(waiter)
+    with pytest.raises(fluxus.RateLimitExceeded) as info:
+        first.acquire(timeout=0)
+    assert (False, True) == (allowed, 0.8 < info.value.retry_after <= 1.0)
 
 
 # --- after a fork ------------------------------------------------------------
