@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import fluxus
 import pytest
 from fluxus._config import set_default_storage
 
@@ -24,6 +27,53 @@ def default_storage_restored() -> Iterator[None]:
     """
     yield
     set_default_storage(None)
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """An event set at the end of the test: abandoned calls then return."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def add_guarded_views(
+    app: Any, now: list[float], release: threading.Event
+) -> fluxus.CircuitBreaker:
+    """Add views guarded by a real breaker and real timeouts to *app*.
+
+    *app* is a Flask or a FastAPI app (both route with ``app.get``):
+
+    - ``/upstream``: a breaker (2 failures, 30 s on the clock *now*) over an
+      upstream that fails twice, then answers ``"down"``;
+    - ``/slow``: a sync view waiting for *release*, abandoned after 50 ms;
+    - ``/aslow``: an async view cancelled after 50 ms.
+
+    Returns:
+        The breaker.
+    """
+    breaker = fluxus.circuit_breaker(2, 30.0, clock=lambda: now[0])
+    upstream = Flaky(down=2)
+
+    @app.get("/upstream")
+    @breaker
+    async def call_upstream() -> str:
+        await asyncio.sleep(0)
+        return upstream("down")
+
+    @app.get("/slow")
+    @fluxus.timeout(0.05)
+    def slow() -> str:
+        release.wait(5)
+        return "late"
+
+    @app.get("/aslow")
+    @fluxus.timeout(0.05)
+    async def aslow() -> str:
+        await asyncio.sleep(5)
+        return "late"
+
+    return breaker
 
 
 def new_address() -> str:

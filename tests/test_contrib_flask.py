@@ -27,10 +27,12 @@ from werkzeug.serving import make_server
 
 from _web import (
     Flaky,
+    add_guarded_views,
     default_storage_restored,  # noqa: F401 - an autouse fixture
     fetch,
     hammer,
     new_address,
+    release,  # noqa: F401 - a fixture
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -315,50 +317,17 @@ def test_key_user_key_counts_a_user_across_addresses():
     assert [f"user:{ada}", f"ip:{a}", f"ip:{b}"] == [answers[i].text for i in (0, 3, 5)]
 
 
-def breaker_views(
-    app: flask.Flask, now: list[float], release: threading.Event
-) -> fluxus.CircuitBreaker:
-    """Add ``/upstream`` (a breaker over an upstream down twice) and ``/slow``.
-
-    The sync ``/slow`` view waits for *release*, abandoned by its timeout.
-    """
-    breaker = fluxus.circuit_breaker(2, 30.0, clock=lambda: now[0])
-    upstream = Flaky(down=2)
-
-    @app.get("/upstream")
-    @breaker
-    def call_upstream() -> str:
-        return upstream("down")
-
-    @app.get("/slow")
-    @fluxus.timeout(0.05)
-    def slow() -> str:
-        release.wait(5)
-        return "late"
-
-    @app.get("/aslow")
-    @fluxus.timeout(0.05)
-    async def aslow() -> str:
-        await asyncio.sleep(5)
-        return "late"
-
-    app.config["PROPAGATE_EXCEPTIONS"] = False
-    return breaker
-
-
-@pytest.fixture
-def release() -> Iterator[threading.Event]:
-    """An event set at the end of the test: abandoned calls then return."""
-    event = threading.Event()
-    yield event
-    event.set()
+def guarded_app(now: list[float], release: threading.Event) -> flask.Flask:
+    app = make_app(PROPAGATE_EXCEPTIONS=False)
+    init_app(app)
+    add_guarded_views(app, now, release)
+    return app
 
 
 def test_an_open_circuit_and_a_timeout_through_the_test_client(release):
-    app = make_app()
-    init_app(app)
     now = [100.0]
-    breaker = breaker_views(app, now, release)
+    app = guarded_app(now, release)
+    breaker = fluxus.layers(app.view_functions["call_upstream"])[0]
     client = app.test_client()
 
     def answer(path: str) -> tuple[int, str | None]:
@@ -421,11 +390,7 @@ def test_a_real_server_answers_concurrent_clients_with_429(serve):
 
 
 def test_a_real_server_answers_an_open_circuit_and_a_timeout(serve, release):
-    app = make_app()
-    init_app(app)
-    now = [0.0]
-    breaker_views(app, now, release)
-    url = serve(app)
+    url = serve(guarded_app([0.0], release))
     answers = [fetch(f"{url}/upstream")[:2] for _ in range(3)]
     assert [(500, ""), (500, ""), (503, "30")] == answers
     assert [(504, "")] * 2 == [

@@ -39,10 +39,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from _web import (
     Flaky,
+    add_guarded_views,
     default_storage_restored,  # noqa: F401 - an autouse fixture
     fetch,
     hammer,
     new_address,
+    release,  # noqa: F401 - a fixture
 )
 
 if TYPE_CHECKING:
@@ -369,40 +371,10 @@ def test_key_user_key_counts_a_user_across_addresses():
 
 
 def guarded_app(now: list[float], release: threading.Event) -> FastAPI:
-    """An app with ``/upstream`` (a breaker over an upstream down twice),
-    ``/slow`` (sync, abandoned until *release*) and ``/aslow`` (cancelled).
-    """
     app = FastAPI()
     install(app)
-    upstream = Flaky(down=2)
-
-    @app.get("/upstream")
-    @fluxus.circuit_breaker(2, 30.0, clock=lambda: now[0])
-    async def call_upstream() -> str:
-        await asyncio.sleep(0)
-        return upstream("down")
-
-    @app.get("/slow")
-    @fluxus.timeout(0.05)
-    def slow() -> str:
-        release.wait(5)
-        return "late"
-
-    @app.get("/aslow")
-    @fluxus.timeout(0.05)
-    async def aslow() -> str:
-        await asyncio.sleep(5)
-        return "late"
-
+    add_guarded_views(app, now, release)
     return app
-
-
-@pytest.fixture
-def release() -> Iterator[threading.Event]:
-    """An event set at the end of the test: abandoned calls then return."""
-    event = threading.Event()
-    yield event
-    event.set()
 
 
 def test_an_open_circuit_and_a_timeout_through_the_test_client(release):
