@@ -29,8 +29,8 @@ def default_storage_restored() -> Iterator[None]:
     set_default_storage(None)
 
 
-@pytest.fixture
-def release() -> Iterator[threading.Event]:
+@pytest.fixture(name="release")
+def release_fixture() -> Iterator[threading.Event]:
     """An event set at the end of the test: abandoned calls then return."""
     event = threading.Event()
     yield event

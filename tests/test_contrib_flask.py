@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import runpy
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from _web import (
     fetch,
     hammer,
     new_address,
-    release,  # noqa: F401 - a fixture
+    release_fixture,  # noqa: F401 - the release fixture
 )
 
 pytestmark = pytest.mark.timeout(30)

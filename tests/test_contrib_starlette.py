@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import runpy
 import socket
@@ -44,7 +43,7 @@ from _web import (
     fetch,
     hammer,
     new_address,
-    release,  # noqa: F401 - a fixture
+    release_fixture,  # noqa: F401 - the release fixture
 )
 
 if TYPE_CHECKING:
