@@ -52,18 +52,52 @@ def report(
     """Format a table: per-call time, overhead over *baseline*, ratios."""
     base = medians[baseline]
     ref_overhead = medians[reference] - base
+    name_width = max(len(name) for name in medians) + 2
+    ratio_heads = (f"time / {reference}", f"overhead / {reference}")
+    widths = [len(head) + 2 for head in ratio_heads]
     lines = [
         title,
         (
-            f"  {'contender':<22}{'per call':>12}{'overhead':>12}"
-            f"{'time / ' + reference:>22}{'overhead / ' + reference:>26}"
+            f"  {'contender':<{name_width}}{'per call':>12}{'overhead':>12}"
+            f"{ratio_heads[0]:>{widths[0]}}{ratio_heads[1]:>{widths[1]}}"
         ),
     ]
     for name, seconds in medians.items():
         overhead = seconds - base
         lines.append(
-            f"  {name:<22}{seconds * 1e6:>10.3f}us{overhead * 1e6:>10.3f}us"
-            f"{seconds / medians[reference]:>22.3f}"
-            f"{overhead / ref_overhead:>26.3f}"
+            f"  {name:<{name_width}}{seconds * 1e6:>10.3f}us{overhead * 1e6:>10.3f}us"
+            f"{seconds / medians[reference]:>{widths[0]}.3f}"
+            f"{overhead / ref_overhead:>{widths[1]}.3f}"
+        )
+    return lines
+
+
+def sync_and_async(
+    build: Callable[..., dict[str, Callable[..., object]]],
+    work: Callable[[], object],
+    awork: Callable[[], Awaitable[object]],
+    *,
+    rounds: int,
+    calls: int,
+    reference: str,
+) -> list[str]:
+    """Time *build(work)* and *build(awork)*; return both report tables."""
+    lines: list[str] = []
+    for mode, fn, timer in (("sync", work, time_sync), ("async", awork, time_async)):
+        contenders = build(fn)
+        medians = compare(
+            {
+                name: (lambda f=f, timer=timer: timer(f, calls))
+                for name, f in contenders.items()
+            },
+            rounds,
+        )
+        if lines:
+            lines.append("")
+        lines += report(
+            f"{mode}, {rounds} rounds x {calls} calls, medians",
+            medians,
+            baseline="bare call",
+            reference=reference,
         )
     return lines

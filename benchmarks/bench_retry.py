@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import fluxus
 
-from _harness import compare, report, time_async, time_sync
+from _harness import sync_and_async
 
 
 def build(work):
@@ -54,31 +54,14 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=20_000)
     args = parser.parse_args()
 
-    sync = build(work)
-    medians = compare(
-        {name: (lambda f=f: time_sync(f, args.calls)) for name, f in sync.items()},
-        args.rounds,
-    )
-    lines = report(
-        f"sync, {args.rounds} rounds x {args.calls} calls, medians",
-        medians,
-        baseline="bare call",
+    lines = sync_and_async(
+        build,
+        work,
+        awork,
+        rounds=args.rounds,
+        calls=args.calls,
         reference="tenacity.retry",
     )
-    coro = build(awork)
-    medians = compare(
-        {name: (lambda f=f: time_async(f, args.calls)) for name, f in coro.items()},
-        args.rounds,
-    )
-    lines += [
-        "",
-        *report(
-            f"async, {args.rounds} rounds x {args.calls} calls, medians",
-            medians,
-            baseline="bare call",
-            reference="tenacity.retry",
-        ),
-    ]
     print("\n".join(lines))
     return 0
 

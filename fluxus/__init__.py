@@ -20,6 +20,7 @@ from ._deadline import remaining
 from ._rate_limit import RateLimiter, rate_limit
 from ._replay import ReplayResult, replay, replay_async
 from ._retry import Retry, retry
+from ._stack import Stack, stack
 from ._timeout import Timeout, timeout
 from ._version import __version__
 from .exceptions import (
@@ -46,6 +47,7 @@ __all__ = [
     "ReplayResult",
     "Retry",
     "RetryBudget",
+    "Stack",
     "ThreadsExhausted",
     "Timeout",
     "__version__",
@@ -60,6 +62,7 @@ __all__ = [
     "replay_async",
     "retry",
     "sinks",
+    "stack",
     "testing",
     "timeout",
 ]

@@ -7,14 +7,6 @@ import sys
 from collections.abc import Sequence
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        msg = f"must be between 0 and 1 (exclusive), got {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
 def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -34,10 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--duration", type=_positive, default=20.0, help="seconds (default: 20)"
     )
     demo.add_argument(
-        "--failure-rate",
-        type=_fraction,
-        default=0.4,
-        help="share of requests the service fails (default: 0.4)",
+        "--redis",
+        metavar="URL",
+        default=None,
+        help="share the breaker's and the limiter's state through Redis",
     )
     demo.add_argument("--seed", type=int, default=None, help="reproducible run")
     from . import _dlq  # noqa: PLC0415 - keep the demo's start-up lean
@@ -51,8 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     return _demo.run(
         duration=args.duration,
-        failure_rate=args.failure_rate,
         seed=args.seed,
+        redis_url=args.redis,
         out=sys.stdout,
     )
 

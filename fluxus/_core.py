@@ -16,7 +16,7 @@ import sys
 import warnings
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypeVar, overload
 
 from .exceptions import LayeringWarning
 
@@ -100,7 +100,27 @@ def type_name(kind: type) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-class Policy:
+class Decorating:
+    """What makes policies and stacks decorators, typed for mypy."""
+
+    def _decorator(self) -> Decorator:
+        raise NotImplementedError
+
+    @overload
+    def __call__(self, target: C) -> C: ...
+    @overload
+    def __call__(self, target: classmethod[S, P, T]) -> classmethod[S, P, T]: ...
+    @overload
+    def __call__(self, target: staticmethod[P, T]) -> staticmethod[P, T]: ...
+    @overload
+    def __call__(self, target: Callable[P, T]) -> Callable[P, T]: ...
+
+    def __call__(self, target: Any) -> Any:
+        """Protect *target*, a function, a method or every method of a class."""
+        return decorate_target(self._decorator(), target)
+
+
+class Policy(Decorating):
     """Base of the fluxus policies: a decorator object with shared state.
 
     Every function one policy object decorates shares that object, and so
@@ -124,18 +144,8 @@ class Policy:
     def __repr__(self) -> str:
         return f"<fluxus.{type(self).__name__} {self.name!r}>"
 
-    @overload
-    def __call__(self, target: C) -> C: ...
-    @overload
-    def __call__(self, target: classmethod[S, P, T]) -> classmethod[S, P, T]: ...
-    @overload
-    def __call__(self, target: staticmethod[P, T]) -> staticmethod[P, T]: ...
-    @overload
-    def __call__(self, target: Callable[P, T]) -> Callable[P, T]: ...
-
-    def __call__(self, target: Any) -> Any:
-        """Protect *target*, a function, a method or every method of a class."""
-        return decorate(self, target)
+    def _decorator(self) -> Decorator:
+        return _Single(self)
 
     def _bind(self, func: Callable[..., Any]) -> None:
         if self._name is None:
@@ -157,46 +167,88 @@ def layers(func: object) -> tuple[Policy, ...]:
     return getattr(func, _LAYERS_ATTR, ())
 
 
-def decorate(policy: Policy, target: Any) -> Any:
-    """Wrap *target* in *policy*; see :meth:`Policy.__call__`."""
+class Decorator(Protocol):
+    """What :func:`decorate_target` applies: a policy or a stack of them."""
+
+    @property
+    def label(self) -> str:
+        """How error messages name it, for example ``fluxus.retry``."""
+
+    @property
+    def policies(self) -> tuple[Policy, ...]:
+        """The policies it applies, outermost first."""
+
+    def wrap_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Return the wrapper of one plain or ``async def`` function."""
+
+
+def decorate_target(decorator: Decorator, target: Any) -> Any:
+    """Apply *decorator* to a function, a classmethod, a staticmethod or a class.
+
+    Raises:
+        TypeError: If *target* is not callable, or is a generator function.
+    """
     if isinstance(target, type):
-        return _decorate_class(policy, target)
+        return _decorate_class(decorator, target)
     if isinstance(target, classmethod):
-        return classmethod(decorate(policy, target.__func__))
+        return classmethod(decorate_target(decorator, target.__func__))
     if isinstance(target, staticmethod):
-        return staticmethod(decorate(policy, target.__func__))
+        return staticmethod(decorate_target(decorator, target.__func__))
     if not callable(target):
         msg = (
-            f"fluxus.{policy._kind} decorates functions, methods and classes, "  # noqa: SLF001
+            f"{decorator.label} decorates functions, methods and classes, "
             f"not {target!r}"
         )
         raise TypeError(msg)
     if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
         msg = (
-            f"fluxus.{policy._kind} cannot protect the generator function "  # noqa: SLF001
+            f"{decorator.label} cannot protect the generator function "
             f"{qualified_name(target)}: its body runs after the call returns"
         )
         raise TypeError(msg)
 
     inner = layers(target)
-    if inner and inner[0]._rank > policy._rank:  # noqa: SLF001
-        _warn_layering(policy, inner[0], target)
-    policy._bind(target)  # noqa: SLF001
-    if inspect.iscoroutinefunction(target):
-        wrapper = policy._wrap_async(target)  # noqa: SLF001
-    else:
-        wrapper = policy._wrap_sync(target)  # noqa: SLF001
-    functools.update_wrapper(wrapper, target)
-    setattr(wrapper, _LAYERS_ATTR, (policy, *inner))
+    innermost = decorator.policies[-1]
+    if inner and inner[0]._rank > innermost._rank:  # noqa: SLF001
+        _warn_layering(innermost, inner[0], target)
+    wrapper = decorator.wrap_function(target)
+    setattr(wrapper, _LAYERS_ATTR, (*decorator.policies, *inner))
     return wrapper
 
 
-def _decorate_class(policy: Policy, cls: C) -> C:
+class _Single:
+    """One policy, seen as a :class:`Decorator`."""
+
+    __slots__ = ("policies",)
+
+    def __init__(self, policy: Policy) -> None:
+        self.policies = (policy,)
+
+    @property
+    def label(self) -> str:
+        return f"fluxus.{self.policies[0]._kind}"  # noqa: SLF001
+
+    def wrap_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        return wrap_with(self.policies[0], func)
+
+
+def wrap_with(policy: Policy, func: Callable[..., Any]) -> Callable[..., Any]:
+    """Return *policy*'s wrapper of *func*, named and signed like *func*."""
+    policy._bind(func)  # noqa: SLF001
+    if inspect.iscoroutinefunction(func):
+        wrapper = policy._wrap_async(func)  # noqa: SLF001
+    else:
+        wrapper = policy._wrap_sync(func)  # noqa: SLF001
+    functools.update_wrapper(wrapper, func)
+    return wrapper
+
+
+def _decorate_class(decorator: Decorator, cls: C) -> C:
     for attr, value in list(vars(cls).items()):
         if attr.startswith("_"):
             continue
         if isinstance(value, classmethod | staticmethod) or inspect.isfunction(value):
-            setattr(cls, attr, decorate(policy, value))
+            setattr(cls, attr, decorate_target(decorator, value))
     return cls
 
 

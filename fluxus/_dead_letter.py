@@ -325,13 +325,16 @@ class DeadLetterQueue(Policy):
     def _redaction(self, func: Callable[..., Any]) -> _Redaction | None:
         return _Redaction(func, self.redact) if self.redact else None
 
-    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def _require_sync_handler(self, func: Callable[..., Any]) -> None:
         if self._async_handler:
             msg = (
                 f"the async handler {self._put!r} cannot serve the sync function "
                 f"{qualified_name(func)}; give it a sync handler or a sink"
             )
             raise TypeError(msg)
+
+    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        self._require_sync_handler(func)
         function = qualified_name(func)
         redaction = self._redaction(func)
         capture = self._capture_sync

@@ -1,59 +1,81 @@
 """``python -m fluxus demo``: a real flaky HTTP service and a protected client.
 
-The service listens on a free port of 127.0.0.1 and fails a share of its
-requests with HTTP 503. The client calls it through fluxus for a while,
-prints what each policy decides as it happens, and ends with a summary.
+The service listens on a free port of 127.0.0.1 and goes through phases: it
+is healthy, then slow, then down, then throttling, then healthy again. A
+client calls it from two threads through one full ``fluxus.stack`` and the
+demo prints, live, what each layer does, then a summary.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Self, TextIO
 
 import fluxus
 from fluxus.instrumentation import Event, get_hooks, set_hooks
 
 
-@dataclass
-class ServiceStats:
-    """What the flaky service saw."""
+@dataclass(frozen=True)
+class Phase:
+    """What the service does from ``start`` (a fraction of the run) on."""
 
-    served: int = 0
-    failed: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    start: float
+    name: str
+    error_rate: float = 0.0
+    slow_rate: float = 0.0
+    throttle_rate: float = 0.0
+
+
+SCHEDULE = (
+    Phase(0.00, "healthy", error_rate=0.10),
+    Phase(0.20, "slow", error_rate=0.05, slow_rate=0.5),
+    Phase(0.35, "down", error_rate=1.0),
+    Phase(0.55, "throttling", error_rate=0.05, throttle_rate=0.30),
+    Phase(0.70, "healthy", error_rate=0.05),
+)
+SLOW_SECONDS = 0.6
+ATTEMPT_TIMEOUT = 0.3
 
 
 class FlakyService:
-    """An HTTP service on loopback that answers 503 to a share of requests."""
+    """An HTTP service on loopback that follows :data:`SCHEDULE`."""
 
-    def __init__(self, failure_rate: float, seed: int | None) -> None:
-        self.stats = ServiceStats()
-        rng = random.Random(seed)
-        stats = self.stats
+    def __init__(self, duration: float, seed: int | None) -> None:
+        self.answers: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self._started = time.monotonic()
+        self._duration = duration
+        service = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                with stats.lock:
-                    fail = rng.random() < failure_rate
-                    stats.served += 1
-                    stats.failed += fail
-                    number = stats.served
-                status, body = (
-                    (503, {"error": "overloaded"}) if fail else (200, {"quote": number})
-                )
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                status, delay = service.decide()
+                if delay:
+                    time.sleep(delay)
+                body = json.dumps({"status": status}).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    if status == 429:  # noqa: PLR2004 - Too Many Requests
+                        self.send_header("Retry-After", "1")
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass  # the client walked away from a slow answer
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 """Keep the demo's output for what fluxus does."""
@@ -63,7 +85,29 @@ class FlakyService:
         self.url = f"http://127.0.0.1:{self._server.server_port}/quote"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
+    def phase(self) -> Phase:
+        """Return the phase the service is in now."""
+        progress = (time.monotonic() - self._started) / self._duration
+        return [p for p in SCHEDULE if p.start <= progress][-1]
+
+    def decide(self) -> tuple[int, float]:
+        """Return the status of the next answer and how long to stall it."""
+        phase = self.phase()
+        with self._lock:
+            roll = self._rng.random()
+            if roll < phase.error_rate:
+                status, delay, label = 503, 0.0, "503"
+            elif roll < phase.error_rate + phase.throttle_rate:
+                status, delay, label = 429, 0.0, "429"
+            elif roll < phase.error_rate + phase.throttle_rate + phase.slow_rate:
+                status, delay, label = 200, SLOW_SECONDS, "slow"
+            else:
+                status, delay, label = 200, 0.0, "200"
+            self.answers[label] += 1
+        return status, delay
+
     def __enter__(self) -> Self:
+        self._started = time.monotonic()
         self._thread.start()
         return self
 
@@ -73,96 +117,259 @@ class FlakyService:
         self._thread.join(5)
 
 
-def _server_error(exc: Exception) -> bool:
-    """Retry 5xx answers and transport errors, never 4xx."""
+def _worth_retrying(exc: Exception) -> bool:
+    """Retry 5xx and 429 answers and transport errors, never other 4xx."""
     if isinstance(exc, urllib.error.HTTPError):
-        return exc.code >= 500  # noqa: PLR2004 - the 5xx class
+        return exc.code >= 500 or exc.code == 429  # noqa: PLR2004
     return True
 
 
-def _printer(out: TextIO) -> fluxus.instrumentation.Hook:
-    def hook(event: Event) -> None:
-        fields = event.fields()
-        if event.kind == "retry_scheduled":
-            line = (
-                f"  retry      attempt {fields['attempt']} failed "
-                f"({fields['error_message']}); next try in {fields['delay']:.2f}s"
-            )
-        elif event.kind == "retries_exhausted":
-            line = (
-                f"  retry      gave up after {fields['attempts']} attempts: "
-                f"{fields['reason']}"
-            )
-        else:
-            line = f"  {event.kind:<10} {fields}"
-        print(line, file=out, flush=True)
+class Tally:
+    """Count events by kind, print the ones worth a line of their own."""
 
-    return hook
+    def __init__(self, out: TextIO, started: float) -> None:
+        self.kinds: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._out = out
+        self._started = started
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            self.kinds[event.kind] += 1
+        if event.kind == "circuit_state_changed":
+            fields = event.fields()
+            self.say(
+                f"circuit {fields['old_state']} -> {fields['new_state']} "
+                f"({fields['reason']})"
+            )
+
+    def outcome(self, label: str) -> None:
+        with self._lock:
+            self.outcomes[label] += 1
+
+    def say(self, text: str) -> None:
+        elapsed = time.monotonic() - self._started
+        print(f"{elapsed:5.1f}s  {text}", file=self._out, flush=True)
+
+
+@dataclass(frozen=True)
+class Protection:
+    """The demo client's stack, and the parts the demo reports on."""
+
+    stack: fluxus.Stack
+    breaker: fluxus.CircuitBreaker
+    sink: fluxus.sinks.JsonlFile
+
+
+def protection(
+    duration: float, redis_url: str | None, letters_path: Path
+) -> Protection:
+    """Return the demo client's stack: every policy, state shared if asked."""
+    breaker = fluxus.circuit_breaker(
+        failure_threshold=3,
+        reset_timeout=max(0.5, duration * 0.06),
+        name="demo.quotes",
+        storage=redis_url,
+    )
+    sink = fluxus.sinks.JsonlFile(letters_path)
+    stack = fluxus.stack(
+        fluxus.retry(
+            3,
+            on=(urllib.error.URLError, TimeoutError),
+            should_retry=_worth_retrying,
+            backoff=fluxus.backoff.exponential(0.05, max=0.3, jitter=True),
+        ),
+        fluxus.timeout(0.5),
+        breaker,
+        fluxus.rate_limit(
+            30,
+            burst=5,
+            timeout=0.02,
+            name="demo.quotes",
+            storage=redis_url or "memory://",
+        ),
+        fluxus.dead_letter(sink),
+    )
+    return Protection(stack, breaker, sink)
+
+
+class QuoteClient:
+    """A client of the flaky service; the demo protects its method."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    def get_quote(self, request_id: int) -> int:
+        """Fetch one quote; give each attempt what is left of the deadline."""
+        left = fluxus.remaining()
+        attempt_timeout = (
+            ATTEMPT_TIMEOUT if left is None else min(ATTEMPT_TIMEOUT, left)
+        )
+        url = f"{self._url}?id={request_id}"
+        try:
+            response = urllib.request.urlopen(url, timeout=attempt_timeout)  # noqa: S310 - our own loopback URL
+        except urllib.error.HTTPError as exc:
+            exc.close()  # the error carries the open response
+            raise
+        with response:
+            return int(json.load(response)["status"])
+
+
+def _drive(
+    get_quote: Callable[[int], int], tally: Tally, end: float, ids: Iterator[int]
+) -> None:
+    """Call the service until *end*, counting how each call ended."""
+    while time.monotonic() < end:
+        try:
+            get_quote(next(ids))
+        except fluxus.RateLimitExceeded:
+            tally.outcome("throttled")
+        except fluxus.CircuitOpenError:
+            tally.outcome("refused by the open circuit")
+        except fluxus.DeadlineExceeded:
+            tally.outcome("out of time")
+        except (urllib.error.URLError, TimeoutError):
+            tally.outcome("failed after retries")
+        else:
+            tally.outcome("ok")
+        time.sleep(0.05)
 
 
 def run(
     *,
     duration: float,
-    failure_rate: float,
     seed: int | None,
     out: TextIO,
+    redis_url: str | None = None,
+    directory: Path | None = None,
 ) -> int:
     """Run the demo; return the process exit code."""
-    with FlakyService(failure_rate, seed) as service:
-        policy = fluxus.retry(
-            4,
-            on=(urllib.error.URLError, TimeoutError),
-            should_retry=_server_error,
-            backoff=fluxus.backoff.exponential(0.05, max=0.4, jitter=True),
-            name="quotes",
-        )
+    folder = directory or Path(tempfile.mkdtemp(prefix="fluxus-demo-"))
+    letters_path = folder / "dead-letters.jsonl"
+    protect = protection(duration, redis_url, letters_path)
+    where = f"Redis at {_masked(redis_url)}" if redis_url else "memory"
 
-        @policy
-        def get_quote() -> int:
-            try:
-                response = urllib.request.urlopen(service.url, timeout=2)  # noqa: S310 - our own loopback URL
-            except urllib.error.HTTPError as exc:
-                exc.close()  # the error carries the open response
-                raise
-            with response:
-                return int(json.load(response)["quote"])
-
+    with FlakyService(duration, seed) as service:
+        get_quote = protect.stack(QuoteClient(service.url).get_quote)
+        tally = Tally(out, time.monotonic())
         print(
-            f"fluxus demo: a service on {service.url} fails "
-            f"{failure_rate:.0%} of its requests with HTTP 503.\n"
-            f"The client retries up to 4 times with exponential backoff "
-            f"for {duration:g}s.\n",
+            f"fluxus demo: a flaky service on {service.url}, {duration:g}s, "
+            f"state in {where}.\n"
+            "Client stack, outermost first: dead_letter -> rate_limit(30/s, "
+            "burst 5) -> circuit_breaker(3 failures) -> timeout(0.5s) -> "
+            "retry(3 attempts, exponential backoff)\n",
             file=out,
             flush=True,
         )
-        calls = succeeded = 0
         previous_hooks = get_hooks()
-        set_hooks([_printer(out)])
+        set_hooks([tally])
+        ids = itertools.count(1)  # next() on it is atomic under the GIL
+        end = time.monotonic() + duration
+        threads = [
+            threading.Thread(
+                target=_drive, args=(get_quote, tally, end, ids), daemon=True
+            )
+            for _ in range(2)
+        ]
         try:
-            end = time.monotonic() + duration
-            while time.monotonic() < end:
-                calls += 1
-                try:
-                    quote = get_quote()
-                except urllib.error.URLError as exc:
-                    print(f"call {calls:>3}: failed for good: {exc}", file=out)
-                else:
-                    succeeded += 1
-                    print(f"call {calls:>3}: ok, quote #{quote}", file=out)
-                time.sleep(0.05)
+            for thread in threads:
+                thread.start()
+            _watch(threads, service, tally, protect.breaker, duration)
         finally:
             set_hooks(previous_hooks)
-
-        stats = service.stats
-        raw = 1 - stats.failed / stats.served if stats.served else 1.0
-        print(
-            "\nSummary\n"
-            f"  service:  {stats.served} requests, {stats.failed} answered 503 "
-            f"({raw:.0%} succeeded on their own)\n"
-            f"  client:   {calls} calls, {succeeded} succeeded "
-            f"({succeeded / calls:.0%} with fluxus.retry), "
-            f"{stats.served - calls} retries",
-            file=out,
-            flush=True,
-        )
+        _summary(out, tally, service, protect, letters_path)
     return 0
+
+
+def _watch(
+    threads: list[threading.Thread],
+    service: FlakyService,
+    tally: Tally,
+    breaker: fluxus.CircuitBreaker,
+    duration: float,
+) -> None:
+    """Print the service's phases and a status line until the clients end."""
+    shown = service.phase()
+    tally.say(f"service is {shown.name}")
+    tick = time.monotonic()
+    while any(t.is_alive() for t in threads):
+        time.sleep(0.05)
+        if service.phase() != shown:
+            shown = service.phase()
+            tally.say(f"service is {shown.name}")
+        if time.monotonic() - tick >= max(1.0, duration / 20):
+            tick = time.monotonic()
+            tally.say(_status(tally, breaker))
+
+
+def _status(tally: Tally, breaker: fluxus.CircuitBreaker) -> str:
+    kinds, outcomes = tally.kinds, tally.outcomes
+    return (
+        f"calls {sum(outcomes.values()):>4}  ok {outcomes['ok']:>4}  "
+        f"retries {kinds['retry_scheduled']:>3}  "
+        f"timeouts {kinds['timed_out']:>3}  "
+        f"circuit {breaker.state.value:<9}  "
+        f"throttled {kinds['rate_limited']:>3}  "
+        f"dead letters {kinds['dead_lettered']:>3}"
+    )
+
+
+def _summary(
+    out: TextIO,
+    tally: Tally,
+    service: FlakyService,
+    protect: Protection,
+    letters_path: Path,
+) -> None:
+    kinds, outcomes = tally.kinds, tally.outcomes
+    breaker = protect.breaker
+    stored = sum(1 for _ in protect.sink.letters())
+    answers = service.answers
+    rows = [
+        (
+            "service",
+            (
+                f"{sum(answers.values())} requests: {answers['200']} fast, "
+                f"{answers['slow']} slow, {answers['503']} x 503, "
+                f"{answers['429']} x 429"
+            ),
+        ),
+        ("calls", ", ".join(f"{n} {label}" for label, n in outcomes.most_common())),
+        (
+            "retry",
+            (
+                f"{kinds['retry_scheduled']} retries, "
+                f"{kinds['retries_exhausted']} calls gave up"
+            ),
+        ),
+        ("timeout", f"{kinds['timed_out']} calls ran out of time"),
+        (
+            "circuit breaker",
+            (
+                f"{kinds['circuit_state_changed']} state changes, "
+                f"{kinds['circuit_rejected']} calls refused, "
+                f"now {breaker.state.value}"
+            ),
+        ),
+        ("rate limit", f"{kinds['rate_limited']} calls throttled"),
+        ("dead letter", f"{stored} failed calls kept in {letters_path}"),
+    ]
+    print("\nSummary", file=out)
+    for layer, text in rows:
+        print(f"  {layer:<16} {text}", file=out)
+    print(
+        f"\nInspect them with:  python -m fluxus dlq list {letters_path}",
+        file=out,
+        flush=True,
+    )
+
+
+def _masked(url: str | None) -> str:
+    if url is None:
+        return ""
+    head, sep, tail = url.rpartition("@")
+    if not sep:
+        return url
+    scheme, _, _ = head.partition("://")
+    return f"{scheme}://***@{tail}"

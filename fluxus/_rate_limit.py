@@ -659,7 +659,10 @@ class RateLimiter(Policy):
     def _admit(self, key: str, timeout: float | None, function: str) -> None:
         """Return once the call holds a permit, or raise RateLimitExceeded."""
         plan = self._plan
-        budget = self._budget(timeout)
+        if DEADLINE.get() is None:  # the usual case, spared a call
+            budget = math.inf if timeout is None else timeout
+        else:
+            budget = self._budget(timeout)
         answer = self._take(plan, key, budget, function)
         if answer is ADMITTED:
             return

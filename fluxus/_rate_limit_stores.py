@@ -142,20 +142,40 @@ def reserve(
         TATs to store, or ``None`` when *wait* exceeds *max_wait* (nothing
         is consumed then).
     """
-    start = now
-    for tat, bucket in zip(tats, buckets, strict=True):
-        start = max(start, tat - (bucket.capacity - 1) * bucket.interval)
-    # Sums of intervals drift from products by a few ulps; without the
-    # tolerance a refilled token could be refused by 1e-16 seconds.
-    wait = start - now
-    if wait <= _TOLERANCE:
-        wait = 0.0
-    elif wait > max_wait:
+    if len(buckets) == 1:  # a numeric rate: spare it the loops' overhead
+        tat, bucket = tats[0], buckets[0]
+        start = tat - (bucket.capacity - 1) * bucket.interval
+        if start < now:  # noqa: PLR1730 - max() costs a call on this hot path
+            start = now
+        wait = _wait(start, now)
+        if wait > max_wait:
+            return wait, None
+        new = (tat if tat > start else start) + bucket.interval  # noqa: FURB136
+        return wait, [new]
+    start = max(
+        now,
+        *(
+            t - (b.capacity - 1) * b.interval
+            for t, b in zip(tats, buckets, strict=True)
+        ),
+    )
+    wait = _wait(start, now)
+    if wait > max_wait:
         return wait, None
     return wait, [
         max(tat, start) + bucket.interval
         for tat, bucket in zip(tats, buckets, strict=True)
     ]
+
+
+def _wait(start: float, now: float) -> float:
+    """Return ``start - now``, or 0 when only rounding separates them.
+
+    Sums of intervals drift from products by a few ulps; without the
+    tolerance a refilled token could be refused by 1e-16 seconds.
+    """
+    wait = start - now
+    return 0.0 if wait <= _TOLERANCE else wait
 
 
 def redact(uri: str) -> str:
@@ -195,7 +215,12 @@ class MemoryTokenBuckets:
         """Reserve a permit for *key* within *max_wait* seconds, or report the wait."""
         with self._lock:
             now = self._clock()
-            tats = self._tats(key, buckets)
+            state = self._state.get(key)
+            tats = (
+                state[1]
+                if state is not None and (state[0] is buckets or state[0] == buckets)
+                else None  # a fresh key, or a new limit: a full bucket
+            )
             if tats is None:
                 tats = [-math.inf] * len(buckets)
                 self._until_sweep -= 1

@@ -8,39 +8,75 @@ import sys
 import pytest
 from fluxus import _demo
 from fluxus.__main__ import main
+from fluxus.sinks import JsonlFile
+
+
+def numbers(pattern, text):
+    return [int(n) for n in re.search(pattern, text).groups()]
+
+
+@pytest.mark.timeout(90)
+def test_demo_end_to_end_in_a_subprocess(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "error",
+            "-m",
+            "fluxus",
+            "demo",
+            "--duration",
+            "4",
+            "--seed",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=80,
+        check=False,
+        cwd=tmp_path,
+    )
+
+    assert 0 == result.returncode, result.stderr
+    out = result.stdout
+    for phase in ("healthy", "slow", "down", "throttling"):
+        assert f"service is {phase}" in out
+    assert "circuit closed -> open" in out
+    (retries,) = numbers(r"retry\s+(\d+) retries", out)
+    (changes, refused) = numbers(r"(\d+) state changes, (\d+) calls refused", out)
+    (kept,) = numbers(r"dead letter\s+(\d+) failed calls kept", out)
+    assert retries > 0
+    assert changes >= 1
+    path = re.search(r"kept in (\S+)", out).group(1)
+    assert kept == len(list(JsonlFile(path).letters()))
+    assert kept >= refused
 
 
 @pytest.mark.timeout(60)
-def test_demo_runs_a_real_service_and_summarises():
+def test_demo_in_process_keeps_letters_where_it_says(tmp_path):
     out = io.StringIO()
-    assert 0 == _demo.run(duration=1.0, failure_rate=0.5, seed=7, out=out)
+    assert 0 == _demo.run(duration=2.0, seed=1, out=out, directory=tmp_path)
 
     text = out.getvalue()
-    assert "retry      attempt 1 failed (HTTP Error 503" in text
-    served, failed = map(
-        int, re.search(r"(\d+) requests, (\d+) answered 503", text).groups()
-    )
-    calls, ok, retries = map(
-        int,
-        re.search(r"(\d+) calls, (\d+) succeeded .*?, (\d+) retries", text).groups(),
-    )
-    assert failed > 0
-    assert served == calls + retries
-    assert ok >= calls - failed
+    assert f"kept in {tmp_path / 'dead-letters.jsonl'}" in text
+    assert "state in memory" in text
 
 
 @pytest.mark.timeout(60)
-def test_command_line_runs_the_demo(capsys):
-    assert 0 == main(["demo", "--duration", "0.3", "--failure-rate", "0"])
-    assert "0 answered 503" in capsys.readouterr().out
+def test_demo_shares_state_through_redis(redis_url, tmp_path, capsys):
+    assert 0 == main(["demo", "--duration", "1.5", "--redis", redis_url])
+    out = capsys.readouterr().out
+    assert "state in Redis at redis://127.0.0.1:" in out
+
+
+def test_the_redis_password_is_never_shown():
+    assert "redis://***@db:6379/0" == _demo._masked("redis://:s3cret@db:6379/0")
+    assert "redis://db:6379/0" == _demo._masked("redis://db:6379/0")
 
 
 @pytest.mark.parametrize(
     ("args", "param"),
-    [
-        (["--failure-rate", "2"], "--failure-rate"),
-        (["--duration", "0"], "--duration"),
-    ],
+    [(["--duration", "0"], "--duration"), (["--duration", "x"], "--duration")],
 )
 def test_demo_rejects_bad_options(args, param):
     result = subprocess.run(

@@ -55,3 +55,24 @@ assert_type(fluxus.remaining(), float | None)
 
 async def awaited() -> None:
     assert_type(await afetch("x"), int)
+
+
+protect = fluxus.stack(fluxus.retry(), fluxus.timeout(1.0))
+
+
+@protect
+def stacked(x: int) -> str:
+    return str(x)
+
+
+@protect
+class StackedService:
+    async def ping(self, n: int) -> int:
+        return n
+
+
+assert_type(stacked(1), str)
+
+
+async def awaited_stack() -> None:
+    assert_type(await StackedService().ping(1), int)

@@ -1,0 +1,242 @@
+"""``fluxus.stack``: the recommended layering, decided once for everybody.
+
+Outermost first: dead letter, rate limit, circuit breaker, timeout, retry.
+
+- Retry innermost: the breaker sees one outcome per exhausted sequence of
+  attempts, and fluxus's own rejections are never retried.
+- Timeout around the retries: one deadline bounds every attempt and every
+  backoff wait together.
+- Circuit breaker outside the timeout: a call that ran out of time counts as
+  one failure, and an open circuit refuses calls before any time is spent.
+- Rate limit outside the breaker: throttled calls never reach it, so
+  throttling can never trip it.
+- Dead letter outermost: even calls refused by the limiter or the breaker are
+  captured, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from ._breaker import CircuitBreaker
+from ._core import Decorating, Policy, qualified_name, wrap_with
+from ._dead_letter import DeadLetterQueue
+from ._rate_limit import RateLimiter
+
+K = TypeVar("K", bound=Policy)
+
+#: Kinds whose happy path is a decision before and after the call; the stack
+#: inlines them into one wrapper. Retry and timeout run the call themselves.
+_AROUND = ("retry", "timeout")
+
+
+class Stack(Decorating):
+    """A reusable decorator applying several policies in the recommended order.
+
+    Every function it decorates shares the same policy objects: one breaker
+    and one limiter per downstream service. Retry and timeout wrap the
+    function first; the rate limiter's admission, the breaker's admission
+    and outcome and the dead letter capture then run in ONE wrapper around
+    them, instead of one wrapper per policy.
+
+    Attributes:
+        policies: The policies, outermost first.
+    """
+
+    label = "fluxus.stack"
+
+    def __init__(self, *policies: Policy) -> None:
+        seen: dict[str, Policy] = {}
+        for index, policy in enumerate(policies):
+            if not isinstance(policy, Policy):
+                msg = (
+                    "policies must be fluxus policies (fluxus.retry(...), ...); "
+                    f"argument {index} is {policy!r}"
+                )
+                raise TypeError(msg)
+            kind = policy._kind  # noqa: SLF001
+            if kind in seen:
+                msg = (
+                    f"policies holds two {kind} policies ({seen[kind]!r} and "
+                    f"{policy!r}); a stack takes at most one of each kind"
+                )
+                raise ValueError(msg)
+            seen[kind] = policy
+        if not seen:
+            msg = "policies must name at least one policy"
+            raise ValueError(msg)
+        self.policies: tuple[Policy, ...] = tuple(
+            sorted(seen.values(), key=lambda p: p._rank, reverse=True)  # noqa: SLF001
+        )
+        self._by_kind = seen
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(p) for p in self.policies)
+        return f"fluxus.stack({inner})"
+
+    def _decorator(self) -> Stack:
+        return self
+
+    def wrap_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Return the one wrapper that applies every policy to *func*."""
+        inner = func
+        for kind in _AROUND:
+            if (policy := self._by_kind.get(kind)) is not None:
+                inner = wrap_with(policy, inner)
+        gates = _Gates(self._by_kind, func)
+        if gates.empty:
+            return inner if inner is not func else wrap_with(self.policies[0], func)
+        if inspect.iscoroutinefunction(func):
+            wrapper = gates.wrap_async(inner)
+        else:
+            wrapper = gates.wrap_sync(inner)
+        functools.update_wrapper(wrapper, func)
+        return wrapper
+
+
+def _pick(by_kind: dict[str, Policy], kind: str, cls: type[K]) -> K | None:
+    policy = by_kind.get(kind)
+    return policy if isinstance(policy, cls) else None
+
+
+class _Gates:
+    """The dead letter, rate limit and breaker steps of one function."""
+
+    def __init__(self, by_kind: dict[str, Policy], func: Callable[..., Any]) -> None:
+        self.function = qualified_name(func)
+        self.dead_letter = _pick(by_kind, "dead_letter", DeadLetterQueue)
+        self.limiter = _pick(by_kind, "rate_limit", RateLimiter)
+        self.breaker = _pick(by_kind, "circuit_breaker", CircuitBreaker)
+        for policy in (self.dead_letter, self.limiter, self.breaker):
+            if policy is not None:
+                policy._bind(func)  # noqa: SLF001
+        self.empty = all(
+            p is None for p in (self.dead_letter, self.limiter, self.breaker)
+        )
+        self.redaction = (
+            self.dead_letter._redaction(func) if self.dead_letter else None  # noqa: SLF001
+        )
+        if self.dead_letter is not None and not inspect.iscoroutinefunction(func):
+            self.dead_letter._require_sync_handler(func)  # noqa: SLF001
+
+    def _rate_steps(self, *, is_async: bool) -> tuple[Any, Any, RateLimiter] | None:
+        limiter = self.limiter
+        if limiter is None:
+            return None
+        admit = limiter._admit_async if is_async else limiter._admit  # noqa: SLF001
+        call_key = limiter._call_key if limiter._key is not None else None  # noqa: SLF001
+        return admit, call_key, limiter
+
+    def wrap_sync(self, inner: Callable[..., Any]) -> Callable[..., Any]:
+        """Return the sync wrapper: admissions, the call, outcomes, capture."""
+        function = self.function
+        rate = self._rate_steps(is_async=False)
+        breaker = self.breaker
+        circuit = (
+            None
+            if breaker is None
+            else (breaker._admit, breaker._record_success, breaker._record_failure)  # noqa: SLF001
+        )
+        letters = self.dead_letter
+        redaction = self.redaction
+
+        def stack_wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                if rate is not None:
+                    admit_rate, call_key, limiter = rate
+                    key = call_key(args, kwargs) if call_key else ""
+                    admit_rate(key, limiter.timeout, function)
+                if circuit is None:
+                    return inner(*args, **kwargs)
+                admit, succeed, fail = circuit
+                token = admit(function)
+                try:
+                    result = inner(*args, **kwargs)
+                except BaseException as exc:
+                    fail(token, exc, function)
+                    raise
+                succeed(token, function)
+            except Exception as exc:
+                if letters is None:
+                    raise
+                captured = letters._capture_sync(function, redaction, args, kwargs, exc)  # noqa: SLF001
+                if captured and not letters.reraise:
+                    return letters.default
+                raise
+            return result
+
+        return stack_wrapper
+
+    def wrap_async(
+        self, inner: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        """Return the async wrapper: the same steps, awaited where they do I/O."""
+        function = self.function
+        rate = self._rate_steps(is_async=True)
+        breaker = self.breaker
+        letters = self.dead_letter
+        redaction = self.redaction
+
+        async def stack_wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                if rate is not None:
+                    admit_rate, call_key, limiter = rate
+                    key = call_key(args, kwargs) if call_key else ""
+                    await admit_rate(key, limiter.timeout, function)
+                if breaker is None:
+                    return await inner(*args, **kwargs)
+                return await _through_breaker(breaker, function, inner, args, kwargs)
+            except Exception as exc:
+                if letters is None:
+                    raise
+                captured = await letters._capture_async(  # noqa: SLF001
+                    function, redaction, args, kwargs, exc
+                )
+                if captured and not letters.reraise:
+                    return letters.default
+                raise
+
+        return stack_wrapper
+
+
+async def _through_breaker(
+    breaker: CircuitBreaker,
+    function: str,
+    inner: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Run *inner* under *breaker*, awaiting its steps when they do I/O."""
+    if not breaker._storage.remote:  # noqa: SLF001
+        token = breaker._admit(function)  # noqa: SLF001
+        try:
+            result = await inner(*args, **kwargs)
+        except BaseException as exc:
+            breaker._record_failure(token, exc, function)  # noqa: SLF001
+            raise
+        breaker._record_success(token, function)  # noqa: SLF001
+        return result
+    token = await breaker._admit_async(function)  # noqa: SLF001
+    try:
+        result = await inner(*args, **kwargs)
+    except BaseException as exc:
+        await breaker._record_failure_async(token, exc, function)  # noqa: SLF001
+        raise
+    await breaker._record_success_async(token, function)  # noqa: SLF001
+    return result
+
+
+def stack(*policies: Policy) -> Stack:
+    """Return a decorator that applies *policies* in the recommended order.
+
+    The order they are given in does not matter: outermost first, fluxus
+    applies dead letter, rate limit, circuit breaker, timeout, retry.
+
+    Raises:
+        TypeError: If an argument is not a fluxus policy.
+        ValueError: If two policies are of the same kind, or none is given.
+    """
+    return Stack(*policies)
