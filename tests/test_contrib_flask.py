@@ -1,11 +1,13 @@
-"""fluxus.contrib.flask through Flask's test client and a real Werkzeug server."""
+"""fluxus.contrib.flask through Flask's test client, Werkzeug and gunicorn."""
 
 from __future__ import annotations
 
+import os
 import runpy
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -519,3 +521,91 @@ def test_two_server_processes_share_one_storage_uri(redis_url, tmp_path):
     waits = [int(retry) for status, retry, _ in answers if status == 429]
     assert all(55 <= wait <= 60 for wait in waits)
     assert sorted(waits, reverse=True) == waits
+
+
+PRELOADED_APP = """
+import os
+
+import flask
+import fluxus
+from fluxus.contrib.flask import init_app
+
+app = flask.Flask("preloaded")
+limiter = fluxus.rate_limit(0.01, burst=4, name=os.environ["LIMIT_NAME"])
+
+
+@app.get("/")
+@limiter
+def index():
+    return "ok"
+
+
+@app.get("/connection")
+def connection():
+    limiter.allow()  # builds this worker's storage, if it has none yet
+    return str(limiter._plan.store._client().client_id())
+
+
+app.config["FLUXUS_STORAGE_URI"] = os.environ["FLUXUS_STORAGE_URI"]
+init_app(app)
+# The master uses the limiter before it forks its workers: a Redis client
+# and its connection exist in the master from here on.
+limiter.allow()
+print(limiter._plan.store._client().client_id(), flush=True)
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.redis
+def test_gunicorn_workers_forked_from_a_preloaded_app_share_a_redis_limit(
+    redis_url, tmp_path
+):
+    pytest.importorskip("gunicorn")
+    (tmp_path / "preloaded.py").write_text(PRELOADED_APP)
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLUXUS_STORAGE_URI": redis_url,
+        "LIMIT_NAME": f"gunicorn-{uuid.uuid4()}",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "gunicorn", "--preload", "--workers", "2", "--threads", "4"),
+            *("--bind", f"127.0.0.1:{port}", "--chdir", str(tmp_path)),
+            "preloaded:app",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        text=True,
+    )
+    try:
+        master = int(server.stdout.readline())
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                fetch(f"http://127.0.0.1:{port}/connection")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.05)
+        answers = hammer(f"http://127.0.0.1:{port}/", 10)
+        workers = {
+            int(fetch(f"http://127.0.0.1:{port}/connection")[2]) for _ in range(8)
+        }
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        server.stdout.close()
+    assert [200] * 4 + [429] * 6 == sorted(status for status, _, _ in answers)
+    # The next token is 100 s away; a slow machine may have used up 1 s of it.
+    assert {"99", "100"} >= {retry for status, retry, _ in answers if status == 429}
+    assert master not in workers
