@@ -7,7 +7,7 @@ import itertools
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -74,6 +74,34 @@ def add_guarded_views(
         return "late"
 
     return breaker
+
+
+#: What the views of :func:`add_guarded_views` answer to :func:`walk_guarded_views`.
+GUARDED_ANSWERS = [
+    *[(500, None), (500, None), (503, "30")],  # the upstream fails twice: open
+    *[(503, "18"), (200, None)],  # 12.4 s later; 30 s later, a trial succeeds
+    *[(504, None), (504, None)],  # /slow and /aslow
+]
+
+
+def walk_guarded_views(
+    answer: Callable[[str], tuple[int, str | None]], now: list[float]
+) -> list[tuple[int, str | None]]:
+    """Request the views of :func:`add_guarded_views`, moving the clock *now*.
+
+    Args:
+        answer: GETs a path; returns the status and the Retry-After header.
+        now: The breaker's clock.
+
+    Returns:
+        The answers, in order; :data:`GUARDED_ANSWERS` when all is well.
+    """
+    answers = [answer("/upstream") for _ in range(3)]
+    now[0] += 12.4
+    answers.append(answer("/upstream"))
+    now[0] += 17.6
+    answers.append(answer("/upstream"))
+    return [*answers, answer("/slow"), answer("/aslow")]
 
 
 def new_address() -> str:

@@ -27,6 +27,7 @@ from fluxus.contrib.flask import (
 from werkzeug.serving import make_server
 
 from _web import (
+    GUARDED_ANSWERS,
     Flaky,
     add_guarded_views,
     default_storage_restored,  # noqa: F401 - an autouse fixture
@@ -34,6 +35,7 @@ from _web import (
     hammer,
     new_address,
     release_fixture,  # noqa: F401 - the release fixture
+    walk_guarded_views,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -335,15 +337,8 @@ def test_an_open_circuit_and_a_timeout_through_the_test_client(release):
         response = client.get(path)
         return response.status_code, response.headers.get("Retry-After")
 
-    opened = [answer("/upstream") for _ in range(3)]
-    now[0] += 12.4
-    later = answer("/upstream")
-    now[0] += 17.6
-    recovered = answer("/upstream")
-    assert [(500, None), (500, None), (503, "30")] == opened
-    assert [(503, "18"), (200, None)] == [later, recovered]
+    assert GUARDED_ANSWERS == walk_guarded_views(answer, now)
     assert fluxus.CircuitState.CLOSED == breaker.state
-    assert [(504, None)] * 2 == [answer("/slow"), answer("/aslow")]
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from _web import (
+    GUARDED_ANSWERS,
     Flaky,
     add_guarded_views,
     default_storage_restored,  # noqa: F401 - an autouse fixture
@@ -44,6 +45,7 @@ from _web import (
     hammer,
     new_address,
     release_fixture,  # noqa: F401 - the release fixture
+    walk_guarded_views,
 )
 
 if TYPE_CHECKING:
@@ -384,14 +386,7 @@ def test_an_open_circuit_and_a_timeout_through_the_test_client(release):
         response = client.get(path)
         return response.status_code, response.headers.get("Retry-After")
 
-    opened = [answer("/upstream") for _ in range(3)]
-    now[0] += 12.4
-    later = answer("/upstream")
-    now[0] += 17.6
-    recovered = answer("/upstream")
-    assert [(500, None), (500, None), (503, "30")] == opened
-    assert [(503, "18"), (200, None)] == [later, recovered]
-    assert [(504, None)] * 2 == [answer("/slow"), answer("/aslow")]
+    assert GUARDED_ANSWERS == walk_guarded_views(answer, now)
 
 
 @pytest.mark.redis
