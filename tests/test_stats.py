@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 
@@ -164,5 +165,71 @@ def test_policies_in_a_stack_count_their_decisions(mode, instant):
     assert Stats(calls=4, failures=2, rejections=2) == breaker.stats
     assert Stats(calls=4) == limiter.stats
     assert Stats(calls=2, failures=2, retries=2) == retry.stats
-    # The stack's one wrapper runs the dead letter step only on failures.
-    assert Stats(failures=4, dead_letters=4) == dlq.stats
+    assert Stats(calls=4, failures=4, dead_letters=4) == dlq.stats
+
+
+def test_every_policy_of_a_stack_is_observed(mode, instant):
+    from fluxus.instrumentation import add_observer, remove_observer
+
+    seen = []
+
+    class Recorder:
+        attempts = False
+
+        def start(self, policy, function, attempt):
+            return policy._kind
+
+        def end(self, state, error):
+            seen.append((state, type(error).__name__ if error else None))
+
+    policies = [
+        fluxus.dead_letter(fluxus.sinks.Memory(), reraise=False),
+        fluxus.rate_limit(1000, name=f"observed-{mode.name}"),
+        fluxus.circuit_breaker(name=f"observed-{mode.name}"),
+        fluxus.retry(2),
+    ]
+    calls = iter([OSError("once"), None, OSError("a"), OSError("b")])
+
+    def body():
+        error = next(calls)
+        if error is not None:
+            raise error
+        return "ok"
+
+    fn = fluxus.stack(*policies)(mode.make(body))
+    recorder = Recorder()
+    add_observer(recorder)
+    try:
+        assert "ok" == mode.run(fn)
+        assert mode.run(fn) is None  # dead-lettered, reraise=False
+    finally:
+        remove_observer(recorder)
+
+    assert [
+        ("retry", None),
+        ("circuit_breaker", None),
+        ("rate_limit", None),
+        ("dead_letter", None),
+        ("retry", "OSError"),
+        ("circuit_breaker", "OSError"),
+        ("rate_limit", "OSError"),
+        ("dead_letter", None),
+    ] == seen
+    assert 2 == policies[0].stats.calls
+    assert 2 == policies[2].stats.calls
+
+
+def test_remote_async_breaker_counts_each_call_once(redis_url):
+    breaker = fluxus.circuit_breaker(name="remote-count", storage=redis_url)
+    breaker.reset()
+
+    @breaker
+    async def ok():
+        return 1
+
+    async def main():
+        for _ in range(3):
+            await ok()
+
+    asyncio.run(main())
+    assert 3 == breaker.stats.calls
