@@ -37,3 +37,14 @@ def fetch_status() -> str:
     """Ask a status service that is down."""
     msg = "status service unreachable"
     raise ConnectionError(msg)
+
+
+_orders = itertools.count()
+
+
+def submit_order(order_id: str) -> str:
+    """Hand an order to a flaky order service: every third call fails."""
+    if next(_orders) % 3 == 2:  # noqa: PLR2004 - every third call
+        msg = "order service reset the connection"
+        raise ConnectionError(msg)
+    return f"receipt-{order_id}"

@@ -6,7 +6,9 @@ retried, and the sixth call within ten seconds gets a 429 with
 ``Retry-After``. ``/status`` asks a service that is down: two 502s, then the
 circuit opens and the answer is a 503 with ``Retry-After``. Set
 ``FLUXUS_STORAGE_URI=redis://localhost:6379/0`` to share the limits and the
-circuit among several server processes.
+circuit among several server processes. ``POST /orders/<order_id>`` is
+protected by one ``fluxus.stack`` of all five policies: a failure that
+survives the retries is kept in ``orders-dead-letters.jsonl`` for replay.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 
 import flask
 import fluxus
-from _shared import fetch_quote, fetch_status
+from _shared import fetch_quote, fetch_status, submit_order
 from fluxus.contrib.flask import Fluxus, client_ip
 
 app = flask.Flask(__name__)
@@ -37,6 +39,21 @@ def status() -> tuple[dict[str, str], int]:
         return {"status": fetch_status()}, 200
     except ConnectionError as exc:
         return {"error": str(exc)}, 502
+
+
+orders = fluxus.stack(
+    fluxus.retry(3, on=ConnectionError, backoff=fluxus.backoff.constant(0.05)),
+    fluxus.timeout(2.0),
+    fluxus.circuit_breaker(failure_threshold=5, reset_timeout=30.0, name="orders"),
+    fluxus.rate_limit("20/minute", key=client_ip, name="orders"),
+    fluxus.dead_letter(fluxus.sinks.JsonlFile("orders-dead-letters.jsonl")),
+)
+
+
+@app.post("/orders/<order_id>")
+@orders
+def place_order(order_id: str) -> tuple[dict[str, str], int]:
+    return {"order": order_id, "receipt": submit_order(order_id)}, 201
 
 
 if __name__ == "__main__":
