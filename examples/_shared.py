@@ -1,41 +1,17 @@
-"""What the example apps share: a flaky upstream and a per-client window.
+"""What the example apps share: a flaky upstream and an upstream that is down.
 
-:class:`Window` stands in for ``fluxus.rate_limit`` here. It raises what a
-fluxus limiter raises, :class:`fluxus.RateLimitExceeded` with
-``retry_after``, so the web integrations answer it with 429 and
-``Retry-After``. With ``fluxus.rate_limit`` it becomes
-``@fluxus.rate_limit("5/10 seconds", key=client_ip)`` on the view.
+The apps put ``fluxus.rate_limit(..., key=client_ip)`` on their views and a
+``fluxus.circuit_breaker`` around :func:`fetch_status`; none of them passes
+``storage=``, so ``FLUXUS_STORAGE_URI`` (a Redis URL, for example) decides
+where the limits and the circuit live, even though the decorators run
+before the app reads its configuration.
 """
 
 from __future__ import annotations
 
 import itertools
-import threading
-import time
 
 import fluxus
-
-
-class Window:
-    """Admit *limit* calls per key in each window of *per* seconds."""
-
-    def __init__(self, limit: int, per: float) -> None:
-        self.limit = limit
-        self.per = per
-        self._windows: dict[str, tuple[float, int]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, key: str) -> None:
-        """Count one call for *key*, or raise RateLimitExceeded."""
-        now = time.monotonic()
-        with self._lock:
-            start, count = self._windows.get(key, (now, 0))
-            if now - start >= self.per:
-                start, count = now, 0
-            if count >= self.limit:
-                raise fluxus.RateLimitExceeded("example", start + self.per - now)
-            self._windows[key] = (start, count + 1)
-
 
 _calls = itertools.count()
 
@@ -47,3 +23,28 @@ def fetch_quote() -> str:
         msg = "upstream reset the connection"
         raise ConnectionError(msg)
     return "Simple is better than complex."
+
+
+#: After two failures in a row the status service is left alone for 30 s:
+#: callers get 503 with ``Retry-After`` at once instead of waiting on it.
+status_breaker = fluxus.circuit_breaker(
+    failure_threshold=2, reset_timeout=30.0, name="status-service"
+)
+
+
+@status_breaker
+def fetch_status() -> str:
+    """Ask a status service that is down."""
+    msg = "status service unreachable"
+    raise ConnectionError(msg)
+
+
+_orders = itertools.count()
+
+
+def submit_order(order_id: str) -> str:
+    """Hand an order to a flaky order service: every third call fails."""
+    if next(_orders) % 3 == 2:  # noqa: PLR2004 - every third call
+        msg = "order service reset the connection"
+        raise ConnectionError(msg)
+    return f"receipt-{order_id}"

@@ -3,15 +3,19 @@
 Run it with ``python examples/django_app.py runserver`` and call
 ``curl -i http://127.0.0.1:8000/quote`` (a sync view) or ``/aquote`` (an
 async view) a few times: the flaky upstream is retried, and the sixth call
-within ten seconds gets a 429 page with ``Retry-After``.
+within ten seconds, to either view, gets a 429 page with ``Retry-After``.
+``/status`` asks a service that is down: two 502s, then 503 from the open
+circuit. ``FLUXUS_STORAGE_URI=redis://localhost:6379/0`` in the environment
+shares the limits and the circuit among server processes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
-from _shared import Window, fetch_quote
+from _shared import fetch_quote, fetch_status
 from django.conf import settings
 
 settings.configure(
@@ -21,7 +25,7 @@ settings.configure(
     ROOT_URLCONF=__name__,
     MIDDLEWARE=["fluxus.contrib.django.FluxusMiddleware"],
     FLUXUS_TRUSTED_PROXIES=[],  # for example ["10.0.0.0/8"] behind a proxy
-    FLUXUS_STORAGE_URI="memory://",  # "redis://..." to share limits
+    FLUXUS_STORAGE_URI=os.environ.get("FLUXUS_STORAGE_URI", "memory://"),
 )
 
 import django  # noqa: E402 - after settings.configure
@@ -32,22 +36,30 @@ from fluxus.contrib.django import client_ip  # noqa: E402
 
 django.setup()
 
-per_client = Window(limit=5, per=10.0)
+#: One budget per client, shared by both views.
+per_client = fluxus.rate_limit("5/10 seconds", key=client_ip)
 
 
+@per_client
 def quote(request: HttpRequest) -> JsonResponse:
-    per_client.check(client_ip(request))
     return JsonResponse({"quote": fetch_quote()})
 
 
+@per_client
 @fluxus.retry(3, on=ConnectionError)
 async def aquote(request: HttpRequest) -> JsonResponse:
-    per_client.check(client_ip(request))
     await asyncio.sleep(0.01)
     return JsonResponse({"quote": fetch_quote()})
 
 
-urlpatterns = [path("quote", quote), path("aquote", aquote)]
+def status(request: HttpRequest) -> JsonResponse:
+    try:
+        return JsonResponse({"status": fetch_status()})
+    except ConnectionError as exc:
+        return JsonResponse({"error": str(exc)}, status=502)
+
+
+urlpatterns = [path("quote", quote), path("aquote", aquote), path("status", status)]
 
 if __name__ == "__main__":
     from django.core.management import execute_from_command_line

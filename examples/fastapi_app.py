@@ -3,7 +3,10 @@
 Run it with ``python examples/fastapi_app.py`` (or ``uvicorn fastapi_app:app``
 from this directory) and call ``curl -i http://127.0.0.1:8000/quotes/1`` a
 few times: the flaky upstream is retried, and the sixth call within ten
-seconds gets a 429 JSON answer with ``Retry-After``.
+seconds gets a 429 JSON answer with ``Retry-After``. ``/slow`` waits on an
+upstream that takes too long and answers 504 after a quarter of a second.
+``FLUXUS_STORAGE_URI=redis://localhost:6379/0`` in the environment shares
+the limits among server processes (``uvicorn --workers 4``).
 """
 
 from __future__ import annotations
@@ -13,14 +16,12 @@ import itertools
 from typing import Annotated
 
 import fluxus
-from _shared import Window
 from fastapi import Depends, FastAPI, Request
 from fluxus.contrib.starlette import client_ip, install
 
 app = FastAPI()
 install(app)  # install(app, trusted_proxies=["10.0.0.0/8"]) behind a proxy
 
-per_client = Window(limit=5, per=10.0)
 _calls = itertools.count()
 
 
@@ -40,17 +41,19 @@ async def fetch_quote(number: int) -> str:
 
 
 @app.get("/quotes/{number}")
+@fluxus.rate_limit("5/10 seconds", key=client_ip)
 @fluxus.retry(2, on=ConnectionError)
 async def quote(
     number: int, request: Request, lang: Annotated[str, Depends(language)]
 ) -> dict[str, str]:
-    per_client.check(client_ip(request))
     return {"quote": await fetch_quote(number), "lang": lang}
 
 
 @app.get("/slow")
-async def slow() -> None:
-    raise fluxus.DeadlineExceeded("upstream", 2.0)
+@fluxus.timeout(0.25)
+async def slow() -> dict[str, str]:
+    await asyncio.sleep(30)  # an upstream that hangs: cancelled at the deadline
+    return {"late": "never"}
 
 
 if __name__ == "__main__":

@@ -9,6 +9,13 @@ and counts excluded errors as successes. Here the rules live in a pure state
 machine (:class:`~fluxus._breaker_core.Circuit`); a storage applies one step
 of it under a short lock (in memory) or in one Lua script (Redis), and the
 protected function always runs outside any lock.
+
+The storage is built on the first call, not when the decorator runs: a
+breaker without ``storage=`` follows the default storage a web app sets
+after its views were decorated, and a forked child (gunicorn workers)
+builds its own instead of sharing its parent's. Each wrapper keeps the
+storage's ``admit`` step in its closure and is told when the storage
+changes, so the happy path pays nothing for this.
 """
 
 from __future__ import annotations
@@ -16,15 +23,18 @@ from __future__ import annotations
 import math
 import threading
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ClassVar, Protocol
 
 from ._breaker_core import CLOSED, HALF_OPEN, OPEN, Circuit, CircuitState, Transition
 from ._breaker_redis import CircuitRedisStorage
+from ._config import MEMORY, default_storage, track
 from ._core import CIRCUIT_BREAKER, Policy, qualified_name, to_seconds, type_name
 from .exceptions import CircuitOpenError
 from .instrumentation._events import CircuitRejected, CircuitStateChanged
 from .instrumentation._hooks import emit, get_hooks
+from .instrumentation._observe import WATCH, observe_async, observe_sync, outside
 
 Exclude = (
     type[Exception]
@@ -37,6 +47,18 @@ _HALF_OPEN = HALF_OPEN.value
 
 #: A step's answer: the token (``None``: rejected), the wait, what changed.
 Admission = tuple[object | None, float, Transition | None]
+
+_AWAITED: Admission = (None, -1.0, None)
+
+
+def _awaited(_function: str) -> Admission:
+    """Send an async call to the path that awaits a remote storage's steps.
+
+    An async wrapper admits its calls with the in-memory storage's sync step
+    and goes to the awaiting path only on a refusal with a negative wait,
+    which no storage gives: choosing the path costs the happy path nothing.
+    """
+    return _AWAITED
 
 
 class Storage(Protocol):
@@ -126,19 +148,67 @@ class MemoryStorage:
 
     async def admit_async(self, function: str) -> Admission:
         """Same as :meth:`admit`: memory needs no I/O."""
-        return self.admit(function)  # pragma: no cover - remote storages only
+        return self.admit(function)
 
     async def succeed_async(self, token: int, function: str) -> Transition | None:
         """Same as :meth:`succeed`."""
-        return self.succeed(token, function)  # pragma: no cover - remote only
+        return self.succeed(token, function)
 
     async def fail_async(self, token: int, function: str) -> Transition | None:
         """Same as :meth:`fail`."""
-        return self.fail(token, function)  # pragma: no cover - remote only
+        return self.fail(token, function)
 
     async def release_async(self, token: int, function: str) -> None:
         """Same as :meth:`release`."""
-        self.release(token, function)  # pragma: no cover - remote only
+        self.release(token, function)
+
+
+class _Unbuilt:
+    """The storage of a breaker before its first call (and after a fork).
+
+    Every step builds the real storage, which replaces this stand-in in the
+    breaker and in its wrappers, then runs there. It says ``remote`` so that
+    an async wrapper takes the path that can await whatever gets built.
+    """
+
+    remote = True
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self._breaker = breaker
+
+    def admit(self, function: str) -> Admission:
+        return self._breaker._build().admit(function)  # noqa: SLF001 - its breaker
+
+    def succeed(self, token: Any, function: str) -> Transition | None:
+        return self._breaker._build().succeed(token, function)  # noqa: SLF001
+
+    def fail(self, token: Any, function: str) -> Transition | None:
+        return self._breaker._build().fail(token, function)  # noqa: SLF001
+
+    def release(self, token: Any, function: str) -> None:
+        self._breaker._build().release(token, function)  # noqa: SLF001
+
+    def state(self) -> CircuitState:
+        return self._breaker._build().state()  # noqa: SLF001
+
+    def reset(self) -> Transition | None:
+        return self._breaker._build().reset()  # noqa: SLF001
+
+    def force_open(self) -> Transition | None:
+        return self._breaker._build().force_open()  # noqa: SLF001
+
+    async def admit_async(self, function: str) -> Admission:
+        return await self._breaker._build().admit_async(function)  # noqa: SLF001
+
+    async def succeed_async(self, token: Any, function: str) -> Transition | None:
+        storage = self._breaker._build()  # noqa: SLF001 - its breaker
+        return await storage.succeed_async(token, function)
+
+    async def fail_async(self, token: Any, function: str) -> Transition | None:
+        return await self._breaker._build().fail_async(token, function)  # noqa: SLF001
+
+    async def release_async(self, token: Any, function: str) -> None:
+        await self._breaker._build().release_async(token, function)  # noqa: SLF001
 
 
 def _positive_int(value: object, param: str) -> int:
@@ -182,17 +252,50 @@ def _split_exclude(
     return tuple(types), tuple(predicates)
 
 
-def _make_storage(
-    storage: object,
-    circuit: Circuit,
-    clock: Callable[[], float],
-    name: Callable[[], str],
-) -> Storage:
-    if storage is None or storage == "memory://":
-        return MemoryStorage(circuit, clock)
-    if not isinstance(storage, CircuitRedisStorage):
-        storage = CircuitRedisStorage(storage, param="storage")
-    return storage.circuit(circuit, name)
+def _given_storage(storage: object) -> CircuitRedisStorage | str | None:
+    """Check ``storage=`` when the breaker is built; ``None``: the default."""
+    if storage is None:
+        return None
+    if storage == MEMORY:
+        return MEMORY
+    if isinstance(storage, CircuitRedisStorage):
+        return storage
+    return CircuitRedisStorage(storage, param="storage")
+
+
+#: limits' spelling of a Redis socket URL, as the default storage may be given.
+_LIMITS_UNIX = "redis+unix://"
+
+_DEFAULT_REDIS_LOCK = threading.Lock()
+#: One Redis storage per default URI: the breakers following it share clients.
+_DEFAULT_REDIS: dict[str, CircuitRedisStorage] = {}
+
+
+def _default_redis(uri: str) -> CircuitRedisStorage:
+    """Return the shared Redis storage of the default storage *uri*.
+
+    Raises:
+        ValueError: If *uri* is neither ``memory://`` nor a Redis URL.
+    """
+    with _DEFAULT_REDIS_LOCK:
+        storage = _DEFAULT_REDIS.get(uri)
+        if storage is None:
+            url = uri
+            if url.startswith(_LIMITS_UNIX):
+                url = "unix://" + url.removeprefix(_LIMITS_UNIX)
+            scheme = urllib.parse.urlsplit(url).scheme
+            if scheme not in {"redis", "rediss", "unix"}:
+                msg = (
+                    "a circuit breaker without storage= keeps its circuit in the "
+                    "default storage, which must be 'memory://' or a Redis URL, "
+                    f"got {scheme}:// (FLUXUS_STORAGE_URI); give the breaker a "
+                    "storage of its own"
+                )
+                raise ValueError(msg)
+            storage = _DEFAULT_REDIS[uri] = CircuitRedisStorage(
+                url, param="the default storage"
+            )
+        return storage
 
 
 class CircuitBreaker(Policy):
@@ -228,16 +331,66 @@ class CircuitBreaker(Policy):
         )
         self.reset_timeout = seconds
         self._excluded_types, self._excluded_predicates = _split_exclude(exclude)
-        self._circuit = Circuit(
+        self._given = _given_storage(storage)
+        self._clock = clock
+        self._circuit = self._new_circuit()
+        self._unbuilt = _Unbuilt(self)
+        self._storage: Storage = self._unbuilt
+        self._build_lock = threading.Lock()
+        #: One per wrapper: points its closure at the storage now in use.
+        self._rebinders: list[Callable[[], None]] = []
+        self._last_error: BaseException | None = None
+        track(self)
+
+    # -- the storage, built on first use ------------------------------------
+
+    def _new_circuit(self) -> Circuit:
+        return Circuit(
             self.failure_threshold,
-            seconds,
+            self.reset_timeout,
             self.success_threshold,
             self.half_open_max_requests,
         )
-        self._storage: Storage = _make_storage(
-            storage, self._circuit, clock, lambda: self.name
-        )
-        self._last_error: BaseException | None = None
+
+    def _build(self) -> Storage:
+        """Build the storage on first use and tell the wrappers; return it.
+
+        Raises:
+            ValueError: If the default storage cannot hold a circuit.
+        """
+        with self._build_lock:
+            storage = self._storage
+            if storage is self._unbuilt:
+                given = self._given
+                uri = default_storage()
+                if given is None and urllib.parse.urlsplit(uri).scheme != "memory":
+                    given = _default_redis(uri)
+                if isinstance(given, CircuitRedisStorage):
+                    storage = given.circuit(self._circuit, lambda: self.name)
+                else:
+                    storage = MemoryStorage(self._circuit, self._clock)
+                self._storage = storage
+                for rebind in self._rebinders:
+                    rebind()
+            return storage
+
+    def _forget_storage(self, *, forked: bool) -> None:
+        """Drop the storage: after a fork, or when the default storage changes.
+
+        In memory the circuit starts afresh, closed: a forked worker does not
+        inherit the failures its parent counted.
+        """
+        if forked:  # pragma: no cover - forked children only
+            # The parent's lock may be held by a thread the child lacks.
+            self._build_lock = threading.Lock()
+        elif self._given is not None or self._storage is self._unbuilt:
+            return
+        with self._build_lock:
+            self._circuit = self._new_circuit()
+            self._last_error = None
+            self._storage = self._unbuilt
+            for rebind in self._rebinders:
+                rebind()
 
     @property
     def state(self) -> CircuitState:
@@ -288,6 +441,7 @@ class CircuitBreaker(Policy):
         if transition is not None:
             self._announce(transition, function, None)
         name = self._name or self.name
+        next(self._counters.rejections)
         if get_hooks():
             emit(
                 CircuitRejected(
@@ -311,6 +465,7 @@ class CircuitBreaker(Policy):
 
     def _admit(self, function: str) -> object:
         """Admit a call and return its token, or raise :class:`CircuitOpenError`."""
+        next(self._counters.calls)  # fluxus.stack admits here; wrappers count apart
         token, retry_after, transition = self._storage.admit(function)
         if token is None:
             raise self._refusal(retry_after, transition, function)
@@ -325,11 +480,13 @@ class CircuitBreaker(Policy):
 
     def _record_failure(self, token: object, exc: BaseException, function: str) -> None:
         if self._counts(exc):
+            next(self._counters.failures)
             self._announce(self._storage.fail(token, function), function, exc)
         else:
             self._storage.release(token, function)
 
     async def _admit_async(self, function: str) -> object:
+        next(self._counters.calls)
         token, retry_after, transition = await self._storage.admit_async(function)
         if token is None:
             raise self._refusal(retry_after, transition, function)
@@ -345,6 +502,7 @@ class CircuitBreaker(Policy):
         self, token: object, exc: BaseException, function: str
     ) -> None:
         if self._counts(exc):
+            next(self._counters.failures)
             transition = await self._storage.fail_async(token, function)
             self._announce(transition, function, exc)
         else:
@@ -357,8 +515,18 @@ class CircuitBreaker(Policy):
         announce = self._announce
         succeed = self._record_success
         fail = self._record_failure
+        calls = self._counters.calls
+
+        def rebind() -> None:
+            nonlocal admit
+            admit = self._storage.admit
+
+        self._rebinders.append(rebind)
 
         def breaker_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(breaker_wrapper):
+                return observe_sync(self, function, breaker_wrapper, args, kwargs)
+            next(calls)
             token, retry_after, transition = admit(function)
             if token is None:
                 raise refusal(retry_after, transition, function)
@@ -378,18 +546,34 @@ class CircuitBreaker(Policy):
         self, func: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
         function = qualified_name(func)
-        if self._storage.remote:
-            return self._wrap_remote_async(func, function)
-        admit = self._storage.admit
+        admit: Callable[[str], Admission]
         refusal = self._refusal
         announce = self._announce
         succeed = self._record_success
         fail = self._record_failure
+        calls = self._counters.calls
+        remote_wrapper = self._wrap_remote_async(func, function)
+
+        def rebind() -> None:
+            nonlocal admit
+            storage = self._storage
+            admit = _awaited if storage.remote else storage.admit
+
+        rebind()
+        self._rebinders.append(rebind)
 
         async def breaker_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(breaker_wrapper):
+                return await observe_async(
+                    self, function, breaker_wrapper, args, kwargs
+                )
             token, retry_after, transition = admit(function)
             if token is None:
+                if retry_after < 0:  # the storage must be awaited: see _awaited
+                    return await remote_wrapper(*args, **kwargs)  # counts the call
+                next(calls)
                 raise refusal(retry_after, transition, function)
+            next(calls)
             if transition is not None:
                 announce(transition, function, None)
             try:
@@ -409,6 +593,7 @@ class CircuitBreaker(Policy):
         succeed = self._record_success_async
         fail = self._record_failure_async
 
+        # Only the async wrapper calls this one, after it decided to observe.
         async def breaker_wrapper(*args: Any, **kwargs: Any) -> Any:
             token = await admit(function)
             try:
@@ -456,9 +641,14 @@ def circuit_breaker(
         name: The circuit's name, in errors, events and shared storage; by
             default ``module.qualname`` of the first decorated function.
             Give one when the state is shared.
-        storage: ``None`` (in this process), a Redis URL or client, or a
-            :class:`~fluxus.CircuitRedisStorage` for its options: the circuit
-            is then shared by every process using the same name.
+        storage: ``"memory://"`` (in this process), a Redis URL or client,
+            or a :class:`~fluxus.CircuitRedisStorage` for its options: the
+            circuit is then shared by every process using the same name.
+            ``None`` (the default) is the default storage: in this process,
+            unless a web integration was given a Redis ``FLUXUS_STORAGE_URI``;
+            it is looked up on the first call. The storage is built on first
+            use and again in a forked child, which shares no connection with
+            its parent (in memory, a child starts with a closed circuit).
         clock: Monotonic seconds for the in-memory timer; tests pass a fake.
             A circuit in Redis runs on the Redis server's clock instead.
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ._breaker_core import CLOSED, OPEN, Circuit, CircuitState, Transition
+from ._config import track
 from ._core import in_background, shielded, to_seconds, type_name
 from .instrumentation._events import CircuitStorageRecovered, CircuitStorageUnavailable
 from .instrumentation._hooks import emit
@@ -251,6 +252,7 @@ class CircuitRedisStorage:
         try:
             import redis  # noqa: PLC0415
             import redis.asyncio  # noqa: PLC0415
+            import redis.connection  # noqa: PLC0415
         except ImportError as exc:  # pragma: no cover - redis is a test dependency
             msg = "a Redis circuit storage needs the redis package: fluxus[redis]"
             raise ImportError(msg) from exc
@@ -279,21 +281,23 @@ class CircuitRedisStorage:
                     f"Redis client, got {_mask_url(target)!r}"
                 )
                 raise ValueError(msg)
-            self._url = target
             try:
-                self._sync = redis.Redis.from_pool(
-                    redis.BlockingConnectionPool.from_url(target, **self._pooled())
-                )
+                parsed = redis.connection.parse_url(target)  # type: ignore[no-untyped-call] # redis-py leaves it unannotated
+                password = parsed.get("password")
             except ValueError:
                 msg = f"{param} is not a usable Redis URL: {_mask_url(target)!r}"
                 raise ValueError(msg) from None
+            # The clients are built on first use, and again in a forked
+            # child: a connection is never shared by two processes.
+            self._url = target
             self.description = _mask_url(target)
-        elif isinstance(target, redis.Redis):
+            self._secret = str(password) if password else None
+            track(self)
+            return
+        if isinstance(target, redis.Redis):
             self._sync = target
-            self.description = _describe(target)
         elif isinstance(target, redis.asyncio.Redis):
             self._async = target
-            self.description = _describe(target)
         else:
             msg = (
                 f"{param} must be None, a Redis URL, a redis.Redis or "
@@ -301,10 +305,23 @@ class CircuitRedisStorage:
                 f"got {target!r}"
             )
             raise TypeError(msg)
+        self.description = _describe(target)
         self._secret = self._password()
+        track(self)
 
     def __repr__(self) -> str:
         return f"<fluxus.CircuitRedisStorage {self.description!r}>"
+
+    def _forget_storage(self, *, forked: bool) -> None:
+        """Drop the clients fluxus built, in a forked child.
+
+        A client given by the user stays: redis-py's connection pool opens
+        new connections itself once it sees it runs in another process.
+        """
+        if forked:  # pragma: no cover - forked children only
+            if self._url is not None or self._async is not None:
+                self._sync = None
+            self._per_loop = weakref.WeakKeyDictionary()
 
     def _timeouts(self) -> dict[str, Any]:
         return {"socket_timeout": self.timeout, "socket_connect_timeout": self.timeout}
@@ -338,8 +355,12 @@ class CircuitRedisStorage:
         if self._sync is None:
             import redis  # noqa: PLC0415
 
-            settings = self._settings(self._async)
-            self._sync = redis.Redis(**settings)
+            if self._url is not None:
+                self._sync = redis.Redis.from_pool(
+                    redis.BlockingConnectionPool.from_url(self._url, **self._pooled())
+                )
+            else:
+                self._sync = redis.Redis(**self._settings(self._async))
         return self._sync
 
     async def async_client(self) -> Any:
@@ -358,8 +379,7 @@ class CircuitRedisStorage:
                     )
                 )
             else:
-                settings = self._settings(self._sync)
-                client = redis.asyncio.Redis(**settings)
+                client = redis.asyncio.Redis(**self._settings(self._sync))
             closer = _close_with_loop(client)
             await anext(closer)
             entry = self._per_loop[loop] = (client, closer)

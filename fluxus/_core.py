@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypeVar, overload
 
+from ._stats import Counters, Stats
 from .exceptions import LayeringWarning
 
 if TYPE_CHECKING:
@@ -166,6 +167,12 @@ class Policy(Decorating):
             msg = f"name must be a non-empty string, got {name!r}"
             raise TypeError(msg)
         self._name = name
+        self._counters = Counters()
+
+    @property
+    def stats(self) -> Stats:
+        """A snapshot of this policy's counters (calls, failures, ...)."""
+        return self._counters.snapshot()
 
     @property
     def name(self) -> str:

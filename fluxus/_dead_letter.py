@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from ._core import DEAD_LETTER, Policy, check_callable, qualified_name, type_name
 from .instrumentation._events import DeadLettered, DeadLetterHandlerFailed
 from .instrumentation._hooks import emit
+from .instrumentation._observe import WATCH, observe_async, observe_sync, outside
 
 #: What a redacted argument is replaced with, in memory and in storage.
 REDACTED = "<redacted>"
@@ -241,6 +242,7 @@ class DeadLetterQueue(Policy):
         )
 
     def _record_delivered(self, letter: DeadLetter, exc: Exception) -> None:
+        next(self._counters.dead_letters)
         exc.add_note(f"fluxus.dead_letter kept this call as letter {letter.id}")
         emit(
             DeadLettered(
@@ -282,6 +284,7 @@ class DeadLetterQueue(Policy):
         exc: Exception,
     ) -> bool:
         """Deliver the letter for *exc*; return whether the handler took it."""
+        next(self._counters.failures)
         letter_id = ""
         try:
             if not self._accepts(exc):
@@ -304,6 +307,7 @@ class DeadLetterQueue(Policy):
         exc: Exception,
     ) -> bool:
         """Deliver the letter for *exc* without blocking the event loop."""
+        next(self._counters.failures)
         letter_id = ""
         try:
             if not self._accepts(exc):
@@ -340,8 +344,12 @@ class DeadLetterQueue(Policy):
         capture = self._capture_sync
         reraise = self.reraise
         default = self.default
+        calls = self._counters.calls
 
         def dead_letter_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(dead_letter_wrapper):
+                return observe_sync(self, function, dead_letter_wrapper, args, kwargs)
+            next(calls)
             try:
                 return func(*args, **kwargs)
             except Exception as exc:
@@ -359,8 +367,14 @@ class DeadLetterQueue(Policy):
         capture = self._capture_async
         reraise = self.reraise
         default = self.default
+        calls = self._counters.calls
 
         async def dead_letter_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(dead_letter_wrapper):
+                return await observe_async(
+                    self, function, dead_letter_wrapper, args, kwargs
+                )
+            next(calls)
             try:
                 return await func(*args, **kwargs)
             except Exception as exc:

@@ -25,8 +25,10 @@ the wait would outlast the caller's timeout or enclosing deadline.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import math
+import os
 import threading
 import time
 import urllib.parse
@@ -38,7 +40,7 @@ import limits
 import limits.util
 from limits._storage_scheme import SCHEMES
 
-from ._config import CONFIG
+from ._config import CONFIG, default_storage, track
 from ._core import RATE_LIMIT, Policy, qualified_name, to_seconds, type_name
 from ._deadline import DEADLINE, effective_wait, remaining, wait_async, wait_sync
 from ._rate_limit_stores import (
@@ -60,6 +62,7 @@ from .instrumentation._events import (
     RateLimitStorageUnavailable,
 )
 from .instrumentation._hooks import emit
+from .instrumentation._observe import WATCH, observe_async, observe_sync, outside
 
 TOKEN_BUCKET = "token-bucket"  # noqa: S105 - a strategy, not a password
 WINDOW_STRATEGIES = ("sliding-window-counter", "fixed-window", "moving-window")
@@ -95,6 +98,17 @@ def _shared_store(ident: tuple[str, ...], make: Callable[[], Any]) -> Any:
         return store
 
 
+def _forget_stores() -> None:  # pragma: no cover - forked children only
+    """Start a forked child without its parent's stores, clients and locks."""
+    global _STORES_LOCK  # noqa: PLW0603 - the parent's may be held forever
+    _STORES_LOCK = threading.Lock()
+    _STORES.clear()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
+    os.register_at_fork(after_in_child=_forget_stores)
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """One consistent configuration: limit, algorithm and where it is counted."""
@@ -113,6 +127,56 @@ class _Plan:
     @property
     def spec(self) -> tuple[Any, ...]:
         return self.buckets or self.items
+
+
+class _Pending:
+    """The store of a plan whose storage is not built yet.
+
+    Storages are built on first use, not when the decorator runs: the
+    default storage may not be known yet (a web app reads its configuration
+    later), and a process that forks (gunicorn) must not hand its
+    connections, locks or timer threads to its children. The first call
+    through this stand-in builds the real store and swaps the limiter's plan,
+    so every later call goes straight to the real store.
+    """
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+
+    def take(self, key: str, spec: Any, max_wait: float) -> Reservation:
+        store = self._limiter._resolve().store  # noqa: SLF001 - its own limiter
+        answer: Reservation = store.take(key, spec, max_wait)
+        return answer
+
+    def peek(self, key: str, spec: Any) -> float:
+        return float(self._limiter._resolve().store.peek(key, spec))  # noqa: SLF001
+
+    def refund(self, key: str, spec: Any, token: object) -> None:
+        self._limiter._resolve().store.refund(key, spec, token)  # noqa: SLF001
+
+    async def take_async(self, key: str, spec: Any, max_wait: float) -> Reservation:
+        plan = self._limiter._resolve()  # noqa: SLF001 - its own limiter
+        answer: Reservation
+        if plan.io:
+            answer = await plan.store.take_async(key, spec, max_wait)
+        else:
+            answer = plan.store.take(key, spec, max_wait)
+        return answer
+
+    async def peek_async(self, key: str, spec: Any) -> float:
+        plan = self._limiter._resolve()  # noqa: SLF001 - its own limiter
+        if plan.io:
+            return float(await plan.store.peek_async(key, spec))
+        return float(plan.store.peek(key, spec))
+
+    async def refund_async(self, key: str, spec: Any, token: object) -> None:
+        plan = self._limiter._resolve()  # noqa: SLF001 - its own limiter
+        if plan.io:
+            await plan.store.refund_async(key, spec, token)
+        else:
+            plan.store.refund(key, spec, token)
 
 
 def _parse_limit(limit: object) -> tuple[float | None, list[limits.RateLimitItem]]:
@@ -163,24 +227,31 @@ def _check_timeout(timeout: object) -> float | None:
     return to_seconds(timeout, "timeout", allow_none=True)
 
 
-def _check_storage(storage: object) -> str:
+def check_storage(storage: object, param: str = "storage") -> str:
+    """Return *storage* if it is a limits storage URI fluxus can use.
+
+    Raises:
+        TypeError: If *storage* is not a string.
+        ValueError: If its scheme is unknown, or needs a package that is
+            not installed.
+    """
     if not isinstance(storage, str):
         msg = (
-            f"storage must be a limits storage URI such as 'memory://', got {storage!r}"
+            f"{param} must be a limits storage URI such as 'memory://', got {storage!r}"
         )
         raise TypeError(msg)
     scheme = urllib.parse.urlsplit(storage).scheme
     if scheme not in SCHEMES or scheme.startswith("async+"):
         known = ", ".join(sorted(s for s in SCHEMES if not s.startswith("async+")))
         msg = (
-            f"storage has an unknown scheme {scheme!r} in {redact(storage)!r}; "
+            f"{param} has an unknown scheme {scheme!r} in {redact(storage)!r}; "
             f"use one of {known} (async functions use the async storages "
             "on their own)"
         )
         raise ValueError(msg)
     if scheme in REDIS_SCHEMES and importlib.util.find_spec("redis") is None:
         msg = (
-            f"storage {redact(storage)!r} needs the redis package: "
+            f"{param} {redact(storage)!r} needs the redis package: "
             "pip install 'fluxus[redis]'"
         )
         raise ValueError(msg)
@@ -201,7 +272,7 @@ class RateLimiter(Policy):
         timeout: float | None = 0.0,
         key: Callable[..., str] | None = None,
         name: str | None = None,
-        storage: str = "memory://",
+        storage: str | None = None,
         strategy: str | None = None,
         fail_open: bool = True,
         key_prefix: str = DEFAULT_KEY_PREFIX,
@@ -240,13 +311,20 @@ class RateLimiter(Policy):
         self.fail_open = bool(fail_open)
         self.key_prefix = key_prefix
         self._key = key
-        self._storage = _check_storage(storage)
-        self._scheme = urllib.parse.urlsplit(storage).scheme
+        #: The storage given to the policy, or ``None``: the default storage.
+        self._given = None if storage is None else check_storage(storage)
+        #: The storage in use: ``None`` until the first call (and after a fork).
+        self._storage: str | None = None
+        self._scheme = ""
         self._strategy = strategy
         self._clock = clock
+        self._own_store: MemoryTokenBuckets | None = None
+        self._pending = _Pending(self)
+        self._resolve_lock = threading.Lock()
         self._down_until = 0.0
         self._set_key_heads()
         self._plan = self._make_plan(limit, _check_burst(burst))
+        track(self)
 
     # -- configuration --------------------------------------------------
 
@@ -267,8 +345,12 @@ class RateLimiter(Policy):
 
     @property
     def storage(self) -> str:
-        """The storage URI, its password masked."""
-        return redact(self._storage)
+        """The storage URI, its password masked.
+
+        Without ``storage=``, the default storage (``"memory://"`` unless a
+        web integration set ``FLUXUS_STORAGE_URI``).
+        """
+        return redact(self._storage or self._given or default_storage())
 
     def set_limit(self, limit: Limit) -> None:
         """Replace the limit; same forms as ``limit`` in :func:`rate_limit`.
@@ -314,17 +396,8 @@ class RateLimiter(Policy):
                 )
                 raise ValueError(msg)
             items = [limits.RateLimitItemPerSecond(int(rate))]
-        store = _shared_store(
-            (strategy, self._storage, self.key_prefix),
-            lambda: LimitsWindows(self._storage, strategy, self.key_prefix),
-        )
-        return _Plan(
-            limit=limit,
-            burst=None,
-            strategy=strategy,
-            items=tuple(items),
-            store=store,
-            io=self._scheme != "memory",
+        return self._attach(
+            _Plan(limit=limit, burst=None, strategy=strategy, items=tuple(items))
         )
 
     def _token_bucket_plan(
@@ -334,13 +407,6 @@ class RateLimiter(Policy):
         items: list[limits.RateLimitItem],
         burst: int | None,
     ) -> _Plan:
-        if self._scheme not in TOKEN_BUCKET_SCHEMES:
-            msg = (
-                f"strategy='token-bucket' needs storage 'memory://' or a Redis URL "
-                f"({', '.join(sorted(REDIS_SCHEMES))}), got {self.storage!r}; use "
-                "a string limit with a window strategy for other storages"
-            )
-            raise ValueError(msg)
         if rate is not None:
             capacity = burst if burst is not None else max(1, math.ceil(rate))
             buckets: tuple[Bucket, ...] = (Bucket(1.0 / rate, capacity),)
@@ -348,28 +414,85 @@ class RateLimiter(Policy):
             buckets = tuple(
                 Bucket(item.get_expiry() / item.amount, item.amount) for item in items
             )
-        store: Any
-        if self._scheme == "memory":
-            if self._clock is not None:
-                store = getattr(self, "_own_store", None) or MemoryTokenBuckets(
-                    self._clock
-                )
-                self._own_store = store
-            else:
-                store = _shared_store((TOKEN_BUCKET, self._storage), MemoryTokenBuckets)
-        else:
-            store = _shared_store(
-                (TOKEN_BUCKET, self._storage), lambda: RedisTokenBuckets(self._storage)
+        return self._attach(
+            _Plan(
+                limit=limit,
+                burst=buckets[0].capacity if rate is not None else None,
+                explicit_burst=burst is not None,
+                strategy=TOKEN_BUCKET,
+                buckets=buckets,
             )
-        return _Plan(
-            limit=limit,
-            burst=buckets[0].capacity if rate is not None else None,
-            explicit_burst=burst is not None,
-            strategy=TOKEN_BUCKET,
-            buckets=buckets,
-            store=store,
-            io=self._scheme != "memory",
         )
+
+    # -- the storage, built on first use ------------------------------------
+
+    def _check_fits(self, plan: _Plan, uri: str) -> None:
+        """Raise ValueError unless a token bucket's storage can hold one."""
+        scheme = urllib.parse.urlsplit(uri).scheme
+        if plan.strategy == TOKEN_BUCKET and scheme not in TOKEN_BUCKET_SCHEMES:
+            source = "storage" if self._given else "the default storage"
+            msg = (
+                f"strategy='token-bucket' needs storage 'memory://' or a Redis URL "
+                f"({', '.join(sorted(REDIS_SCHEMES))}), got {source} "
+                f"{redact(uri)!r}; use a string limit with a window strategy for "
+                "other storages"
+            )
+            raise ValueError(msg)
+
+    def _attach(self, plan: _Plan) -> _Plan:
+        """Return *plan* with its store, or with the stand-in until first use."""
+        uri = self._storage
+        if uri is None:
+            if self._given is not None:
+                self._check_fits(plan, self._given)
+            return dataclasses.replace(plan, store=self._pending, io=True)
+        self._check_fits(plan, uri)
+        store: Any
+        if plan.strategy != TOKEN_BUCKET:
+            strategy, prefix = plan.strategy, self.key_prefix
+            store = _shared_store(
+                (strategy, uri, prefix), lambda: LimitsWindows(uri, strategy, prefix)
+            )
+        elif self._scheme != "memory":
+            store = _shared_store((TOKEN_BUCKET, uri), lambda: RedisTokenBuckets(uri))
+        elif self._clock is not None:
+            if self._own_store is None:
+                self._own_store = MemoryTokenBuckets(self._clock)
+            store = self._own_store
+        else:
+            store = _shared_store((TOKEN_BUCKET, uri), MemoryTokenBuckets)
+        return dataclasses.replace(plan, store=store, io=self._scheme != "memory")
+
+    def _resolve(self) -> _Plan:
+        """Build the storage on first use; return the plan holding it.
+
+        Raises:
+            ValueError: If the default storage cannot hold this limiter's
+                token bucket.
+        """
+        with self._resolve_lock:
+            plan = self._plan
+            if self._storage is None:
+                uri = self._given or default_storage()
+                self._check_fits(plan, uri)
+                self._storage = uri
+                self._scheme = urllib.parse.urlsplit(uri).scheme
+                plan = self._plan = self._attach(plan)
+            return plan
+
+    def _forget_storage(self, *, forked: bool) -> None:
+        """Drop the store: after a fork, or when the default storage changes."""
+        if forked:  # pragma: no cover - forked children only
+            # The parent's lock may be held by a thread the child lacks.
+            self._resolve_lock = threading.Lock()
+        elif self._given is not None or self._storage is None:
+            return
+        with self._resolve_lock:
+            self._storage = None
+            self._scheme = ""
+            self._own_store = None
+            self._down_until = 0.0
+            self._plan = dataclasses.replace(self._plan, store=self._pending, io=True)
 
     # -- public controls ------------------------------------------------
 
@@ -476,6 +599,7 @@ class RateLimiter(Policy):
         return budget
 
     def _reject(self, function: str, wait: float, timeout: float | None) -> NoReturn:
+        next(self._counters.rejections)
         emit(
             RateLimited(
                 policy=self.name, function=function, retry_after=wait, timeout=timeout
@@ -494,7 +618,7 @@ class RateLimiter(Policy):
     def _storage_failed(self, exc: StorageUnavailableError, function: str) -> None:
         self._down_until = time.monotonic() + STORAGE_RETRY_INTERVAL
         message = str(exc)
-        password = urllib.parse.urlsplit(self._storage).password
+        password = urllib.parse.urlsplit(self.storage).password
         if password:
             message = message.replace(password, "***")
         cause = exc.__cause__ or exc
@@ -536,6 +660,7 @@ class RateLimiter(Policy):
 
     def _admit(self, key: str, timeout: float | None, function: str) -> None:
         """Return once the call holds a permit, or raise RateLimitExceeded."""
+        next(self._counters.calls)  # here, so that fluxus.stack counts too
         plan = self._plan
         if DEADLINE.get() is None:  # the usual case, spared a call
             budget = math.inf if timeout is None else timeout
@@ -571,6 +696,8 @@ class RateLimiter(Policy):
         call_key = self._call_key if self._key is not None else None
 
         def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(rate_limit_wrapper):
+                return observe_sync(self, function, rate_limit_wrapper, args, kwargs)
             admit(call_key(args, kwargs) if call_key else "", self.timeout, function)
             return func(*args, **kwargs)
 
@@ -602,6 +729,7 @@ class RateLimiter(Policy):
         function: str,
     ) -> None:
         """Return once the call holds a permit, or raise RateLimitExceeded."""
+        next(self._counters.calls)  # here, so that fluxus.stack counts too
         plan = self._plan
         budget = self._budget(timeout)
         answer = await self._take_async(plan, key, budget, function)
@@ -640,6 +768,10 @@ class RateLimiter(Policy):
         call_key = self._call_key if self._key is not None else None
 
         async def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(rate_limit_wrapper):
+                return await observe_async(
+                    self, function, rate_limit_wrapper, args, kwargs
+                )
             await admit(
                 call_key(args, kwargs) if call_key else "", self.timeout, function
             )
@@ -655,7 +787,7 @@ def rate_limit(
     timeout: float | None = 0.0,
     key: Callable[..., str] | None = None,
     name: str | None = None,
-    storage: str = "memory://",
+    storage: str | None = None,
     strategy: str | None = None,
     fail_open: bool = True,
     key_prefix: str = DEFAULT_KEY_PREFIX,
@@ -681,7 +813,12 @@ def rate_limit(
             ``"redis://host:port/db"`` (every process using it), or any other
             limits storage for string limits with a window strategy. Storage
             I/O gives up after ``socket_timeout`` (0.5 s unless the URL's
-            query sets it).
+            query sets it). ``None`` (the default) is the default storage:
+            ``"memory://"``, unless a web integration was given
+            ``FLUXUS_STORAGE_URI``; it is looked up on the first call, when
+            the app's configuration is known. The storage is built on first
+            use and again in a forked child, which shares nothing with its
+            parent (in memory, a child starts with full buckets).
         strategy: ``"token-bucket"`` (default for numbers; memory or Redis),
             or one of limits' ``"fixed-window"`` (default for strings),
             ``"sliding-window-counter"``, ``"moving-window"``.

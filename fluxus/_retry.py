@@ -32,6 +32,14 @@ from ._deadline import effective_wait, remaining, wait_async, wait_sync
 from .exceptions import CircuitOpenError, RateLimitExceeded
 from .instrumentation._events import RetriesExhausted, RetryScheduled
 from .instrumentation._hooks import emit
+from .instrumentation._observe import (
+    UNWATCHED,
+    WATCH,
+    attempts_async,
+    attempts_sync,
+    observe_async,
+    observe_sync,
+)
 
 if TYPE_CHECKING:
     from .backoff import Backoff
@@ -189,6 +197,7 @@ class Retry(Policy):
             )
         if self.budget is not None and not self.budget.try_spend():
             self._give_up(exc, attempts, function, "the retry budget is spent")
+        next(self._counters.retries)
         emit(
             RetryScheduled(
                 policy=self.name,
@@ -220,6 +229,7 @@ class Retry(Policy):
     ) -> NoReturn:
         plural = "" if attempts == 1 else "s"
         exc.add_note(f"fluxus.retry gave up after {attempts} attempt{plural}: {reason}")
+        next(self._counters.failures)
         emit(
             RetriesExhausted(
                 policy=self.name,
@@ -235,17 +245,35 @@ class Retry(Policy):
 
     def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         function = qualified_name(func)
+        # The observed twin calls each attempt through the observers and
+        # never checks for them itself.
+        observed = self._retry_sync(attempts_sync(func), function, None)
+        return self._retry_sync(func, function, observed)
+
+    def _retry_sync(
+        self,
+        func: Callable[..., Any],
+        function: str,
+        observed: Callable[..., Any] | None,
+    ) -> Callable[..., Any]:
         retryable = self._retryable
         again = self._again_sync
         budget = self.budget
+        calls = self._counters.calls
+        failures = self._counters.failures
+        watch = UNWATCHED if observed is None else WATCH
 
         def retry_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if watch.observers:
+                return observe_sync(self, function, observed, args, kwargs)  # type: ignore[arg-type]
+            next(calls)
             if budget is not None:
                 budget.record_attempt()
             try:
                 return func(*args, **kwargs)
             except Exception as exc:
                 if not retryable(exc):
+                    next(failures)
                     raise
                 first = exc
             return again(func, function, args, kwargs, first)
@@ -269,6 +297,7 @@ class Retry(Policy):
                 return func(*args, **kwargs)
             except Exception as error:
                 if not self._retryable(error):
+                    next(self._counters.failures)
                     raise
                 exc = error
 
@@ -276,17 +305,33 @@ class Retry(Policy):
         self, func: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
         function = qualified_name(func)
+        observed = self._retry_async(attempts_async(func), function, None)
+        return self._retry_async(func, function, observed)
+
+    def _retry_async(
+        self,
+        func: Callable[..., Awaitable[Any]],
+        function: str,
+        observed: Callable[..., Awaitable[Any]] | None,
+    ) -> Callable[..., Awaitable[Any]]:
         retryable = self._retryable
         again = self._again_async
         budget = self.budget
+        calls = self._counters.calls
+        failures = self._counters.failures
+        watch = UNWATCHED if observed is None else WATCH
 
         async def retry_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if watch.observers:
+                return await observe_async(self, function, observed, args, kwargs)  # type: ignore[arg-type]
+            next(calls)
             if budget is not None:
                 budget.record_attempt()
             try:
                 return await func(*args, **kwargs)
             except Exception as exc:
                 if not retryable(exc):
+                    next(failures)
                     raise
                 first = exc
             return await again(func, function, args, kwargs, first)
@@ -310,6 +355,7 @@ class Retry(Policy):
                 return await func(*args, **kwargs)
             except Exception as error:
                 if not self._retryable(error):
+                    next(self._counters.failures)
                     raise
                 exc = error
 

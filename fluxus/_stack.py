@@ -25,12 +25,14 @@ from ._breaker import CircuitBreaker
 from ._core import Decorating, Policy, qualified_name, wrap_with
 from ._dead_letter import DeadLetterQueue
 from ._rate_limit import RateLimiter
+from .instrumentation._observe import WATCH
 
 K = TypeVar("K", bound=Policy)
 
 #: Kinds whose happy path is a decision before and after the call; the stack
 #: inlines them into one wrapper. Retry and timeout run the call themselves.
 _AROUND = ("retry", "timeout")
+_GATES = ("circuit_breaker", "rate_limit", "dead_letter")
 
 
 class Stack(Decorating):
@@ -89,10 +91,16 @@ class Stack(Decorating):
         gates = _Gates(self._by_kind, func)
         if gates.empty:
             return inner if inner is not func else wrap_with(self.policies[0], func)
+        # With observers installed (metrics, traces) the call takes the
+        # policies' own wrappers instead, so that each policy is observed.
+        observed = inner
+        for kind in _GATES:
+            if (policy := self._by_kind.get(kind)) is not None:
+                observed = wrap_with(policy, observed)
         if inspect.iscoroutinefunction(func):
-            wrapper = gates.wrap_async(inner)
+            wrapper = gates.wrap_async(inner, observed)
         else:
-            wrapper = gates.wrap_sync(inner)
+            wrapper = gates.wrap_sync(inner, observed)
         functools.update_wrapper(wrapper, func)
         return wrapper
 
@@ -130,7 +138,9 @@ class _Gates:
         call_key = limiter._call_key if limiter._key is not None else None  # noqa: SLF001
         return admit, call_key, limiter
 
-    def wrap_sync(self, inner: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap_sync(
+        self, inner: Callable[..., Any], observed: Callable[..., Any]
+    ) -> Callable[..., Any]:
         """Return the sync wrapper: admissions, the call, outcomes, capture."""
         function = self.function
         rate = self._rate_steps(is_async=False)
@@ -141,9 +151,14 @@ class _Gates:
             else (breaker._admit, breaker._record_success, breaker._record_failure)  # noqa: SLF001
         )
         letters = self.dead_letter
+        letter_calls = letters._counters.calls if letters else None  # noqa: SLF001
         redaction = self.redaction
 
         def stack_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers:
+                return observed(*args, **kwargs)
+            if letter_calls is not None:
+                next(letter_calls)
             try:
                 if rate is not None:
                     admit_rate, call_key, limiter = rate
@@ -171,16 +186,23 @@ class _Gates:
         return stack_wrapper
 
     def wrap_async(
-        self, inner: Callable[..., Awaitable[Any]]
+        self,
+        inner: Callable[..., Awaitable[Any]],
+        observed: Callable[..., Awaitable[Any]],
     ) -> Callable[..., Awaitable[Any]]:
         """Return the async wrapper: the same steps, awaited where they do I/O."""
         function = self.function
         rate = self._rate_steps(is_async=True)
         breaker = self.breaker
         letters = self.dead_letter
+        letter_calls = letters._counters.calls if letters else None  # noqa: SLF001
         redaction = self.redaction
 
         async def stack_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers:
+                return await observed(*args, **kwargs)
+            if letter_calls is not None:
+                next(letter_calls)
             try:
                 if rate is not None:
                     admit_rate, call_key, limiter = rate

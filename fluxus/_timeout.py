@@ -51,6 +51,7 @@ from ._deadline import DEADLINE, monotonic
 from .exceptions import DeadlineExceeded, ThreadsExhausted
 from .instrumentation._events import TimedOut
 from .instrumentation._hooks import emit
+from .instrumentation._observe import WATCH, observe_async, observe_sync, outside
 
 Strategy = Literal["thread", "signal", "cooperative"]
 
@@ -439,6 +440,7 @@ class Timeout(Policy):
             error = DeadlineExceeded(self.name, seconds)
         error.__cause__ = cause
         error.__suppress_context__ = True
+        next(self._counters.timeouts)
         emit(
             TimedOut(
                 policy=self.name,
@@ -465,7 +467,12 @@ class Timeout(Policy):
         start = self._start
         late = self._late
 
+        calls = self._counters.calls
+
         def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(timeout_wrapper):
+                return observe_sync(self, function, timeout_wrapper, args, kwargs)
+            next(calls)
             now = monotonic()
             deadline = start(now, function, "cooperative")
             token = DEADLINE.set(deadline)
@@ -498,7 +505,12 @@ class Timeout(Policy):
         start = self._start
         late = self._late
 
+        calls = self._counters.calls
+
         def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(timeout_wrapper):
+                return observe_sync(self, function, timeout_wrapper, args, kwargs)
+            next(calls)
             if threading.current_thread() is not threading.main_thread():
                 msg = (
                     f"fluxus.timeout {self.name!r} uses strategy='signal', which "
@@ -534,7 +546,7 @@ class Timeout(Policy):
 
         return timeout_wrapper
 
-    def _wrap_thread(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_thread(self, func: Callable[..., Any]) -> Callable[..., Any]:  # noqa: C901 - one driver, its branches are the worker protocol
         function = qualified_name(func)
         start = self._start
         pool = self._pool
@@ -542,7 +554,12 @@ class Timeout(Policy):
             pool = self._pool = _ThreadPool(self.max_threads)
             weakref.finalize(self, pool.close).atexit = False
 
+        calls = self._counters.calls
+
         def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(timeout_wrapper):
+                return observe_sync(self, function, timeout_wrapper, args, kwargs)
+            next(calls)
             now = monotonic()
             deadline = start(now, function, "thread")
             worker = pool.take()
@@ -599,7 +616,14 @@ class Timeout(Policy):
         start = self._start
         late = self._late
 
+        calls = self._counters.calls
+
         async def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(timeout_wrapper):
+                return await observe_async(
+                    self, function, timeout_wrapper, args, kwargs
+                )
+            next(calls)
             now = monotonic()
             deadline = now + seconds
             outer = DEADLINE.get()
@@ -627,7 +651,14 @@ class Timeout(Policy):
         start = self._start
         late = self._late
 
+        calls = self._counters.calls
+
         async def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(timeout_wrapper):
+                return await observe_async(
+                    self, function, timeout_wrapper, args, kwargs
+                )
+            next(calls)
             now = monotonic()
             deadline = start(now, function, "cooperative")
             token = DEADLINE.set(deadline)

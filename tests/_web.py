@@ -1,33 +1,113 @@
-"""Helpers shared by the fluxus.contrib tests: a counter rule and a client."""
+"""Helpers shared by the fluxus.contrib tests: a client, a flaky callee."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import fluxus
+import pytest
+from fluxus._config import set_default_storage
+
+_addresses = itertools.count(1)
 
 
-class Counter:
-    """Admit the first *limit* calls, then reject each with *retry_after*.
+@pytest.fixture(autouse=True)
+def default_storage_restored() -> Iterator[None]:
+    """Give the process its default storage back after a test set another.
 
-    A stand-in for a rate limiter: the views raise what a limiter raises.
+    Import it into a test module (autouse then applies there): apps under
+    test set ``FLUXUS_STORAGE_URI``, which is process-wide.
     """
+    yield
+    set_default_storage(None)
 
-    def __init__(self, limit: int, retry_after: float) -> None:
-        self.limit = limit
-        self.retry_after = retry_after
-        self.calls = 0
-        self._lock = threading.Lock()
 
-    def admit(self) -> None:
-        with self._lock:
-            self.calls += 1
-            admitted = self.calls <= self.limit
-        if not admitted:
-            raise fluxus.RateLimitExceeded("counter", self.retry_after)
+@pytest.fixture(name="release")
+def release_fixture() -> Iterator[threading.Event]:
+    """An event set at the end of the test: abandoned calls then return."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def add_guarded_views(
+    app: Any, now: list[float], release: threading.Event
+) -> fluxus.CircuitBreaker:
+    """Add views guarded by a real breaker and real timeouts to *app*.
+
+    *app* is a Flask or a FastAPI app (both route with ``app.get``):
+
+    - ``/upstream``: a breaker (2 failures, 30 s on the clock *now*) over an
+      upstream that fails twice, then answers ``"down"``;
+    - ``/slow``: a sync view waiting for *release*, abandoned after 50 ms;
+    - ``/aslow``: an async view cancelled after 50 ms.
+
+    Returns:
+        The breaker.
+    """
+    breaker = fluxus.circuit_breaker(2, 30.0, clock=lambda: now[0])
+    upstream = Flaky(down=2)
+
+    @app.get("/upstream")
+    @breaker
+    async def call_upstream() -> str:
+        await asyncio.sleep(0)
+        return upstream("down")
+
+    @app.get("/slow")
+    @fluxus.timeout(0.05)
+    def slow() -> str:
+        release.wait(5)
+        return "late"
+
+    @app.get("/aslow")
+    @fluxus.timeout(0.05)
+    async def aslow() -> str:
+        await asyncio.sleep(5)
+        return "late"
+
+    return breaker
+
+
+#: What the views of :func:`add_guarded_views` answer to :func:`walk_guarded_views`.
+GUARDED_ANSWERS = [
+    *[(500, None), (500, None), (503, "30")],  # the upstream fails twice: open
+    *[(503, "18"), (200, None)],  # 12.4 s later; 30 s later, a trial succeeds
+    *[(504, None), (504, None)],  # /slow and /aslow
+]
+
+
+def walk_guarded_views(
+    answer: Callable[[str], tuple[int, str | None]], now: list[float]
+) -> list[tuple[int, str | None]]:
+    """Request the views of :func:`add_guarded_views`, moving the clock *now*.
+
+    Args:
+        answer: GETs a path; returns the status and the Retry-After header.
+        now: The breaker's clock.
+
+    Returns:
+        The answers, in order; :data:`GUARDED_ANSWERS` when all is well.
+    """
+    answers = [answer("/upstream") for _ in range(3)]
+    now[0] += 12.4
+    answers.append(answer("/upstream"))
+    now[0] += 17.6
+    answers.append(answer("/upstream"))
+    return [*answers, answer("/slow"), answer("/aslow")]
+
+
+def new_address() -> str:
+    """Return a client address no other test of this session used."""
+    n = next(_addresses)
+    return f"198.18.{n // 250}.{n % 250 + 1}"
 
 
 def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
@@ -45,13 +125,18 @@ def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, by
             return error.code, error.headers.get("Retry-After", ""), error.read()
 
 
-def hammer(url: str, requests: int) -> list[tuple[int, str, bytes]]:
-    """Send *requests* GETs to *url* at once, one thread each."""
+def hammer(
+    url: str, requests: int, headers: list[dict[str, str]] | None = None
+) -> list[tuple[int, str, bytes]]:
+    """Send *requests* GETs to *url* at once, one thread each.
+
+    Request ``i`` carries ``headers[i % len(headers)]`` when given.
+    """
     go = threading.Event()
 
-    def one(_: int) -> tuple[int, str, bytes]:
+    def one(i: int) -> tuple[int, str, bytes]:
         go.wait(timeout=5)
-        return fetch(url)
+        return fetch(url, headers[i % len(headers)] if headers else None)
 
     with ThreadPoolExecutor(requests) as pool:
         results = pool.map(one, range(requests))

@@ -257,6 +257,7 @@ def test_many_threads_with_random_outcomes_keep_the_invariants():
     breaker = fluxus.circuit_breaker(
         2, 0.05, success_threshold=3, half_open_max_requests=2, clock=clock
     )
+    breaker.reset()  # builds the in-memory storage, which is then wrapped
     counting = CountingStorage(breaker._storage)
     breaker._storage = counting
     results = []

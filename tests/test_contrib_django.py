@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +64,11 @@ from fluxus.contrib.django import (
     user_key,
 )
 
-from _web import Flaky
+from _web import (
+    Flaky,
+    default_storage_restored,  # noqa: F401 - an autouse fixture
+    new_address,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -157,7 +164,91 @@ async def async_keys(request: HttpRequest) -> HttpResponse:
     return HttpResponse(f"{client_ip(request)} {user_key(request)}")
 
 
+#: One budget per client address, shared by a sync and an async view.
+per_ip = fluxus.rate_limit("2/minute", key=client_ip)
+#: One budget per user (or address), shared by two view methods.
+per_user = fluxus.rate_limit("2/minute", key=user_key)
+
+
+@per_ip
+def ip_limited(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(client_ip(request))
+
+
+@per_ip
+async def async_ip_limited(request: HttpRequest) -> HttpResponse:
+    await asyncio.sleep(0)
+    return HttpResponse(client_ip(request))
+
+
+class UserLimitedView(View):
+    @per_user
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse(user_key(self, request))
+
+
+class AsyncUserLimitedView(View):
+    @per_user
+    async def get(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse(user_key(self, request))
+
+
+now = [0.0]
+upstream = Flaky()
+upstream_breaker = fluxus.circuit_breaker(2, 30.0, clock=lambda: now[0])
+release = threading.Event()
+
+
+@upstream_breaker
+def call_upstream(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(upstream("down"))
+
+
+@upstream_breaker
+async def async_call_upstream(request: HttpRequest) -> HttpResponse:
+    await asyncio.sleep(0)
+    return HttpResponse(upstream("down"))
+
+
+@fluxus.timeout(0.05)
+def slow(request: HttpRequest) -> HttpResponse:
+    release.wait(5)
+    return HttpResponse("late")
+
+
+@fluxus.timeout(0.05)
+async def async_slow(request: HttpRequest) -> HttpResponse:
+    await asyncio.sleep(5)
+    return HttpResponse("late")
+
+
+#: Names the limiter and breaker that follow FLUXUS_STORAGE_URI into Redis.
+RUN = uuid.uuid4().hex
+shared_limit = fluxus.rate_limit("2/minute", name=f"django-{RUN}")
+shared_breaker = fluxus.circuit_breaker(1, 30.0, name=f"django-{RUN}")
+
+
+@shared_limit
+async def shared_limited(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok")
+
+
+@shared_breaker
+def shared_broken(request: HttpRequest) -> HttpResponse:
+    raise ConnectionError
+
+
 urlpatterns = [
+    path("limited/ip/sync", ip_limited),
+    path("limited/ip/async", async_ip_limited),
+    path("limited/user/sync", UserLimitedView.as_view()),
+    path("limited/user/async", AsyncUserLimitedView.as_view()),
+    path("upstream/sync", call_upstream),
+    path("upstream/async", async_call_upstream),
+    path("slow/sync", slow),
+    path("slow/async", async_slow),
+    path("shared/limited", shared_limited),
+    path("shared/broken", shared_broken),
     path("sync/<str:what>", sync_reject),
     path("async/<str:what>", async_reject),
     path("retry/sync", sync_retry),
@@ -172,8 +263,8 @@ urlpatterns = [
 class PeerAsyncClient(AsyncClient):
     """An AsyncClient whose requests come from *peer* (the ASGI ``client``)."""
 
-    def __init__(self, peer: str) -> None:
-        super().__init__()
+    def __init__(self, peer: str, *, raise_request_exception: bool = True) -> None:
+        super().__init__(raise_request_exception=raise_request_exception)
         self.peer = peer
 
     def _base_scope(self, **request: Any) -> dict[str, Any]:
@@ -182,17 +273,26 @@ class PeerAsyncClient(AsyncClient):
         return scope
 
 
-def get(client_kind: str, url: str, peer: str = "127.0.0.1", **headers: str) -> Any:
+def get(
+    client_kind: str,
+    url: str,
+    peer: str = "127.0.0.1",
+    *,
+    raise_request_exception: bool = True,
+    **headers: str,
+) -> Any:
     """GET *url* through Django's Client or AsyncClient (sync and async stacks).
 
     Header names are given with underscores for dashes (``X_User="5"``).
     """
     named = {name.replace("_", "-"): value for name, value in headers.items()}
     if client_kind == "sync":
-        return Client().get(url, headers=named, REMOTE_ADDR=peer)
+        client = Client(raise_request_exception=raise_request_exception)
+        return client.get(url, headers=named, REMOTE_ADDR=peer)
 
     async def fetch() -> Any:
-        return await PeerAsyncClient(peer).get(url, headers=named)
+        client = PeerAsyncClient(peer, raise_request_exception=raise_request_exception)
+        return await client.get(url, headers=named)
 
     return asyncio.run(fetch())
 
@@ -380,4 +480,93 @@ def test_the_example_project_in_its_own_process():
         timeout=60,
         check=True,
     )
-    assert "[200, 200, 200, 200, 200, 429] 10" == result.stdout.splitlines()[-1]
+    statuses, retry_after = result.stdout.splitlines()[-1].rsplit(" ", 1)
+    assert ("[200, 200, 200, 200, 200, 429]", True) == (
+        statuses,
+        retry_after in {"9", "10"},
+    )
+
+
+def test_key_client_ip_gives_each_client_one_budget_across_views(client_kind):
+    a, b = new_address(), new_address()
+    requests = [("sync", a), ("async", a), ("async", b), ("sync", a), ("sync", b)]
+    answers = [
+        get(client_kind, f"/limited/ip/{view}", peer=ip) for view, ip in requests
+    ]
+    assert [200, 200, 200, 429, 200] == [r.status_code for r in answers]
+    assert [a, a, b, b] == [r.content.decode() for r in answers if r.status_code == 200]
+    assert 0 < int(answers[3]["Retry-After"]) <= 60
+    assert "slow down" in answers[3].content.decode()  # the project's 429.html
+
+
+def test_key_user_key_counts_a_user_across_addresses(client_kind):
+    user, a, b = str(next(USERS)), new_address(), new_address()
+    requests = [
+        ("sync", user, a),
+        ("async", user, b),
+        ("sync", user, a),
+        ("async", "", a),
+        ("sync", "", a),
+        ("async", "", a),
+    ]
+    with override_settings(FLUXUS_RESOLVE_USER=True):
+        answers = [
+            get(client_kind, f"/limited/user/{view}", peer=ip, X_User=who)
+            for view, who, ip in requests
+        ]
+    assert [200, 200, 429, 200, 200, 429] == [r.status_code for r in answers]
+    assert [f"user:{user}", f"user:{user}", f"ip:{a}", f"ip:{a}"] == [
+        r.content.decode() for r in answers if r.status_code == 200
+    ]
+
+
+USERS = iter(range(1000, 10**6))
+
+
+@pytest.fixture
+def released() -> Iterator[None]:
+    """Let the abandoned sync call of ``slow`` return at the end of the test."""
+    release.clear()
+    yield
+    release.set()
+
+
+def test_an_open_circuit_and_a_timeout_answer_503_and_504(client_kind, released):
+    upstream_breaker.reset()
+    upstream["down"] = 2
+    now[0] = 100.0
+
+    def answer(url: str) -> tuple[int, str | None]:
+        response = get(client_kind, url, raise_request_exception=False)
+        return response.status_code, response.get("Retry-After")
+
+    opened = [answer(f"/upstream/{view}") for view in ("sync", "async", "sync")]
+    now[0] += 12.4
+    later = answer("/upstream/async")
+    now[0] += 17.6
+    recovered = answer("/upstream/async")
+    assert [(500, None), (500, None), (503, "30")] == opened
+    assert [(503, "18"), (200, None)] == [later, recovered]
+    assert fluxus.CircuitState.CLOSED == upstream_breaker.state
+    assert [(504, None)] * 2 == [answer("/slow/sync"), answer("/slow/async")]
+
+
+@pytest.mark.redis
+def test_the_storage_setting_reaches_policies_decorated_at_import(redis_url):
+    import redis
+
+    with override_settings(FLUXUS_STORAGE_URI=redis_url):
+        # Django builds the middleware for each client: it sets the storage.
+        statuses = [
+            get(kind, "/shared/limited").status_code
+            for kind in ("sync", "async", "sync")
+        ]
+        statuses += [
+            get(kind, "/shared/broken", raise_request_exception=False).status_code
+            for kind in ("async", "sync")
+        ]
+    assert [200, 200, 429, 500, 503] == statuses
+    store = redis.Redis.from_url(redis_url)
+    name = f"django-{RUN}"
+    assert b"open" == store.hget(f"fluxus:breaker:{name}:state", "state")
+    assert 1 == len(store.keys(f"*{name}/*"))

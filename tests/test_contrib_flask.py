@@ -1,13 +1,15 @@
-"""fluxus.contrib.flask through Flask's test client and a real Werkzeug server."""
+"""fluxus.contrib.flask through Flask's test client, Werkzeug and gunicorn."""
 
 from __future__ import annotations
 
+import os
 import runpy
 import subprocess
 import sys
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import flask
@@ -24,7 +26,17 @@ from fluxus.contrib.flask import (
 )
 from werkzeug.serving import make_server
 
-from _web import Counter, Flaky, fetch, hammer
+from _web import (
+    GUARDED_ANSWERS,
+    Flaky,
+    add_guarded_views,
+    default_storage_restored,  # noqa: F401 - an autouse fixture
+    fetch,
+    hammer,
+    new_address,
+    release_fixture,  # noqa: F401 - the release fixture
+    walk_guarded_views,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -263,38 +275,165 @@ def test_user_key_takes_a_current_user_hook():
     assert "user:grace" == app.test_client().get("/key/a").text
 
 
-@pytest.fixture
-def server() -> Iterator[tuple[str, Counter]]:
-    counter = Counter(limit=3, retry_after=1.5)
+def test_key_client_ip_gives_each_client_its_own_budget():
     app = make_app()
     init_app(app)
 
     @app.get("/")
+    @fluxus.rate_limit("2/minute", key=client_ip)
     def index() -> str:
-        counter.admit()
-        return "ok"
+        return client_ip()
 
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(
-        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}/", counter
-    finally:
+    client = app.test_client()
+    a, b = new_address(), new_address()
+    answers = [
+        client.get("/", environ_base={"REMOTE_ADDR": address})
+        for address in (a, a, b, a, b, b)
+    ]
+    assert [200, 200, 200, 429, 200, 429] == [r.status_code for r in answers]
+    assert [a, a, b, b] == [r.text for r in answers if r.status_code == 200]
+    assert all(0 < int(r.headers["Retry-After"]) <= 60 for r in answers[3::2])
+
+
+def test_key_user_key_counts_a_user_across_addresses():
+    app = make_app()
+    init_app(app)
+
+    @app.before_request
+    def load_user() -> None:
+        name = flask.request.headers.get("X-User")
+        flask.g.user = LoginUser(name) if name else None
+
+    @app.get("/")
+    @fluxus.rate_limit("2/minute", key=user_key)
+    def index() -> str:
+        return user_key()
+
+    client = app.test_client()
+    ada, a, b = f"ada-{uuid.uuid4()}", new_address(), new_address()
+    requests = [(ada, a), (ada, b), (ada, a), ("", a), ("", a), ("", b), ("", a)]
+    answers = [
+        client.get("/", headers={"X-User": user}, environ_base={"REMOTE_ADDR": ip})
+        for user, ip in requests
+    ]
+    assert [200, 200, 429, 200, 200, 200, 429] == [r.status_code for r in answers]
+    assert [f"user:{ada}", f"ip:{a}", f"ip:{b}"] == [answers[i].text for i in (0, 3, 5)]
+
+
+def guarded_app(now: list[float], release: threading.Event) -> flask.Flask:
+    app = make_app(PROPAGATE_EXCEPTIONS=False)
+    init_app(app)
+    add_guarded_views(app, now, release)
+    return app
+
+
+def test_an_open_circuit_and_a_timeout_through_the_test_client(release):
+    now = [100.0]
+    app = guarded_app(now, release)
+    breaker = fluxus.layers(app.view_functions["call_upstream"])[0]
+    client = app.test_client()
+
+    def answer(path: str) -> tuple[int, str | None]:
+        response = client.get(path)
+        return response.status_code, response.headers.get("Retry-After")
+
+    assert GUARDED_ANSWERS == walk_guarded_views(answer, now)
+    assert fluxus.CircuitState.CLOSED == breaker.state
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[flask.Flask], str]]:
+    """Serve apps under a threaded Werkzeug server on 127.0.0.1."""
+    servers = []
+
+    def start(app: flask.Flask) -> str:
+        httpd = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        thread.start()
+        servers.append((httpd, thread))
+        return f"http://127.0.0.1:{httpd.server_port}"
+
+    yield start
+    for httpd, thread in servers:
         httpd.shutdown()
         thread.join(timeout=10)
         httpd.server_close()
 
 
-def test_a_real_server_answers_concurrent_clients_with_429(server):
-    url, counter = server
-    answers = hammer(url, 12)
-    statuses = sorted(status for status, _, _ in answers)
-    assert [200] * 3 + [429] * 9 == statuses
-    assert {"2"} == {retry for status, retry, _ in answers if status == 429}
+def test_a_real_server_answers_concurrent_clients_with_429(serve):
+    app = make_app(FLUXUS_TRUSTED_PROXIES=["127.0.0.1"])
+    init_app(app)
+    admitted: list[str] = []
+
+    @app.get("/")
+    @fluxus.rate_limit(0.1, burst=3, key=client_ip)  # 3 at once, then 1 per 10 s
+    def index() -> str:
+        admitted.append(client_ip())
+        return "ok"
+
+    a, b = new_address(), new_address()
+    answers = hammer(
+        f"{serve(app)}/", 16, [{"X-Forwarded-For": a}, {"X-Forwarded-For": b}]
+    )
+    by_client = [sorted(status for status, _, _ in answers[i::2]) for i in (0, 1)]
+    assert [[200] * 3 + [429] * 5] * 2 == by_client
+    assert [a] * 3 + [b] * 3 == sorted(admitted)
+    # The next token is 10 s away; a slow machine may have used up 1 s of it.
+    assert {"9", "10"} >= {retry for status, retry, _ in answers if status == 429}
     assert {b"ok"} == {body for status, _, body in answers if status == 200}
-    assert 12 == counter.calls
+
+
+def test_a_real_server_answers_an_open_circuit_and_a_timeout(serve, release):
+    url = serve(guarded_app([0.0], release))
+    answers = [fetch(f"{url}/upstream")[:2] for _ in range(3)]
+    assert [(500, ""), (500, ""), (503, "30")] == answers
+    assert [(504, "")] * 2 == [
+        fetch(f"{url}{path}")[:2] for path in ("/slow", "/aslow")
+    ]
+
+
+@pytest.mark.redis
+def test_storage_uri_reaches_policies_decorated_before_init_app(redis_url):
+    import redis
+
+    name = f"flask-{uuid.uuid4()}"
+    app = make_app(FLUXUS_STORAGE_URI=redis_url)
+    limiter = fluxus.rate_limit("2/minute", name=name)
+    breaker = fluxus.circuit_breaker(1, 30.0, name=name)
+    local = fluxus.rate_limit("1/minute", name=name, storage="memory://")
+
+    @app.get("/limited")
+    @limiter
+    def limited() -> str:
+        return "ok"
+
+    @app.get("/local")
+    @local
+    def local_view() -> str:
+        return "ok"
+
+    @app.get("/broken")
+    @breaker
+    def broken() -> str:
+        raise ConnectionError
+
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    init_app(app)  # after the decorators, as with blueprints and app factories
+    client = app.test_client()
+    statuses = [client.get(path).status_code for path in ["/limited"] * 3]
+    statuses += [client.get(path).status_code for path in ["/broken"] * 2]
+    statuses += [client.get(path).status_code for path in ["/local"] * 2]
+    assert [200, 200, 429, 500, 503, 200, 429] == statuses
+    store = redis.Redis.from_url(redis_url)
+    assert b"open" == store.hget(f"fluxus:breaker:{name}:state", "state")
+    assert 1 == len(store.keys(f"*{name}/*"))  # the Redis limiter; not the local
+    assert [redis_url, redis_url, "memory://"] == [
+        limiter.storage,
+        storage_uri(app),
+        local.storage,
+    ]
 
 
 def test_handle_rejection_reraises_what_it_does_not_answer(app):
@@ -308,48 +447,43 @@ def test_the_example_app(monkeypatch, instant):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     example = runpy.run_path(str(EXAMPLES / "flask_app.py"))
     client = example["app"].test_client()
-    answers = [client.get("/quote") for _ in range(6)]
+    address = new_address()
+    answers = [
+        client.get("/quote", environ_base={"REMOTE_ADDR": address}) for _ in range(6)
+    ]
     assert [200] * 5 + [429] == [answer.status_code for answer in answers]
-    assert "10" == answers[-1].headers["Retry-After"]
-    assert "127.0.0.1" == answers[0].json["client"]
-    assert (503, "30") == (
-        client.get("/maintenance").status_code,
-        client.get("/maintenance").headers["Retry-After"],
-    )
+    assert answers[-1].headers["Retry-After"] in {"9", "10"}
+    assert address == answers[0].json["client"]
+    fluxus.layers(example["fetch_status"])[0].reset()  # shared by the examples
+    status = [client.get("/status") for _ in range(3)]
+    assert [(502, None), (502, None), (503, "30")] == [
+        (answer.status_code, answer.headers.get("Retry-After")) for answer in status
+    ]
 
 
 SHARED_SERVER = """
 import sys
 
 import flask
-import redis
 from werkzeug.serving import make_server
 
 import fluxus
-from fluxus.contrib.flask import init_app, storage_uri
+from fluxus.contrib.flask import client_ip, init_app
 
+redis_url, name = sys.argv[1:3]
 app = flask.Flask("shared")
-app.config["FLUXUS_STORAGE_URI"] = sys.argv[1]
-init_app(app)
-_client = None
-
-
-def shared_counter():
-    # Created on first use, in the serving process: nothing crosses a fork.
-    global _client
-    if _client is None:
-        _client = redis.Redis.from_url(storage_uri(app))
-    return _client
 
 
 @app.get("/")
+@fluxus.rate_limit("4/minute", name=name, key=client_ip)
 def index():
-    calls = shared_counter().incr(sys.argv[2])
-    if calls > 4:
-        raise fluxus.RateLimitExceeded("shared", 2.5)
     return "ok"
 
 
+# Configured after the views were decorated; the limiter, built without
+# storage=, looks the storage up on its first call.
+app.config["FLUXUS_STORAGE_URI"] = redis_url
+init_app(app)
 server = make_server("127.0.0.1", 0, app, threaded=True)
 print(server.server_port, flush=True)
 server.serve_forever()
@@ -360,10 +494,10 @@ server.serve_forever()
 def test_two_server_processes_share_one_storage_uri(redis_url, tmp_path):
     script = tmp_path / "shared_server.py"
     script.write_text(SHARED_SERVER)
-    counter_key = f"fluxus-test:{uuid.uuid4()}"
+    name = f"shared-{uuid.uuid4()}"
     servers = [
         subprocess.Popen(
-            [sys.executable, str(script), redis_url, counter_key],
+            [sys.executable, str(script), redis_url, name],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -378,4 +512,95 @@ def test_two_server_processes_share_one_storage_uri(redis_url, tmp_path):
             server.wait(timeout=10)
             server.stdout.close()
     assert [200] * 4 + [429] * 6 == [status for status, _, _ in answers]
-    assert {"3"} == {retry for status, retry, _ in answers if status == 429}
+    # Both processes refuse, each with the wait until the shared window ends.
+    waits = [int(retry) for status, retry, _ in answers if status == 429]
+    assert all(55 <= wait <= 60 for wait in waits)
+    assert sorted(waits, reverse=True) == waits
+
+
+PRELOADED_APP = """
+import os
+
+import flask
+import fluxus
+from fluxus.contrib.flask import init_app
+
+app = flask.Flask("preloaded")
+limiter = fluxus.rate_limit(0.01, burst=4, name=os.environ["LIMIT_NAME"])
+
+
+@app.get("/")
+@limiter
+def index():
+    return "ok"
+
+
+@app.get("/connection")
+def connection():
+    limiter.allow()  # builds this worker's storage, if it has none yet
+    return str(limiter._plan.store._client().client_id())
+
+
+app.config["FLUXUS_STORAGE_URI"] = os.environ["FLUXUS_STORAGE_URI"]
+init_app(app)
+# The master uses the limiter before it forks its workers: a Redis client
+# and its connection exist in the master from here on.
+limiter.allow()
+print(limiter._plan.store._client().client_id(), flush=True)
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.redis
+def test_gunicorn_workers_forked_from_a_preloaded_app_share_a_redis_limit(
+    redis_url, tmp_path
+):
+    pytest.importorskip("gunicorn")
+    (tmp_path / "preloaded.py").write_text(PRELOADED_APP)
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLUXUS_STORAGE_URI": redis_url,
+        "LIMIT_NAME": f"gunicorn-{uuid.uuid4()}",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "gunicorn", "--preload", "--workers", "2", "--threads", "4"),
+            *("--bind", f"127.0.0.1:{port}", "--chdir", str(tmp_path)),
+            "preloaded:app",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        text=True,
+    )
+    try:
+        master = int(server.stdout.readline())
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                fetch(f"http://127.0.0.1:{port}/connection")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.05)
+        answers = hammer(f"http://127.0.0.1:{port}/", 10)
+        workers = {
+            int(fetch(f"http://127.0.0.1:{port}/connection")[2]) for _ in range(8)
+        }
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        server.stdout.close()
+    assert [200] * 4 + [429] * 6 == sorted(status for status, _, _ in answers)
+    # The next token is 100 s away; a slow machine may have used up 1 s of it.
+    assert {"99", "100"} >= {retry for status, retry, _ in answers if status == 429}
+    assert master not in workers

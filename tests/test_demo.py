@@ -45,8 +45,10 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
     (retries,) = numbers(r"retry\s+(\d+) retries", out)
     (changes, refused) = numbers(r"(\d+) state changes, (\d+) calls refused", out)
     (kept,) = numbers(r"dead letter\s+(\d+) failed calls kept", out)
+    (throttled,) = numbers(r"rate limit\s+(\d+) calls throttled", out)
     assert retries > 0
     assert changes >= 1
+    assert throttled > 0  # the clients rush past the burst now and then
     path = re.search(r"kept in (\S+)", out).group(1)
     assert kept == len(list(JsonlFile(path).letters()))
     assert kept >= refused

@@ -53,3 +53,37 @@ def test_the_example_runs_as_a_script(tmp_path):
     )
     assert 0 == result.returncode, result.stderr
     assert "apple 7 True" in result.stdout
+
+
+def test_the_flask_example_protects_a_view_with_the_stack(tmp_path, monkeypatch):
+    import runpy
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    example = runpy.run_path(str(EXAMPLES / "flask_app.py"))
+    client = example["app"].test_client()
+
+    with fluxus.testing.testing():
+        answers = [client.post(f"/orders/o-{n}") for n in range(4)]
+
+    assert [201] * 4 == [answer.status_code for answer in answers]
+    assert "receipt-o-3" == answers[3].json["receipt"]
+    orders = example["orders"]
+    assert orders.policies == fluxus.layers(example["place_order"])
+    retry = orders.policies[-1]
+    assert 1 <= retry.stats.retries  # the order service fails every third call
+    letters = fluxus.sinks.JsonlFile(tmp_path / "orders-dead-letters.jsonl")
+    assert [] == list(letters.letters())
+
+    breaker = orders.policies[2]
+    breaker.open()
+    try:
+        refused = client.post("/orders/o-9")
+    finally:
+        breaker.reset()
+    assert 503 == refused.status_code
+    (letter,) = letters.letters()
+    assert ({"order_id": "o-9"}, "fluxus.exceptions.CircuitOpenError") == (
+        letter.kwargs,
+        letter.error_type,
+    )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import fluxus
@@ -127,3 +128,214 @@ def test_hooks_must_be_callable(bad):
             set_hooks(bad)
         else:
             add_hook(bad)
+
+
+def test_stdlib_logging_when_structlog_is_not_configured(caplog, instant):
+    fn = fluxus.retry(2, name="plain")(fail_twice())
+    structlog.reset_defaults()
+    assert not structlog.is_configured()
+
+    with caplog.at_level(logging.INFO, logger="fluxus"), pytest.raises(OSError):
+        fn("x")
+
+    assert ["fluxus.retry_scheduled", "fluxus.retries_exhausted"] == [
+        r.getMessage().split()[0] for r in caplog.records
+    ]
+    assert "plain" == caplog.records[0].fluxus_event["policy"]
+
+
+def test_storage_outages_share_one_shape():
+    from fluxus.instrumentation import (
+        CircuitStorageRecovered,
+        CircuitStorageUnavailable,
+        RateLimitStorageRecovered,
+        RateLimitStorageUnavailable,
+        StorageRecovered,
+        StorageUnavailable,
+    )
+
+    fields = {
+        "policy": "p",
+        "function": "f",
+        "storage": "redis://:***@h",
+        "fail_open": True,
+        "error_type": "builtins.OSError",
+        "error_message": "down",
+    }
+    for kind, cls in [
+        ("circuit_storage_unavailable", CircuitStorageUnavailable),
+        ("rate_limit_storage_unavailable", RateLimitStorageUnavailable),
+    ]:
+        event = cls(**fields)
+        assert isinstance(event, StorageUnavailable)
+        assert (kind, logging.ERROR, fields) == (
+            event.kind,
+            event.level,
+            event.fields(),
+        )
+    for kind, cls in [
+        ("circuit_storage_recovered", CircuitStorageRecovered),
+        ("rate_limit_storage_recovered", RateLimitStorageRecovered),
+    ]:
+        event = cls(policy="p", function="f", storage="s")
+        assert isinstance(event, StorageRecovered)
+        assert (kind, logging.INFO) == (event.kind, event.level)
+
+
+def test_a_failing_observer_never_breaks_the_call_and_is_reported_once(caplog, mode):
+    from fluxus.instrumentation import add_observer, remove_observer
+
+    class Broken:
+        def start(self, policy, function, attempt):
+            raise RuntimeError("observer bug")
+
+        def end(self, state, error):  # pragma: no cover - start never succeeds
+            raise RuntimeError("observer bug")
+
+    class BrokenEnd:
+        attempts = True
+
+        def start(self, policy, function, attempt):
+            return None
+
+        def end(self, state, error):
+            raise RuntimeError("observer bug")
+
+    broken, broken_end = Broken(), BrokenEnd()
+    add_observer(broken)
+    add_observer(broken)  # added once only
+    add_observer(broken_end)
+    try:
+        fn = fluxus.circuit_breaker()(mode.make(lambda: "ok"))
+        with caplog.at_level(logging.ERROR, logger="fluxus"):
+            assert ["ok"] * 3 == [mode.run(fn) for _ in range(3)]
+    finally:
+        remove_observer(broken)
+        remove_observer(broken_end)
+        remove_observer(broken_end)  # removing twice is harmless
+
+    assert 2 == len(caplog.records)
+
+
+def test_observers_see_every_layer_once_and_recursion_is_observed(mode):
+    from fluxus.instrumentation import add_observer, remove_observer
+
+    seen = []
+
+    class Recorder:
+        attempts = True  # retry attempts too
+
+        def start(self, policy, function, attempt):
+            seen.append((policy.name, attempt))
+
+        def end(self, state, error):
+            pass
+
+    recorder = Recorder()
+    policies = [
+        fluxus.dead_letter(fluxus.sinks.Memory(), name="dlq"),
+        fluxus.rate_limit(1000, name=f"rl-{mode.name}"),
+        fluxus.circuit_breaker(name="cb"),
+        fluxus.timeout(5, name="to"),
+        fluxus.retry(2, name="re"),
+    ]
+    fn = mode.make(lambda: "ok")
+    for policy in reversed(policies):
+        fn = policy(fn)
+    add_observer(recorder)
+    try:
+        assert "ok" == mode.run(fn)
+        recursive = fluxus.retry(name="rec")(lambda n: n and recursive(n - 1))
+        recursive(2)
+    finally:
+        remove_observer(recorder)
+
+    assert [
+        ("dlq", 0),
+        (f"rl-{mode.name}", 0),
+        ("cb", 0),
+        ("to", 0),
+        ("re", 0),
+        ("re", 1),
+        ("rec", 0),
+        ("rec", 1),
+        ("rec", 0),
+        ("rec", 1),
+        ("rec", 0),
+        ("rec", 1),
+    ] == seen
+
+
+def test_a_secret_argument_reaches_no_output(caplog, tmp_path, instant):
+    """Every hook and backend at once; the secret must appear in none."""
+    from fluxus.instrumentation import otel, prometheus
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+        InMemorySpanExporter,
+    )
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    secret = "hunter2-s3cr3t"  # noqa: S105 - a fake, looked for in every output
+    registry = CollectorRegistry()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    set_hooks([StructlogHook(), LoggingHook()])
+    prometheus.install(registry)
+    otel.install(provider)
+    breaker = fluxus.circuit_breaker(1, 60.0, name="vault-cb")
+    limiter = fluxus.rate_limit("1/minute", name="vault-rl")
+    timeout = fluxus.timeout(0.01, strategy="cooperative", name="vault-to")
+
+    def fail(password):
+        raise OSError("vault refused")
+
+    def slow(password):
+        import time
+
+        time.sleep(0.02)
+
+    calls = [
+        fluxus.dead_letter(fluxus.sinks.Memory(), name="vault-dlq")(
+            breaker(fluxus.retry(2, name="vault-re")(fail))
+        ),
+        limiter(lambda password: password),
+        timeout(slow),
+    ]
+    try:
+        with (
+            fluxus.testing.capture_events() as events,
+            structlog.testing.capture_logs() as logs,
+            caplog.at_level(logging.DEBUG, logger="fluxus"),
+        ):
+            for fn in calls:
+                for _ in range(2):
+                    with contextlib.suppress(Exception):
+                        fn(secret)
+    finally:
+        prometheus.uninstall(registry)
+        otel.uninstall()
+
+    kinds = {event.kind for event in events}
+    assert {
+        "retry_scheduled",
+        "retries_exhausted",
+        "circuit_state_changed",
+        "circuit_rejected",
+        "dead_lettered",
+        "rate_limited",
+        "timed_out",
+    } == kinds
+    spans = [span.to_json() for span in exporter.get_finished_spans()]
+    outputs = {
+        "events": repr(events),
+        "structlog": repr(logs),
+        "logging": repr([(r.getMessage(), r.__dict__) for r in caplog.records]),
+        "prometheus": generate_latest(registry).decode(),
+        "spans": "".join(spans),
+    }
+    assert all(outputs.values())
+    assert dict.fromkeys(outputs, False) == {
+        name: secret in text for name, text in outputs.items()
+    }

@@ -110,7 +110,7 @@ class AdmissionWatch:
         self.times: list[float] = []
         self.started: float | None = None
         if clock is not None:
-            store = limiter._plan.store
+            store = limiter._resolve().store  # built on first use otherwise
             take = store.take
 
             def watched_take(*args: Any) -> Any:
@@ -225,7 +225,7 @@ def harness(
     )
     trials = None
     if storage is None:
-        trials = TrialWatch(breaker._storage)
+        trials = TrialWatch(breaker._build())  # built on first use otherwise
         breaker._storage = trials
     clock = RecordingClock() if storage is None else None
     limiter = fluxus.RateLimiter(

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from fluxus._config import set_default_storage
+from fluxus._rate_limit import check_storage
 from fluxus.exceptions import CircuitOpenError, DeadlineExceeded, RateLimitExceeded
 
 #: The storage every limiter and breaker of an app uses unless configured.
@@ -105,11 +107,12 @@ def _detail(sentence: str, wait: int | None) -> str:
 
 
 def check_storage_uri(value: object, param: str) -> str:
-    """Return *value* if it looks like a ``limits`` storage URI.
+    """Return *value* if it is a ``limits`` storage URI fluxus can use.
 
     Raises:
         TypeError: If *value* is not a string.
-        ValueError: If it has no ``scheme://`` part.
+        ValueError: If it has no ``scheme://`` part, an unknown scheme, or
+            needs a package that is not installed.
     """
     if not isinstance(value, str):
         msg = f"{param} must be a storage URI string such as 'memory://', got {value!r}"
@@ -121,7 +124,26 @@ def check_storage_uri(value: object, param: str) -> str:
             f"'redis://host:6379/0', got {value!r}"
         )
         raise ValueError(msg)
-    return value
+    return check_storage(value, param)
+
+
+def use_storage_uri(value: object, param: str) -> str:
+    """Check *value* and make it the storage of policies built without one.
+
+    Every ``fluxus.rate_limit`` and ``fluxus.circuit_breaker`` built without
+    ``storage=`` uses it from its next call on, including those decorated
+    before the app was configured.
+
+    Returns:
+        *value*, checked.
+
+    Raises:
+        TypeError: If *value* is not a string.
+        ValueError: If it is not a storage URI fluxus can use.
+    """
+    uri = check_storage_uri(value, param)
+    set_default_storage(uri)
+    return uri
 
 
 class TrustedProxies:

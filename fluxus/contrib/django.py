@@ -20,8 +20,12 @@ async stacks alike.
 
 Settings (all optional):
 
-- ``FLUXUS_STORAGE_URI``: the storage of the project's limiters and
-  breakers (default ``"memory://"``); read it with :func:`storage_uri`.
+- ``FLUXUS_STORAGE_URI``: the storage of the limiters and breakers built
+  without ``storage=`` (default ``"memory://"``), for example
+  ``"redis://localhost:6379/0"`` to share limits and circuits among the
+  workers; :class:`FluxusMiddleware` makes it the process's default
+  storage, which such policies look up on their first call. Read it with
+  :func:`storage_uri`.
 - ``FLUXUS_TRUSTED_PROXIES``: addresses or networks whose
   ``X-Forwarded-For`` entries :func:`client_ip` believes (default: none,
   the header is ignored).
@@ -49,6 +53,7 @@ from fluxus.contrib._http import (
     TrustedProxies,
     check_storage_uri,
     rejection_for,
+    use_storage_uri,
     user_or_ip,
 )
 
@@ -69,7 +74,9 @@ class FluxusMiddleware:
     Django asks ``process_exception`` of the middleware from the last one
     up and stops at the first answer: list this one below any middleware
     that answers every exception (error reporters).
-    The settings are checked when Django builds the middleware (at start).
+    The settings are checked when Django builds the middleware (at start),
+    and a ``FLUXUS_STORAGE_URI`` setting becomes the storage of every limiter
+    and breaker built without ``storage=``, in this process.
 
     Raises:
         TypeError: If a ``FLUXUS_*`` setting has the wrong type.
@@ -84,7 +91,8 @@ class FluxusMiddleware:
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
-        storage_uri()
+        if hasattr(settings, "FLUXUS_STORAGE_URI"):
+            use_storage_uri(settings.FLUXUS_STORAGE_URI, "FLUXUS_STORAGE_URI")
         _trusted_proxies()
         self.resolve_user = bool(getattr(settings, "FLUXUS_RESOLVE_USER", False))
 

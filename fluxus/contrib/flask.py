@@ -17,8 +17,12 @@ those codes (``@app.errorhandler(429)``) render the page if it has them;
 
 Config keys:
 
-- ``FLUXUS_STORAGE_URI``: the storage of the app's limiters and breakers
-  (default ``"memory://"``); read it with :func:`storage_uri`.
+- ``FLUXUS_STORAGE_URI``: the storage of the limiters and breakers built
+  without ``storage=`` (default ``"memory://"``), for example
+  ``"redis://localhost:6379/0"`` to share limits and circuits among the
+  workers; :meth:`Fluxus.init_app` makes it the process's default storage,
+  which such policies look up on their first call. Read it with
+  :func:`storage_uri`.
 - ``FLUXUS_TRUSTED_PROXIES``: addresses or networks whose
   ``X-Forwarded-For`` entries :func:`client_ip` believes (default: none,
   the header is ignored). Behind Werkzeug's ``ProxyFix``, leave it empty:
@@ -44,6 +48,7 @@ from fluxus.contrib._http import (
     TrustedProxies,
     check_storage_uri,
     rejection_for,
+    use_storage_uri,
     user_or_ip,
 )
 from fluxus.exceptions import FluxusError
@@ -101,14 +106,18 @@ class Fluxus:
     def init_app(self, app: flask.Flask) -> None:
         """Register the error handlers on *app* and check its config.
 
+        A ``FLUXUS_STORAGE_URI`` in the config becomes the storage of every
+        limiter and breaker built without ``storage=``, in this process.
+
         Raises:
             TypeError: If ``FLUXUS_STORAGE_URI`` or ``FLUXUS_TRUSTED_PROXIES``
                 has the wrong type.
             ValueError: If either holds a bad value.
         """
+        if "FLUXUS_STORAGE_URI" in app.config:
+            use_storage_uri(app.config["FLUXUS_STORAGE_URI"], "FLUXUS_STORAGE_URI")
         app.config.setdefault("FLUXUS_STORAGE_URI", DEFAULT_STORAGE_URI)
         app.config.setdefault("FLUXUS_TRUSTED_PROXIES", ())
-        check_storage_uri(app.config["FLUXUS_STORAGE_URI"], "FLUXUS_STORAGE_URI")
         state = _State(
             self,
             TrustedProxies(

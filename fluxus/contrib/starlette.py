@@ -36,6 +36,7 @@ from fluxus.contrib._http import (
     TrustedProxies,
     check_storage_uri,
     rejection_for,
+    use_storage_uri,
     user_or_ip,
 )
 
@@ -93,9 +94,12 @@ def install(
             entries :func:`client_ip` believes; by default the
             comma-separated ``FLUXUS_TRUSTED_PROXIES`` environment variable,
             else none (the header is ignored).
-        storage_uri: The storage of the app's limiters and breakers; by
-            default the ``FLUXUS_STORAGE_URI`` environment variable, else
-            ``"memory://"``.
+        storage_uri: The storage of the limiters and breakers built without
+            ``storage=`` (for example ``"redis://localhost:6379/0"``, shared
+            by the workers); by default the ``FLUXUS_STORAGE_URI``
+            environment variable, else ``"memory://"``. When either is given
+            it becomes this process's default storage, which such policies
+            look up on their first call, even if decorated before.
 
     Raises:
         TypeError: If a setting has the wrong type.
@@ -105,7 +109,9 @@ def install(
     if trusted_proxies is not None:
         state.trusted_proxies = TrustedProxies(trusted_proxies, "trusted_proxies")
     if storage_uri is not None:
-        state.storage_uri = check_storage_uri(storage_uri, "storage_uri")
+        state.storage_uri = use_storage_uri(storage_uri, "storage_uri")
+    elif "FLUXUS_STORAGE_URI" in os.environ:
+        use_storage_uri(state.storage_uri, "FLUXUS_STORAGE_URI")
     app.state.fluxus = state
     for error in REJECTIONS:
         app.add_exception_handler(error, handle_rejection)

@@ -7,9 +7,20 @@ logger::
 
     fluxus.instrumentation.add_hook(lambda event: print(event))
     fluxus.instrumentation.set_hooks([fluxus.instrumentation.LoggingHook()])
+
+The default hook logs through structlog, or through :mod:`logging` while
+structlog is not configured and logging is (see :class:`StructlogHook`).
+Metrics and traces also watch calls that succeed: the backends
+:mod:`fluxus.instrumentation.prometheus` and
+:mod:`fluxus.instrumentation.otel` (imported on demand, never by
+``import fluxus``) register an :class:`Observer` for that; without one a
+successful call costs one attribute check. Every policy counts its own
+calls and decisions too: ``policy.stats`` is a :class:`Stats`.
 """
 
 from __future__ import annotations
+
+from fluxus._stats import Stats
 
 from ._events import (
     CircuitRejected,
@@ -24,10 +35,13 @@ from ._events import (
     RateLimitStorageUnavailable,
     RetriesExhausted,
     RetryScheduled,
+    StorageRecovered,
+    StorageUnavailable,
     TimedOut,
 )
 from ._hooks import Hook, add_hook, get_hooks, remove_hook, set_hooks
 from ._logging import LoggingHook
+from ._observe import Observer, add_observer, remove_observer
 from ._structlog import StructlogHook
 
 __all__ = [
@@ -40,15 +54,21 @@ __all__ = [
     "Event",
     "Hook",
     "LoggingHook",
+    "Observer",
     "RateLimitStorageRecovered",
     "RateLimitStorageUnavailable",
     "RateLimited",
     "RetriesExhausted",
     "RetryScheduled",
+    "Stats",
+    "StorageRecovered",
+    "StorageUnavailable",
     "StructlogHook",
     "TimedOut",
     "add_hook",
+    "add_observer",
     "get_hooks",
     "remove_hook",
+    "remove_observer",
     "set_hooks",
 ]

@@ -128,17 +128,21 @@ class RateLimited(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RateLimitStorageUnavailable(Event):
-    """A rate limiter could not reach its storage.
+class StorageUnavailable(Event):
+    """A policy could not reach its shared storage (Redis, ...).
+
+    The base of :class:`CircuitStorageUnavailable` and
+    :class:`RateLimitStorageUnavailable`: a hook that watches storage
+    outages checks for this class. Emitted once per outage.
 
     Attributes:
-        storage: The storage URI, its password masked.
-        fail_open: Whether calls are admitted until the storage is back.
+        storage: The storage, its password masked.
+        fail_open: Whether calls are let through until the storage is back.
         error_type: ``module.qualname`` of the storage error.
-        error_message: ``str()`` of the storage error.
+        error_message: ``str()`` of the storage error, password masked.
     """
 
-    kind: ClassVar[str] = "rate_limit_storage_unavailable"
+    kind: ClassVar[str] = "storage_unavailable"
     level: ClassVar[int] = logging.ERROR
 
     storage: str
@@ -148,16 +152,38 @@ class RateLimitStorageUnavailable(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RateLimitStorageRecovered(Event):
-    """A rate limiter reached its storage again after an outage.
+class StorageRecovered(Event):
+    """A policy reached its shared storage again after an outage.
+
+    The base of :class:`CircuitStorageRecovered` and
+    :class:`RateLimitStorageRecovered`.
 
     Attributes:
-        storage: The storage URI, its password masked.
+        storage: The storage, its password masked.
     """
 
-    kind: ClassVar[str] = "rate_limit_storage_recovered"
+    kind: ClassVar[str] = "storage_recovered"
+    level: ClassVar[int] = logging.INFO
 
     storage: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitStorageUnavailable(StorageUnavailable):
+    """A rate limiter could not reach its storage; see :class:`StorageUnavailable`.
+
+    ``storage`` is the storage URI; ``fail_open`` says whether calls are
+    admitted until the storage is back.
+    """
+
+    kind: ClassVar[str] = "rate_limit_storage_unavailable"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitStorageRecovered(StorageRecovered):
+    """A rate limiter reached its storage again; see :class:`StorageRecovered`."""
+
+    kind: ClassVar[str] = "rate_limit_storage_recovered"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -202,40 +228,20 @@ class CircuitRejected(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CircuitStorageUnavailable(Event):
-    """A circuit breaker could not reach its shared storage.
+class CircuitStorageUnavailable(StorageUnavailable):
+    """A circuit breaker could not reach its storage; see :class:`StorageUnavailable`.
 
-    Emitted once per outage; calls are let through (``fail_open``) or
-    rejected until the storage answers again.
-
-    Attributes:
-        storage: The storage, its password masked.
-        fail_open: Whether calls are let through meanwhile.
-        error_type: ``module.qualname`` of the storage error.
-        error_message: ``str()`` of the storage error, password masked.
+    Calls are let through (``fail_open``) or rejected until it answers again.
     """
 
     kind: ClassVar[str] = "circuit_storage_unavailable"
-    level: ClassVar[int] = logging.ERROR
-
-    storage: str
-    fail_open: bool
-    error_type: str
-    error_message: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CircuitStorageRecovered(Event):
-    """A circuit breaker reached its shared storage again after an outage.
-
-    Attributes:
-        storage: The storage, its password masked.
-    """
+class CircuitStorageRecovered(StorageRecovered):
+    """A circuit breaker reached its storage again; see :class:`StorageRecovered`."""
 
     kind: ClassVar[str] = "circuit_storage_recovered"
-    level: ClassVar[int] = logging.INFO
-
-    storage: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,7 +16,8 @@ Hook = Callable[[Event], object]
 
 _lock = threading.Lock()
 _hooks: tuple[Hook, ...] | None = None
-_reported: set[int] = set()
+#: Failed hooks by id; holding them keeps their ids from being reused.
+_reported: dict[int, object] = {}
 
 
 def _default_hooks() -> tuple[Hook, ...]:
@@ -75,14 +76,16 @@ def emit(event: Event) -> None:
         try:
             hook(event)
         except Exception as exc:  # noqa: BLE001 - a hook's bug must not break the call
-            _report_once(hook, exc)
+            report_once(hook, exc)
 
 
-def _report_once(hook: Hook, exc: Exception) -> None:
+def report_once(hook: object, exc: Exception) -> None:
+    """Log that *hook* (or an observer) raised, the first time only."""
     key = id(hook)
-    if key in _reported:
-        return
-    _reported.add(key)
+    with _lock:
+        if key in _reported:
+            return
+        _reported[key] = hook
     logging.getLogger("fluxus").error(
         "fluxus event hook %r raised; its later failures are not reported",
         hook,

@@ -1,0 +1,226 @@
+"""Prometheus metrics for every fluxus policy (``pip install fluxus[prometheus]``).
+
+::
+
+    import fluxus.instrumentation.prometheus
+
+    fluxus.instrumentation.prometheus.install()  # into prometheus_client.REGISTRY
+
+Metrics, each labelled with the policy's ``policy`` name and its ``kind``
+(``retry``, ``timeout``, ``circuit_breaker``, ``rate_limit``,
+``dead_letter``) unless noted:
+
+- ``fluxus_calls_total``: calls that entered a policy.
+- ``fluxus_failures_total``: calls that left it with an exception
+  (rejections and timeouts included).
+- ``fluxus_call_duration_seconds``: a histogram of call latency, retries and
+  waits included.
+- ``fluxus_retries_total``, ``fluxus_rejections_total``,
+  ``fluxus_timeouts_total``, ``fluxus_dead_letters_total``,
+  ``fluxus_dead_letter_handler_failures_total``,
+  ``fluxus_storage_unavailable_total``: one per decision.
+- ``fluxus_circuit_state`` (labels ``policy``): 0 closed, 1 half-open,
+  2 open, as this process last saw it.
+
+Call arguments are never labels. :func:`install` is idempotent, and with
+``PROMETHEUS_MULTIPROC_DIR`` set the metrics work in prometheus_client's
+multiprocess mode (the circuit gauge keeps one series per live process:
+in-memory circuits are per process).
+
+This module is never imported by ``import fluxus``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from ._events import (
+    CircuitRejected,
+    CircuitStateChanged,
+    DeadLettered,
+    DeadLetterHandlerFailed,
+    Event,
+    RateLimited,
+    RetryScheduled,
+    StorageUnavailable,
+    TimedOut,
+)
+from ._hooks import add_hook, get_hooks, remove_hook
+from ._observe import add_observer, remove_observer
+
+if TYPE_CHECKING:
+    from fluxus._core import Policy
+
+__all__ = ["PrometheusMetrics", "install", "uninstall"]
+
+#: ``fluxus_circuit_state`` values, by pybreaker state name.
+CIRCUIT_STATES = {"closed": 0, "half-open": 1, "open": 2}
+
+_LABELS = ("policy", "kind")
+_lock = threading.Lock()
+_installed: dict[int, PrometheusMetrics] = {}
+
+
+class _Children:
+    """One policy's labelled metrics, looked up once rather than per call."""
+
+    __slots__ = ("calls", "duration", "failures")
+
+    def __init__(self, metrics: PrometheusMetrics, name: str, kind: str) -> None:
+        self.calls = metrics.calls.labels(name, kind)
+        self.failures = metrics.failures.labels(name, kind)
+        self.duration = metrics.duration.labels(name, kind)
+
+
+class PrometheusMetrics:
+    """The fluxus metrics in one registry: an event hook and a call observer.
+
+    Build it with :func:`install`, which registers it once per registry.
+
+    Args:
+        registry: Where the metrics are registered.
+        buckets: The latency histogram's bucket bounds in seconds.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        buckets: Sequence[float] = Histogram.DEFAULT_BUCKETS,
+    ) -> None:
+        def counter(name: str, doc: str, labels: Sequence[str] = _LABELS) -> Counter:
+            return Counter(name, doc, labels, registry=registry)
+
+        self.calls = counter("fluxus_calls", "Calls that entered a fluxus policy.")
+        self.failures = counter(
+            "fluxus_failures", "Calls that left a fluxus policy with an exception."
+        )
+        self.retries = counter("fluxus_retries", "Retries scheduled.", ("policy",))
+        self.rejections = counter(
+            "fluxus_rejections", "Calls refused by an open circuit or a rate limit."
+        )
+        self.timeouts = counter("fluxus_timeouts", "Calls that timed out.", ("policy",))
+        self.dead_letters = counter(
+            "fluxus_dead_letters", "Failed calls kept as dead letters.", ("policy",)
+        )
+        self.handler_failures = counter(
+            "fluxus_dead_letter_handler_failures",
+            "Dead letters lost because the handler failed.",
+            ("policy",),
+        )
+        self.storage_unavailable = counter(
+            "fluxus_storage_unavailable", "Outages of a policy's shared storage."
+        )
+        self.circuit_state = Gauge(
+            "fluxus_circuit_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ("policy",),
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
+        self.duration = Histogram(
+            "fluxus_call_duration_seconds",
+            "Latency of calls through a fluxus policy, retries and waits included.",
+            _LABELS,
+            registry=registry,
+            buckets=buckets,
+        )
+        self._children: dict[int, _Children] = {}
+
+    # -- the observer ------------------------------------------------------
+
+    #: Calls only: retries are counted from the events.
+    attempts = False
+
+    def start(self, policy: Policy, function: str, attempt: int) -> object:  # noqa: ARG002
+        """Start timing a protected call."""
+        children = self._children.get(id(policy))
+        if children is None:
+            children = self._register(policy)
+        return children, time.perf_counter()
+
+    def end(self, state: tuple[_Children, float], error: BaseException | None) -> None:
+        """Count the call and record its latency."""
+        children, started = state
+        children.duration.observe(time.perf_counter() - started)
+        children.calls.inc()
+        if isinstance(error, Exception):
+            children.failures.inc()
+
+    def _register(self, policy: Policy) -> _Children:
+        children = _Children(self, policy.name, policy._kind)  # noqa: SLF001
+        state = getattr(policy, "state", None)
+        if state is not None and policy._kind == "circuit_breaker":  # noqa: SLF001
+            self.circuit_state.labels(policy.name).set(CIRCUIT_STATES[state.value])
+        # Policies live as long as the functions they decorate; keying by id
+        # is safe because the dict keeps nothing alive and ids are reused only
+        # after a policy is gone, when the labels are the same name anyway.
+        with _lock:
+            self._children[id(policy)] = children
+        return children
+
+    # -- the event hook ----------------------------------------------------
+
+    def __call__(self, event: Event) -> None:
+        """Count *event*: retries, rejections, timeouts, dead letters, states."""
+        policy = event.policy
+        if isinstance(event, RetryScheduled):
+            self.retries.labels(policy).inc()
+        elif isinstance(event, CircuitRejected):
+            self.rejections.labels(policy, "circuit_breaker").inc()
+        elif isinstance(event, RateLimited):
+            self.rejections.labels(policy, "rate_limit").inc()
+        elif isinstance(event, TimedOut):
+            self.timeouts.labels(policy).inc()
+        elif isinstance(event, DeadLettered):
+            self.dead_letters.labels(policy).inc()
+        elif isinstance(event, DeadLetterHandlerFailed):
+            self.handler_failures.labels(policy).inc()
+        elif isinstance(event, CircuitStateChanged):
+            self.circuit_state.labels(policy).set(CIRCUIT_STATES[event.new_state])
+        elif isinstance(event, StorageUnavailable):
+            kind = "circuit_breaker" if "circuit" in event.kind else "rate_limit"
+            self.storage_unavailable.labels(policy, kind).inc()
+
+
+def install(
+    registry: CollectorRegistry | None = None,
+    *,
+    buckets: Sequence[float] = Histogram.DEFAULT_BUCKETS,
+) -> PrometheusMetrics:
+    """Register the fluxus metrics and start feeding them; idempotent.
+
+    Installing into a registry that already has them returns the metrics
+    installed first, so libraries and applications may both call it.
+
+    Args:
+        registry: The registry; by default ``prometheus_client.REGISTRY``.
+        buckets: The latency histogram's bucket bounds in seconds (used the
+            first time only).
+
+    Returns:
+        The :class:`PrometheusMetrics` feeding *registry*.
+    """
+    registry = REGISTRY if registry is None else registry
+    with _lock:
+        metrics = _installed.get(id(registry))
+        if metrics is None:
+            metrics = _installed[id(registry)] = PrometheusMetrics(registry, buckets)
+    if metrics not in get_hooks():
+        add_hook(metrics)
+    add_observer(metrics)
+    return metrics
+
+
+def uninstall(registry: CollectorRegistry | None = None) -> None:
+    """Stop feeding the metrics of *registry* (they stay registered)."""
+    registry = REGISTRY if registry is None else registry
+    with _lock:
+        metrics = _installed.get(id(registry))
+    if metrics is not None:
+        remove_hook(metrics)
+        remove_observer(metrics)
