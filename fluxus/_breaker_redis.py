@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ._breaker_core import CLOSED, OPEN, Circuit, CircuitState, Transition
 from ._config import track
-from ._core import to_seconds, type_name
+from ._core import in_background, shielded, to_seconds, type_name
 from .instrumentation._events import CircuitStorageRecovered, CircuitStorageUnavailable
 from .instrumentation._hooks import emit
 
@@ -326,6 +326,12 @@ class CircuitRedisStorage:
     def _timeouts(self) -> dict[str, Any]:
         return {"socket_timeout": self.timeout, "socket_connect_timeout": self.timeout}
 
+    def _pooled(self) -> dict[str, Any]:
+        # A pool that waits for a free connection: redis-py's default one
+        # raises at once when all are busy, and a burst of concurrent calls
+        # would then be taken for an outage of Redis.
+        return {"timeout": self.timeout, **self._timeouts()}
+
     def _password(self) -> str | None:
         client = self._sync if self._sync is not None else self._async
         password = client.connection_pool.connection_kwargs.get("password")
@@ -350,7 +356,9 @@ class CircuitRedisStorage:
             import redis  # noqa: PLC0415
 
             if self._url is not None:
-                self._sync = redis.Redis.from_url(self._url, **self._timeouts())
+                self._sync = redis.Redis.from_pool(
+                    redis.BlockingConnectionPool.from_url(self._url, **self._pooled())
+                )
             else:
                 self._sync = redis.Redis(**self._settings(self._async))
         return self._sync
@@ -365,7 +373,11 @@ class CircuitRedisStorage:
         entry = self._per_loop.get(loop)
         if entry is None:
             if self._url is not None:
-                client = redis.asyncio.Redis.from_url(self._url, **self._timeouts())
+                client = redis.asyncio.Redis.from_pool(
+                    redis.asyncio.BlockingConnectionPool.from_url(
+                        self._url, **self._pooled()
+                    )
+                )
             else:
                 client = redis.asyncio.Redis(**self._settings(self._sync))
             closer = _close_with_loop(client)
@@ -547,9 +559,10 @@ class RedisCircuit:
         if args is None:
             return None
         try:
-            return self._transition(await self._run_async(1, args, function))
+            reply = await shielded(self._run_async(1, args, function))
         except _Down:
             return None
+        return self._transition(reply)
 
     # The steps.
 
@@ -573,13 +586,29 @@ class RedisCircuit:
         if token is not _BYPASS and token[1]:
             self._record("n", token, function)
 
-    async def admit_async(self, function: str) -> Admission:
-        """Admit a call or refuse it, in one script, without blocking the loop."""
+    async def _admit_step(self, function: str) -> Admission:
         try:
             reply = await self._run_async(0, self._admit_args(), function)
         except _Down:
             return self._unreachable()
         return self._admission(reply)
+
+    async def admit_async(self, function: str) -> Admission:
+        """Admit a call or refuse it, in one script, without blocking the loop."""
+        step = asyncio.ensure_future(self._admit_step(function))
+        try:
+            return await shielded(step)
+        except asyncio.CancelledError:
+            # The caller is gone: give back the trial slot it may have got.
+            step.add_done_callback(lambda done: self._give_back(done, function))
+            raise
+
+    def _give_back(self, step: asyncio.Future[Admission], function: str) -> None:
+        if step.cancelled() or step.exception() is not None:
+            return
+        token = step.result()[0]
+        if token is not None:
+            in_background(self.release_async(token, function))
 
     async def succeed_async(self, token: Any, function: str) -> Transition | None:
         """Record a success, without blocking the loop."""

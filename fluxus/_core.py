@@ -9,6 +9,7 @@ the :class:`~fluxus.LayeringWarning` for hand-stacked policies.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import math
@@ -94,6 +95,36 @@ def raise_replacement(
         msg = f"{param} must return an exception or None, got {replacement!r}"
         raise TypeError(msg) from error
     raise replacement from error
+
+
+#: Storage steps finishing for a cancelled caller (asyncio keeps only weak
+#: references to tasks).
+_FINISHING: set[asyncio.Future[Any]] = set()
+
+
+def in_background(step: Awaitable[Any]) -> asyncio.Future[Any]:
+    """Run *step* to its end in a task of its own, kept alive until it is done."""
+    task = asyncio.ensure_future(step)
+    _FINISHING.add(task)
+    task.add_done_callback(_FINISHING.discard)
+    return task
+
+
+async def shielded(step: Awaitable[T]) -> T:
+    """Await a storage step that must not stop halfway, whatever the caller does.
+
+    A script cancelled between the server running it and the client reading
+    its reply has changed the shared state without telling anyone (a trial
+    slot or a permit taken), and redis-py can even finish a command and drop
+    a cancellation that arrived meanwhile. So the step runs to its end in a
+    task of its own, and the caller's cancellation is raised at once.
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        in_background(task)
+        raise
 
 
 def type_name(kind: type) -> str:

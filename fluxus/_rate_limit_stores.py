@@ -33,6 +33,8 @@ import limits.storage
 import limits.strategies
 import limits.util
 
+from ._core import in_background, shielded
+
 if TYPE_CHECKING:
     import redis
     import redis.asyncio
@@ -353,7 +355,10 @@ class RedisTokenBuckets:
     The sync and the async client run the same script on the same keys, so
     sync and async callers draw on one budget. Clients are made on first use;
     redis-py's own reconnection retries are turned off so that an outage
-    costs a caller one socket timeout, not several.
+    costs a caller one socket timeout, not several. The connection pools
+    block (up to that timeout) when every connection is busy: redis-py's
+    default pool raises at once, which would make a burst of concurrent
+    callers look like an outage and, failing open, admit them all.
     """
 
     def __init__(self, uri: str) -> None:
@@ -370,10 +375,13 @@ class RedisTokenBuckets:
 
             with self._lock:
                 if self._sync is None:
-                    self._sync = redis.Redis.from_url(
-                        self._uri,
-                        retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
-                        **_redis_options(self._uri),
+                    self._sync = redis.Redis.from_pool(
+                        redis.BlockingConnectionPool.from_url(
+                            self._uri,
+                            timeout=DEFAULT_SOCKET_TIMEOUT,
+                            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+                            **_redis_options(self._uri),
+                        )
                     )
         return self._sync
 
@@ -382,10 +390,13 @@ class RedisTokenBuckets:
         import redis.asyncio.retry  # noqa: PLC0415
         import redis.backoff  # noqa: PLC0415
 
-        return redis.asyncio.Redis.from_url(
-            self._uri,
-            retry=redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0),
-            **_redis_options(self._uri),
+        return redis.asyncio.Redis.from_pool(
+            redis.asyncio.BlockingConnectionPool.from_url(
+                self._uri,
+                timeout=DEFAULT_SOCKET_TIMEOUT,
+                retry=redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0),
+                **_redis_options(self._uri),
+            )
         )
 
     @staticmethod
@@ -407,7 +418,22 @@ class RedisTokenBuckets:
     ) -> Reservation:
         """Reserve a permit in Redis without blocking the loop."""
         args = ["take", _max_wait_arg(max_wait), *_bucket_args(buckets)]
-        return _reservation(await self._eval_async(key, args))
+        step = asyncio.ensure_future(self._eval_async(key, args))
+        try:
+            return _reservation(await shielded(step))
+        except asyncio.CancelledError:
+            # The caller is gone: give back the slot it may have reserved.
+            step.add_done_callback(lambda done: self._give_back(done, key, buckets))
+            raise
+
+    def _give_back(
+        self, step: asyncio.Future[Any], key: str, buckets: Sequence[Bucket]
+    ) -> None:
+        if step.cancelled() or step.exception() is not None:
+            return
+        answer = _reservation(step.result())
+        if answer.admitted and answer.token is not None:
+            in_background(self.refund_async(key, buckets, answer.token))
 
     def peek(self, key: str, buckets: Sequence[Bucket]) -> float:
         """Return the seconds until *key* would be admitted, consuming nothing."""
@@ -428,7 +454,7 @@ class RedisTokenBuckets:
         self, key: str, buckets: Sequence[Bucket], token: object
     ) -> None:
         """Give back a reserved slot without blocking the loop."""
-        await self._eval_async(key, self._refund_args(buckets, token))
+        await shielded(self._eval_async(key, self._refund_args(buckets, token)))
 
     @staticmethod
     def _refund_args(buckets: Sequence[Bucket], token: object) -> list[Any]:

@@ -102,7 +102,15 @@ def _to_wait(backoff: object) -> wait_base:
             f"a fluxus.backoff strategy or a tenacity wait, got {backoff!r}"
         )
         raise TypeError(msg)
-    _checked_delay(backoff(0))  # a bad strategy fails now, not mid-incident
+    try:
+        first = backoff(0)  # a bad strategy fails now, not mid-incident
+    except Exception as exc:
+        msg = (
+            f"backoff must be a callable backoff(retry_index) -> seconds, but "
+            f"backoff(0) raised {exc!r}"
+        )
+        raise TypeError(msg) from exc
+    _checked_delay(first)
     return _IndexWait(backoff)
 
 

@@ -123,3 +123,13 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the reliability figures the tests of this run collected."""
+    from _figures import summary
+
+    if lines := summary():
+        terminalreporter.section("fluxus reliability figures")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -370,18 +370,23 @@ def writer(kind, path, start, count, size=10):
     )
 
 
-@pytest.mark.timeout(60)
-def test_jsonl_kill_9_mid_append_loses_no_acknowledged_letter(tmp_path):
-    path = tmp_path / "a.jsonl"
-    proc = writer("JsonlFile", path, 0, 1_000_000, size=20_000)
+def kill_9_midway(kind, path, after):
+    """Kill -9 a writer once it acknowledged *after* letters; return them all."""
+    proc = writer(kind, path, 0, 1_000_000, size=20_000)
     acknowledged = []
     for line in proc.stdout:
         acknowledged.append(int(line))
-        if len(acknowledged) == 150:
+        if len(acknowledged) == after:
             break
-    proc.kill()  # SIGKILL, in the middle of an append loop
+    proc.kill()  # SIGKILL, in the middle of a write loop
     rest, _ = proc.communicate()
-    acknowledged += [int(line) for line in rest.split()]
+    return acknowledged + [int(line) for line in rest.split()]
+
+
+@pytest.mark.timeout(60)
+def test_jsonl_kill_9_mid_append_loses_no_acknowledged_letter(tmp_path):
+    path = tmp_path / "a.jsonl"
+    acknowledged = kill_9_midway("JsonlFile", path, after=150)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -395,6 +400,18 @@ def test_jsonl_kill_9_mid_append_loses_no_acknowledged_letter(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert [*stored, 10**9] == [int(x.id, 16) for x in sink.letters()]
+
+
+@pytest.mark.timeout(60)
+def test_sqlite_kill_9_mid_insert_loses_no_acknowledged_letter(tmp_path):
+    path = tmp_path / "a.db"
+    acknowledged = kill_9_midway("SQLite", path, after=100)
+
+    stored = [int(x.id, 16) for x in SQLite(path).letters()]
+    assert set(acknowledged) <= set(stored)
+    assert list(range(len(stored))) == stored
+    SQLite(path).put(letter(10**9))
+    assert [*stored, 10**9] == [int(x.id, 16) for x in SQLite(path).letters()]
 
 
 @pytest.mark.timeout(60)

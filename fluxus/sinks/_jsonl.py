@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -114,9 +115,16 @@ class JsonlFile(StoringSink):
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 line = b"\n" + line  # a crash tore the last record
-            _write_all(fd, line)
-            if self.fsync:
-                os.fsync(fd)
+            try:
+                _write_all(fd, line)
+                if self.fsync:
+                    os.fsync(fd)
+            except OSError:
+                # A full disk (ENOSPC) can take part of the record: cut it
+                # off again, so no reader meets half a letter.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
         finally:
             os.close(fd)  # and so unlock
         if created and self.fsync:
