@@ -683,3 +683,27 @@ def test_a_failed_rewrite_leaves_the_file_as_it_was(tmp_path, monkeypatch):
         sink.remove(letter(1).id)
     assert before == sink.path.read_bytes()
     assert ["a.jsonl"] == [p.name for p in tmp_path.iterdir()]
+
+
+def test_switching_to_wal_waits_out_another_process_creating_the_store(tmp_path):
+    import sqlite3
+    import threading
+
+    from fluxus.sinks._sqlite import _switch_to_wal
+
+    path = tmp_path / "contended.db"
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("CREATE TABLE t (a)")
+    contender = sqlite3.connect(path, timeout=0.01, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            _switch_to_wal(contender, 0.05)  # gives up once its time is spent
+        release = threading.Timer(0.1, blocker.execute, ("COMMIT",))
+        release.start()
+        _switch_to_wal(contender, 5.0)
+        release.join()
+        assert "wal" == contender.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        contender.close()
+        blocker.close()

@@ -6,6 +6,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,7 +109,7 @@ class SQLite(StoringSink):
             return True
         if not create:
             return False
-        connection.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(connection, self.timeout)
         connection.execute(
             f"CREATE TABLE IF NOT EXISTS {self.table} ("
             "seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
@@ -177,3 +178,22 @@ class SQLite(StoringSink):
             if connection is None:
                 return 0
             return connection.execute(f"DELETE FROM {self.table}").rowcount  # noqa: S608 - an identifier, checked
+
+
+def _switch_to_wal(connection: sqlite3.Connection, timeout: float) -> None:
+    """Put the database in WAL mode, waiting out other processes doing the same.
+
+    Changing the journal mode needs an exclusive lock, and SQLite answers
+    "database is locked" at once, without its busy handler, while another
+    process creating the same store holds it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+        else:
+            return
