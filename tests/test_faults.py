@@ -242,7 +242,10 @@ def test_a_read_only_filesystem(tmp_path: Path, kind: str, mode: Any) -> None:
             clear = ("readonly", "unable to open")
             message = str(failure).lower().replace("-", "")
             assert any(words in message for words in clear), failure
-            assert 1 == len(list(SINKS[kind](view).letters()))
+            # The letter stored before is intact. (It is read through the
+            # writable mount: SQLite cannot always open a WAL database on a
+            # read-only mount while its writer's -shm is held elsewhere.)
+            assert 1 == len(list(SINKS[kind](disk).letters()))
         finally:
             subprocess.run([UMOUNT, "-l", str(view)], check=False, timeout=10)
     record(faults_disk_errors=1)
