@@ -478,7 +478,7 @@ def test_log_sink_logs_without_arguments_by_default(caplog, mode):
     with pytest.raises(OSError):
         mode.run(fn, "hunter2")
 
-    (record,) = caplog.records
+    (record,) = [r for r in caplog.records if r.name == "fluxus.dead_letter"]
     assert logging.ERROR == record.levelno
     assert "builtins.OSError: refused" in record.getMessage()
     assert "Traceback" in record.getMessage()
