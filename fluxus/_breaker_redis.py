@@ -29,11 +29,10 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from ._breaker_core import CLOSED, OPEN, Circuit, CircuitState, Transition
 from ._config import track
-from ._core import in_background, shielded, to_seconds, type_name
+from ._core import in_background, mask_password, shielded, to_seconds, type_name
 from .instrumentation._events import CircuitStorageRecovered, CircuitStorageUnavailable
 from .instrumentation._hooks import emit
 
@@ -177,15 +176,6 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _mask_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 def _describe(client: Any) -> str:
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
@@ -278,19 +268,19 @@ class CircuitRedisStorage:
             if "://" not in target or scheme not in _SCHEMES:
                 msg = (
                     f"{param} must be a redis://, rediss:// or unix:// URL or a "
-                    f"Redis client, got {_mask_url(target)!r}"
+                    f"Redis client, got {mask_password(target)!r}"
                 )
                 raise ValueError(msg)
             try:
                 parsed = redis.connection.parse_url(target)  # type: ignore[no-untyped-call] # redis-py leaves it unannotated
                 password = parsed.get("password")
             except ValueError:
-                msg = f"{param} is not a usable Redis URL: {_mask_url(target)!r}"
+                msg = f"{param} is not a usable Redis URL: {mask_password(target)!r}"
                 raise ValueError(msg) from None
             # The clients are built on first use, and again in a forked
             # child: a connection is never shared by two processes.
             self._url = target
-            self.description = _mask_url(target)
+            self.description = mask_password(target)
             self._secret = str(password) if password else None
             track(self)
             return

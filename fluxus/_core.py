@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypeVar, overload
+from urllib.parse import urlsplit, urlunsplit
 
 from ._stats import Counters, Stats
 from .exceptions import LayeringWarning
@@ -125,6 +126,19 @@ async def shielded(step: Awaitable[T]) -> T:
     except asyncio.CancelledError:
         in_background(task)
         raise
+
+
+def mask_password(url: str) -> str:
+    """Return *url* with its password, if any, replaced by ``***``.
+
+    Storage URLs reach reprs, errors, events and the command line; their
+    passwords must not.
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def type_name(kind: type) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Self, TextIO
 
 import fluxus
+from fluxus._core import mask_password
 from fluxus.instrumentation import Event, get_hooks, set_hooks
 
 
@@ -255,7 +256,7 @@ def run(
     folder = directory or Path(tempfile.mkdtemp(prefix="fluxus-demo-"))
     letters_path = folder / "dead-letters.jsonl"
     protect = protection(duration, redis_url, letters_path)
-    where = f"Redis at {_masked(redis_url)}" if redis_url else "memory"
+    where = f"Redis at {mask_password(redis_url)}" if redis_url else "memory"
 
     with FlakyService(duration, seed) as service:
         get_quote = protect.stack(QuoteClient(service.url).get_quote)
@@ -370,13 +371,3 @@ def _summary(
         file=out,
         flush=True,
     )
-
-
-def _masked(url: str | None) -> str:
-    if url is None:
-        return ""
-    head, sep, tail = url.rpartition("@")
-    if not sep:
-        return url
-    scheme, _, _ = head.partition("://")
-    return f"{scheme}://***@{tail}"

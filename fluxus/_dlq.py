@@ -21,12 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from ._core import mask_password
 from ._dead_letter import DeadLetter
 from ._replay import ReplayResult, replay, replay_async
 from .sinks import JsonlFile, RedisStream, SQLite
 from .sinks._base import CorruptRecordWarning, StoringSink
 from .sinks._codec import encode
-from .sinks._redis import safe_url
 
 _DEFAULT_STREAM = "fluxus:dead-letters"
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -99,7 +99,7 @@ def open_sink(spec: str, stream: str | None) -> StoringSink:
         try:
             sink.client.ping()
         except redis.RedisError as exc:
-            msg = f"cannot reach Redis at {safe_url(spec)}: {exc}"
+            msg = f"cannot reach Redis at {mask_password(spec)}: {exc}"
             raise StoreError(msg) from exc
         return sink
     if stream is not None:

@@ -41,7 +41,14 @@ import limits.util
 from limits._storage_scheme import SCHEMES
 
 from ._config import CONFIG, default_storage, track
-from ._core import RATE_LIMIT, Policy, qualified_name, to_seconds, type_name
+from ._core import (
+    RATE_LIMIT,
+    Policy,
+    mask_password,
+    qualified_name,
+    to_seconds,
+    type_name,
+)
 from ._deadline import DEADLINE, effective_wait, remaining, wait_async, wait_sync
 from ._rate_limit_stores import (
     ADMITTED,
@@ -53,7 +60,6 @@ from ._rate_limit_stores import (
     RedisTokenBuckets,
     Reservation,
     StorageUnavailableError,
-    redact,
 )
 from .exceptions import RateLimitExceeded
 from .instrumentation._events import (
@@ -244,14 +250,14 @@ def check_storage(storage: object, param: str = "storage") -> str:
     if scheme not in SCHEMES or scheme.startswith("async+"):
         known = ", ".join(sorted(s for s in SCHEMES if not s.startswith("async+")))
         msg = (
-            f"{param} has an unknown scheme {scheme!r} in {redact(storage)!r}; "
+            f"{param} has an unknown scheme {scheme!r} in {mask_password(storage)!r}; "
             f"use one of {known} (async functions use the async storages "
             "on their own)"
         )
         raise ValueError(msg)
     if scheme in REDIS_SCHEMES and importlib.util.find_spec("redis") is None:
         msg = (
-            f"{param} {redact(storage)!r} needs the redis package: "
+            f"{param} {mask_password(storage)!r} needs the redis package: "
             "pip install 'fluxus[redis]'"
         )
         raise ValueError(msg)
@@ -350,7 +356,7 @@ class RateLimiter(Policy):
         Without ``storage=``, the default storage (``"memory://"`` unless a
         web integration set ``FLUXUS_STORAGE_URI``).
         """
-        return redact(self._storage or self._given or default_storage())
+        return mask_password(self._storage or self._given or default_storage())
 
     def set_limit(self, limit: Limit) -> None:
         """Replace the limit; same forms as ``limit`` in :func:`rate_limit`.
@@ -434,8 +440,8 @@ class RateLimiter(Policy):
             msg = (
                 f"strategy='token-bucket' needs storage 'memory://' or a Redis URL "
                 f"({', '.join(sorted(REDIS_SCHEMES))}), got {source} "
-                f"{redact(uri)!r}; use a string limit with a window strategy for "
-                "other storages"
+                f"{mask_password(uri)!r}; use a string limit with a window "
+                "strategy for other storages"
             )
             raise ValueError(msg)
 

@@ -180,16 +180,6 @@ def _wait(start: float, now: float) -> float:
     return 0.0 if wait <= _TOLERANCE else wait
 
 
-def redact(uri: str) -> str:
-    """Return *uri* with its password, if any, replaced by ``***``."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:" if parts.username else ":"
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}***@{netloc}"))
-
-
 class MemoryTokenBuckets:
     """GCRA buckets in this process's memory: one float per bucket and key.
 

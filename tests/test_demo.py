@@ -8,6 +8,7 @@ import sys
 import pytest
 from fluxus import _demo
 from fluxus.__main__ import main
+from fluxus._core import mask_password
 from fluxus.sinks import JsonlFile
 
 
@@ -72,8 +73,8 @@ def test_demo_shares_state_through_redis(redis_url, tmp_path, capsys):
 
 
 def test_the_redis_password_is_never_shown():
-    assert "redis://***@db:6379/0" == _demo._masked("redis://:s3cret@db:6379/0")
-    assert "redis://db:6379/0" == _demo._masked("redis://db:6379/0")
+    assert "redis://:***@db:6379/0" == mask_password("redis://:s3cret@db:6379/0")
+    assert "redis://db:6379/0" == mask_password("redis://db:6379/0")
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,11 @@ from datetime import timedelta
 import fluxus
 import pytest
 from fluxus import _rate_limit
+from fluxus._core import mask_password
 from fluxus._deadline import DEADLINE
 from fluxus._rate_limit_stores import (
     Bucket,
     MemoryTokenBuckets,
-    redact,
     reserve,
     sliding_window_wait,
 )
@@ -169,9 +169,9 @@ def test_sliding_window_wait_solves_limits_weighting():
 
 
 def test_redact_masks_the_password_only():
-    assert "redis://:***@h:1/0" == redact("redis://:s3cret@h:1/0")
-    assert "redis://u:***@h:1/0" == redact("redis://u:s3cret@h:1/0")
-    assert "memory://" == redact("memory://")
+    assert "redis://:***@h:1/0" == mask_password("redis://:s3cret@h:1/0")
+    assert "redis://u:***@h:1/0" == mask_password("redis://u:s3cret@h:1/0")
+    assert "memory://" == mask_password("memory://")
 
 
 # -- the policy, with a fake clock ------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import fluxus
 import pytest
+from fluxus._core import mask_password
 from fluxus.sinks import (
     CorruptRecordWarning,
     JsonlFile,
@@ -27,7 +28,6 @@ from fluxus.sinks import (
     SQLite,
 )
 from fluxus.sinks._codec import decode, encode
-from fluxus.sinks._redis import safe_url
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -531,9 +531,9 @@ def test_redis_accepts_a_client_and_hides_the_password(redis_url):
 
     sink = RedisStream(redis.Redis.from_url(redis_url), stream="s")
     assert "<client>" == sink.url
-    assert "redis://:***@host:6379/0" == safe_url("redis://:pw@host:6379/0")
-    assert "redis://me:***@host/0" == safe_url("redis://me:pw@host/0")
-    assert "redis://host/0" == safe_url("redis://host/0")
+    assert "redis://:***@host:6379/0" == mask_password("redis://:pw@host:6379/0")
+    assert "redis://me:***@host/0" == mask_password("redis://me:pw@host/0")
+    assert "redis://host/0" == mask_password("redis://host/0")
     masked = RedisStream("redis://:topsecret@127.0.0.1:1/0", stream="s")
     assert "topsecret" not in repr(masked)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import warnings
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
+from fluxus._core import mask_password
 from fluxus._dead_letter import DeadLetter
 
 from ._base import CorruptRecordWarning, SinkFull, StoringSink
@@ -25,16 +25,6 @@ if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
 end
 return redis.call('XADD', KEYS[1], '*', ARGV[2], ARGV[3])
 """
-
-
-def safe_url(url: str) -> str:
-    """Return *url* with its password masked, fit for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}:" if parts.username else ":"
-    return urlunsplit(parts._replace(netloc=f"{user}***@{netloc}"))
 
 
 class RedisStream(StoringSink):
@@ -85,7 +75,7 @@ class RedisStream(StoringSink):
             msg = "fluxus.sinks.RedisStream needs redis: pip install 'fluxus[redis]'"
             raise ImportError(msg) from exc
         if isinstance(url, str):
-            self.url = safe_url(url)
+            self.url = mask_password(url)
             self.client: redis.Redis = redis.Redis.from_url(url)
         else:
             self.url = "<client>"
