@@ -30,7 +30,14 @@ from typing import Any, ClassVar, Protocol
 from ._breaker_core import CLOSED, HALF_OPEN, OPEN, Circuit, CircuitState, Transition
 from ._breaker_redis import CircuitRedisStorage
 from ._config import MEMORY, default_storage, track
-from ._core import CIRCUIT_BREAKER, Policy, qualified_name, to_seconds, type_name
+from ._core import (
+    CIRCUIT_BREAKER,
+    Policy,
+    positive_int,
+    qualified_name,
+    to_seconds,
+    type_name,
+)
 from .exceptions import CircuitOpenError
 from .instrumentation._events import CircuitRejected, CircuitStateChanged
 from .instrumentation._hooks import emit, get_hooks
@@ -211,16 +218,6 @@ class _Unbuilt:
         await self._breaker._build().release_async(token, function)  # noqa: SLF001
 
 
-def _positive_int(value: object, param: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        msg = f"{param} must be an int, got {value!r}"
-        raise TypeError(msg)
-    if value < 1:
-        msg = f"{param} must be >= 1, got {value}"
-        raise ValueError(msg)
-    return value
-
-
 def _split_exclude(
     exclude: object,
 ) -> tuple[tuple[type[BaseException], ...], tuple[Callable[[Exception], bool], ...]]:
@@ -324,9 +321,9 @@ class CircuitBreaker(Policy):
         if not callable(clock):
             msg = f"clock must be a callable returning seconds, got {clock!r}"
             raise TypeError(msg)
-        self.failure_threshold = _positive_int(failure_threshold, "failure_threshold")
-        self.success_threshold = _positive_int(success_threshold, "success_threshold")
-        self.half_open_max_requests = _positive_int(
+        self.failure_threshold = positive_int(failure_threshold, "failure_threshold")
+        self.success_threshold = positive_int(success_threshold, "success_threshold")
+        self.half_open_max_requests = positive_int(
             half_open_max_requests, "half_open_max_requests"
         )
         self.reset_timeout = seconds

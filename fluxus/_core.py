@@ -128,6 +128,22 @@ async def shielded(step: Awaitable[T]) -> T:
         raise
 
 
+def positive_int(value: object, param: str) -> int:
+    """Return *value*, an int of at least 1, or raise naming *param*.
+
+    Raises:
+        TypeError: If *value* is not an int (bools are refused too).
+        ValueError: If it is below 1.
+    """
+    if not isinstance(value, int) or isinstance(value, bool):
+        msg = f"{param} must be an int, got {value!r}"
+        raise TypeError(msg)
+    if value < 1:
+        msg = f"{param} must be >= 1, got {value}"
+        raise ValueError(msg)
+    return value
+
+
 def mask_password(url: str) -> str:
     """Return *url* with its password, if any, replaced by ``***``.
 

@@ -43,6 +43,7 @@ from ._core import (
     TIMEOUT,
     Policy,
     check_callable,
+    positive_int,
     qualified_name,
     raise_replacement,
     to_seconds,
@@ -390,12 +391,7 @@ class Timeout(Policy):
         if strategy == "signal" and not hasattr(signal, "setitimer"):
             msg = "strategy='signal' needs signal.setitimer, missing on this platform"
             raise ValueError(msg)
-        if not isinstance(max_threads, int) or isinstance(max_threads, bool):
-            msg = f"max_threads must be an int, got {max_threads!r}"
-            raise TypeError(msg)
-        if max_threads < 1:
-            msg = f"max_threads must be >= 1, got {max_threads}"
-            raise ValueError(msg)
+        positive_int(max_threads, "max_threads")
         check_callable(on_timeout, "on_timeout")
         self.seconds = budget
         self.strategy: Strategy = strategy
