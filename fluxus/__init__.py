@@ -24,15 +24,19 @@ from ._stack import Stack, stack
 from ._timeout import Timeout, timeout
 from ._version import __version__
 from .exceptions import (
+    BulkheadFull,
     CircuitOpenError,
     DeadlineExceeded,
     FluxusError,
     LayeringWarning,
     RateLimitExceeded,
     ThreadsExhausted,
+    TransactionWarning,
+    is_rejection,
 )
 
 __all__ = [
+    "BulkheadFull",
     "CircuitBreaker",
     "CircuitOpenError",
     "CircuitRedisStorage",
@@ -50,11 +54,13 @@ __all__ = [
     "Stack",
     "ThreadsExhausted",
     "Timeout",
+    "TransactionWarning",
     "__version__",
     "backoff",
     "circuit_breaker",
     "dead_letter",
     "instrumentation",
+    "is_rejection",
     "layers",
     "rate_limit",
     "remaining",

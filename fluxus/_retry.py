@@ -29,7 +29,7 @@ from ._core import (
     type_name,
 )
 from ._deadline import effective_wait, remaining, wait_async, wait_sync
-from .exceptions import CircuitOpenError, RateLimitExceeded
+from .exceptions import REJECTIONS
 from .instrumentation._events import RetriesExhausted, RetryScheduled
 from .instrumentation._hooks import emit
 from .instrumentation._observe import (
@@ -45,9 +45,6 @@ if TYPE_CHECKING:
     from .backoff import Backoff
 
 ExceptionTypes = type[Exception] | tuple[type[Exception], ...]
-
-#: fluxus's own rejections: retrying them would defeat the breaker or limiter.
-_REJECTIONS = (CircuitOpenError, RateLimitExceeded)
 
 
 class _GiveUp:
@@ -172,7 +169,7 @@ class Retry(Policy):
         )
 
     def _retryable(self, exc: Exception) -> bool:
-        if not isinstance(exc, self._on) or isinstance(exc, _REJECTIONS):
+        if not isinstance(exc, self._on) or isinstance(exc, REJECTIONS):
             return False
         return self._should_retry is None or bool(self._should_retry(exc))
 
@@ -392,8 +389,8 @@ def retry(
         TypeError: If a parameter has the wrong type.
         ValueError: If *attempts* is below 1 or *backoff* gives a negative wait.
 
-    fluxus's own rejections (:class:`~fluxus.CircuitOpenError`,
-    :class:`~fluxus.RateLimitExceeded`) and ``BaseException``\\ s such as
+    fluxus's own rejections (:func:`~fluxus.is_rejection`) and
+    ``BaseException``\\ s such as
     cancellation are never retried. When fluxus gives up, the last exception
     is re-raised as itself with a note saying how many attempts were made.
     Waits never run past an enclosing :func:`fluxus.timeout` deadline.

@@ -4,27 +4,40 @@ The error tree::
 
     Exception
      +-- FluxusError
-          +-- CircuitOpenError        a circuit breaker refused the call
-          +-- RateLimitExceeded       no rate-limit permit within the timeout
+          +-- CircuitOpenError      * a circuit breaker refused the call
+          +-- RateLimitExceeded     * no rate-limit permit within the timeout
+          +-- BulkheadFull          * no bulkhead slot within the timeout
+          +-- ThreadsExhausted      * too many abandoned timeout threads
           +-- DeadlineExceeded        a timeout ran out (also a TimeoutError)
-               +-- ThreadsExhausted   no timeout worker thread was free
+
+    (* a rejection)
 
 Warning:
      +-- LayeringWarning              hand-stacked policies in a bad order
+     +-- TransactionWarning           a timeout ran in the caller's transaction
 
 Everything fluxus raises on its own behalf is a :class:`FluxusError`; the
 exceptions of the functions it protects pass through unchanged.
+
+A *rejection* is fluxus refusing to start the work: the function was not
+called, so nothing it does happened. :func:`is_rejection` tells them apart
+from failures: a rejection is never retried, never counts as a circuit
+breaker failure, and is usually not worth a dead letter (the client is told
+to come back; replaying it would run the work twice).
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BulkheadFull",
     "CircuitOpenError",
     "DeadlineExceeded",
     "FluxusError",
     "LayeringWarning",
     "RateLimitExceeded",
     "ThreadsExhausted",
+    "TransactionWarning",
+    "is_rejection",
 ]
 
 
@@ -90,33 +103,88 @@ class DeadlineExceeded(FluxusError, TimeoutError):
         return (type(self), (self.name, self.seconds))
 
 
-class ThreadsExhausted(DeadlineExceeded):
-    """A thread timeout refused the call: all its worker threads were busy.
+class ThreadsExhausted(FluxusError):
+    """A thread timeout refused the call: too many abandoned calls still run.
 
-    Raised at once, without calling the function, rather than queueing the
-    call past its deadline. Calls abandoned at their deadline keep their
-    worker thread until they return, so this usually means the protected
-    function hangs.
+    Raised at once, without calling the function. Calls abandoned at their
+    deadline keep their worker thread until they return; ``max_threads``
+    bounds how many such threads one policy may hold, so this means the
+    protected function hangs. It is a rejection, not a deadline: no
+    deadline was reached.
 
     Attributes:
         name: The name of the timeout policy.
         seconds: The time budget the call had.
-        threads: The policy's thread bound (``max_threads``).
+        threads: The policy's bound on abandoned threads (``max_threads``).
+        retry_after: Always ``None``: nobody knows when a hung call returns.
     """
 
-    def __init__(self, name: str, seconds: float, threads: int) -> None:
-        super().__init__(name, seconds)
-        self.threads = threads
-        message = (
-            f"{name!r} was not started: all {threads} worker threads of its "
-            "fluxus.timeout are busy (with calls still running, some perhaps "
-            "abandoned at their deadline); raise max_threads or make the "
-            "function honour fluxus.remaining()"
-        )
-        self.args = (message,)
+    retry_after: float | None = None
 
-    def __reduce__(self) -> tuple[type[ThreadsExhausted], tuple[str, float, int]]:  # type: ignore[override]
+    def __init__(self, name: str, seconds: float, threads: int) -> None:
+        self.name = name
+        self.seconds = seconds
+        self.threads = threads
+        super().__init__(
+            f"{name!r} was not started: {threads} calls of its fluxus.timeout "
+            "outlived their deadline and still hold their worker threads "
+            "(max_threads); the function hangs: make it honour "
+            "fluxus.remaining() or raise max_threads"
+        )
+
+    def __reduce__(self) -> tuple[type[ThreadsExhausted], tuple[str, float, int]]:
         return (type(self), (self.name, self.seconds, self.threads))
+
+
+class BulkheadFull(FluxusError):
+    """A bulkhead refused the call: every slot and waiting place was taken.
+
+    Attributes:
+        name: The name of the bulkhead.
+        max_concurrent: The bulkhead's limit on calls running at once.
+        retry_after: Always ``None``: when a slot frees depends on the calls.
+    """
+
+    retry_after: float | None = None
+
+    def __init__(self, name: str, max_concurrent: int) -> None:
+        self.name = name
+        self.max_concurrent = max_concurrent
+        super().__init__(
+            f"bulkhead {name!r} is full: {max_concurrent} calls already run "
+            "and no waiting place was free in time"
+        )
+
+    def __reduce__(self) -> tuple[type[BulkheadFull], tuple[str, int]]:
+        return (type(self), (self.name, self.max_concurrent))
+
+
+REJECTIONS: tuple[type[FluxusError], ...] = (
+    CircuitOpenError,
+    RateLimitExceeded,
+    BulkheadFull,
+    ThreadsExhausted,
+)
+"""fluxus's own refusals, the exception types :func:`is_rejection` accepts."""
+
+
+def is_rejection(exc: BaseException) -> bool:
+    """Return whether ``exc`` is fluxus refusing to start the work.
+
+    True for :class:`CircuitOpenError`, :class:`RateLimitExceeded`,
+    :class:`BulkheadFull` and :class:`ThreadsExhausted`: the protected
+    function was not called. Use it to keep rejections out of dead letters
+    on web views, where the client is told to come back::
+
+        fluxus.dead_letter(sink, should_dlq=lambda e: not fluxus.is_rejection(e))
+
+    Args:
+        exc: Any exception.
+
+    Returns:
+        Whether ``exc`` is one of fluxus's rejections.
+    """
+    return isinstance(exc, REJECTIONS)
 
 
 class LayeringWarning(UserWarning):
@@ -124,4 +192,13 @@ class LayeringWarning(UserWarning):
 
     The recommended order, outermost first, is dead letter, rate limit,
     circuit breaker, timeout, retry; :func:`fluxus.stack` applies it.
+    """
+
+
+class TransactionWarning(UserWarning):
+    """A thread timeout ran its call in the caller's thread to stay in its transaction.
+
+    Work moved to another thread would leave the caller's database
+    transaction; fluxus runs it in the calling thread with its deadline
+    published instead (as ``strategy="cooperative"`` does).
     """

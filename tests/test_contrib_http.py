@@ -220,3 +220,12 @@ def test_each_contrib_module_exports_a_sorted_all():
         assert sorted(module.__all__) == module.__all__
         for export in module.__all__:
             assert getattr(module, export) is not None
+
+
+def test_bulkhead_full_and_threads_exhausted_are_503_without_retry_after():
+    from fluxus.contrib._http import rejection_for
+
+    for exc in (fluxus.BulkheadFull("pool", 4), fluxus.ThreadsExhausted("s", 1, 2)):
+        answer = rejection_for(exc)
+        assert answer is not None
+        assert (503, {}) == (answer.status, answer.headers)

@@ -48,3 +48,33 @@ def test_errors_carry_their_numbers_and_pickle():
 
 def test_remaining_is_none_without_a_deadline():
     assert fluxus.remaining() is None
+
+
+def test_rejections_are_fluxus_refusals_and_nothing_else():
+    rejections = (
+        fluxus.CircuitOpenError("db", 2.5),
+        fluxus.RateLimitExceeded("api", 0.25),
+        fluxus.BulkheadFull("pool", 4),
+        fluxus.ThreadsExhausted("slow", 1.0, 32),
+    )
+    others = (
+        fluxus.DeadlineExceeded("slow", 1.0),
+        fluxus.FluxusError("x"),
+        TimeoutError(),
+        ValueError(),
+        KeyboardInterrupt(),
+    )
+
+    assert [True] * 4 == [fluxus.is_rejection(e) for e in rejections]
+    assert [False] * 5 == [fluxus.is_rejection(e) for e in others]
+    assert not isinstance(rejections[3], fluxus.DeadlineExceeded)
+    assert [None, None] == [e.retry_after for e in rejections[2:]]
+    assert issubclass(fluxus.TransactionWarning, UserWarning)
+
+
+def test_new_rejections_pickle():
+    import pickle
+
+    for error in (fluxus.BulkheadFull("pool", 4), fluxus.ThreadsExhausted("s", 1, 2)):
+        clone = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own object
+        assert (type(error), str(error)) == (type(clone), str(clone))

@@ -18,7 +18,13 @@ from typing import Final
 
 from fluxus._config import set_default_storage
 from fluxus._rate_limit import check_storage
-from fluxus.exceptions import CircuitOpenError, DeadlineExceeded, RateLimitExceeded
+from fluxus.exceptions import (
+    BulkheadFull,
+    CircuitOpenError,
+    DeadlineExceeded,
+    RateLimitExceeded,
+    ThreadsExhausted,
+)
 
 #: The storage every limiter and breaker of an app uses unless configured.
 DEFAULT_STORAGE_URI: Final = "memory://"
@@ -30,7 +36,13 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _HOP_CACHE_SIZE: Final = 4096
 
 #: The rejections the integrations answer, most specific first.
-REJECTIONS: Final = (RateLimitExceeded, CircuitOpenError, DeadlineExceeded)
+REJECTIONS: Final = (
+    RateLimitExceeded,
+    CircuitOpenError,
+    BulkheadFull,
+    ThreadsExhausted,
+    DeadlineExceeded,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +87,9 @@ def rejection_for(exc: BaseException) -> Rejection | None:
     """Return the HTTP answer to *exc*, or ``None`` if it is not a rejection.
 
     ``RateLimitExceeded`` becomes 429 and ``CircuitOpenError`` 503, both
-    with ``Retry-After`` from their ``retry_after``. ``DeadlineExceeded``
+    with ``Retry-After`` from their ``retry_after``. ``BulkheadFull`` and
+    ``ThreadsExhausted`` become 503 without ``Retry-After``: when a slot or
+    a thread frees depends on calls still running. ``DeadlineExceeded``
     becomes 504 without ``Retry-After``: a deadline that ran out says
     nothing about when the downstream service will answer faster.
     """
@@ -91,6 +105,13 @@ def rejection_for(exc: BaseException) -> Rejection | None:
             "Service Unavailable",
             _detail("The service is temporarily unavailable.", wait),
             wait,
+        )
+    if isinstance(exc, BulkheadFull | ThreadsExhausted):
+        return Rejection(
+            503,
+            "Service Unavailable",
+            _detail("The service is temporarily unavailable.", None),
+            None,
         )
     if isinstance(exc, DeadlineExceeded):
         return Rejection(
