@@ -9,18 +9,21 @@ the :class:`~fluxus.LayeringWarning` for hand-stacked policies.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
-import math
 import sys
 import warnings
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypeVar, overload
-from urllib.parse import urlsplit, urlunsplit
 
 from ._stats import Counters, Stats
+from ._validate import (  # noqa: F401 - fluxus._timeout's imports, until it adopts _validate
+    check_callable,
+    non_empty_str,
+    positive_int,
+    raise_replacement,
+    to_seconds,
+)
 from .exceptions import LayeringWarning
 
 if TYPE_CHECKING:
@@ -44,117 +47,6 @@ def qualified_name(obj: object) -> str:
     if module in (None, "builtins"):
         return name
     return f"{module}.{name}"
-
-
-def to_seconds(value: object, param: str, *, allow_none: bool = False) -> float:
-    """Return *value* (seconds or a timedelta) as finite, non-negative seconds.
-
-    Raises:
-        TypeError: If *value* is neither a real number nor a timedelta.
-        ValueError: If it is negative, infinite or NaN.
-    """
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        expected = "seconds (int, float or timedelta)"
-        if allow_none:
-            expected += " or None"
-        msg = f"{param} must be {expected}, got {value!r}"
-        raise TypeError(msg)
-    if not math.isfinite(seconds) or seconds < 0:
-        msg = f"{param} must be finite and >= 0 seconds, got {value!r}"
-        raise ValueError(msg)
-    return seconds
-
-
-def check_callable(value: object, param: str) -> None:
-    """Raise :class:`TypeError` unless *value* is a callable or ``None``."""
-    if value is not None and not callable(value):
-        msg = f"{param} must be a callable or None, got {value!r}"
-        raise TypeError(msg)
-
-
-def raise_replacement(
-    hook: Callable[[Any], object] | None, error: BaseException, param: str
-) -> None:
-    """Raise the exception *hook* returns for *error*, ``from`` it.
-
-    Returns when there is no hook or it returns ``None``: the caller then
-    raises *error* itself.
-
-    Raises:
-        TypeError: If the hook returns something that is not an exception.
-    """
-    if hook is None:
-        return
-    replacement = hook(error)
-    if replacement is None:
-        return
-    if not isinstance(replacement, BaseException):
-        msg = f"{param} must return an exception or None, got {replacement!r}"
-        raise TypeError(msg) from error
-    raise replacement from error
-
-
-#: Storage steps finishing for a cancelled caller (asyncio keeps only weak
-#: references to tasks).
-_FINISHING: set[asyncio.Future[Any]] = set()
-
-
-def in_background(step: Awaitable[Any]) -> asyncio.Future[Any]:
-    """Run *step* to its end in a task of its own, kept alive until it is done."""
-    task = asyncio.ensure_future(step)
-    _FINISHING.add(task)
-    task.add_done_callback(_FINISHING.discard)
-    return task
-
-
-async def shielded(step: Awaitable[T]) -> T:
-    """Await a storage step that must not stop halfway, whatever the caller does.
-
-    A script cancelled between the server running it and the client reading
-    its reply has changed the shared state without telling anyone (a trial
-    slot or a permit taken), and redis-py can even finish a command and drop
-    a cancellation that arrived meanwhile. So the step runs to its end in a
-    task of its own, and the caller's cancellation is raised at once.
-    """
-    task = asyncio.ensure_future(step)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        in_background(task)
-        raise
-
-
-def positive_int(value: object, param: str) -> int:
-    """Return *value*, an int of at least 1, or raise naming *param*.
-
-    Raises:
-        TypeError: If *value* is not an int (bools are refused too).
-        ValueError: If it is below 1.
-    """
-    if not isinstance(value, int) or isinstance(value, bool):
-        msg = f"{param} must be an int, got {value!r}"
-        raise TypeError(msg)
-    if value < 1:
-        msg = f"{param} must be >= 1, got {value}"
-        raise ValueError(msg)
-    return value
-
-
-def mask_password(url: str) -> str:
-    """Return *url* with its password, if any, replaced by ``***``.
-
-    Storage URLs reach reprs, errors, events and the command line; their
-    passwords must not.
-    """
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def type_name(kind: type) -> str:
@@ -193,9 +85,8 @@ class Policy(Decorating):
     _rank: ClassVar[int]
 
     def __init__(self, name: str | None) -> None:
-        if name is not None and (not isinstance(name, str) or not name):
-            msg = f"name must be a non-empty string, got {name!r}"
-            raise TypeError(msg)
+        if name is not None:
+            non_empty_str(name, "name")
         self._name = name
         self._counters = Counters()
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from ._core import DEAD_LETTER, Policy, check_callable, qualified_name, type_name
+from ._core import DEAD_LETTER, Policy, qualified_name, type_name
+from ._validate import check_callable
 from .instrumentation._events import DeadLettered, DeadLetterHandlerFailed
 from .instrumentation._hooks import emit
 from .instrumentation._observe import WATCH, observe_async, observe_sync, outside

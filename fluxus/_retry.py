@@ -20,15 +20,9 @@ from tenacity.wait import wait_base
 
 from ._budget import RetryBudget
 from ._config import CONFIG
-from ._core import (
-    RETRY,
-    Policy,
-    check_callable,
-    qualified_name,
-    raise_replacement,
-    type_name,
-)
+from ._core import RETRY, Policy, qualified_name, type_name
 from ._deadline import effective_wait, remaining, wait_async, wait_sync
+from ._validate import check_callable, positive_int, raise_replacement
 from .exceptions import REJECTIONS
 from .instrumentation._events import RetriesExhausted, RetryScheduled
 from .instrumentation._hooks import emit
@@ -144,12 +138,7 @@ class Retry(Policy):
         name: str | None = None,
     ) -> None:
         super().__init__(name)
-        if not isinstance(attempts, int) or isinstance(attempts, bool):
-            msg = f"attempts must be an int, got {attempts!r}"
-            raise TypeError(msg)
-        if attempts < 1:
-            msg = f"attempts must be >= 1 (the total number of calls), got {attempts}"
-            raise ValueError(msg)
+        positive_int(attempts, "attempts", what="the total number of calls")
         check_callable(should_retry, "should_retry")
         check_callable(on_exhausted, "on_exhausted")
         if budget is not None and not isinstance(budget, RetryBudget):

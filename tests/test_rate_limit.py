@@ -10,7 +10,7 @@ from datetime import timedelta
 import fluxus
 import pytest
 from fluxus import _rate_limit
-from fluxus._core import mask_password
+from fluxus._redis import mask_password
 from fluxus._deadline import DEADLINE
 from fluxus._rate_limit_stores import (
     Bucket,
