@@ -110,6 +110,14 @@ class Policy(Decorating):
         if self._name is None:
             self._name = qualified_name(func)
 
+    def _gate(self, func: Callable[..., Any]) -> object | None:
+        """Return this policy's gate for *func* (see :mod:`fluxus._gate`), if any.
+
+        Retry and timeout run the call themselves and have none.
+        """
+        del func
+        return None
+
     def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         raise NotImplementedError
 
@@ -117,6 +125,22 @@ class Policy(Decorating):
         self, func: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
         raise NotImplementedError
+
+
+def kind_of(policy: Policy) -> str:
+    """Return *policy*'s kind, such as ``"circuit_breaker"``."""
+    return policy._kind  # noqa: SLF001 - Policy's own module
+
+
+def rank_of(policy: Policy) -> int:
+    """Return *policy*'s layer rank (innermost 0); see :data:`RETRY`."""
+    return policy._rank  # noqa: SLF001 - Policy's own module
+
+
+def gate_of(policy: Policy, func: Callable[..., Any]) -> Any:
+    """Bind *policy* to *func* and return its gate for it, or ``None``."""
+    policy._bind(func)  # noqa: SLF001 - Policy's own module
+    return policy._gate(func)  # noqa: SLF001
 
 
 def layers(func: object) -> tuple[Policy, ...]:

@@ -338,6 +338,11 @@ class DeadLetterQueue(Policy):
             )
             raise TypeError(msg)
 
+    def _gate(self, func: Callable[..., Any]) -> LetterGate:
+        if not inspect.iscoroutinefunction(func):
+            self._require_sync_handler(func)
+        return LetterGate(self, func)
+
     def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         self._require_sync_handler(func)
         function = qualified_name(func)
@@ -387,6 +392,47 @@ class DeadLetterQueue(Policy):
                 raise
 
         return dead_letter_wrapper
+
+
+class LetterGate:
+    """The dead letter queue's gate for one function, as ``fluxus.stack`` runs it."""
+
+    __slots__ = ("_calls", "_function", "_policy", "_redaction")
+
+    def __init__(self, policy: DeadLetterQueue, func: Callable[..., Any]) -> None:
+        self._policy = policy
+        self._function = qualified_name(func)
+        self._redaction = policy._redaction(func)  # noqa: SLF001 - its own module
+        self._calls = policy._counters.calls  # noqa: SLF001
+
+    @property
+    def default(self) -> Any:
+        """What the call returns when :meth:`capture` says so."""
+        return self._policy.default
+
+    def enter(self) -> None:
+        """Count the call entering."""
+        next(self._calls)
+
+    def capture(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
+    ) -> bool:
+        """Capture *exc*; return whether the call returns ``default`` instead."""
+        policy = self._policy
+        captured = policy._capture_sync(  # noqa: SLF001 - its own module
+            self._function, self._redaction, args, kwargs, exc
+        )
+        return captured and not policy.reraise
+
+    async def capture_async(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
+    ) -> bool:
+        """Same as :meth:`capture`, without blocking the event loop."""
+        policy = self._policy
+        captured = await policy._capture_async(  # noqa: SLF001 - its own module
+            self._function, self._redaction, args, kwargs, exc
+        )
+        return captured and not policy.reraise
 
 
 def dead_letter(

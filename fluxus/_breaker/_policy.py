@@ -374,14 +374,22 @@ class BreakerGate:
     without awaiting, a remote one is awaited.
     """
 
-    __slots__ = ("admit", "breaker", "fail", "function", "succeed")
+    __slots__ = ("_fail", "_succeed", "admit", "breaker", "function")
 
     def __init__(self, breaker: CircuitBreaker, function: str) -> None:
         self.breaker = breaker
         self.function = function
         self.admit = functools.partial(breaker._admit, function)  # noqa: SLF001 - its own package
-        self.succeed = breaker._record_success  # noqa: SLF001
-        self.fail = breaker._record_failure  # noqa: SLF001
+        self._succeed = breaker._record_success  # noqa: SLF001
+        self._fail = breaker._record_failure  # noqa: SLF001
+
+    def succeed(self, token: object) -> None:
+        """Record that the admitted call succeeded."""
+        self._succeed(token, self.function)
+
+    def fail(self, token: object, exc: BaseException) -> None:
+        """Record that the admitted call raised *exc*."""
+        self._fail(token, exc, self.function)
 
     async def run_async(
         self,

@@ -673,6 +673,9 @@ class RateLimiter(Policy):
         with contextlib.suppress(StorageUnavailableError):
             plan.store.refund(self._store_key(plan, key), plan.spec, answer.token)
 
+    def _gate(self, func: Callable[..., Any]) -> RateLimitGate:
+        return RateLimitGate(self, qualified_name(func))
+
     def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         function = qualified_name(func)
         admit = self._admit
@@ -763,6 +766,32 @@ class RateLimiter(Policy):
             return await func(*args, **kwargs)
 
         return rate_limit_wrapper
+
+
+class RateLimitGate:
+    """The limiter's gate for one function, as ``fluxus.stack`` runs it."""
+
+    __slots__ = ("_call_key", "_function", "_limiter")
+
+    def __init__(self, limiter: RateLimiter, function: str) -> None:
+        self._limiter = limiter
+        self._function = function
+        has_key = limiter._key is not None  # noqa: SLF001 - its own module
+        self._call_key = limiter._call_key if has_key else None  # noqa: SLF001
+
+    def admit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Return once the call holds a permit, or raise RateLimitExceeded."""
+        limiter, call_key = self._limiter, self._call_key
+        limiter._admit(  # noqa: SLF001 - its own module
+            call_key(args, kwargs) if call_key else "", limiter.timeout, self._function
+        )
+
+    async def admit_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Same as :meth:`admit`, without blocking the event loop."""
+        limiter, call_key = self._limiter, self._call_key
+        await limiter._admit_async(  # noqa: SLF001 - its own module
+            call_key(args, kwargs) if call_key else "", limiter.timeout, self._function
+        )
 
 
 _TAKE: Final = "take"
