@@ -25,6 +25,7 @@ from ._validate import positive_int as positive_int  # noqa: PLC0414
 from ._validate import raise_replacement as raise_replacement  # noqa: PLC0414
 from ._validate import to_seconds as to_seconds  # noqa: PLC0414
 from .exceptions import LayeringWarning
+from .instrumentation._observe import observing_async, observing_sync
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -83,6 +84,11 @@ class Policy(Decorating):
 
     _kind: ClassVar[str]
     _rank: ClassVar[int]
+    #: Whether :func:`wrap_with` observes its wrappers: ``_wrap_sync(func,
+    #: observe)`` and ``_wrap_async(func, observe)`` then take ``observe``
+    #: (``None`` for the plain wrapper). ``False``: the policy observes its
+    #: calls itself and takes ``func`` alone.
+    _observed_here: ClassVar[bool] = False
 
     def __init__(self, name: str | None) -> None:
         if name is not None:
@@ -118,11 +124,11 @@ class Policy(Decorating):
         del func
         return None
 
-    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_sync(self, func: Callable[..., Any], *observe: Any) -> Callable[..., Any]:
         raise NotImplementedError
 
     def _wrap_async(
-        self, func: Callable[..., Awaitable[Any]]
+        self, func: Callable[..., Awaitable[Any]], *observe: Any
     ) -> Callable[..., Awaitable[Any]]:
         raise NotImplementedError
 
@@ -216,12 +222,22 @@ class _Single:
 
 
 def wrap_with(policy: Policy, func: Callable[..., Any]) -> Callable[..., Any]:
-    """Return *policy*'s wrapper of *func*, named and signed like *func*."""
+    """Return *policy*'s wrapper of *func*, named and signed like *func*.
+
+    Observation (metrics, traces) happens here, once for every policy: the
+    policy builds a plain wrapper that never looks for observers, then the
+    one returned, which hands its calls to ``observe`` while observers are
+    installed; ``observe`` runs the plain one between them.
+    """
     policy._bind(func)  # noqa: SLF001
-    if inspect.iscoroutinefunction(func):
-        wrapper = policy._wrap_async(func)  # noqa: SLF001
+    is_async = inspect.iscoroutinefunction(func)
+    build = policy._wrap_async if is_async else policy._wrap_sync  # noqa: SLF001
+    if policy._observed_here:  # noqa: SLF001
+        plain = build(func, None)
+        observing = observing_async if is_async else observing_sync
+        wrapper = build(func, observing(policy, qualified_name(func), plain))
     else:
-        wrapper = policy._wrap_sync(func)  # noqa: SLF001
+        wrapper = build(func)
     functools.update_wrapper(wrapper, func)
     return wrapper
 

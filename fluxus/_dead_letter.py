@@ -24,7 +24,7 @@ from ._core import DEAD_LETTER, Policy, qualified_name, type_name
 from ._validate import check_callable
 from .instrumentation._events import DeadLettered, DeadLetterHandlerFailed
 from .instrumentation._hooks import emit
-from .instrumentation._observe import WATCH, observe_async, observe_sync, outside
+from .instrumentation._observe import Observe, watch_for
 
 #: What a redacted argument is replaced with, in memory and in storage.
 REDACTED = "<redacted>"
@@ -166,6 +166,7 @@ class DeadLetterQueue(Policy):
 
     _kind: ClassVar[str] = "dead_letter"
     _rank: ClassVar[int] = DEAD_LETTER
+    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -343,9 +344,12 @@ class DeadLetterQueue(Policy):
             self._require_sync_handler(func)
         return LetterGate(self, func)
 
-    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_sync(
+        self, func: Callable[..., Any], observe: Observe | None
+    ) -> Callable[..., Any]:
         self._require_sync_handler(func)
         function = qualified_name(func)
+        watch = watch_for(observe)
         redaction = self._redaction(func)
         capture = self._capture_sync
         reraise = self.reraise
@@ -353,8 +357,8 @@ class DeadLetterQueue(Policy):
         calls = self._counters.calls
 
         def dead_letter_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers and outside(dead_letter_wrapper):
-                return observe_sync(self, function, dead_letter_wrapper, args, kwargs)
+            if watch.observers:
+                return observe(args, kwargs)  # type: ignore[misc]
             next(calls)
             try:
                 return func(*args, **kwargs)
@@ -366,9 +370,10 @@ class DeadLetterQueue(Policy):
         return dead_letter_wrapper
 
     def _wrap_async(
-        self, func: Callable[..., Awaitable[Any]]
+        self, func: Callable[..., Awaitable[Any]], observe: Observe | None
     ) -> Callable[..., Awaitable[Any]]:
         function = qualified_name(func)
+        watch = watch_for(observe)
         redaction = self._redaction(func)
         capture = self._capture_async
         reraise = self.reraise
@@ -376,10 +381,8 @@ class DeadLetterQueue(Policy):
         calls = self._counters.calls
 
         async def dead_letter_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers and outside(dead_letter_wrapper):
-                return await observe_async(
-                    self, function, dead_letter_wrapper, args, kwargs
-                )
+            if watch.observers:
+                return await observe(args, kwargs)  # type: ignore[misc]
             next(calls)
             try:
                 return await func(*args, **kwargs)

@@ -34,7 +34,7 @@ from fluxus._validate import Duration, check_callable, positive_int, positive_se
 from fluxus.exceptions import CircuitOpenError
 from fluxus.instrumentation._events import CircuitRejected, CircuitStateChanged
 from fluxus.instrumentation._hooks import emit, get_hooks
-from fluxus.instrumentation._observe import WATCH, observe_async, observe_sync, outside
+from fluxus.instrumentation._observe import Observe, watch_for
 
 from ._circuit import HALF_OPEN, OPEN, Circuit, CircuitState, Transition
 from ._memory import MemoryStorage
@@ -127,6 +127,7 @@ class CircuitBreaker(Policy):
 
     _kind: ClassVar[str] = "circuit_breaker"
     _rank: ClassVar[int] = CIRCUIT_BREAKER
+    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -320,8 +321,11 @@ class CircuitBreaker(Policy):
     def _gate(self, func: Callable[..., Any]) -> BreakerGate:
         return BreakerGate(self, qualified_name(func))
 
-    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_sync(
+        self, func: Callable[..., Any], observe: Observe | None
+    ) -> Callable[..., Any]:
         function = qualified_name(func)
+        watch = watch_for(observe)
         store = self._store
         refusal = self._refusal
         announce = self._announce
@@ -330,8 +334,8 @@ class CircuitBreaker(Policy):
         calls = self._counters.calls
 
         def breaker_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers and outside(breaker_wrapper):
-                return observe_sync(self, function, breaker_wrapper, args, kwargs)
+            if watch.observers:
+                return observe(args, kwargs)  # type: ignore[misc]
             next(calls)
             token, retry_after, transition = (store.value or store.get()).admit(
                 function
@@ -351,17 +355,15 @@ class CircuitBreaker(Policy):
         return breaker_wrapper
 
     def _wrap_async(
-        self, func: Callable[..., Awaitable[Any]]
+        self, func: Callable[..., Awaitable[Any]], observe: Observe | None
     ) -> Callable[..., Awaitable[Any]]:
-        function = qualified_name(func)
-        gate = self._gate(func)
+        watch = watch_for(observe)
+        run = self._gate(func).run_async
 
         async def breaker_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers and outside(breaker_wrapper):
-                return await observe_async(
-                    self, function, breaker_wrapper, args, kwargs
-                )
-            return await gate.run_async(func, args, kwargs)
+            if watch.observers:
+                return await observe(args, kwargs)  # type: ignore[misc]
+            return await run(func, args, kwargs)
 
         return breaker_wrapper
 

@@ -58,7 +58,7 @@ from fluxus.instrumentation._events import (
     RateLimitStorageUnavailable,
 )
 from fluxus.instrumentation._hooks import emit
-from fluxus.instrumentation._observe import WATCH, observe_async, observe_sync, outside
+from fluxus.instrumentation._observe import Observe, watch_for
 
 from ._gcra import ADMITTED, Bucket, Reservation, StorageUnavailableError
 from ._memory import MemoryTokenBuckets
@@ -218,6 +218,7 @@ class RateLimiter(Policy):
 
     _kind: ClassVar[str] = "rate_limit"
     _rank: ClassVar[int] = RATE_LIMIT
+    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -676,14 +677,17 @@ class RateLimiter(Policy):
     def _gate(self, func: Callable[..., Any]) -> RateLimitGate:
         return RateLimitGate(self, qualified_name(func))
 
-    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_sync(
+        self, func: Callable[..., Any], observe: Observe | None
+    ) -> Callable[..., Any]:
         function = qualified_name(func)
+        watch = watch_for(observe)
         admit = self._admit
         call_key = self._call_key if self._key is not None else None
 
         def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers and outside(rate_limit_wrapper):
-                return observe_sync(self, function, rate_limit_wrapper, args, kwargs)
+            if watch.observers:
+                return observe(args, kwargs)  # type: ignore[misc]
             admit(call_key(args, kwargs) if call_key else "", self.timeout, function)
             return func(*args, **kwargs)
 
@@ -749,17 +753,16 @@ class RateLimiter(Policy):
             )
 
     def _wrap_async(
-        self, func: Callable[..., Awaitable[Any]]
+        self, func: Callable[..., Awaitable[Any]], observe: Observe | None
     ) -> Callable[..., Awaitable[Any]]:
         function = qualified_name(func)
+        watch = watch_for(observe)
         admit = self._admit_async
         call_key = self._call_key if self._key is not None else None
 
         async def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers and outside(rate_limit_wrapper):
-                return await observe_async(
-                    self, function, rate_limit_wrapper, args, kwargs
-                )
+            if watch.observers:
+                return await observe(args, kwargs)  # type: ignore[misc]
             await admit(
                 call_key(args, kwargs) if call_key else "", self.timeout, function
             )

@@ -131,6 +131,11 @@ def _end(started: list[tuple[Observer, Any]], error: BaseException | None) -> No
             report_once(observer, exc)
 
 
+# fluxus._timeout's observation, until it is built by wrap_with like the
+# other policies: a thread-local re-entry flag and a second pass through the
+# same wrapper.
+
+
 def observe_sync(
     policy: Policy,
     function: str,
@@ -178,6 +183,61 @@ async def observe_async(
             _CALL.reset(call)
     _end(started, None)
     return result
+
+
+Observe = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+
+
+def observing_sync(policy: Policy, function: str, plain: Callable[..., Any]) -> Observe:
+    """Return ``observe(args, kwargs)``: *plain* called between the observers.
+
+    :func:`fluxus._core.wrap_with` builds every policy's wrapper twice: a
+    plain one, which never looks for observers, and the one it returns,
+    which hands its calls to this while observers are installed.
+    """
+
+    def observe(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        started = _start(WATCH.observers, policy, function, 0)
+        call = _CALL.set(_Call(policy, function)) if WATCH.attempts else None
+        try:
+            result = plain(*args, **kwargs)
+        except BaseException as exc:
+            _end(started, exc)
+            raise
+        finally:
+            if call is not None:
+                _CALL.reset(call)
+        _end(started, None)
+        return result
+
+    return observe
+
+
+def observing_async(
+    policy: Policy, function: str, plain: Callable[..., Awaitable[Any]]
+) -> Observe:
+    """Return ``observe(args, kwargs)`` awaiting *plain*; see :func:`observing_sync`."""
+
+    async def observe(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        started = _start(WATCH.observers, policy, function, 0)
+        call = _CALL.set(_Call(policy, function)) if WATCH.attempts else None
+        try:
+            result = await plain(*args, **kwargs)
+        except BaseException as exc:
+            _end(started, exc)
+            raise
+        finally:
+            if call is not None:
+                _CALL.reset(call)
+        _end(started, None)
+        return result
+
+    return observe
+
+
+def watch_for(observe: Observe | None) -> _Watch:
+    """Return what a wrapper reads per call: :data:`WATCH`, or never-watched."""
+    return UNWATCHED if observe is None else WATCH
 
 
 def _next_attempt() -> tuple[_Call | None, int]:
