@@ -24,8 +24,9 @@ leave that failure counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fluxus._aio import in_background, shielded
@@ -289,37 +290,36 @@ class RedisCircuit:
     def _now(self) -> str:
         return "" if self.clock is None else repr(self.clock())
 
-    def _run(self, script: str, args: list[Any], function: str) -> list[Any]:
+    @contextlib.contextmanager
+    def _reaching(self, function: str) -> Iterator[None]:
+        """Run a step against Redis: skipped while resting, outages noted."""
         health = self.health
         if health.down_until is not None and health.resting():
             raise _Down
-        client = self.storage.sync_client()
         try:
-            reply = self._scripts_for(client, asynchronous=False)[script](
-                keys=self._keys(), args=[*args, self._now()], client=client
-            )
+            yield
         except Exception as exc:
             health.failed(exc, function)
             raise _Down from exc
         health.answered(function)
+
+    def _run(self, script: str, args: list[Any], function: str) -> list[Any]:
+        with self._reaching(function):
+            client = self.storage.sync_client()
+            reply = self._scripts_for(client, asynchronous=False)[script](
+                keys=self._keys(), args=[*args, self._now()], client=client
+            )
         return list(reply)
 
     async def _run_async(
         self, script: str, args: list[Any], function: str
     ) -> list[Any]:
-        health = self.health
-        if health.down_until is not None and health.resting():
-            raise _Down
-        client = await self.storage.async_client()
-        try:
+        with self._reaching(function):
+            client = await self.storage.async_client()
             async with asyncio.timeout(self.storage.timeout):
                 reply = await self._scripts_for(client, asynchronous=True)[script](
                     keys=self._keys(), args=[*args, self._now()], client=client
                 )
-        except Exception as exc:
-            health.failed(exc, function)
-            raise _Down from exc
-        health.answered(function)
         return list(reply)
 
     # Requests and replies, shared by the sync and the async steps.

@@ -133,25 +133,21 @@ class LimitsWindows:
         except limits.errors.StorageError as exc:
             raise StorageUnavailableError(str(exc)) from exc
 
+    def _window(self, limiter: Any, key: str, item: limits.RateLimitItem) -> Any:
+        """Ask *limiter* about *item*'s window: its answer, or an awaitable of it."""
+        if self._strategy == "sliding-window-counter":
+            return limiter.storage.get_sliding_window(
+                item.key_for(key), item.get_expiry()
+            )
+        return limiter.get_window_stats(item, key)
+
     def _refused(
         self,
         limiter: limits.strategies.RateLimiter,
         key: str,
         items: Sequence[limits.RateLimitItem],
     ) -> Reservation:
-        sliding = self._strategy == "sliding-window-counter"
-        waits = [
-            _item_wait(
-                item,
-                limiter.storage.get_sliding_window(  # type: ignore[attr-defined]
-                    item.key_for(key), item.get_expiry()
-                )
-                if sliding
-                else limiter.get_window_stats(item, key),
-            )
-            for item in items
-        ]
-        return Reservation(admitted=False, wait=max(waits))
+        return _refusal(items, [self._window(limiter, key, item) for item in items])
 
     async def _refused_async(
         self,
@@ -159,19 +155,16 @@ class LimitsWindows:
         key: str,
         items: Sequence[limits.RateLimitItem],
     ) -> Reservation:
-        sliding = self._strategy == "sliding-window-counter"
-        waits = [
-            _item_wait(
-                item,
-                await limiter.storage.get_sliding_window(  # type: ignore[attr-defined]
-                    item.key_for(key), item.get_expiry()
-                )
-                if sliding
-                else await limiter.get_window_stats(item, key),
-            )
-            for item in items
-        ]
-        return Reservation(admitted=False, wait=max(waits))
+        windows = [await self._window(limiter, key, item) for item in items]
+        return _refusal(items, windows)
+
+
+def _refusal(items: Sequence[limits.RateLimitItem], windows: list[Any]) -> Reservation:
+    """Return the refusal of a call, waiting for the latest of *items*' windows."""
+    waits = [
+        _item_wait(item, window) for item, window in zip(items, windows, strict=True)
+    ]
+    return Reservation(admitted=False, wait=max(waits))
 
 
 def _item_wait(item: limits.RateLimitItem, window: Any) -> float:
