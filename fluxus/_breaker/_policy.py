@@ -357,13 +357,28 @@ class CircuitBreaker(Policy):
     def _wrap_async(
         self, func: Callable[..., Awaitable[Any]], observe: Observe | None
     ) -> Callable[..., Awaitable[Any]]:
+        function = qualified_name(func)
         watch = watch_for(observe)
+        store = self._store
         run = self._gate(func).run_async
+        admit = self._admit
+        succeed = self._record_success
+        fail = self._record_failure
 
         async def breaker_wrapper(*args: Any, **kwargs: Any) -> Any:
             if watch.observers:
                 return await observe(args, kwargs)  # type: ignore[misc]
-            return await run(func, args, kwargs)
+            if (store.value or store.get()).remote:
+                return await run(func, args, kwargs)
+            # In memory: run_async's first branch, inlined (no extra coroutine).
+            token = admit(function)
+            try:
+                result = await func(*args, **kwargs)
+            except BaseException as exc:
+                fail(token, exc, function)
+                raise
+            succeed(token, function)
+            return result
 
         return breaker_wrapper
 
