@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ._config import track
 
@@ -21,21 +21,19 @@ T = TypeVar("T")
 class Lazy(Generic[T]):
     """A storage built on first use: read ``value``, or :meth:`get` when ``None``.
 
+    The storage's hot *steps* (method names) are also attributes of the
+    ``Lazy`` itself: the storage's bound methods once it is built, and before
+    that forwarders that build it first. A wrapper keeps the ``Lazy`` and
+    calls ``lazy.admit(...)``: one attribute load, whatever storage is in use.
+
     Args:
         build: Builds the storage; called under a lock, once per life.
         follows_default: Whether the storage follows the default storage
             (no ``storage=`` given): it is then forgotten when that changes.
         on_forget: Called (under the lock) when the storage is dropped.
+        steps: The storage's attributes to expose (a forwarder is truthy, so
+            a flag such as ``remote`` reads true until the storage is built).
     """
-
-    __slots__ = (
-        "__weakref__",
-        "_build",
-        "_follows_default",
-        "_lock",
-        "_on_forget",
-        "value",
-    )
 
     def __init__(
         self,
@@ -43,14 +41,38 @@ class Lazy(Generic[T]):
         *,
         follows_default: bool,
         on_forget: Callable[[], None] | None = None,
+        steps: tuple[str, ...] = (),
     ) -> None:
         self._build = build
         self._follows_default = follows_default
         self._on_forget = on_forget
+        self._steps = steps
         self._lock = threading.Lock()
         #: The storage, or ``None`` until the first call (and after a fork).
         self.value: T | None = None
+        self._unbind()
         track(self)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for a step attribute never set: typing's view of them.
+        raise AttributeError(name)
+
+    def _unbind(self) -> None:
+        for name in self._steps:
+            setattr(self, name, self._forwarder(name))
+
+    def _forwarder(self, name: str) -> Callable[..., Any]:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            return getattr(self.get(), name)(*args, **kwargs)
+
+        return forward
+
+    def set(self, value: T) -> None:
+        """Use *value* as the storage from now on (tests wrap one)."""
+        self.value = value
+        for name in self._steps:
+            # A stand-in lacking a flag (``remote``) reads as not having it.
+            setattr(self, name, getattr(value, name, None))
 
     def get(self) -> T:
         """Return the storage, building it first if need be."""
@@ -60,7 +82,7 @@ class Lazy(Generic[T]):
         with self._lock:
             value = self.value
             if value is None:
-                value = self.value = self._build()
+                self.set(value := self._build())
             return value
 
     def _forget_storage(self, *, forked: bool) -> None:
@@ -72,5 +94,6 @@ class Lazy(Generic[T]):
             return
         with self._lock:
             self.value = None
+            self._unbind()
             if self._on_forget is not None:
                 self._on_forget()

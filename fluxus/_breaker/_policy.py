@@ -159,6 +159,7 @@ class CircuitBreaker(Policy):
             self._build,
             follows_default=self._given is None,
             on_forget=self._start_afresh,
+            steps=("admit", "succeed", "fail", "release", "remote"),
         )
 
     # -- the storage, built on first use ------------------------------------
@@ -196,11 +197,11 @@ class CircuitBreaker(Policy):
     @property
     def _storage(self) -> Storage:
         """The storage, built on first use."""
-        return self._store.value or self._store.get()
+        return self._store.get()
 
     @_storage.setter
     def _storage(self, storage: Storage) -> None:
-        self._store.value = storage
+        self._store.set(storage)
 
     @property
     def state(self) -> CircuitState:
@@ -276,7 +277,7 @@ class CircuitBreaker(Policy):
     def _admit(self, function: str) -> object:
         """Admit a call and return its token, or raise :class:`CircuitOpenError`."""
         next(self._counters.calls)  # fluxus.stack admits here; wrappers count apart
-        token, retry_after, transition = self._storage.admit(function)
+        token, retry_after, transition = self._store.admit(function)
         if token is None:
             raise self._refusal(retry_after, transition, function)
         if transition is not None:
@@ -284,16 +285,16 @@ class CircuitBreaker(Policy):
         return token
 
     def _record_success(self, token: object, function: str) -> None:
-        transition = self._storage.succeed(token, function)
+        transition = self._store.succeed(token, function)
         if transition is not None:
             self._announce(transition, function, None)
 
     def _record_failure(self, token: object, exc: BaseException, function: str) -> None:
         if self._counts(exc):
             next(self._counters.failures)
-            self._announce(self._storage.fail(token, function), function, exc)
+            self._announce(self._store.fail(token, function), function, exc)
         else:
-            self._storage.release(token, function)
+            self._store.release(token, function)
 
     async def _admit_async(self, function: str) -> object:
         next(self._counters.calls)
@@ -337,9 +338,7 @@ class CircuitBreaker(Policy):
             if watch.observers:
                 return observe(args, kwargs)  # type: ignore[misc]
             next(calls)
-            token, retry_after, transition = (store.value or store.get()).admit(
-                function
-            )
+            token, retry_after, transition = store.admit(function)
             if token is None:
                 raise refusal(retry_after, transition, function)
             if transition is not None:
@@ -361,17 +360,24 @@ class CircuitBreaker(Policy):
         watch = watch_for(observe)
         store = self._store
         run = self._gate(func).run_async
-        admit = self._admit
+        refusal = self._refusal
+        announce = self._announce
         succeed = self._record_success
         fail = self._record_failure
+        calls = self._counters.calls
 
         async def breaker_wrapper(*args: Any, **kwargs: Any) -> Any:
             if watch.observers:
                 return await observe(args, kwargs)  # type: ignore[misc]
-            if (store.value or store.get()).remote:
+            if store.remote:  # also before the storage is built
                 return await run(func, args, kwargs)
-            # In memory: run_async's first branch, inlined (no extra coroutine).
-            token = admit(function)
+            # In memory: run_async's first branch, inlined (no extra frames).
+            next(calls)
+            token, retry_after, transition = store.admit(function)
+            if token is None:
+                raise refusal(retry_after, transition, function)
+            if transition is not None:
+                announce(transition, function, None)
             try:
                 result = await func(*args, **kwargs)
             except BaseException as exc:
@@ -417,7 +423,7 @@ class BreakerGate:
         """Await *func* under the breaker."""
         breaker, function = self.breaker, self.function
         store = breaker._store  # noqa: SLF001 - its own package
-        if not (store.value or store.get()).remote:
+        if not store.get().remote:
             token = breaker._admit(function)  # noqa: SLF001
             try:
                 result = await func(*args, **kwargs)
