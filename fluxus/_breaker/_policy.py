@@ -39,10 +39,20 @@ from ._circuit import HALF_OPEN, OPEN, Circuit, CircuitState, Transition
 from ._memory import MemoryStorage
 from ._options import Exclude, _default_redis, _given_storage, _split_exclude
 from ._redis_store import CircuitRedisStorage
-from ._store import Storage
+from ._store import Admission, Storage
 
 _OPEN = OPEN.value
 _HALF_OPEN = HALF_OPEN.value
+
+
+class _Store(Lazy[Storage]):
+    """A breaker's storage, built on first use, its steps one attribute away."""
+
+    admit: Callable[[str], Admission]
+    succeed: Callable[[Any, str], Transition | None]
+    fail: Callable[[Any, str], Transition | None]
+    release: Callable[[Any, str], None]
+    remote: bool
 
 
 class CircuitBreaker(Policy):
@@ -78,7 +88,7 @@ class CircuitBreaker(Policy):
         self._clock = clock
         self._circuit = self._new_circuit()
         self._last_error: BaseException | None = None
-        self._store: Lazy[Storage] = Lazy(
+        self._store = _Store(
             self._build,
             follows_default=self._given is None,
             on_forget=self._start_afresh,
