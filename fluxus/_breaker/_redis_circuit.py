@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fluxus._aio import in_background, shielded
 from fluxus._redis import StorageHealth
@@ -20,8 +20,23 @@ from ._circuit import CLOSED, OPEN, Circuit, CircuitState, Transition
 from ._lua import SCRIPTS
 from ._store import Admission
 
-if TYPE_CHECKING:
-    from ._redis_store import CircuitRedisStorage
+
+class RedisOptions(Protocol):
+    """What a circuit needs of its :class:`~fluxus.CircuitRedisStorage`."""
+
+    prefix: str
+    fail_open: bool
+    timeout: float
+    retry_interval: float
+    trial_timeout: float
+    description: str
+    _secret: str | None
+
+    def sync_client(self) -> Any:
+        """Return the sync client."""
+
+    async def async_client(self) -> Any:
+        """Return the asyncio client of the running loop."""
 
 
 class _Down(Exception):
@@ -45,7 +60,7 @@ class RedisCircuit:
     remote = True
 
     def __init__(
-        self, storage: CircuitRedisStorage, circuit: Circuit, name: Callable[[], str]
+        self, storage: RedisOptions, circuit: Circuit, name: Callable[[], str]
     ) -> None:
         self.storage = storage
         self.settings = circuit
