@@ -1,0 +1,133 @@
+"""The callers waiting for reserved slots of one bucket, in order.
+
+A caller told to wait holds a :class:`Ticket`: the moment its slot is due.
+When a waiter gives its reservation back (cancelled, timed out), every waiter
+queued after it on the same key moves forward by the time that reservation
+held (:meth:`Waiters.leave`) and is woken to sleep the shorter wait: first
+come, first served holds and no permit sits unused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Sequence
+
+
+class Ticket:
+    """One waiter's reserved slot: when it is due, and how to wake it early."""
+
+    __slots__ = ("_event", "_future", "_loop", "back", "due", "key")
+
+    def __init__(self, key: str, due: float, back: Sequence[float]) -> None:
+        self.key = key
+        #: ``time.monotonic()`` at which the slot is due.
+        self.due = due
+        #: Per bucket, the seconds of TAT this reservation holds.
+        self.back = back
+        self._event: threading.Event | None = None
+        self._future: asyncio.Future[bool] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def shift(self) -> float:
+        """How far later waiters move forward when this one leaves."""
+        return min(self.back)
+
+    def left(self) -> float:
+        """Return the seconds until the slot is due (0 once it is)."""
+        return max(0.0, self.due - time.monotonic())
+
+    def wait(self, seconds: float) -> bool:
+        """Block up to *seconds*; return whether the slot moved forward meanwhile."""
+        if self._event is None:
+            self._event = threading.Event()
+        moved = self._event.wait(seconds)
+        self._event.clear()
+        return moved
+
+    async def wait_async(self, seconds: float) -> bool:
+        """Sleep up to *seconds*; return whether the slot moved forward meanwhile."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._loop, self._future = loop, future
+        timer = loop.call_later(seconds, _settle, future, False)  # noqa: FBT003
+        try:
+            return await future
+        finally:
+            timer.cancel()
+            self._future = None
+
+    def wake(self) -> None:
+        """Wake the waiter so it sleeps its new, shorter wait."""
+        if self._event is not None:
+            self._event.set()
+        future, loop = self._future, self._loop
+        if future is not None and loop is not None:
+            with contextlib.suppress(RuntimeError):  # its loop is closed
+                loop.call_soon_threadsafe(_settle, future, True)  # noqa: FBT003
+
+
+def _settle(future: asyncio.Future[bool], moved: bool) -> None:  # noqa: FBT001
+    if not future.done():
+        future.set_result(moved)
+
+
+class Waiters:
+    """Every key's waiters, in the order their slots were reserved."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queues: dict[str, dict[Ticket, None]] = {}
+
+    def join(self, key: str, wait: float, back: Sequence[float]) -> Ticket:
+        """Queue a waiter whose slot is due in *wait* seconds."""
+        ticket = Ticket(key, time.monotonic() + wait, back)
+        with self._lock:
+            queue = self._queues.get(key)
+            if queue is None:
+                queue = self._queues[key] = {}
+            queue[ticket] = None
+        return ticket
+
+    def done(self, ticket: Ticket) -> bool:
+        """Take an admitted waiter off its queue; ``False`` if it had left."""
+        with self._lock:
+            queue = self._queues.get(ticket.key)
+            if queue is None or queue.pop(ticket, False) is not None:
+                return False
+            if not queue:
+                del self._queues[ticket.key]
+            return True
+
+    def leave(self, ticket: Ticket) -> bool:
+        """Take a waiter off its queue and move every later one forward.
+
+        Returns:
+            Whether the ticket was still queued (its slot is to be refunded).
+        """
+        shift = ticket.shift
+        with self._lock:
+            queue = self._queues.get(ticket.key)
+            if queue is None or ticket not in queue:
+                return False
+            later: list[Ticket] = []
+            found = False
+            for other in queue:
+                if found:
+                    other.due -= shift
+                    later.append(other)
+                elif other is ticket:
+                    found = True
+            del queue[ticket]
+            if not queue:
+                del self._queues[ticket.key]
+        for other in later:
+            other.wake()
+        return True
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(q) for q in self._queues.values())
