@@ -76,7 +76,7 @@ def _settle(future: asyncio.Future[bool], moved: bool) -> None:  # noqa: FBT001
 
 
 class Waiters:
-    """Every key's waiters, in the order their slots were reserved."""
+    """Every key's waiters and their slots."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -113,15 +113,13 @@ class Waiters:
             queue = self._queues.get(ticket.key)
             if queue is None or ticket not in queue:
                 return False
-            later: list[Ticket] = []
-            found = False
-            for other in queue:
-                if found:
-                    other.due -= shift
-                    later.append(other)
-                elif other is ticket:
-                    found = True
             del queue[ticket]
+            # Later by their slot, not by when they joined: replies from
+            # Redis may arrive out of the order the script served them.
+            due = ticket.due
+            later = [other for other in queue if other.due > due]
+            for other in later:
+                other.due -= shift
             if not queue:
                 del self._queues[ticket.key]
         for other in later:

@@ -81,10 +81,12 @@ class LimitsWindows:
         """Consume *cost* now if every item has room, else report the wait."""
         limiter = self._sync or self._limiter()
         try:
-            # Several items are tested before any is hit, so that a call
-            # refused by one does not spend the others' budget.
+            # Several items, or a cost above 1 (limits counts a refused hit),
+            # are tested before any is hit, so that a refused call spends
+            # nothing.
             if (
-                len(items) == 1 or all(limiter.test(i, key, cost=cost) for i in items)
+                (len(items) == 1 and cost == 1)
+                or all(limiter.test(i, key, cost=cost) for i in items)
             ) and all(limiter.hit(item, key, cost=cost) for item in items):
                 return ADMITTED
             return self._refused(limiter, key, items)
@@ -104,7 +106,7 @@ class LimitsWindows:
             return self.take(key, items, max_wait, cost)
         limiter = await self._alimiter()
         try:
-            if len(items) == 1 or all(
+            if (len(items) == 1 and cost == 1) or all(
                 [await limiter.test(i, key, cost=cost) for i in items]
             ):
                 for item in items:  # stops at the first refusal
