@@ -14,8 +14,8 @@ first served and a newcomer can never overtake them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -122,7 +122,7 @@ def convert(tat: float, old: Bucket, new: Bucket, now: float) -> float:
     new rate from then on: a new limit never hands out a fresh full bucket,
     and a debt is carried over token for token.
     """
-    then = new.since if new.since <= now else now
+    then = min(new.since, now)
     held = old.capacity - max(0.0, tat - then) / old.interval
     held = min(float(new.capacity), held)
     return then + (new.capacity - held) * new.interval

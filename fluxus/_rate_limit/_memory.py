@@ -65,7 +65,9 @@ class MemoryTokenBuckets:
             self._state[key] = (buckets, new)
             if wait <= 0:
                 return ADMITTED
-            ticket = self.waiters.join(key, wait, [cost * b.interval for b in buckets])
+            ticket = self.waiters.join(
+                key, wait, cost, [cost * b.interval for b in buckets]
+            )
         return Reservation(admitted=True, wait=wait, token=ticket, origin=self)
 
     def peek(self, key: str, buckets: Sequence[Bucket], cost: int = 1) -> float:
@@ -93,11 +95,14 @@ class MemoryTokenBuckets:
             if not self.waiters.leave(token):
                 return
             state = self._state.get(token.key)
-            if state is not None and len(state[1]) == len(token.back):
+            if state is not None:  # cost tokens back, at today's intervals
                 buckets, tats = state
                 self._state[token.key] = (
                     buckets,
-                    [tat - back for tat, back in zip(tats, token.back, strict=True)],
+                    [
+                        tat - token.cost * b.interval
+                        for tat, b in zip(tats, buckets, strict=True)
+                    ],
                 )
 
     async def refund_async(self, token: object) -> None:

@@ -268,7 +268,9 @@ class RateLimiter(Policy):
 
         A burst set for a numeric limit is kept when the new limit is numeric.
         A token bucket keeps the tokens it holds (at most the new burst):
-        a new limit never hands out a fresh full bucket.
+        a new limit never hands out a fresh full bucket. Each key's bucket is
+        converted at its next call, as it stood at the change (several
+        changes between two calls of a key count as the last one).
 
         Raises:
             TypeError: If *limit* is neither a number nor a string.
@@ -349,6 +351,8 @@ class RateLimiter(Policy):
                 Bucket(item.get_expiry() / item.amount, item.amount, since)
                 for item in items
             )
+        if buckets == self._plan_buckets():
+            buckets = self._plan_buckets()  # the same limit again: no change
         return self._attach(
             _Plan(
                 limit=limit,
@@ -359,6 +363,10 @@ class RateLimiter(Policy):
             ),
             self._uri.value,
         )
+
+    def _plan_buckets(self) -> tuple[Bucket, ...]:
+        plan = getattr(self, "_plan", None)
+        return () if plan is None else plan.buckets
 
     def _store_now(self) -> float:
         """Return the time on the store's clock (``-inf`` before it is built)."""

@@ -19,10 +19,12 @@ from collections.abc import Sequence
 class Ticket:
     """One waiter's reserved slot: when it is due, and how to wake it early."""
 
-    __slots__ = ("_event", "_future", "_loop", "back", "due", "key")
+    __slots__ = ("_event", "_future", "_loop", "back", "cost", "due", "key")
 
-    def __init__(self, key: str, due: float, back: Sequence[float]) -> None:
+    def __init__(self, key: str, due: float, cost: int, back: Sequence[float]) -> None:
         self.key = key
+        #: The tokens reserved.
+        self.cost = cost
         #: ``time.monotonic()`` at which the slot is due.
         self.due = due
         #: Per bucket, the seconds of TAT this reservation holds.
@@ -82,9 +84,9 @@ class Waiters:
         self._lock = threading.Lock()
         self._queues: dict[str, dict[Ticket, None]] = {}
 
-    def join(self, key: str, wait: float, back: Sequence[float]) -> Ticket:
-        """Queue a waiter whose slot is due in *wait* seconds."""
-        ticket = Ticket(key, time.monotonic() + wait, back)
+    def join(self, key: str, wait: float, cost: int, back: Sequence[float]) -> Ticket:
+        """Queue a waiter of *cost* tokens whose slot is due in *wait* seconds."""
+        ticket = Ticket(key, time.monotonic() + wait, cost, back)
         with self._lock:
             queue = self._queues.get(key)
             if queue is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fluxus._aio import in_background, shielded
@@ -20,34 +20,39 @@ DEFAULT_SOCKET_TIMEOUT = 0.5
 #: GCRA in Lua: the same arithmetic as :func:`reserve`, on Redis's clock, in
 #: one atomic step. KEYS[1] is a hash with, per bucket ``i``, its TAT ``t<i>``
 #: and the interval ``i<i>`` and capacity ``c<i>`` it was counted at.
-#: ARGV: mode ("take", "peek" or "refund"), max_wait, cost, the number of
-#: buckets, then interval and capacity per bucket, then when the limit last
-#: changed (Unix time, or "-inf"), then (refund) the seconds of TAT to give
-#: back per bucket. A new limit keeps the tokens a bucket
+#: ARGV: mode ("take", "peek" or "refund"), max_wait, cost (the tokens to
+#: take or give back), the time ("" for Redis's clock; tests give one), the
+#: number of buckets, then interval and capacity per bucket, then when the
+#: limit last changed (Unix time, or "-inf"). A new limit keeps the tokens a bucket
 #: holds, clamped to the new capacity (:func:`convert`), never a full bucket.
 _GCRA_LUA = """
 local key = KEYS[1]
 local mode = ARGV[1]
 local max_wait = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
-local n = tonumber(ARGV[4])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local now = tonumber(ARGV[4])
+if now == nil then
+  local clock = redis.call('TIME')
+  now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+end
+local n = tonumber(ARGV[5])
 -- when the limit last changed (Unix time), to convert a bucket as it stood
-local since = math.min(now, tonumber(ARGV[5 + 2 * n]) or now)
+local since = math.min(now, tonumber(ARGV[6 + 2 * n]) or now)
 if mode == 'refund' then
+  -- cost tokens back, at the interval the bucket is counted at now
   for i = 1, n do
-    local tat = tonumber(redis.call('HGET', key, 't' .. i))
-    if tat then
+    local got = redis.call('HMGET', key, 't' .. i, 'i' .. i)
+    local tat, interval = tonumber(got[1]), tonumber(got[2])
+    if tat and interval then
       redis.call('HSET', key, 't' .. i,
-        string.format('%.6f', tat - tonumber(ARGV[5 + 2 * n + i])))
+        string.format('%.6f', tat - cost * interval))
     end
   end
   return 1
 end
 local intervals, capacities, tats, fresh = {}, {}, {}, {}
 for i = 1, n do
-  local interval, capacity = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
+  local interval, capacity = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
   intervals[i] = tonumber(interval)
   capacities[i] = tonumber(capacity)
   local got = redis.call('HMGET', key, 't' .. i, 'i' .. i, 'c' .. i)
@@ -80,7 +85,7 @@ for i = 1, n do
   local tat = math.max(tats[i], start) + cost * intervals[i]
   if fresh[i] then
     redis.call('HSET', key, 't' .. i, string.format('%.6f', tat),
-      'i' .. i, ARGV[3 + 2 * i], 'c' .. i, ARGV[4 + 2 * i])
+      'i' .. i, ARGV[4 + 2 * i], 'c' .. i, ARGV[5 + 2 * i])
   else
     redis.call('HSET', key, 't' .. i, string.format('%.6f', tat))
   end
@@ -91,8 +96,8 @@ return {1, string.format('%.6f', wait)}
 """
 
 
-def _bucket_args(buckets: Sequence[Bucket], cost: int = 1) -> list[str]:
-    args = [str(cost), str(len(buckets))]
+def _bucket_args(buckets: Sequence[Bucket], cost: int = 1, now: str = "") -> list[str]:
+    args = [str(cost), now, str(len(buckets))]
     for bucket in buckets:
         args += [repr(bucket.interval), str(bucket.capacity)]
     since = buckets[0].since if buckets else -math.inf
@@ -100,16 +105,9 @@ def _bucket_args(buckets: Sequence[Bucket], cost: int = 1) -> list[str]:
     return args
 
 
-def _refund_args(ticket: Ticket) -> list[str]:
-    return [
-        "refund",
-        "0",
-        "1",
-        str(len(ticket.back)),
-        *(["0", "0"] * len(ticket.back)),
-        "-inf",
-        *(repr(back) for back in ticket.back),
-    ]
+def _refund_args(ticket: Ticket, now: str) -> list[str]:
+    n = len(ticket.back)
+    return ["refund", "0", str(ticket.cost), now, str(n), *(["0", "0"] * n), "-inf"]
 
 
 def _max_wait_arg(max_wait: float) -> str:
@@ -127,12 +125,17 @@ class RedisTokenBuckets:
     Waiters in other processes keep the slot they reserved (never too early).
     """
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, clock: Callable[[], float] | None = None) -> None:
         self._uri = uri
+        #: Redis's clock unless given (tests drive the script with their own).
+        self._clock = clock
         self._sync: Any = None
         self._async = PerLoop(self._make_aclient)
         self._lock = threading.Lock()
         self.waiters = Waiters()
+
+    def _now(self) -> str:
+        return "" if self._clock is None else repr(self._clock())
 
     def _client(self) -> Any:
         if self._sync is None:
@@ -157,21 +160,31 @@ class RedisTokenBuckets:
             return Reservation(admitted=False, wait=wait)
         if wait <= 0:
             return ADMITTED
-        ticket = self.waiters.join(key, wait, [cost * b.interval for b in buckets])
+        ticket = self.waiters.join(
+            key, wait, cost, [cost * b.interval for b in buckets]
+        )
         return Reservation(admitted=True, wait=wait, token=ticket, origin=self)
 
     def take(
         self, key: str, buckets: Sequence[Bucket], max_wait: float, cost: int = 1
     ) -> Reservation:
         """Reserve *cost* tokens in Redis; see :meth:`MemoryTokenBuckets.take`."""
-        args = ["take", _max_wait_arg(max_wait), *_bucket_args(buckets, cost)]
+        args = [
+            "take",
+            _max_wait_arg(max_wait),
+            *_bucket_args(buckets, cost, self._now()),
+        ]
         return self._reservation(self._eval(key, args), key, buckets, cost)
 
     async def take_async(
         self, key: str, buckets: Sequence[Bucket], max_wait: float, cost: int = 1
     ) -> Reservation:
         """Reserve *cost* tokens in Redis without blocking the loop."""
-        args = ["take", _max_wait_arg(max_wait), *_bucket_args(buckets, cost)]
+        args = [
+            "take",
+            _max_wait_arg(max_wait),
+            *_bucket_args(buckets, cost, self._now()),
+        ]
         step = asyncio.ensure_future(self._eval_async(key, args))
         try:
             reply = await shielded(step)
@@ -194,14 +207,18 @@ class RedisTokenBuckets:
 
     def peek(self, key: str, buckets: Sequence[Bucket], cost: int = 1) -> float:
         """Return the seconds until *key* would be admitted, consuming nothing."""
-        reply = self._eval(key, ["peek", "0", *_bucket_args(buckets, cost)])
+        reply = self._eval(
+            key, ["peek", "0", *_bucket_args(buckets, cost, self._now())]
+        )
         return max(0.0, float(reply[1]))
 
     async def peek_async(
         self, key: str, buckets: Sequence[Bucket], cost: int = 1
     ) -> float:
         """Return the seconds until *key* would be admitted, without blocking."""
-        reply = await self._eval_async(key, ["peek", "0", *_bucket_args(buckets, cost)])
+        reply = await self._eval_async(
+            key, ["peek", "0", *_bucket_args(buckets, cost, self._now())]
+        )
         return max(0.0, float(reply[1]))
 
     def admitted(self, token: object) -> None:
@@ -213,13 +230,15 @@ class RedisTokenBuckets:
         """Give a reserved slot back, wherever it stands in the queue."""
         assert isinstance(token, Ticket)  # noqa: S101 - take() made it
         if self.waiters.leave(token):
-            self._eval(token.key, _refund_args(token))
+            self._eval(token.key, _refund_args(token, self._now()))
 
     async def refund_async(self, token: object) -> None:
         """Give a reserved slot back without blocking the loop."""
         assert isinstance(token, Ticket)  # noqa: S101 - take() made it
         if self.waiters.leave(token):
-            await shielded(self._eval_async(token.key, _refund_args(token)))
+            await shielded(
+                self._eval_async(token.key, _refund_args(token, self._now()))
+            )
 
     def _eval(self, key: str, args: list[Any]) -> Any:
         try:
