@@ -13,7 +13,18 @@ import fluxus
 import pytest
 import redis
 
-from tests.test_rate_limit import Clock
+
+class Clock:
+    """A fake monotonic clock the tests move by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def unique() -> str:
@@ -94,8 +105,7 @@ def test_abandoned_waiters_never_lock_a_newcomer_out(storage):
     async def main() -> float:
         await limiter.acquire_async()
         waiters = [
-            asyncio.ensure_future(limiter.acquire_async(timeout=None))
-            for _ in range(4)
+            asyncio.ensure_future(limiter.acquire_async(timeout=None)) for _ in range(4)
         ]
         await asyncio.sleep(0.02)  # all four have reserved their slots
         for waiter in waiters:
@@ -145,12 +155,12 @@ def test_a_timed_out_sync_waiter_moves_later_threads_forward():
     first = threading.Thread(target=wait)
     first.start()
     time.sleep(0.02)
-    ticket = next(iter(limiter._plan.store.waiters._queues.values()))  # noqa: SLF001
+    ticket = next(iter(limiter._plan.store.waiters._queues.values()))
     [leaving] = list(ticket)
     second = threading.Thread(target=wait)
     second.start()
     time.sleep(0.02)
-    limiter._plan.store.refund(leaving)  # noqa: SLF001 - the first leaves
+    limiter._plan.store.refund(leaving)
     first.join(2)
     second.join(2)
     # the first was woken, refunded, so it kept waiting on nothing: it is
@@ -172,9 +182,9 @@ def test_concurrent_waiters_with_cancellation_never_over_admit(storage):
         started = time.monotonic()
         tasks = [asyncio.ensure_future(caller(i)) for i in range(60)]
         await asyncio.sleep(0.1)
-        store = limiter._plan.store  # noqa: SLF001
+        store = limiter._plan.store
         # every reservation made (Redis connections take a while to open)
-        while len(store.waiters) + len(admitted_at) < 60:
+        while len(store.waiters) + len(admitted_at) < 60:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         for task in tasks[::3]:
             task.cancel()

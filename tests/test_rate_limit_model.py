@@ -110,7 +110,7 @@ class BucketMachine(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from([0.0, 0.01, 0.1, 0.37, 1.0, 5.0]))
     def advance(self, seconds: float) -> None:
         self.clock.now += seconds
-        for due, _, ticket in [p for p in self.pending if p[0] <= self.clock.now]:
+        for _due, _, ticket in [p for p in self.pending if p[0] <= self.clock.now]:
             self.store.admitted(ticket)
         self.pending = [p for p in self.pending if p[0] > self.clock.now]
 
