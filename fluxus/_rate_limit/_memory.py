@@ -24,6 +24,7 @@ class MemoryTokenBuckets:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
+        self._monotonic = clock is time.monotonic
         self._lock = threading.Lock()
         # key -> (the buckets the TATs belong to, one TAT per bucket)
         self._state: dict[str, tuple[Sequence[Bucket], list[float]]] = {}
@@ -66,7 +67,11 @@ class MemoryTokenBuckets:
             if wait <= 0:
                 return ADMITTED
             ticket = self.waiters.join(
-                key, wait, cost, [cost * b.interval for b in buckets]
+                key,
+                wait,
+                cost,
+                [cost * b.interval for b in buckets],
+                now + wait if self._monotonic else None,
             )
         return Reservation(admitted=True, wait=wait, token=ticket, origin=self)
 

@@ -55,7 +55,11 @@ class Ticket:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         self._loop, self._future = loop, future
-        timer = loop.call_later(seconds, _settle, future, False)  # noqa: FBT003
+        # At the slot's own moment rather than *seconds* from now: on a busy
+        # loop, "now" drifts between waiters and would reorder them.
+        due = min(self.due, time.monotonic() + seconds)
+        at = loop.time() + (due - time.monotonic())
+        timer = loop.call_at(at, _settle, future, False)  # noqa: FBT003
         try:
             return await future
         finally:
@@ -84,9 +88,21 @@ class Waiters:
         self._lock = threading.Lock()
         self._queues: dict[str, dict[Ticket, None]] = {}
 
-    def join(self, key: str, wait: float, cost: int, back: Sequence[float]) -> Ticket:
-        """Queue a waiter of *cost* tokens whose slot is due in *wait* seconds."""
-        ticket = Ticket(key, time.monotonic() + wait, cost, back)
+    def join(
+        self,
+        key: str,
+        wait: float,
+        cost: int,
+        back: Sequence[float],
+        due: float | None = None,
+    ) -> Ticket:
+        """Queue a waiter of *cost* tokens whose slot is due in *wait* seconds.
+
+        *due*, when known, is that moment on ``time.monotonic()``'s clock.
+        """
+        if due is None:
+            due = time.monotonic() + wait
+        ticket = Ticket(key, due, cost, back)
         with self._lock:
             queue = self._queues.get(key)
             if queue is None:
