@@ -55,7 +55,9 @@ class Reference:
 
     def change(self, rate: float, burst: int, now: float) -> None:
         self.refill(now)
-        self.tokens = min(burst, self.tokens)
+        # the tokens held, at most the new burst; a full bucket stays full
+        full = self.tokens >= self.burst
+        self.tokens = float(burst) if full else min(burst, self.tokens)
         self.rate, self.burst = rate, burst
 
 

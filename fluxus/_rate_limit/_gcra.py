@@ -120,10 +120,14 @@ def convert(tat: float, old: Bucket, new: Bucket, now: float) -> float:
     tokens (negative while callers wait for reserved slots: a debt). Under
     *new* it holds as many, at most ``new.capacity``, and refills at the
     new rate from then on: a new limit never hands out a fresh full bucket,
-    and a debt is carried over token for token.
+    and a debt is carried over token for token. A full bucket stays full
+    (a bucket swept away, or never used, cannot be told from a full one).
     """
     then = min(new.since, now)
-    held = old.capacity - max(0.0, tat - then) / old.interval
+    if tat <= then:
+        # Full: as full as a key never seen (or swept away), under any limit.
+        return -math.inf
+    held = old.capacity - (tat - then) / old.interval
     held = min(float(new.capacity), held)
     return then + (new.capacity - held) * new.interval
 

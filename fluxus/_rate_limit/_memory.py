@@ -64,14 +64,17 @@ class MemoryTokenBuckets:
             if new is None:
                 return Reservation(admitted=False, wait=wait)
             self._state[key] = (buckets, new)
-            if wait <= 0:
+            if wait <= 0 and not self.waiters.queued(key):
                 return ADMITTED
+            # Waiters still queued: the earlier ones' slots have come but a
+            # busy loop has not woken them yet. Queue behind them.
             ticket = self.waiters.join(
                 key,
                 wait,
                 cost,
                 [cost * b.interval for b in buckets],
                 now + wait if self._monotonic else None,
+                first=wait <= 0,
             )
         return Reservation(admitted=True, wait=wait, token=ticket, origin=self)
 

@@ -268,7 +268,8 @@ class RateLimiter(Policy):
 
         A burst set for a numeric limit is kept when the new limit is numeric.
         A token bucket keeps the tokens it holds (at most the new burst):
-        a new limit never hands out a fresh full bucket. Each key's bucket is
+        a new limit never hands out a fresh full bucket (a full one stays
+        full, as an unused key's would). Each key's bucket is
         converted at its next call, as it stood at the change (several
         changes between two calls of a key count as the last one).
 
@@ -909,6 +910,10 @@ async def _hold_async(answer: Reservation) -> None:
     store: Any = answer.origin
     try:
         left = answer.wait
+        if left <= 0:
+            # Due now, behind waiters whose slots came earlier: its timer
+            # fires after theirs, so the loop admits them first.
+            await _ticket_wait_async(ticket, 0.0)
         while effective_wait(left) > 0 and await _ticket_wait_async(ticket, left):
             left = ticket.left()
         if CONFIG.testing.active:

@@ -95,12 +95,16 @@ class Waiters:
         cost: int,
         back: Sequence[float],
         due: float | None = None,
+        *,
+        first: bool = False,
     ) -> Ticket:
         """Queue a waiter of *cost* tokens whose slot is due in *wait* seconds.
 
         *due*, when known, is that moment on ``time.monotonic()``'s clock.
+        *first*: the slot is due now; it still follows the waiters queued
+        before it (see :meth:`Ticket.wait_async`).
         """
-        if due is None:
+        if due is None or first:
             due = time.monotonic() + wait
         ticket = Ticket(key, due, cost, back)
         with self._lock:
@@ -109,6 +113,10 @@ class Waiters:
                 queue = self._queues[key] = {}
             queue[ticket] = None
         return ticket
+
+    def queued(self, key: str) -> bool:
+        """Return whether callers wait on *key* in this process."""
+        return key in self._queues
 
     def done(self, ticket: Ticket) -> bool:
         """Take an admitted waiter off its queue; ``False`` if it had left."""

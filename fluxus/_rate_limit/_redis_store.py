@@ -61,9 +61,13 @@ for i = 1, n do
     tat = now
     fresh[i] = true
   elseif got[2] ~= interval or got[3] ~= capacity then
-    local held = tonumber(got[3]) - math.max(0, tat - since) / tonumber(got[2])
-    held = math.min(capacities[i], held)
-    tat = since + (capacities[i] - held) * intervals[i]
+    if tat <= since then
+      tat = now  -- full, as full as a key never seen, under any limit
+    else
+      local held = tonumber(got[3]) - (tat - since) / tonumber(got[2])
+      held = math.min(capacities[i], held)
+      tat = since + (capacities[i] - held) * intervals[i]
+    end
     fresh[i] = true
   end
   tats[i] = tat
