@@ -66,6 +66,7 @@ from fluxus.instrumentation._events import (
 from fluxus.instrumentation._hooks import emit
 from fluxus.instrumentation._observe import Observe, watch_for
 
+from ._fixed_window import MemoryFixedWindows
 from ._gcra import ADMITTED, Bucket, Reservation, StorageUnavailableError
 from ._memory import MemoryTokenBuckets
 from ._plan import (
@@ -399,7 +400,9 @@ class RateLimiter(Policy):
             return dataclasses.replace(plan, store=None, io=True)
         self._check_fits(plan, uri)
         store: Any
-        if plan.strategy != TOKEN_BUCKET:
+        if plan.strategy == "fixed-window" and self._scheme == "memory":
+            store = _shared_store(("fixed-window", uri), MemoryFixedWindows)
+        elif plan.strategy != TOKEN_BUCKET:
             strategy, prefix = plan.strategy, self.key_prefix
             store = _shared_store(
                 (strategy, uri, prefix), lambda: LimitsWindows(uri, strategy, prefix)
