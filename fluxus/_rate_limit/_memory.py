@@ -30,6 +30,7 @@ class MemoryTokenBuckets:
         self._state: dict[str, tuple[Sequence[Bucket], list[float]]] = {}
         self._until_sweep = self._SWEEP_EVERY
         self.waiters = Waiters()
+        self._queued = self.waiters.queues  # the hot path's own reference
 
     def _tats(self, key: str, buckets: Sequence[Bucket], now: float) -> list[float]:
         state = self._state.get(key)
@@ -64,7 +65,7 @@ class MemoryTokenBuckets:
             if new is None:
                 return Reservation(admitted=False, wait=wait)
             self._state[key] = (buckets, new)
-            if wait <= 0 and not self.waiters.queued(key):
+            if wait <= 0 and key not in self._queued:
                 return ADMITTED
             # Waiters still queued: the earlier ones' slots have come but a
             # busy loop has not woken them yet. Queue behind them.

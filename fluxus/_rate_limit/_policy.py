@@ -619,7 +619,8 @@ class RateLimiter(Policy):
         self._window_head = f"{name}/"
 
     def _store_key(self, plan: _Plan, key: str) -> str:
-        return (self._bucket_head if plan.buckets else self._window_head) + escape(key)
+        head = self._bucket_head if plan.buckets else self._window_head
+        return head + escape(key) if key else head
 
     def _call_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         assert self._key is not None  # noqa: S101 - only called when there is one

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 class Ticket:
@@ -87,6 +87,8 @@ class Waiters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queues: dict[str, dict[Ticket, None]] = {}
+        #: The keys with waiters (read without the lock: a dict lookup).
+        self.queues: Mapping[str, object] = self._queues
 
     def join(
         self,
