@@ -51,12 +51,12 @@ async def awork(x=1):
     return x
 
 
-def limits_hit(strategy, item, fn):
+def limits_hit(strategy, item, fn, *, keyed=False):
     storage = limits.storage.MemoryStorage()
     limiter = strategy(storage)
 
     def limited(*args):
-        if not limiter.hit(item, "bench"):
+        if not limiter.hit(item, str(args[0]) if keyed else "bench"):
             raise RuntimeError
         return fn(*args)
 
@@ -252,6 +252,8 @@ MEMORY_CONTENDERS = (
     "fluxus string (FW)",
     "fluxus string (SWC)",
     "limits moving-window",
+    "fluxus string (FW), a key per call",
+    "limits fixed-window, a key per call",
 )
 
 
@@ -282,6 +284,15 @@ def memory_child(name, calls):
         fn = fluxus.rate_limit(
             "1000000/second", name="m", strategy="sliding-window-counter"
         )(work)
+    elif name == "fluxus string (FW), a key per call":
+        fn = fluxus.rate_limit("1000000/second", name="m", key=str)(work)
+    elif name == "limits fixed-window, a key per call":
+        fn = limits_hit(
+            limits.strategies.FixedWindowRateLimiter,
+            limits.RateLimitItemPerSecond(1_000_000),
+            work,
+            keyed=True,
+        )
     else:
         fn = limits_hit(
             limits.strategies.MovingWindowRateLimiter,
@@ -305,13 +316,13 @@ def memory_child(name, calls):
     )
 
 
-def memory(calls):
+def memory(calls, only=None):
     lines = [f"memory, {calls:,} calls each in a fresh process"]
     lines.append(
         f"  {'contender':<32}{'first 100k':>12}{'last 100k':>12}{'RSS before':>12}"
         f"{'peak RSS':>12}"
     )
-    for name in MEMORY_CONTENDERS:
+    for name in only or MEMORY_CONTENDERS:
         # our own interpreter running this very script
         out = subprocess.run(  # noqa: S603
             [
@@ -386,6 +397,7 @@ def main() -> int:
     parser.add_argument("--only", choices=["happy", "accuracy", "memory", "waiters"])
     parser.add_argument("--waiters", type=int, nargs="*", default=[20_000, 100_000])
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-only", nargs="*", help="memory contenders to run")
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.memory_calls)
@@ -405,7 +417,7 @@ def main() -> int:
         lines += [waiters(n) for n in args.waiters]
         lines.append("")
     if args.only in (None, "memory"):
-        lines += memory(args.memory_calls)
+        lines += memory(args.memory_calls, args.memory_only)
     print("\n".join(lines))
     return 0
 
