@@ -71,7 +71,7 @@ def test_list_show_replay_purge_in_process(store, capsys, target):
     sink, where = store
     fill(sink, "a", "b")
     fill(sink, "c", secret=True)
-    first = sink.letters()[0]
+    first = list(sink.letters())[0]
 
     code, out, _ = cli(capsys, "list", *where)
     assert 0 == code
@@ -129,11 +129,11 @@ def test_purge_asks_first(tmp_path, capsys, monkeypatch):
     code, out, _ = cli(capsys, "purge", str(sink.path))
     assert 1 == code
     assert "remove 1 letters from" in out
-    assert 1 == len(sink.letters())
+    assert 1 == len(list(sink.letters()))
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("yes\n"))
     assert 0 == cli(capsys, "purge", str(sink.path))[0]
-    assert [] == sink.letters()
+    assert [] == list(sink.letters())
 
 
 @pytest.mark.parametrize(
@@ -245,7 +245,7 @@ def test_the_command_line_through_a_real_subprocess(tmp_path):
     listed = run("list", str(path))
     assert 0 == listed.returncode
     assert "2 letters" in listed.stdout
-    shown = run("show", str(path), sink.letters()[1].id)
+    shown = run("show", str(path), list(sink.letters())[1].id)
     assert "args:         ('b',)" in shown.stdout
     replayed = run("replay", str(path), "--call", "dlq_target:ok")
     assert (0, "replayed 2, failed 0 (kept), skipped 0 (kept)\n") == (
@@ -256,7 +256,7 @@ def test_the_command_line_through_a_real_subprocess(tmp_path):
     refused = run("purge", str(path), stdin="\n")
     assert 1 == refused.returncode
     assert 0 == run("purge", str(path), "--yes").returncode
-    assert [] == sink.letters()
+    assert [] == list(sink.letters())
     missing = run("list", str(tmp_path / "nope.jsonl"))
     assert (2, "") == (missing.returncode, missing.stdout)
     assert "no dead letter store" in missing.stderr

@@ -280,4 +280,4 @@ def test_a_record_cut_short_by_a_full_disk_is_removed_again(
     monkeypatch.undo()
     assert [errno.ENOSPC] == [getattr(f, "errno", None) for f in reported]
     assert before == sink.path.read_bytes()
-    assert 1 == len(sink.letters())
+    assert 1 == len(list(sink.letters()))

@@ -261,15 +261,18 @@ class JsonlFile(StoringSink):
             os.close(fd)
 
     def _lines(self, fd: int, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
-        """Yield ``(offset after the line, line)`` for the whole lines of *fd*."""
+        """Yield ``(offset after the line, line)`` for the lines of *fd*.
+
+        Call with the lock held, or with *end* read under it: writers append
+        whole lines under the lock, so an unfinished last line was torn by a
+        crash (and fails to decode, with a warning).
+        """
         with open(os.dup(fd), "rb", buffering=1 << 16) as file:  # noqa: PTH123 - an fd
             file.seek(start)
             offset = start
             for line in file:
                 if end is not None and offset + len(line) > end:
-                    return
-                if not line.endswith(b"\n"):
-                    return  # being appended right now: not a record yet
+                    return  # appended after the snapshot
                 offset += len(line)
                 yield offset, line
 
@@ -315,7 +318,7 @@ class JsonlFile(StoringSink):
                 return sum(
                     1
                     for _, line in self._lines(fd)
-                    if line.strip() and _record_id(line) not in removed
+                    if (found := _record_id(line)) and found not in removed
                 )
         finally:
             os.close(fd)
@@ -403,7 +406,7 @@ class JsonlFile(StoringSink):
                 count = sum(
                     1
                     for _, line in self._lines(fd)
-                    if line.strip() and _record_id(line) not in removed
+                    if (found := _record_id(line)) and found not in removed
                 )
                 self._replace(fd, [])
                 self._replace_claims([])

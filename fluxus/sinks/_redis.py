@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from fluxus._core import mask_password
 from fluxus._dead_letter import DeadLetter
 
-from ._base import CorruptRecordWarning, SinkFull, StoringSink
+from ._base import CorruptRecordWarning, SinkFull, StoringSink, check_limit, new_owner
 from ._codec import decode, encode
 
 if TYPE_CHECKING:
@@ -16,6 +17,10 @@ if TYPE_CHECKING:
 
 _FIELD = "letter"
 _PAGE = 500
+#: The consumer group replayers claim letters through.
+_GROUP = "fluxus-replay"
+#: What a released claim's idle time is set to: long expired for anyone.
+_RELEASED_IDLE_MS = 10 * 365 * 24 * 3600 * 1000
 
 # XLEN and XADD in one step, so that two writers cannot both see room for
 # the last letter.
@@ -29,6 +34,10 @@ return redis.call('XADD', KEYS[1], '*', ARGV[2], ARGV[3])
 
 class RedisStream(StoringSink):
     """Keep letters in a Redis stream, one entry per letter.
+
+    Replayers claim letters through a consumer group (``XREADGROUP``, and
+    ``XAUTOCLAIM`` for claims that expired), and acknowledge them
+    (``XACK``) as they remove them.
 
     A letter is as durable as the server makes it: configure Redis'
     persistence (``appendonly yes``, ``appendfsync always``) for letters to
@@ -117,47 +126,74 @@ class RedisStream(StoringSink):
         page = self.client.xrange(self.stream, min=start, count=_PAGE)
         return cast("list[tuple[bytes, dict[bytes, Any]]]", page)
 
-    def _scan(self) -> list[tuple[bytes, dict[bytes, Any]]]:
-        entries = []
-        start: str | bytes = "-"
-        while page := self._entries_page(start):
-            entries.extend(page)
-            start = b"(" + page[-1][0]
-        return entries
+    def _letter(self, entry_id: bytes, fields: dict[bytes, Any]) -> DeadLetter | None:
+        try:
+            letter = decode(fields[_FIELD.encode()])
+        except (KeyError, ValueError) as exc:
+            warnings.warn(
+                f"{self.stream}: entry {entry_id.decode()} is not a readable "
+                f"dead letter and was skipped: {exc!r}",
+                CorruptRecordWarning,
+                stacklevel=3,
+            )
+            return None
+        self._entries[letter.id] = entry_id
+        return letter
 
-    def letters(self) -> list[DeadLetter]:
-        """Return the letters, oldest first."""
-        letters = []
-        for entry_id, fields in self._scan():
-            try:
-                letter = decode(fields[_FIELD.encode()])
-            except (KeyError, ValueError) as exc:
-                warnings.warn(
-                    f"{self.stream}: entry {entry_id.decode()} is not a readable "
-                    f"dead letter and was skipped: {exc!r}",
-                    CorruptRecordWarning,
-                    stacklevel=2,
-                )
-                continue
-            self._entries[letter.id] = entry_id
-            letters.append(letter)
-        return letters
+    def letters(self, limit: int | None = None) -> Iterator[DeadLetter]:
+        """Yield the letters, oldest first, a page of entries at a time."""
+        remaining = check_limit(limit)
+        start: str | bytes = "-"
+        while remaining is None or remaining > 0:
+            page = self._entries_page(start)
+            if not page:
+                return
+            for entry_id, fields in page:
+                letter = self._letter(entry_id, fields)
+                if letter is not None and (remaining is None or remaining > 0):
+                    if remaining is not None:
+                        remaining -= 1
+                    yield letter
+            start = b"(" + page[-1][0]
+
+    def count(self) -> int:
+        """Return how many letters the stream holds."""
+        return int(self.client.xlen(self.stream))
+
+    def _entry_ids(self, letter_ids: set[str]) -> list[bytes]:
+        found = [self._entries.pop(x) for x in list(letter_ids) if x in self._entries]
+        if len(found) < len(letter_ids):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CorruptRecordWarning)
+                listed = list(self.letters())
+            for letter in listed:
+                if letter.id in letter_ids and letter.id in self._entries:
+                    found.append(self._entries.pop(letter.id))
+        return found
 
     def remove(self, letter_id: str) -> bool:
         """Delete the letter *letter_id*; return whether it was stored."""
-        entry_id = self._entries.pop(letter_id, None)
-        if entry_id is not None and self.client.xdel(self.stream, entry_id):
-            return True
-        for entry_id, fields in self._scan():
-            record = fields.get(_FIELD.encode(), b"")
-            if letter_id.encode() in record:
-                try:
-                    found = decode(record).id == letter_id
-                except ValueError:
-                    continue
-                if found:
-                    return bool(self.client.xdel(self.stream, entry_id))
-        return False
+        return self.remove_many([letter_id]) == 1
+
+    def remove_many(self, letter_ids: Iterable[str]) -> int:
+        """Delete the letters *letter_ids*; return how many were stored."""
+        entry_ids = self._entry_ids(set(letter_ids))
+        removed = 0
+        for start in range(0, len(entry_ids), _PAGE):
+            removed += self._delete(entry_ids[start : start + _PAGE])
+        return removed
+
+    def _delete(self, entry_ids: list[bytes]) -> int:
+        if not entry_ids:
+            return 0
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xack(self.stream, _GROUP, *entry_ids)  # 0 when there is no group
+        pipe.xdel(self.stream, *entry_ids)
+        return int(pipe.execute()[1])
+
+    def claims(self, timeout: float) -> _StreamClaims:
+        """Return a new replayer's claims: a consumer of the replay group."""
+        return _StreamClaims(self, timeout)
 
     def clear(self) -> int:
         """Delete every letter; return how many there were."""
@@ -166,3 +202,88 @@ class RedisStream(StoringSink):
             removed += int(self.client.xdel(self.stream, *(e for e, _ in page)))
         self._entries.clear()
         return removed
+
+
+class _StreamClaims:
+    """Claims as a consumer group's pending entries.
+
+    Expired claims are taken over with ``XAUTOCLAIM`` first, then new
+    entries are read with ``XREADGROUP``; a released claim is handed back by
+    setting its idle time far past any timeout (``XCLAIM ... IDLE``).
+    """
+
+    def __init__(self, sink: RedisStream, timeout: float) -> None:
+        import redis  # noqa: PLC0415 - an optional dependency, present here
+
+        self._sink = sink
+        self._timeout_ms = max(1, int(timeout * 1000))
+        self._owner = new_owner()
+        self._cursor: bytes | str | None = "0-0"
+        self._given: set[str] = set()
+        try:
+            sink.client.xgroup_create(sink.stream, _GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _expired(self, limit: int) -> list[tuple[bytes, dict[bytes, Any]]]:
+        if self._cursor is None:
+            return []
+        reply = self._sink.client.xautoclaim(
+            self._sink.stream,
+            _GROUP,
+            self._owner,
+            self._timeout_ms,
+            start_id=self._cursor,
+            count=limit,
+        )
+        cursor, entries = reply[0], reply[1]
+        self._cursor = None if cursor in (b"0-0", "0-0") else cursor
+        return [(e, f) for e, f in entries if f is not None]
+
+    def _new(self, limit: int) -> list[tuple[bytes, dict[bytes, Any]]]:
+        reply = self._sink.client.xreadgroup(
+            _GROUP, self._owner, {self._sink.stream: ">"}, count=limit
+        )
+        return list(reply[0][1]) if reply else []
+
+    def take(self, limit: int) -> list[DeadLetter]:
+        """Claim up to *limit* letters: expired claims first, then new entries."""
+        taken: list[DeadLetter] = []
+        while len(taken) < limit:
+            entries = self._expired(limit - len(taken))
+            if not entries and self._cursor is None:
+                entries = self._new(limit - len(taken))
+                if not entries:
+                    break
+            for entry_id, fields in entries:
+                letter = self._sink._letter(entry_id, fields)  # noqa: SLF001 - its own sink
+                if letter is None:
+                    self._sink.client.xack(self._sink.stream, _GROUP, entry_id)
+                elif letter.id not in self._given:
+                    self._given.add(letter.id)
+                    taken.append(letter)
+        return taken
+
+    def settle(self, letter_id: str, *, succeeded: bool) -> bool:
+        """Acknowledge and delete after success; hand the claim back after a failure."""
+        sink = self._sink
+        entry_id = sink._entries.get(letter_id)  # noqa: SLF001 - its own sink
+        if entry_id is None:
+            return False
+        if succeeded:
+            sink._entries.pop(letter_id, None)  # noqa: SLF001 - its own sink
+            pipe = sink.client.pipeline(transaction=True)
+            pipe.xack(sink.stream, _GROUP, entry_id)
+            pipe.xdel(sink.stream, entry_id)
+            return bool(pipe.execute()[1])
+        sink.client.xclaim(
+            sink.stream,
+            _GROUP,
+            self._owner,
+            0,
+            [entry_id],
+            idle=_RELEASED_IDLE_MS,
+            justid=True,
+        )
+        return False
