@@ -128,7 +128,7 @@ def test_purge_asks_first(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
     code, out, _ = cli(capsys, "purge", str(sink.path))
     assert 1 == code
-    assert "remove 1 letters from" in out
+    assert "remove these 1 letters from" in out
     assert 1 == len(list(sink.letters()))
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("yes\n"))

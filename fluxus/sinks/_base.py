@@ -83,6 +83,10 @@ class StoringSink:
         """Remove the letter *letter_id*; return whether it was stored."""
         raise NotImplementedError
 
+    def remove_many(self, letter_ids: Iterable[str]) -> int:
+        """Remove the letters *letter_ids*; return how many were stored."""
+        return sum(1 for letter_id in letter_ids if self.remove(letter_id))
+
     def clear(self) -> int:
         """Remove every stored letter; return how many there were."""
         raise NotImplementedError

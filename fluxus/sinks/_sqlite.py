@@ -8,7 +8,7 @@ import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from fluxus._core import to_seconds
@@ -228,6 +228,27 @@ class SQLite(StoringSink):
                 (letter_id,),
             )
             return cursor.rowcount > 0
+
+    def remove_many(self, letter_ids: Iterable[str]) -> int:
+        """Delete the letters *letter_ids* in one transaction; return how many were stored."""
+        ids = [(letter_id,) for letter_id in letter_ids]
+        with self._connect(create=False) as connection:
+            if connection is None:
+                return 0
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                removed = sum(
+                    connection.execute(
+                        f"DELETE FROM {self.table} WHERE id = ?",  # noqa: S608 - an identifier, checked
+                        row,
+                    ).rowcount
+                    for row in ids
+                )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            return removed
 
     def clear(self) -> int:
         """Delete every letter; return how many there were."""
