@@ -36,7 +36,7 @@ class RedisStream(StoringSink):
     """Keep letters in a Redis stream, one entry per letter.
 
     Replayers claim letters through a consumer group (``XREADGROUP``, and
-    ``XAUTOCLAIM`` for claims that expired), and acknowledge them
+    ``XPENDING``/``XCLAIM`` for claims that expired), and acknowledge them
     (``XACK``) as they remove them.
 
     A letter is as durable as the server makes it: configure Redis'
@@ -204,10 +204,16 @@ class RedisStream(StoringSink):
         return removed
 
 
+def _timeout_of(consumer: str) -> int:
+    """Return the claim timeout (ms) a replayer's consumer name carries."""
+    _, _, timeout = consumer.rpartition(":")
+    return int(timeout) if timeout.isdigit() else 0
+
+
 class _StreamClaims:
     """Claims as a consumer group's pending entries.
 
-    Expired claims are taken over with ``XAUTOCLAIM`` first, then new
+    Expired claims are taken over with ``XCLAIM`` first, then new
     entries are read with ``XREADGROUP``; a released claim is handed back by
     setting its idle time far past any timeout (``XCLAIM ... IDLE``).
     """
@@ -217,7 +223,7 @@ class _StreamClaims:
 
         self._sink = sink
         self._timeout_ms = max(1, int(timeout * 1000))
-        self._owner = new_owner()
+        self._owner = f"{new_owner()}:{self._timeout_ms}"
         self._cursor: bytes | str | None = "0-0"
         self._given: set[str] = set()
         try:
@@ -227,19 +233,35 @@ class _StreamClaims:
                 raise
 
     def _expired(self, limit: int) -> list[tuple[bytes, dict[bytes, Any]]]:
-        if self._cursor is None:
-            return []
-        reply = self._sink.client.xautoclaim(
-            self._sink.stream,
-            _GROUP,
-            self._owner,
-            self._timeout_ms,
-            start_id=self._cursor,
-            count=limit,
-        )
-        cursor, entries = reply[0], reply[1]
-        self._cursor = None if cursor in (b"0-0", "0-0") else cursor
-        return [(e, f) for e, f in entries if f is not None]
+        """Take over claims their holders let expire, oldest first.
+
+        Each consumer's name carries its claim timeout, so a claim expires
+        by its holder's timeout, whoever looks; ``XCLAIM`` with that idle
+        time as the minimum is atomic, so two takers never both get one.
+        """
+        client, stream = self._sink.client, self._sink.stream
+        taken: list[tuple[bytes, dict[bytes, Any]]] = []
+        while self._cursor is not None and len(taken) < limit:
+            pending = client.xpending_range(
+                stream, _GROUP, min=self._cursor, max="+", count=_PAGE
+            )
+            if not pending:
+                self._cursor = None
+                break
+            self._cursor = b"(" + pending[-1]["message_id"]
+            for entry in pending:
+                holder = entry["consumer"].decode()
+                timeout = _timeout_of(holder)
+                if holder == self._owner or entry["time_since_delivered"] < timeout:
+                    continue
+                claimed = client.xclaim(
+                    stream, _GROUP, self._owner, timeout, [entry["message_id"]]
+                )
+                taken.extend((e, f) for e, f in claimed if f)
+                if len(taken) >= limit:
+                    self._cursor = b"(" + entry["message_id"]
+                    break
+        return taken
 
     def _new(self, limit: int) -> list[tuple[bytes, dict[bytes, Any]]]:
         reply = self._sink.client.xreadgroup(
