@@ -291,10 +291,16 @@ def _short_error(letter: DeadLetter, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _printable(text: str) -> str:
+    """Escape what no terminal encoding can carry (lone surrogates)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _row(letter: DeadLetter) -> str:
     function = letter.function + ("" if letter.replayable else " *")
     when = letter.failed_at.strftime("%Y-%m-%d %H:%M:%S")
-    return f"{letter.id:<32}  {when:<19}  {function:<40}  {_short_error(letter)}".rstrip()
+    row = f"{letter.id:<32}  {when:<19}  {function:<40}  {_short_error(letter)}"
+    return _printable(row.rstrip())
 
 
 def _header() -> str:
@@ -328,6 +334,13 @@ def _list(
     return 0
 
 
+def _safe_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except ValueError:  # an int past Python's digit limit for str()
+        return f"<{type(value).__name__} holding an int too long to print>"
+
+
 def _show(reading: _Reading, prefix: str, out: TextIO, err: TextIO) -> int:
     matches = [letter for letter in reading() if letter.id.startswith(prefix)]
     reading.check()
@@ -341,13 +354,13 @@ def _show(reading: _Reading, prefix: str, out: TextIO, err: TextIO) -> int:
         ("function", letter.function),
         ("failed at", letter.failed_at.isoformat()),
         ("error", f"{letter.error_type}: {letter.error_message}"),
-        ("args", repr(letter.args)),
-        ("kwargs", repr(letter.kwargs)),
+        ("args", _safe_repr(letter.args)),
+        ("kwargs", _safe_repr(letter.kwargs)),
         ("placeholders", ", ".join(letter.placeholders) or "none (replayable)"),
     ):
-        print(f"{label + ':':<14}{value}", file=out)
+        print(_printable(f"{label + ':':<14}{value}"), file=out)
     print(file=out)
-    print(letter.traceback.rstrip("\n"), file=out)
+    print(_printable(letter.traceback.rstrip("\n")), file=out)
     return 0
 
 
@@ -421,7 +434,7 @@ def _replay(sink: StoringSink, args: argparse.Namespace, out: TextIO, err: TextI
         raise StoreError(str(exc)) from exc
     progress.finish()
     for letter_id, failure in list(result.failures.items())[:20]:
-        print(f"failed {letter_id}: {type(failure).__name__}: {failure}", file=err)
+        print(_printable(f"failed {letter_id}: {type(failure).__name__}: {failure}"), file=err)
     print(
         f"replayed {result.replayed}, failed {result.failed} (kept), "
         f"skipped {result.skipped} (kept)",

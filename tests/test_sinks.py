@@ -698,3 +698,102 @@ def test_switching_to_wal_waits_out_another_process_creating_the_store(tmp_path)
     finally:
         contender.close()
         blocker.close()
+
+
+class _BrokenRepr:
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+
+def _cycle():
+    items = [1]
+    items.append(items)
+    return items
+
+
+def _deep(depth=5000):
+    root = node = []
+    for _ in range(depth):
+        node.append([])
+        node = node[0]
+    return root
+
+
+SURROGATE = os.fsdecode(b"caf\xe9.txt")  # a non-UTF-8 file name, as Python sees it
+
+
+@pytest.mark.parametrize(
+    ("value", "kept", "placeholder"),
+    [
+        pytest.param(_cycle(), None, True, id="cycle"),
+        pytest.param(_deep(), None, True, id="nested-5000"),
+        pytest.param(10**5000, 10**5000, False, id="huge-int"),
+        pytest.param(-(2**64), -(2**64), False, id="big-negative-int"),
+        pytest.param(SURROGATE, SURROGATE, False, id="lone-surrogate"),
+        pytest.param({"k": [SURROGATE]}, {"k": [SURROGATE]}, False, id="nested-surrogate"),
+        pytest.param(_BrokenRepr(), None, True, id="repr-raises"),
+    ],
+)
+def test_hostile_arguments_are_stored_and_listed(tmp_path, capsys, value, kept, placeholder):
+    from fluxus.__main__ import main
+
+    for sink in (JsonlFile(tmp_path / "a.jsonl"), SQLite(tmp_path / "a.db")):
+
+        @fluxus.dead_letter(sink)
+        def upload(item, name):
+            raise OSError(f"cannot open {SURROGATE}")
+
+        with pytest.raises(OSError, match="cannot open"):
+            upload(value, name=value)
+        (stored,) = sink.letters()
+        assert SURROGATE in stored.error_message
+        if placeholder:
+            assert ("args[0]", "kwargs['name']") == stored.placeholders
+            assert not stored.replayable
+        else:
+            assert ((kept,), {"name": kept}) == (stored.args, stored.kwargs)
+            assert stored.replayable
+        capsys.readouterr()
+        assert 0 == main(["dlq", "list", str(sink.path)])
+        out = capsys.readouterr().out
+        assert stored.id in out
+        assert "1 letter" in out
+        assert 0 == main(["dlq", "list", str(sink.path), "--json"])
+        assert stored.id in capsys.readouterr().out
+        assert 0 == main(["dlq", "show", str(sink.path), stored.id])
+        assert "args:" in capsys.readouterr().out
+
+
+def test_a_web_request_can_be_stored_as_data(tmp_path):
+    from fluxus.sinks._codec import register_encoder
+
+    class Request:
+        def __init__(self, path):
+            self.path = path
+
+    register_encoder(Request, lambda r: {"method": "GET", "path": r.path})
+    sink = JsonlFile(tmp_path / "a.jsonl")
+
+    @fluxus.dead_letter(sink)
+    def view(request):
+        raise OSError
+
+    with pytest.raises(OSError):
+        view(Request("/orders"))
+    (stored,) = sink.letters()
+    assert ({"method": "GET", "path": "/orders"},) == stored.args
+    assert stored.replayable
+    with pytest.raises(TypeError, match="register_encoder"):
+        register_encoder("Request", repr)
+
+
+def test_letters_stream_and_stop_at_limit(tmp_path):
+    for sink in (JsonlFile(tmp_path / "a.jsonl"), SQLite(tmp_path / "a.db")):
+        for n in range(1200):
+            sink.put(letter(n))
+        assert [0, 1, 2] == [int(x.id, 16) for x in sink.letters(limit=3)]
+        assert [] == list(sink.letters(limit=0))
+        assert 1200 == sum(1 for _ in sink.letters())
+        assert 1200 == sink.count()
+        with pytest.raises(ValueError, match="limit"):
+            list(sink.letters(limit=-1))
