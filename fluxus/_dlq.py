@@ -324,6 +324,8 @@ def _list(
             shown += 1
             placeholders = placeholders or not letter.replayable
             print(encode(letter) if args.json else _row(letter), file=out)
+            if shown == 1:
+                out.flush()  # the first line at once, even into a pipe
         progress(done, max(done, total))
     progress.finish()
     reading.check()

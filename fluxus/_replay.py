@@ -8,7 +8,7 @@ succeeded. A replayer that dies leaves claims that expire after
 
 What to do with a letter (skip it, or call with which arguments) is decided
 once, by :class:`_Plan`; :class:`_Tally` counts and sizes the claims. The
-sync and the async driver only call and settle.
+sync and the async driver only call, remove and release.
 """
 
 from __future__ import annotations
@@ -179,8 +179,14 @@ class _Unclaimed:
                     break
         return taken
 
-    def settle(self, letter_id: str, *, succeeded: bool) -> bool:
-        return bool(self._sink.remove(letter_id)) if succeeded else False
+    def release(self, letter_id: str) -> None:
+        """Nothing to give back: the letters were never claimed."""
+
+    def remove(self, letter_ids: list[str]) -> int:
+        return sum(1 for letter_id in letter_ids if self._sink.remove(letter_id))
+
+    def flush(self) -> None:
+        """Nothing to do: the sink removes durably."""
 
 
 def _start(
@@ -260,6 +266,7 @@ def replay(
         raise TypeError(msg)
     plan = _Plan(func, function, fill)
     tally = _Tally(timeout, _total(sink), progress)
+    durability = _Durability()
     pending: list[DeadLetter] = []
     try:
         while pending := claims.take(tally.batch()):
@@ -275,19 +282,54 @@ def replay(
                     except Exception as exc:  # noqa: BLE001 - a failure keeps the letter
                         failure = exc
                     tally.timed(started)
-                claims.settle(letter.id, succeeded=call is not None and not failure)
+                if call is not None and failure is None:
+                    claims.remove([letter.id])
+                    durability.removed()
+                else:
+                    claims.release(letter.id)
                 tally.done(letter, call is not None, failure, expires)
                 pending.pop(0)
+                if durability.due():
+                    claims.flush()
+                    durability.synced()
     finally:
-        _release(claims, pending)
+        _settle_interrupted(claims, durability, pending)
     return tally.result()
 
 
-def _release(claims: Any, letters: list[DeadLetter]) -> None:
-    """Give back the claims an interrupted replay still holds (best effort)."""
-    for letter in letters:
+class _Durability:
+    """When to make removals durable: one fsync for many letters.
+
+    Each removal is committed at once (it survives the replayer's death);
+    it is synced to the disk within :attr:`WINDOW` seconds, so a power cut
+    can undo only the removals of that last moment.
+    """
+
+    WINDOW = 0.05
+
+    def __init__(self) -> None:
+        self.unsynced = 0
+        self.since = 0.0
+
+    def removed(self) -> None:
+        if not self.unsynced:
+            self.since = time.monotonic()
+        self.unsynced += 1
+
+    def due(self) -> bool:
+        return bool(self.unsynced) and time.monotonic() - self.since >= self.WINDOW
+
+    def synced(self) -> None:
+        self.unsynced = 0
+
+
+def _settle_interrupted(claims: Any, durability: _Durability, pending: list[DeadLetter]) -> None:
+    """Sync the removals and give back the claims an interrupted replay holds."""
+    if durability.unsynced:
+        claims.flush()
+    for letter in pending:
         try:
-            claims.settle(letter.id, succeeded=False)
+            claims.release(letter.id)
         except Exception:  # noqa: BLE001, S112 - they expire in any case
             continue
 
@@ -319,6 +361,7 @@ async def replay_async(
     claims, timeout = _start(sink, func, function, fill, claim_timeout)
     plan = _Plan(func, function, fill)
     tally = _Tally(timeout, await asyncio.to_thread(_total, sink), progress)
+    durability = _Durability()
     pending: list[DeadLetter] = []
     try:
         while pending := await asyncio.to_thread(claims.take, tally.batch()):
@@ -336,10 +379,16 @@ async def replay_async(
                     except Exception as exc:  # noqa: BLE001 - a failure keeps the letter
                         failure = exc
                     tally.timed(started)
-                succeeded = call is not None and not failure
-                await asyncio.to_thread(claims.settle, letter.id, succeeded=succeeded)
+                if call is not None and failure is None:
+                    await asyncio.to_thread(claims.remove, [letter.id])
+                    durability.removed()
+                else:
+                    await asyncio.to_thread(claims.release, letter.id)
                 tally.done(letter, call is not None, failure, expires)
                 pending.pop(0)
+                if durability.due():
+                    await asyncio.to_thread(claims.flush)
+                    durability.synced()
     finally:
-        await asyncio.to_thread(_release, claims, pending)
+        await asyncio.to_thread(_settle_interrupted, claims, durability, pending)
     return tally.result()

@@ -2,8 +2,8 @@
 
 A replayer never calls a letter another replayer is calling: it first
 *claims* letters through :meth:`StoringSink.claims`, and a claim lasts until
-the replayer settles the letter (removed after success, released after a
-failure) or until it expires, so that a replayer killed mid-way leaves
+the replayer removes the letter (after its call succeeded) or releases it
+(after a failure) or until it expires, so that a replayer killed mid-way leaves
 nothing stuck. Each store claims with its own means: a claimed-until column
 (SQLite), claim records beside the file under its lock (JSON Lines), a
 consumer group (Redis streams).
@@ -44,12 +44,18 @@ class Claims(Protocol):
         this replayer was already given, are passed over.
         """
 
-    def settle(self, letter_id: str, *, succeeded: bool) -> bool:
-        """Remove the letter (it *succeeded*) or give its claim back.
+    def release(self, letter_id: str) -> None:
+        """Give the claim on *letter_id* back (its call failed or never ran)."""
 
-        Returns:
-            Whether the letter was removed (always ``False`` on release).
+    def remove(self, letter_ids: list[str]) -> int:
+        """Remove the letters *letter_ids*, whose calls succeeded; return how many.
+
+        The removal survives the replayer's death at once; it survives a
+        power cut once :meth:`flush` returns.
         """
+
+    def flush(self) -> None:
+        """Make the removals so far durable (fsync)."""
 
 
 class StoringSink:
@@ -176,8 +182,16 @@ class LocalClaims:
                 taken.append(letter)
         return taken
 
-    def settle(self, letter_id: str, *, succeeded: bool) -> bool:
-        """Remove the letter after success, or give it back."""
+    def release(self, letter_id: str) -> None:
+        """Give the letter back."""
         with self._lock:
             self._held.get(id(self._sink), {}).pop(letter_id, None)
-        return bool(self._sink.remove(letter_id)) if succeeded else False
+
+    def remove(self, letter_ids: list[str]) -> int:
+        """Remove the letters, whose calls succeeded."""
+        for letter_id in letter_ids:
+            self.release(letter_id)
+        return self._sink.remove_many(letter_ids)
+
+    def flush(self) -> None:
+        """Nothing to do: the sink removes durably."""

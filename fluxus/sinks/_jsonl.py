@@ -348,9 +348,9 @@ class JsonlFile(StoringSink):
         finally:
             os.close(fd)
 
-    def _tombstones(self, fd: int, letter_ids: list[str]) -> None:
+    def _tombstones(self, fd: int, letter_ids: list[str], *, sync: bool = True) -> None:
         """Record *letter_ids* as removed; call with both locks held."""
-        self._note(({"r": letter_id} for letter_id in letter_ids), sync=True)
+        self._note(({"r": letter_id} for letter_id in letter_ids), sync=sync)
         ledger = self._catch_up()
         if len(ledger.removed) >= self._next_check:
             lines = sum(1 for _ in self._lines(fd))
@@ -487,24 +487,43 @@ class _JsonlClaims:
             os.close(fd)
         return taken
 
-    def settle(self, letter_id: str, *, succeeded: bool) -> bool:
-        """Tombstone the letter after success; release our claim after a failure."""
+    def release(self, letter_id: str) -> None:
+        """Give our claim on *letter_id* back."""
         sink = self._sink
         fd = sink._locked(fcntl.LOCK_EX)  # noqa: SLF001 - its own sink
         if fd is None:
-            return False
+            return
         try:
             with sink._ledger_lock:  # noqa: SLF001 - its own sink
                 ledger = sink._catch_up()  # noqa: SLF001 - its own sink
-                if letter_id in ledger.removed:
-                    return False
-                if succeeded:
-                    sink._tombstones(fd, [letter_id])  # noqa: SLF001 - its own sink
-                    return True
                 if ledger.claims.get(letter_id, (0.0, ""))[1] == self._owner:
                     sink._note(  # noqa: SLF001 - its own sink
                         [{"c": letter_id, "u": 0.0, "o": self._owner}], sync=False
                     )
-                return False
+        finally:
+            os.close(fd)
+
+    def flush(self) -> None:
+        """Sync the claims file, where the removals were written."""
+        if self._sink.fsync:
+            with contextlib.suppress(FileNotFoundError):
+                fd = os.open(self._sink.claims_path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+    def remove(self, letter_ids: list[str]) -> int:
+        """Tombstone the letters, whose calls succeeded; :meth:`flush` syncs it."""
+        sink = self._sink
+        fd = sink._locked(fcntl.LOCK_EX)  # noqa: SLF001 - its own sink
+        if fd is None:
+            return 0
+        try:
+            with sink._ledger_lock:  # noqa: SLF001 - its own sink
+                removed = sink._catch_up().removed  # noqa: SLF001 - its own sink
+                fresh = [x for x in dict.fromkeys(letter_ids) if x not in removed]
+                sink._tombstones(fd, fresh, sync=False)  # noqa: SLF001 - its own sink
+                return len(fresh)
         finally:
             os.close(fd)

@@ -287,25 +287,24 @@ class _StreamClaims:
                     taken.append(letter)
         return taken
 
-    def settle(self, letter_id: str, *, succeeded: bool) -> bool:
-        """Acknowledge and delete after success; hand the claim back after a failure."""
+    def release(self, letter_id: str) -> None:
+        """Hand the claim back: its idle time set past any claim timeout."""
         sink = self._sink
         entry_id = sink._entries.get(letter_id)  # noqa: SLF001 - its own sink
-        if entry_id is None:
-            return False
-        if succeeded:
-            sink._entries.pop(letter_id, None)  # noqa: SLF001 - its own sink
-            pipe = sink.client.pipeline(transaction=True)
-            pipe.xack(sink.stream, _GROUP, entry_id)
-            pipe.xdel(sink.stream, entry_id)
-            return bool(pipe.execute()[1])
-        sink.client.xclaim(
-            sink.stream,
-            _GROUP,
-            self._owner,
-            0,
-            [entry_id],
-            idle=_RELEASED_IDLE_MS,
-            justid=True,
-        )
-        return False
+        if entry_id is not None:
+            sink.client.xclaim(
+                sink.stream,
+                _GROUP,
+                self._owner,
+                0,
+                [entry_id],
+                idle=_RELEASED_IDLE_MS,
+                justid=True,
+            )
+
+    def remove(self, letter_ids: list[str]) -> int:
+        """Acknowledge and delete the letters, whose calls succeeded."""
+        return self._sink.remove_many(letter_ids)
+
+    def flush(self) -> None:
+        """Nothing to do: Redis' own persistence settings decide."""

@@ -300,18 +300,45 @@ class _SQLiteClaims:
         letters = (self._sink._decode(seq, record) for seq, record in rows)  # noqa: SLF001 - its own sink
         return [letter for letter in letters if letter is not None]
 
-    def settle(self, letter_id: str, *, succeeded: bool) -> bool:
-        """Delete the letter after success; clear our claim after a failure."""
-        if succeeded:
-            return self._sink.remove(letter_id)
+    def release(self, letter_id: str) -> None:
+        """Clear our claim on *letter_id* (no fsync: a claim need not be durable)."""
         with self._sink._connect(create=False) as connection:  # noqa: SLF001 - its own sink
             if connection is not None:
-                connection.execute(
-                    f"UPDATE {self._sink.table} SET claimed_until = NULL "  # noqa: S608 - an identifier, checked
-                    "WHERE id = ? AND claimed_by = ?",
-                    (letter_id, self._owner),
+                connection.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    connection.execute(
+                        f"UPDATE {self._sink.table} SET claimed_until = NULL "  # noqa: S608 - an identifier, checked
+                        "WHERE id = ? AND claimed_by = ?",
+                        (letter_id, self._owner),
+                    )
+                finally:
+                    connection.execute("PRAGMA synchronous=FULL")
+
+    def remove(self, letter_ids: list[str]) -> int:
+        """Delete the letters, whose calls succeeded; :meth:`flush` syncs it."""
+        with self._sink._connect(create=False) as connection:  # noqa: SLF001 - its own sink
+            if connection is None:
+                return 0
+            connection.execute("PRAGMA synchronous=NORMAL")
+            try:
+                return sum(
+                    connection.execute(
+                        f"DELETE FROM {self._sink.table} WHERE id = ?",  # noqa: S608 - an identifier, checked
+                        (letter_id,),
+                    ).rowcount
+                    for letter_id in letter_ids
                 )
-        return False
+            finally:
+                connection.execute("PRAGMA synchronous=FULL")
+
+    def flush(self) -> None:
+        """Sync the write-ahead log, where the removals were committed."""
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(f"{self._sink.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def _switch_to_wal(connection: sqlite3.Connection, timeout: float) -> None:
