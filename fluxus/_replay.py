@@ -305,7 +305,7 @@ class _Durability:
     can undo only the removals of that last moment.
     """
 
-    WINDOW = 0.05
+    WINDOW = 0.25
 
     def __init__(self) -> None:
         self.unsynced = 0

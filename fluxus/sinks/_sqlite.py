@@ -259,77 +259,88 @@ class SQLite(StoringSink):
 
 
 class _SQLiteClaims:
-    """Claims as a claimed-until column, set for a page of rows in one transaction."""
+    """Claims as a claimed-until column, set for a page of rows in one transaction.
+
+    A replayer has a connection of its own with ``synchronous=NORMAL``: its
+    claims and removals are committed at once (they survive the process)
+    and synced by :meth:`flush`, one fsync for many letters.
+    """
 
     def __init__(self, sink: SQLite, timeout: float) -> None:
         self._sink = sink
         self._timeout = timeout
         self._owner = new_owner()
         self._after = 0  # the rows before this one were offered already
+        self._db: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection | None:
+        if self._db is None:
+            with self._sink._connect(create=False) as ready:  # noqa: SLF001 - its own sink
+                if ready is None:  # no store (yet)
+                    return None
+            self._db = sqlite3.connect(
+                self._sink.path,
+                timeout=self._sink.timeout,
+                isolation_level=None,
+                check_same_thread=False,  # the async driver uses worker threads
+            )
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        return self._db
+
+    def __del__(self) -> None:
+        if self._db is not None:
+            self._db.close()
 
     def take(self, limit: int) -> list[DeadLetter]:
         """Claim up to *limit* unclaimed (or expired) letters, oldest first."""
         table = self._sink.table
-        with self._sink._connect(create=False) as connection:  # noqa: SLF001 - its own sink
-            if connection is None:
-                return []
-            now = time.time()
-            # A claim need not survive a power cut (it would expire anyway):
-            # no fsync for it, only for the letters and their removal.
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                rows = connection.execute(
-                    f"SELECT seq, record FROM {table} WHERE seq > ? AND "  # noqa: S608 - an identifier, checked
-                    "(claimed_until IS NULL OR claimed_until <= ?) ORDER BY seq LIMIT ?",
-                    (self._after, now, limit),
-                ).fetchall()
-                connection.executemany(
-                    f"UPDATE {table} SET claimed_until = ?, claimed_by = ? "  # noqa: S608 - an identifier, checked
-                    "WHERE seq = ?",
-                    [(now + self._timeout, self._owner, seq) for seq, _ in rows],
-                )
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            finally:
-                connection.execute("PRAGMA synchronous=FULL")
+        connection = self._connection()
+        if connection is None:
+            return []
+        now = time.time()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            rows = connection.execute(
+                f"SELECT seq, record FROM {table} WHERE seq > ? AND "  # noqa: S608 - an identifier, checked
+                "(claimed_until IS NULL OR claimed_until <= ?) ORDER BY seq LIMIT ?",
+                (self._after, now, limit),
+            ).fetchall()
+            connection.executemany(
+                f"UPDATE {table} SET claimed_until = ?, claimed_by = ? "  # noqa: S608 - an identifier, checked
+                "WHERE seq = ?",
+                [(now + self._timeout, self._owner, seq) for seq, _ in rows],
+            )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
         if rows:
             self._after = rows[-1][0]
         letters = (self._sink._decode(seq, record) for seq, record in rows)  # noqa: SLF001 - its own sink
         return [letter for letter in letters if letter is not None]
 
     def release(self, letter_id: str) -> None:
-        """Clear our claim on *letter_id* (no fsync: a claim need not be durable)."""
-        with self._sink._connect(create=False) as connection:  # noqa: SLF001 - its own sink
-            if connection is not None:
-                connection.execute("PRAGMA synchronous=NORMAL")
-                try:
-                    connection.execute(
-                        f"UPDATE {self._sink.table} SET claimed_until = NULL "  # noqa: S608 - an identifier, checked
-                        "WHERE id = ? AND claimed_by = ?",
-                        (letter_id, self._owner),
-                    )
-                finally:
-                    connection.execute("PRAGMA synchronous=FULL")
+        """Clear our claim on *letter_id*."""
+        connection = self._connection()
+        if connection is not None:
+            connection.execute(
+                f"UPDATE {self._sink.table} SET claimed_until = NULL "  # noqa: S608 - an identifier, checked
+                "WHERE id = ? AND claimed_by = ?",
+                (letter_id, self._owner),
+            )
 
     def remove(self, letter_ids: list[str]) -> int:
         """Delete the letters, whose calls succeeded; :meth:`flush` syncs it."""
-        with self._sink._connect(create=False) as connection:  # noqa: SLF001 - its own sink
-            if connection is None:
-                return 0
-            connection.execute("PRAGMA synchronous=NORMAL")
-            try:
-                return sum(
-                    connection.execute(
-                        f"DELETE FROM {self._sink.table} WHERE id = ?",  # noqa: S608 - an identifier, checked
-                        (letter_id,),
-                    ).rowcount
-                    for letter_id in letter_ids
-                )
-            finally:
-                connection.execute("PRAGMA synchronous=FULL")
+        connection = self._connection()
+        if connection is None:
+            return 0
+        return sum(
+            connection.execute(
+                f"DELETE FROM {self._sink.table} WHERE id = ?",  # noqa: S608 - an identifier, checked
+                (letter_id,),
+            ).rowcount
+            for letter_id in letter_ids
+        )
 
     def flush(self) -> None:
         """Sync the write-ahead log, where the removals were committed."""
