@@ -797,3 +797,84 @@ def test_letters_stream_and_stop_at_limit(tmp_path):
         assert 1200 == sink.count()
         with pytest.raises(ValueError, match="limit"):
             list(sink.letters(limit=-1))
+
+
+def test_web_requests_are_stored_as_data_without_credentials(tmp_path):
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request as WerkzeugRequest
+
+    sink = JsonlFile(tmp_path / "a.jsonl")
+
+    @fluxus.dead_letter(sink)
+    def view(request):
+        raise OSError("upstream down")
+
+    request = WerkzeugRequest(
+        EnvironBuilder(
+            method="POST",
+            path="/orders/7",
+            query_string="rush=1",
+            data=b'{"qty": 2}',
+            headers={"Authorization": "Bearer s3cret", "Cookie": "sid=x", "X-Id": "42"},
+        ).get_environ()
+    )
+    with pytest.raises(OSError, match="upstream"):
+        view(request)
+    (stored,) = sink.letters()
+    assert stored.replayable
+    (data,) = stored.args
+    assert ("POST", "/orders/7", "rush=1", '{"qty": 2}') == (
+        data["method"], data["path"], data["query"], data["body"]
+    )
+    assert "42" == data["headers"]["X-Id"]
+    assert not {"Authorization", "Cookie"} & set(data["headers"])
+    assert "s3cret" not in sink.path.read_text()
+
+
+def test_starlette_and_django_requests_are_stored_as_data(tmp_path):
+    from fluxus.contrib._request_data import starlette_request
+    from starlette.requests import Request
+
+    request = Request(
+        {
+            "type": "http",
+            "method": "GET",
+            "path": "/q",
+            "query_string": b"a=1",
+            "headers": [(b"cookie", b"sid=x"), (b"x-id", b"7")],
+        }
+    )
+    assert {
+        "method": "GET",
+        "path": "/q",
+        "query": "a=1",
+        "headers": {"x-id": "7"},
+        "body": None,
+        "user": None,
+    } == starlette_request(request)
+
+    code = (
+        "import django, json, sys\n"
+        "from django.conf import settings\n"
+        "settings.configure(ALLOWED_HOSTS=['*'])\n"
+        "django.setup()\n"
+        "from django.test import RequestFactory\n"
+        "import fluxus\n"
+        f"sink = fluxus.sinks.JsonlFile({str(tmp_path / 'd.jsonl')!r})\n"
+        "view = fluxus.dead_letter(sink)(lambda request: 1 / 0)\n"
+        "request = RequestFactory().post('/p?x=1', data=b'hi', "
+        "content_type='text/plain', HTTP_AUTHORIZATION='Bearer s3cret')\n"
+        "try:\n    view(request)\nexcept ZeroDivisionError:\n    pass\n"
+        "(letter,) = sink.letters()\n"
+        "print(json.dumps(letter.args[0]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+    assert 0 == proc.returncode, proc.stderr
+    data = json.loads(proc.stdout.splitlines()[-1])
+    assert ("POST", "/p", "x=1", "hi", None) == (
+        data["method"], data["path"], data["query"], data["body"], data["user"]
+    )
+    assert "Authorization" not in data["headers"]

@@ -61,6 +61,24 @@ def register_encoder(cls: type, to_data: Callable[[Any], Any]) -> None:
     _CONVERTERS[cls] = to_data
 
 
+#: Packages whose requests :mod:`fluxus.contrib._request_data` converts; it
+#: is imported the first time a value of theirs is met.
+_WEB_PACKAGES = frozenset({"django", "werkzeug", "flask", "starlette", "fastapi"})
+
+
+def _converter(kind: type) -> Callable[[Any], Any] | None:
+    for cls, to_data in _CONVERTERS.items():
+        if issubclass(kind, cls):
+            return to_data
+    if kind.__module__.partition(".")[0] in _WEB_PACKAGES:
+        import fluxus.contrib._request_data  # noqa: F401, PLC0415 - registers, once
+
+        for cls, to_data in _CONVERTERS.items():
+            if issubclass(kind, cls):
+                return to_data
+    return None
+
+
 class _Writer:
     """Turn one letter's arguments into JSON-ready values; never raises.
 
@@ -104,10 +122,9 @@ class _Writer:
             return {TAG: "timedelta", "v": [value.days, value.seconds, value.microseconds]}
         if kind is Decimal or kind is UUID:
             return {TAG: kind.__name__, "v": str(value)}
-        if _CONVERTERS:
-            for cls, to_data in _CONVERTERS.items():
-                if isinstance(value, cls):
-                    return self.converted(value, to_data, path, depth)
+        to_data = _converter(kind)
+        if to_data is not None:
+            return self.converted(value, to_data, path, depth)
         return self.placeholder(value, path)
 
     def container(self, value: Any, path: str, depth: int) -> Any:
