@@ -76,7 +76,7 @@ def replay_once(template: Path, kind: str, directory: Path) -> float:
     shutil.copy(template, copy)
     sink = sinks.JsonlFile(copy) if kind == "jsonl" else sinks.SQLite(copy)
     start = time.perf_counter()
-    result = fluxus.replay(sink, lambda *args, **kwargs: None)
+    result = fluxus.replay(sink, lambda *_, **__: None)
     elapsed = time.perf_counter() - start
     if result.replayed != sum(1 for _ in open(template, "rb")) and kind == "jsonl":  # noqa: PTH123, SIM115 - a count
         msg = f"replayed {result.replayed} only"
@@ -135,8 +135,11 @@ def list_part(count: int) -> list[str]:
         total = time.perf_counter() - start
     return [
         f"dlq list over {count:,} SQLite letters (child process)",
-        f"  first line after {first_at:.2f}s, all {lines:,} lines after {total:.2f}s,"
-        f" peak RSS {usage.ru_maxrss / 1024:.0f} MB, exit {proc.returncode}",
+        (
+            f"  first line after {first_at:.2f}s, all {lines:,} lines after "
+            f"{total:.2f}s,"
+            f" peak RSS {usage.ru_maxrss / 1024:.0f} MB, exit {proc.returncode}"
+        ),
     ]
 
 

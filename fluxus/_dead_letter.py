@@ -337,7 +337,9 @@ class DeadLetterQueue(Policy):
                 return False
             self._put(letter)
         except Exception as failure:  # noqa: BLE001 - reported, never raised
-            self._record_handler_failure(function, letter and letter.id, failure)
+            self._record_handler_failure(
+                function, letter.id if letter else None, failure
+            )
             return False
         self._record_delivered(letter, exc)
         return True
@@ -360,7 +362,9 @@ class DeadLetterQueue(Policy):
             if inspect.isawaitable(result):
                 await result
         except Exception as failure:  # noqa: BLE001 - reported, never raised
-            self._record_handler_failure(function, letter and letter.id, failure)
+            self._record_handler_failure(
+                function, letter.id if letter else None, failure
+            )
             return False
         self._record_delivered(letter, exc)
         return True

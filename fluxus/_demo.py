@@ -157,7 +157,12 @@ REPLAY_CALL = "fluxus._demo:healthy_client().get_quote"
 
 _REJECTIONS = frozenset(
     f"fluxus.exceptions.{name}"
-    for name in ("CircuitOpenError", "RateLimitExceeded", "BulkheadFull", "ThreadsExhausted")
+    for name in (
+        "CircuitOpenError",
+        "RateLimitExceeded",
+        "BulkheadFull",
+        "ThreadsExhausted",
+    )
 )
 
 

@@ -6,7 +6,7 @@
     python -m fluxus dlq show failed.db 3f2a
     python -m fluxus dlq replay failed.jsonl --call shop.orders:submit
     python -m fluxus dlq replay failed.db --call 'shop.clients:make_client().get_quote'
-    python -m fluxus dlq replay failed.db --call shop.orders:submit --fill token=SHOP_TOKEN
+    python -m fluxus dlq replay failed.db --call shop.orders:pay --fill token=TOKEN
     python -m fluxus dlq list redis://localhost:6379/0 --stream orders:dlq --json
     python -m fluxus dlq purge failed.jsonl --yes
 
@@ -136,7 +136,9 @@ def add_parser(commands: Any) -> None:
         help="only replay letters of this module.qualname",
     )
     purge = actions.add_parser(
-        "purge", parents=[store], help="remove the letters stored now (lists them first)"
+        "purge",
+        parents=[store],
+        help="remove the letters stored now (lists them first)",
     )
     purge.add_argument("--yes", action="store_true", help="do not ask first")
 
@@ -198,7 +200,7 @@ def open_sink(spec: str, stream: str | None) -> StoringSink:
         msg = f"no dead letter store at {spec}"
         raise StoreError(msg)
     try:
-        return kind(path)  # type: ignore[call-arg]  # both take the path
+        return kind(path)
     except OSError as exc:
         msg = f"cannot open {spec} for writing: {exc}"
         raise StoreError(msg) from exc
@@ -207,7 +209,9 @@ def open_sink(spec: str, stream: str | None) -> StoringSink:
 class _Progress:
     """Report progress on stderr: a bar on a terminal, else a line every few seconds."""
 
-    def __init__(self, err: TextIO, verb: str, total: int, *, always: bool = False) -> None:
+    def __init__(
+        self, err: TextIO, verb: str, total: int, *, always: bool = False
+    ) -> None:
         self._err = err
         self._verb = verb
         self._terminal = err.isatty()
@@ -259,14 +263,16 @@ class _Reading:
 def _reporting(reading: _Reading, err: TextIO) -> Iterator[None]:
     """Print skipped records as warnings on *err*; refuse a corrupt store."""
 
-    def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    def show(
+        message: Warning | str, category: type[Warning], *_: object, **__: object
+    ) -> None:
         if issubclass(category, CorruptRecordWarning):
             reading.corrupt += 1
         print(f"warning: {message}", file=err)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", CorruptRecordWarning)
-        warnings.showwarning = show  # type: ignore[assignment]  # restored on exit
+        warnings.showwarning = show
         try:
             yield
         except sqlite3.DatabaseError as exc:
@@ -307,9 +313,7 @@ def _header() -> str:
     return f"{'ID':<32}  {'FAILED AT (UTC)':<19}  {'FUNCTION':<40}  ERROR"
 
 
-def _list(
-    reading: _Reading, args: argparse.Namespace, out: TextIO, err: TextIO
-) -> int:
+def _list(reading: _Reading, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     total = reading.sink.count()
     progress = _Progress(err, "listing", total)
     shown = 0
@@ -379,7 +383,9 @@ def load_target(spec: str) -> Callable[..., Any]:
     module_name, colon, attribute = spec.partition(":")
     steps = [_STEP.fullmatch(part) for part in attribute.split(".")]
     if not colon or not module_name or not attribute or None in steps:
-        msg = f"--call must be module:function (or module:factory().method), got {spec!r}"
+        msg = (
+            f"--call must be module:function (or module:factory().method), got {spec!r}"
+        )
         raise StoreError(msg)
     try:
         target: Any = importlib.import_module(module_name)
@@ -415,7 +421,9 @@ def _fill(pairs: list[str]) -> dict[str, str] | None:
     return values or None
 
 
-def _replay(sink: StoringSink, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _replay(
+    sink: StoringSink, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
     target = load_target(args.call)
     fill = _fill(getattr(args, "fill", []))
     total = sink.count()
@@ -436,7 +444,10 @@ def _replay(sink: StoringSink, args: argparse.Namespace, out: TextIO, err: TextI
         raise StoreError(str(exc)) from exc
     progress.finish()
     for letter_id, failure in list(result.failures.items())[:20]:
-        print(_printable(f"failed {letter_id}: {type(failure).__name__}: {failure}"), file=err)
+        print(
+            _printable(f"failed {letter_id}: {type(failure).__name__}: {failure}"),
+            file=err,
+        )
     print(
         f"replayed {result.replayed}, failed {result.failed} (kept), "
         f"skipped {result.skipped} (kept)",
@@ -462,7 +473,9 @@ def _purge(
     listing.finish()
     reading.check()
     if not yes:
-        print(f"remove these {len(ids)} letters from {sink!r}? [y/N] ", end="", file=out)
+        print(
+            f"remove these {len(ids)} letters from {sink!r}? [y/N] ", end="", file=out
+        )
         out.flush()
         if stdin.readline().strip().lower() not in {"y", "yes"}:
             print("nothing removed", file=out)

@@ -81,7 +81,7 @@ class _Plan:
                 msg = f"fill names {sorted(unknown)!r}, which {func!r} does not take"
                 raise ValueError(msg)
 
-    def call(
+    def call(  # noqa: PLR0911 - one reason to skip per return
         self, letter: DeadLetter
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         """Return the arguments to call *letter* with, or ``None`` to skip it."""
@@ -116,7 +116,9 @@ class _Plan:
 class _Tally:
     """Counts, progress and the size of the next claim."""
 
-    def __init__(self, claim_timeout: float, total: int, progress: Progress | None) -> None:
+    def __init__(
+        self, claim_timeout: float, total: int, progress: Progress | None
+    ) -> None:
         self.claim_timeout = claim_timeout
         self.total = total
         self.progress = progress
@@ -209,7 +211,7 @@ def _start(
     if fill is not None and not isinstance(fill, Mapping) and not callable(fill):
         msg = f"fill must be a dict of parameter values or a callable, got {fill!r}"
         raise TypeError(msg)
-    timeout = to_seconds(claim_timeout, "claim_timeout")  # type: ignore[arg-type]  # checked there
+    timeout = to_seconds(claim_timeout, "claim_timeout")
     if not timeout > 0:
         msg = f"claim_timeout must be > 0 seconds, got {claim_timeout!r}"
         raise ValueError(msg)
@@ -323,7 +325,9 @@ class _Durability:
         self.unsynced = 0
 
 
-def _settle_interrupted(claims: Any, durability: _Durability, pending: list[DeadLetter]) -> None:
+def _settle_interrupted(
+    claims: Any, durability: _Durability, pending: list[DeadLetter]
+) -> None:
     """Sync the removals and give back the claims an interrupted replay holds."""
     if durability.unsynced:
         claims.flush()

@@ -71,7 +71,7 @@ def test_list_show_replay_purge_in_process(store, capsys, target):
     sink, where = store
     fill(sink, "a", "b")
     fill(sink, "c", secret=True)
-    first = list(sink.letters())[0]
+    first = next(iter(sink.letters()))
 
     code, out, _ = cli(capsys, "list", *where)
     assert 0 == code
@@ -311,8 +311,13 @@ def test_progress_lines_without_a_terminal(tmp_path, monkeypatch):
     fill(sink, "a", "b", "c")
     out, err = io.StringIO(), io.StringIO()
     args = main.__globals__["argparse"].Namespace(
-        sink=str(sink.path), stream=None, action="list", json=True,
-        limit=None, function=None, error=None,
+        sink=str(sink.path),
+        stream=None,
+        action="list",
+        json=True,
+        limit=None,
+        function=None,
+        error=None,
     )
     assert 0 == _dlq.run(args, out, err, io.StringIO())
     assert 3 == len(out.getvalue().splitlines())  # stdout: the result only
@@ -365,21 +370,27 @@ def test_replay_a_method_with_a_factory_and_fill_through_a_subprocess(tmp_path):
     def run(*argv):
         return subprocess.run(
             [sys.executable, "-m", "fluxus", "dlq", *argv],
-            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=30,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=30,
             check=False,
         )
 
     call = ["--call", "quotes_target:make_client().get_quote"]
     skipped = run("replay", str(path), *call)
     assert (0, "replayed 0, failed 0 (kept), skipped 2 (kept)\n") == (
-        skipped.returncode, skipped.stdout
+        skipped.returncode,
+        skipped.stdout,
     )
     listed = run("list", str(path), "--json")
     assert 2 == len(listed.stdout.splitlines())
     assert "s3cret" not in listed.stdout
     replayed = run("replay", str(path), *call, "--fill", "token=QUOTE_TOKEN")
     assert (0, "replayed 2, failed 0 (kept), skipped 0 (kept)\n") == (
-        replayed.returncode, replayed.stdout
+        replayed.returncode,
+        replayed.stdout,
     ), replayed.stderr
     assert "ACME\nINITECH\n" == (tmp_path / "calls.txt").read_text()
     missing = run("replay", str(path), *call, "--fill", "token=NOT_SET_ANYWHERE")
@@ -398,7 +409,10 @@ def test_a_missing_extra_is_one_line_naming_it(tmp_path):
         "sys.exit(main(['dlq', 'list', 'redis://127.0.0.1:1/0']))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
         check=False,
     )
     assert 2 == proc.returncode

@@ -70,7 +70,7 @@ def test_skips_letters_it_cannot_rebuild(tmp_path, mode):
 
 def test_function_filter_and_progress(sink, mode):
     fill(sink, (("a",), {}))
-    sink.put(list(sink.letters())[0].replace(id="other", function="shop.refund"))
+    sink.put(next(iter(sink.letters())).replace(id="other", function="shop.refund"))
     seen = []
 
     result = run_replay(

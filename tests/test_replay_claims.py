@@ -8,7 +8,6 @@ sees exactly which letter was called how often.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -100,7 +99,7 @@ def start_replayers(spec, tmp_path, count, *, claim_timeout=30.0, block_at=0):
         claim_timeout=claim_timeout,
     )
     procs = [
-        subprocess.Popen(  # noqa: S603 - our own interpreter
+        subprocess.Popen(
             [sys.executable, "-c", code],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -143,7 +142,7 @@ def test_a_killed_replayers_claims_expire_and_another_replays_them(spec, tmp_pat
         spec, tmp_path, 1, claim_timeout=claim_timeout, block_at=5
     )
     deadline = time.monotonic() + 60
-    while sum(called(calls).values()) < 5:  # noqa: ASYNC110 - a real process
+    while sum(called(calls).values()) < 5:
         assert time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
@@ -180,7 +179,9 @@ def test_a_failed_letter_is_released_for_the_next_replay(spec):
 
     failed = fluxus.replay(sink, refuse, claim_timeout=60)
     assert (0, 3, 0) == (failed.replayed, failed.failed, failed.skipped)
-    assert ["still down for o0"] == [str(failed.failures[x]) for x in [*failed.failures][:1]]
+    assert ["still down for o0"] == [
+        str(failed.failures[x]) for x in [*failed.failures][:1]
+    ]
     assert all(isinstance(e, ConnectionError) for e in failed.failures.values())
     again = fluxus.replay(open_store(spec), lambda order: None, claim_timeout=60)
     assert 3 == again.replayed
@@ -193,7 +194,9 @@ def test_letters_held_by_another_replayer_are_counted_nowhere(spec):
     held = holder.take(2)
     result = fluxus.replay(open_store(spec), lambda order: None)
     assert (3, 0, 0) == (result.replayed, result.failed, result.skipped)
-    assert sorted(x.id for x in held) == sorted(x.id for x in open_store(spec).letters())
+    assert sorted(x.id for x in held) == sorted(
+        x.id for x in open_store(spec).letters()
+    )
 
 
 def test_an_interrupted_replay_gives_its_claims_back(spec):
@@ -226,4 +229,4 @@ def test_jsonl_removal_compacts_the_file(tmp_path):
     assert 2100 == result.replayed == len(set(calls))
     assert sink.path.stat().st_size < size / 2  # rewritten without the removed
     assert 0 == sink.count()
-    assert os.path.getsize(sink.claims_path) < 1024 * 64
+    assert sink.claims_path.stat().st_size < 1024 * 64

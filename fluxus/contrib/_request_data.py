@@ -46,7 +46,9 @@ def django_request(request: Any) -> dict[str, Any]:
         "query": request.META.get("QUERY_STRING", ""),
         "headers": _headers(request.headers.items()),
         "body": body,
-        "user": user.pk if getattr(user, "is_authenticated", False) else None,
+        "user": getattr(user, "pk", None)
+        if getattr(user, "is_authenticated", False)
+        else None,
     }
 
 

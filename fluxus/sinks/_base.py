@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from fluxus._dead_letter import DeadLetter
 from fluxus.exceptions import FluxusError
@@ -150,7 +150,9 @@ def check_writable(path: Path) -> None:
     if path.exists():
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))
         return
-    fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+    fd, probe = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".probe"
+    )
     os.close(fd)
     Path(probe).unlink()
 
@@ -158,8 +160,8 @@ def check_writable(path: Path) -> None:
 class LocalClaims:
     """Claims kept in this process, for sinks without a shared claim store."""
 
-    _held: dict[int, dict[str, float]] = {}
-    _lock = threading.Lock()
+    _held: ClassVar[dict[int, dict[str, float]]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, sink: StoringSink, timeout: float) -> None:
         self._sink = sink

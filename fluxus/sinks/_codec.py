@@ -105,7 +105,9 @@ class _Writer:
             return value if math.isfinite(value) else {TAG: "float", "v": repr(value)}
         if kind in _CONTAINERS:
             if depth >= MAX_DEPTH:
-                return self.placeholder(value, path, f"<nested deeper than {MAX_DEPTH}>")
+                return self.placeholder(
+                    value, path, f"<nested deeper than {MAX_DEPTH}>"
+                )
             if id(value) in self.active:
                 return self.placeholder(value, path, f"<cycle: {kind.__name__}>")
             self.active.add(id(value))
@@ -119,7 +121,10 @@ class _Writer:
         if kind in (datetime, date, time):
             return {TAG: kind.__name__, "v": value.isoformat()}
         if kind is timedelta:
-            return {TAG: "timedelta", "v": [value.days, value.seconds, value.microseconds]}
+            return {
+                TAG: "timedelta",
+                "v": [value.days, value.seconds, value.microseconds],
+            }
         if kind is Decimal or kind is UUID:
             return {TAG: kind.__name__, "v": str(value)}
         to_data = _converter(kind)
@@ -132,16 +137,24 @@ class _Writer:
         if kind is list:
             return [self.value(item, path, depth) for item in value]
         if kind is tuple:
-            return {TAG: "tuple", "v": [self.value(item, path, depth) for item in value]}
+            return {
+                TAG: "tuple",
+                "v": [self.value(item, path, depth) for item in value],
+            }
         if kind is dict:
             if TAG not in value and all(type(key) is str for key in value):
-                return {key: self.value(item, path, depth) for key, item in value.items()}
+                return {
+                    key: self.value(item, path, depth) for key, item in value.items()
+                }
             pairs = [
                 [self.value(key, path, depth), self.value(item, path, depth)]
                 for key, item in value.items()
             ]
             return {TAG: "dict", "v": pairs}
-        return {TAG: kind.__name__, "v": [self.value(item, path, depth) for item in value]}
+        return {
+            TAG: kind.__name__,
+            "v": [self.value(item, path, depth) for item in value],
+        }
 
     def converted(
         self, value: Any, to_data: Callable[[Any], Any], path: str, depth: int
@@ -150,7 +163,11 @@ class _Writer:
             data = to_data(value)
         except Exception:  # noqa: BLE001 - a failing converter must not lose the letter
             return self.placeholder(value, path)
-        return {TAG: "data", "type": type_name(type(value)), "v": self.value(data, path, depth)}
+        return {
+            TAG: "data",
+            "type": type_name(type(value)),
+            "v": self.value(data, path, depth),
+        }
 
     def placeholder(self, value: object, path: str, text: str | None = None) -> Any:
         if path not in self.placeholders:
@@ -183,7 +200,7 @@ _DECODERS: dict[str, Any] = {
 }
 
 
-def _decode(value: Any) -> Any:
+def _decode(value: Any) -> Any:  # noqa: PLR0911 - one case per tag
     if isinstance(value, list):
         return [_decode(item) for item in value]
     if not isinstance(value, dict):
@@ -201,7 +218,7 @@ def _decode(value: Any) -> Any:
 
 
 def encode(letter: DeadLetter) -> str:
-    """Return *letter* as one line of JSON (no newline in it); never raises.
+    r"""Return *letter* as one line of JSON (no newline in it); never raises.
 
     Arguments JSON cannot hold are written as their ``repr`` and named in
     the record's ``placeholders``. Text that UTF-8 cannot carry (a lone

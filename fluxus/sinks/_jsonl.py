@@ -240,8 +240,7 @@ class JsonlFile(StoringSink):
     def _note(self, records: Iterable[dict[str, object]], *, sync: bool) -> None:
         """Append *records* to the claims file; call with the lock held."""
         payload = b"".join(
-            json.dumps(record, ensure_ascii=True).encode() + b"\n"
-            for record in records
+            json.dumps(record, ensure_ascii=True).encode() + b"\n" for record in records
         )
         if not payload:
             return
@@ -260,7 +259,9 @@ class JsonlFile(StoringSink):
         finally:
             os.close(fd)
 
-    def _lines(self, fd: int, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+    def _lines(
+        self, fd: int, start: int = 0, end: int | None = None
+    ) -> Iterator[tuple[int, bytes]]:
         """Yield ``(offset after the line, line)`` for the lines of *fd*.
 
         Call with the lock held, or with *end* read under it: writers append
@@ -383,8 +384,10 @@ class JsonlFile(StoringSink):
         )
         try:
             with open(fd, "wb") as file:  # noqa: PTH123 - an fd
-                for record in records:
-                    file.write(json.dumps(record, ensure_ascii=True).encode() + b"\n")
+                file.writelines(
+                    json.dumps(record, ensure_ascii=True).encode() + b"\n"
+                    for record in records
+                )
             Path(temporary).replace(self.claims_path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)

@@ -166,9 +166,11 @@ class RedisStream(StoringSink):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", CorruptRecordWarning)
                 listed = list(self.letters())
-            for letter in listed:
-                if letter.id in letter_ids and letter.id in self._entries:
-                    found.append(self._entries.pop(letter.id))
+            found.extend(
+                self._entries.pop(letter.id)
+                for letter in listed
+                if letter.id in letter_ids and letter.id in self._entries
+            )
         return found
 
     def remove(self, letter_id: str) -> bool:
@@ -239,7 +241,8 @@ class _StreamClaims:
         by its holder's timeout, whoever looks; ``XCLAIM`` with that idle
         time as the minimum is atomic, so two takers never both get one.
         """
-        client, stream = self._sink.client, self._sink.stream
+        client: Any = self._sink.client  # redis-py types its replies loosely
+        stream = self._sink.stream
         taken: list[tuple[bytes, dict[bytes, Any]]] = []
         while self._cursor is not None and len(taken) < limit:
             pending = client.xpending_range(
@@ -264,7 +267,8 @@ class _StreamClaims:
         return taken
 
     def _new(self, limit: int) -> list[tuple[bytes, dict[bytes, Any]]]:
-        reply = self._sink.client.xreadgroup(
+        client: Any = self._sink.client
+        reply = client.xreadgroup(
             _GROUP, self._owner, {self._sink.stream: ">"}, count=limit
         )
         return list(reply[0][1]) if reply else []

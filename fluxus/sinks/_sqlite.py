@@ -133,15 +133,12 @@ class SQLite(StoringSink):
             )
             return True
         columns = {
-            row[1]
-            for row in connection.execute(f"PRAGMA table_info({self.table})")
+            row[1] for row in connection.execute(f"PRAGMA table_info({self.table})")
         }
         for column in ("claimed_until REAL", "claimed_by TEXT"):
             if column.split()[0] not in columns:  # a store made before claims
                 with contextlib.suppress(sqlite3.OperationalError):  # a racing peer
-                    connection.execute(
-                        f"ALTER TABLE {self.table} ADD COLUMN {column}"
-                    )
+                    connection.execute(f"ALTER TABLE {self.table} ADD COLUMN {column}")
         return True
 
     def put(self, letter: DeadLetter) -> None:
@@ -230,7 +227,7 @@ class SQLite(StoringSink):
             return cursor.rowcount > 0
 
     def remove_many(self, letter_ids: Iterable[str]) -> int:
-        """Delete the letters *letter_ids* in one transaction; return how many were stored."""
+        """Delete the letters *letter_ids* in one transaction; return how many."""
         ids = [(letter_id,) for letter_id in letter_ids]
         with self._connect(create=False) as connection:
             if connection is None:
