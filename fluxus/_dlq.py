@@ -314,13 +314,13 @@ def _header() -> str:
 
 
 def _list(reading: _Reading, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if not args.json:
+        print(_header(), file=out, flush=True)
     total = reading.sink.count()
     progress = _Progress(err, "listing", total)
     shown = 0
     placeholders = False
     limit = getattr(args, "limit", None)
-    if not args.json:
-        print(_header(), file=out)
     for done, letter in enumerate(reading(), 1):
         if limit is not None and shown >= limit:
             break
