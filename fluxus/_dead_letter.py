@@ -36,7 +36,8 @@ class DeadLetter:
     Attributes:
         id: A unique id (32 hex digits).
         function: ``module.qualname`` of the function that failed.
-        args: The positional arguments (redacted names masked).
+        args: The positional arguments (redacted names masked); for a
+            method, those after ``self`` or ``cls``.
         kwargs: The keyword arguments (redacted names masked).
         error: The exception; ``None`` once the letter went through storage.
         error_type: ``module.qualname`` of the exception's class.
@@ -45,7 +46,8 @@ class DeadLetter:
         failed_at: When the call failed (timezone-aware, UTC).
         placeholders: The arguments not kept as given (``args[1]``,
             ``kwargs['token']``): redacted, or stored as their ``repr``
-            because they could not be serialized. Replay skips such letters.
+            because they could not be serialized. Replay skips such letters
+            unless its ``fill`` gives the missing values.
     """
 
     id: str
@@ -80,7 +82,10 @@ class Sink(Protocol):
         """Store *letter*; it is durable when this returns."""
 
     def letters(self) -> Iterable[DeadLetter]:
-        """Return the stored letters, oldest first."""
+        """Return the stored letters, oldest first.
+
+        The sinks of :mod:`fluxus.sinks` stream them and take ``limit=``.
+        """
 
     def remove(self, letter_id: str) -> object:
         """Remove the letter with id *letter_id*, if it is stored."""
