@@ -38,6 +38,7 @@ import limits.util
 from fluxus._config import CONFIG, default_storage
 from fluxus._core import RATE_LIMIT, Policy, qualified_name
 from fluxus._deadline import DEADLINE, effective_wait, remaining, wait_async, wait_sync
+from fluxus._gate import AdmitGate
 from fluxus._lazy import Lazy
 from fluxus._redis import StorageHealth, mask_password, scheme_of, url_password
 from fluxus._validate import (
@@ -646,7 +647,7 @@ class RateLimiter(Policy):
         return rate_limit_wrapper
 
 
-class RateLimitGate:
+class RateLimitGate(AdmitGate):
     """The limiter's gate for one function, as ``fluxus.stack`` runs it."""
 
     __slots__ = ("_call_key", "_function", "_limiter")
