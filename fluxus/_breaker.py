@@ -38,7 +38,7 @@ from ._core import (
     to_seconds,
     type_name,
 )
-from .exceptions import CircuitOpenError
+from .exceptions import REJECTIONS, CircuitOpenError
 from .instrumentation._events import CircuitRejected, CircuitStateChanged
 from .instrumentation._hooks import emit, get_hooks
 from .instrumentation._observe import WATCH, observe_async, observe_sync, outside
@@ -452,8 +452,10 @@ class CircuitBreaker(Policy):
         return CircuitOpenError(name, retry_after)
 
     def _counts(self, exc: BaseException) -> bool:
-        """Return whether *exc* counts as a failure."""
-        if not isinstance(exc, Exception) or isinstance(exc, self._excluded_types):
+        """Return whether *exc* counts as a failure (a rejection never does)."""
+        if not isinstance(exc, Exception) or isinstance(exc, REJECTIONS):
+            return False
+        if isinstance(exc, self._excluded_types):
             return False
         return not any(predicate(exc) for predicate in self._excluded_predicates)
 

@@ -28,8 +28,8 @@ from ._core import (
     raise_replacement,
     type_name,
 )
-from ._deadline import effective_wait, remaining, wait_async, wait_sync
-from .exceptions import REJECTIONS
+from ._deadline import DEADLINE, effective_wait, remaining, wait_async, wait_sync
+from .exceptions import REJECTIONS, DeadlineExceeded
 from .instrumentation._events import RetriesExhausted, RetryScheduled
 from .instrumentation._hooks import emit
 from .instrumentation._observe import (
@@ -221,6 +221,14 @@ class Retry(Policy):
                 "the deadline passed during the backoff wait",
             )
 
+    def _refuse_when_expired(self) -> None:
+        """Start no first attempt once the enclosing deadline has passed."""
+        left = remaining()
+        if left is not None and left <= 0:
+            error = DeadlineExceeded(self.name, 0.0)
+            error.add_note("fluxus.retry started no attempt: the deadline had passed")
+            raise error
+
     def _give_up(
         self, exc: Exception, attempts: int, function: str, reason: str
     ) -> NoReturn:
@@ -259,11 +267,14 @@ class Retry(Policy):
         calls = self._counters.calls
         failures = self._counters.failures
         watch = UNWATCHED if observed is None else WATCH
+        deadline, expired = DEADLINE.get, self._refuse_when_expired
 
         def retry_wrapper(*args: Any, **kwargs: Any) -> Any:
             if watch.observers:
                 return observe_sync(self, function, observed, args, kwargs)  # type: ignore[arg-type]
             next(calls)
+            if deadline() is not None:
+                expired()
             if budget is not None:
                 budget.record_attempt()
             try:
@@ -317,11 +328,14 @@ class Retry(Policy):
         calls = self._counters.calls
         failures = self._counters.failures
         watch = UNWATCHED if observed is None else WATCH
+        deadline, expired = DEADLINE.get, self._refuse_when_expired
 
         async def retry_wrapper(*args: Any, **kwargs: Any) -> Any:
             if watch.observers:
                 return await observe_async(self, function, observed, args, kwargs)  # type: ignore[arg-type]
             next(calls)
+            if deadline() is not None:
+                expired()
             if budget is not None:
                 budget.record_attempt()
             try:
