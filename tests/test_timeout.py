@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import fluxus
 import pytest
@@ -517,6 +518,31 @@ def test_retry_starts_no_attempt_after_a_late_wake_up(mode, monkeypatch, events)
     assert [note + "backoff wait"] == cause.__notes__
 
 
+def test_retry_starts_no_attempt_under_an_expired_deadline(mode):
+    calls = []
+    inner = fluxus.retry(3)(mode.make(lambda: calls.append(1)))
+
+    def late_caller():
+        time.sleep(0.03)
+        return inner()
+
+    if mode.is_async:
+
+        async def late_caller():
+            await asyncio.sleep(0.03)
+            return await inner()
+
+    fn = fluxus.timeout(0.01, strategy="cooperative")(late_caller)
+
+    with pytest.raises(fluxus.DeadlineExceeded) as info:
+        mode.run(fn)
+
+    assert [] == calls
+    assert ["fluxus.retry started no attempt: the deadline had passed"] == (
+        info.value.__notes__
+    )
+
+
 def test_retry_in_abandoned_work_stops_at_the_deadline():
     calls = []
 
@@ -568,6 +594,67 @@ def test_signal_strategy_is_not_swallowed_by_except_exception():
 
     with pytest.raises(fluxus.DeadlineExceeded):
         stubborn()
+
+
+def test_signal_strategy_never_returns_a_late_result(events):
+    @fluxus.timeout(0.03, strategy="signal")
+    def catches_once():
+        with contextlib.suppress(BaseException):  # the point of the test
+            time.sleep(2)
+        return "late"
+
+    start = time.monotonic()
+    with pytest.raises(fluxus.DeadlineExceeded):
+        catches_once()
+
+    assert time.monotonic() - start < 0.03 + SLACK
+    assert ["the deadline passed during the call"] == [e.reason for e in events]
+
+
+def test_signal_strategy_interrupts_a_catching_loop_again():
+    interrupts = []
+
+    @fluxus.timeout(0.03, strategy="signal")
+    def catches_in_a_loop():
+        for _ in range(100):
+            try:
+                time.sleep(1)
+            except BaseException as exc:  # the point of the test
+                interrupts.append(exc)
+        return "late"
+
+    start = time.monotonic()
+    with pytest.raises(fluxus.DeadlineExceeded):
+        catches_in_a_loop()
+
+    # 100 s of sleeps without re-arming; one interrupt per REARM_SECONDS.
+    assert time.monotonic() - start < 0.03 + 100 * 0.01 + SLACK
+    assert 100 == len(interrupts)
+
+
+def test_signal_strategy_late_failure_becomes_the_cause():
+    error = ConnectionError("gave up")
+
+    @fluxus.timeout(0.03, strategy="signal")
+    def converts():
+        try:
+            time.sleep(2)
+        except BaseException:
+            raise error from None
+
+    with pytest.raises(fluxus.DeadlineExceeded) as info:
+        converts()
+
+    assert error is info.value.__cause__
+
+
+def test_signal_strategy_failure_in_time_passes_through():
+    @fluxus.timeout(1.0, strategy="signal")
+    def refuses():
+        raise ConnectionError("refused")
+
+    with pytest.raises(ConnectionError):
+        refuses()
 
 
 def test_signal_strategy_restores_the_handler_and_an_outer_timer():
@@ -717,8 +804,8 @@ def alive(thread_id):
 
 
 def test_a_caller_keeps_one_worker_for_every_policy():
-    first = fluxus.timeout(1.0)(lambda: threading.get_native_id())
-    second = fluxus.timeout(2.0)(lambda: threading.get_native_id())
+    first = fluxus.timeout(1.0)(threading.get_native_id)
+    second = fluxus.timeout(2.0)(threading.get_native_id)
 
     seen = {first() for _ in range(10)} | {second() for _ in range(10)}
 
@@ -751,7 +838,7 @@ def test_callers_are_not_bounded_by_max_threads():
         gate.wait(5)
         try:
             results.extend(fn(i) for _ in range(5))
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=caller, args=(i,)) for i in range(16)]
@@ -782,7 +869,7 @@ def test_healthy_calls_never_fail_beside_hanging_ones(callers):
                 result = fn(n % 10 == 4, (i, n))
             except fluxus.DeadlineExceeded:
                 timed_out.append((i, n))
-            except Exception as exc:  # noqa: BLE001 - reported below
+            except Exception as exc:  # reported below
                 errors.append(exc)
             else:
                 healthy.append(result)
@@ -1020,13 +1107,13 @@ def test_a_worker_that_cannot_start_leaves_nothing_behind(monkeypatch):
     assert "ok" == run_in_thread(first_call)
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
 def test_threads_and_files_stay_bounded_after_10000_timeouts():
     policy = fluxus.timeout(0.001, max_threads=64)
     fn = policy(time.sleep)
 
     def open_files():
-        return len(os.listdir("/proc/self/fd"))
+        return len(list(Path("/proc/self/fd").iterdir()))
 
     def caller():
         for _ in range(2500):

@@ -7,8 +7,9 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
-from .._core import TIMEOUT, Policy, check_callable, positive_int, to_seconds
-from ..exceptions import DeadlineExceeded
+from fluxus._core import TIMEOUT, Policy, check_callable, positive_int, to_seconds
+from fluxus.exceptions import DeadlineExceeded
+
 from . import _strategies
 from ._pool import Bound
 from ._verdicts import Verdicts

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from contextvars import Context
 from typing import Any, cast
 
-from .._deadline import DEADLINE, monotonic
+from fluxus._deadline import DEADLINE, monotonic
 
 #: Idle worker threads unused for longer than this are retired.
 IDLE_SECONDS = 30.0

@@ -25,9 +25,10 @@ from contextvars import copy_context
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from .._core import Policy, qualified_name
-from .._deadline import DEADLINE, monotonic
-from ..instrumentation._observe import WATCH, observe_async, observe_sync, outside
+from fluxus._core import Policy, qualified_name
+from fluxus._deadline import DEADLINE, monotonic
+from fluxus.instrumentation._observe import WATCH, observe_async, observe_sync, outside
+
 from ._pool import HUB, Bound
 
 if TYPE_CHECKING:

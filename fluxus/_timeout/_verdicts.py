@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
-from .._core import raise_replacement
-from .._deadline import DEADLINE
-from ..exceptions import DeadlineExceeded, ThreadsExhausted
-from ..instrumentation._events import TimedOut
-from ..instrumentation._hooks import emit
+from fluxus._core import raise_replacement
+from fluxus._deadline import DEADLINE
+from fluxus.exceptions import DeadlineExceeded, ThreadsExhausted
+from fluxus.instrumentation._events import TimedOut
+from fluxus.instrumentation._hooks import emit
 
 if TYPE_CHECKING:
-    from .._stats import Counters
+    from fluxus._stats import Counters
 
 LATE = "the deadline passed during the call"
 PASSED = "the enclosing deadline had passed before the call started"
@@ -61,7 +61,7 @@ class Verdicts:
             return deadline - now
         return self.seconds
 
-    def settle(  # noqa: PLR0913 - the call's whole story, from the driver
+    def settle(  # noqa: PLR0917 - the call's whole story, per call: no keywords
         self,
         function: str,
         strategy: str,
@@ -106,7 +106,7 @@ class Verdicts:
             error=ThreadsExhausted(self.name_of(), seconds, max_threads),
         )
 
-    def fail(  # noqa: PLR0913 - the event's fields
+    def fail(
         self,
         function: str,
         strategy: str,
