@@ -57,7 +57,9 @@ def _cpu_probe() -> Callable[[], int] | None:
     try:
         import ctypes  # noqa: PLC0415 - only where pinning is possible
 
-        probe = ctypes.CDLL(None).sched_getcpu
+        # PyDLL keeps the GIL: a vDSO call needs no release, and every
+        # release is a wait for the GIL again when many threads call.
+        probe = ctypes.PyDLL(None).sched_getcpu
     except (ImportError, OSError, AttributeError):  # pragma: no cover
         return None
     probe.restype = ctypes.c_int
