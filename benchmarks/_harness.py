@@ -170,17 +170,19 @@ def report_throughput(
 ) -> list[str]:
     """Format a table: calls/s, per-call time, ratios to *baseline* and *reference*."""
     width = max(len(name) for name in medians) + 2
+    heads = (f"x {baseline}", f"x {reference}")
+    wide = [len(head) + 2 for head in heads]
     lines = [
         title,
         (
             f"  {'contender':<{width}}{'calls/s':>12}{'us/call':>10}"
-            f"{'x ' + baseline:>14}{'x ' + reference:>18}{'failed':>8}"
+            f"{heads[0]:>{wide[0]}}{heads[1]:>{wide[1]}}{'failed':>8}"
         ),
     ]
     for name, rate in medians.items():
         lines.append(
             f"  {name:<{width}}{rate:>12.0f}{1e6 / rate:>10.2f}"
-            f"{rate / medians[baseline]:>14.3f}{rate / medians[reference]:>18.3f}"
-            f"{failed[name]:>8}"
+            f"{rate / medians[baseline]:>{wide[0]}.3f}"
+            f"{rate / medians[reference]:>{wide[1]}.3f}{failed[name]:>8}"
         )
     return lines
