@@ -197,7 +197,7 @@ class RetryAfter:
 
     def __call__(self, retry_index: int, error: Exception | None, /) -> float:
         """Return the wait *error* asks for, else the fallback's, at most ``max``."""
-        asked = None if error is None else requested_wait(error)
+        asked = None if error is None else _requested_wait(error)
         if asked is None:
             if self.fallback is None:
                 return 0.0
@@ -214,7 +214,7 @@ class RetryAfter:
         return asked
 
 
-def requested_wait(error: BaseException, *, now: float | None = None) -> float | None:
+def _requested_wait(error: BaseException, *, now: float | None = None) -> float | None:
     """Return the seconds *error* asks the caller to wait, or ``None``.
 
     The error's own ``retry_after`` (seconds, as fluxus's rejections carry

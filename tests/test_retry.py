@@ -8,6 +8,11 @@ import pytest
 import tenacity
 from fluxus import _deadline
 from fluxus.instrumentation import RetriesExhausted, RetryScheduled
+from fluxus.testing import capture_events
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import Mode
 
 
 class Flaky:
@@ -649,3 +654,60 @@ def test_a_tenacity_wait_sees_the_attempt_and_its_outcome(mode, events, instant)
     )
     assert "ok" == mode.run(fn)
     assert [(1, True)] == outcomes
+
+
+# -- the schedule, against a plainly written model ---------------------------
+
+outcome_lists = st.lists(st.sampled_from(["raise", "reject", "ok"]), max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(attempts=st.integers(1, 6), outcomes=outcome_lists, is_async=st.booleans())
+def test_the_schedule_matches_a_model(attempts, outcomes, is_async):
+    mode = Mode("async" if is_async else "sync")
+    indexes = []
+    errors = [OSError(str(i)) for i in range(len(outcomes))]
+    calls = []
+
+    def body():
+        i = len(calls)
+        calls.append(i)
+        kind = outcomes[i] if i < len(outcomes) else "ok"
+        if kind == "raise":
+            raise errors[i]
+        return "pending" if kind == "reject" else "done"
+
+    def backoff(retry_index):
+        indexes.append(retry_index)
+        return 0.0
+
+    fn = fluxus.retry(attempts, backoff=backoff, on_result=lambda v: v == "pending")(
+        mode.make(body)
+    )
+    with capture_events() as events:
+        try:
+            outcome = mode.run(fn)
+        except OSError as exc:
+            outcome = exc
+
+    # The model: call until a success or until attempts run out.
+    padded = [*outcomes, "ok"]
+    expected_calls = min(attempts, padded.index("ok") + 1)
+    last = padded[expected_calls - 1]
+    assert expected_calls == len(calls)
+    assert list(range(expected_calls - 1)) == indexes
+    assert expected_calls - 1 == sum(isinstance(e, RetryScheduled) for e in events)
+    gave_up = last != "ok"
+    assert int(gave_up) == sum(isinstance(e, RetriesExhausted) for e in events)
+    expected = {"ok": "done", "reject": "pending", "raise": None}[last]
+    if last == "raise":
+        assert errors[expected_calls - 1] is outcome
+        assert 1 == len(outcome.__notes__)
+    else:
+        assert expected == outcome
+    stats = fluxus.layers(fn)[0].stats
+    assert (1, expected_calls - 1, int(gave_up)) == (
+        stats.calls,
+        stats.retries,
+        stats.failures,
+    )
