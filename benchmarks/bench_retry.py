@@ -57,64 +57,69 @@ def build(work):
 def build_blocks(work):
     """Return the block-form contenders, each running one block around *work*."""
     policy = fluxus.retry(3, on=OSError)
-    stop = tenacity.stop_after_attempt(3)
-    retry_on = tenacity.retry_if_exception_type(OSError)
+    options = {
+        "stop": tenacity.stop_after_attempt(3),
+        "retry": tenacity.retry_if_exception_type(OSError),
+        "reraise": True,
+    }
     if inspect.iscoroutinefunction(work):
-        reused = tenacity.AsyncRetrying(stop=stop, retry=retry_on, reraise=True)
+        return _async_blocks(work, policy, options)
+    reused = tenacity.Retrying(**options)
 
-        async def bare_block():
-            await work()
+    def fluxus_block():
+        for attempt in policy.attempts():
+            with attempt:
+                work()
 
-        async def fluxus_block():
-            async for attempt in policy.attempts():
-                with attempt:
-                    await work()
+    def tenacity_block():
+        for attempt in tenacity.Retrying(**options):
+            with attempt:
+                work()
 
-        async def tenacity_block():
-            async for attempt in tenacity.AsyncRetrying(
-                stop=stop, retry=retry_on, reraise=True
-            ):
-                with attempt:
-                    await work()
+    def tenacity_reused_block():
+        for attempt in reused:
+            with attempt:
+                work()
 
-        async def tenacity_reused_block():
-            async for attempt in reused:
-                with attempt:
-                    await work()
-
-        async def stamina_block():
-            async for attempt in stamina.retry_context(on=OSError, attempts=3):
-                with attempt:
-                    await work()
-
-    else:
-        reused = tenacity.Retrying(stop=stop, retry=retry_on, reraise=True)
-
-        def bare_block():
-            work()
-
-        def fluxus_block():
-            for attempt in policy.attempts():
-                with attempt:
-                    work()
-
-        def tenacity_block():
-            for attempt in tenacity.Retrying(stop=stop, retry=retry_on, reraise=True):
-                with attempt:
-                    work()
-
-        def tenacity_reused_block():
-            for attempt in reused:
-                with attempt:
-                    work()
-
-        def stamina_block():
-            for attempt in stamina.retry_context(on=OSError, attempts=3):
-                with attempt:
-                    work()
+    def stamina_block():
+        for attempt in stamina.retry_context(on=OSError, attempts=3):
+            with attempt:
+                work()
 
     return {
-        "bare call": bare_block,
+        "bare call": work,
+        "fluxus attempts()": fluxus_block,
+        "tenacity Retrying()": tenacity_block,
+        "tenacity reused Retrying": tenacity_reused_block,
+        "stamina.retry_context": stamina_block,
+    }
+
+
+def _async_blocks(work, policy, options):
+    reused = tenacity.AsyncRetrying(**options)
+
+    async def fluxus_block():
+        async for attempt in policy.attempts():
+            with attempt:
+                await work()
+
+    async def tenacity_block():
+        async for attempt in tenacity.AsyncRetrying(**options):
+            with attempt:
+                await work()
+
+    async def tenacity_reused_block():
+        async for attempt in reused:
+            with attempt:
+                await work()
+
+    async def stamina_block():
+        async for attempt in stamina.retry_context(on=OSError, attempts=3):
+            with attempt:
+                await work()
+
+    return {
+        "bare call": work,
         "fluxus attempts()": fluxus_block,
         "tenacity Retrying()": tenacity_block,
         "tenacity reused Retrying": tenacity_reused_block,

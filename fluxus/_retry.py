@@ -23,7 +23,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import tenacity
 from tenacity.stop import stop_base
@@ -61,7 +61,7 @@ ExceptionTypes = type[Exception] | tuple[type[Exception], ...]
 _NOTE = "fluxus.retry gave up after {attempts} attempt{plural}: {reason}"
 
 
-class _Note(str):
+class _Note(str):  # noqa: SLOT000 - the owner tag lives in the instance dict
     """A give-up note, tagged with (the id of) the policy that wrote it."""
 
     owner: int
@@ -236,8 +236,10 @@ class Retry(Policy):
         """
         caller = sys._getframe(1)  # noqa: SLF001 - the block's name, for events
         module = caller.f_globals.get("__name__", "")
-        function = f"{module}.{caller.f_code.co_qualname}" if module else (
-            caller.f_code.co_qualname
+        function = (
+            f"{module}.{caller.f_code.co_qualname}"
+            if module
+            else (caller.f_code.co_qualname)
         )
         return Attempts(self, function)
 
@@ -285,7 +287,8 @@ class Retry(Policy):
         attempts = state.attempt_number
         retrying = self._retrying
         if retrying.stop(state):
-            return self._give_up(error, result, attempts, function, "no attempts left")
+            self._give_up(error, attempts, function, "no attempts left")
+            return None
         delay = _checked_delay(retrying.wait(state), error)
         left = remaining()
         if left is not None and effective_wait(delay) >= left:
@@ -293,10 +296,12 @@ class Retry(Policy):
                 f"the next attempt would start past the deadline "
                 f"({left:.3f}s left, backoff {delay:.3f}s)"
             )
-            return self._give_up(error, result, attempts, function, reason)
+            self._give_up(error, attempts, function, reason)
+            return None
         if self.budget is not None and not self.budget.try_spend():
             reason = "the retry budget is spent"
-            return self._give_up(error, result, attempts, function, reason)
+            self._give_up(error, attempts, function, reason)
+            return None
         next(self._counters.retries)
         emit(
             RetryScheduled(
@@ -313,18 +318,14 @@ class Retry(Policy):
         return delay
 
     def _late(
-        self,
-        state: tenacity.RetryCallState,
-        error: Exception | None,
-        result: object,
-        function: str,
+        self, state: tenacity.RetryCallState, error: Exception | None, function: str
     ) -> bool:
         """Give up if the deadline passed during the wait (a late wake-up)."""
         left = remaining()
         if left is None or left > 0:
             return False
         reason = "the deadline passed during the backoff wait"
-        self._give_up(error, result, state.attempt_number - 1, function, reason)
+        self._give_up(error, state.attempt_number - 1, function, reason)
         return True
 
     def _refuse(
@@ -332,17 +333,12 @@ class Retry(Policy):
     ) -> None:
         """Give up on *error*, which is not retried, met after a retry."""
         reason = self._refusal(error)
-        self._give_up(error, None, state.attempt_number, function, reason)
+        self._give_up(error, state.attempt_number, function, reason)
 
     def _give_up(
-        self,
-        error: Exception | None,
-        result: object,
-        attempts: int,
-        function: str,
-        reason: str,
+        self, error: Exception | None, attempts: int, function: str, reason: str
     ) -> None:
-        """Report giving up; the caller then raises *error* or returns *result*.
+        """Report giving up; the caller then raises *error* or returns the value.
 
         Raises:
             Exception: What ``on_exhausted`` returns for *error*.
@@ -394,6 +390,7 @@ class Retry(Policy):
             next(calls)
             if budget is not None:
                 budget.record_attempt()
+            error: Exception | None  # an annotation: no run-time cost
             try:
                 result = func(*args, **kwargs)
             except Exception as exc:
@@ -406,7 +403,7 @@ class Retry(Policy):
                     return result
                 error = None
             # Outside the except block: later errors do not chain to this one.
-            return again(func, function, args, kwargs, error, result)
+            return again(func, function, args, kwargs, error=error, result=result)
 
         return retry_wrapper
 
@@ -416,6 +413,7 @@ class Retry(Policy):
         function: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        *,
         error: Exception | None,
         result: Any,
     ) -> Any:
@@ -425,7 +423,7 @@ class Retry(Policy):
             if delay is None:
                 break
             wait_sync(delay)
-            if self._late(state, error, result, function):
+            if self._late(state, error, function):
                 break
             try:
                 result = func(*args, **kwargs)
@@ -469,6 +467,7 @@ class Retry(Policy):
             next(calls)
             if budget is not None:
                 budget.record_attempt()
+            error: Exception | None
             try:
                 result = await func(*args, **kwargs)
             except Exception as exc:
@@ -480,7 +479,7 @@ class Retry(Policy):
                 if on_result is None or not on_result(result):
                     return result
                 error = None
-            return await again(func, function, args, kwargs, error, result)
+            return await again(func, function, args, kwargs, error=error, result=result)
 
         return retry_wrapper
 
@@ -490,6 +489,7 @@ class Retry(Policy):
         function: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        *,
         error: Exception | None,
         result: Any,
     ) -> Any:
@@ -499,7 +499,7 @@ class Retry(Policy):
             if delay is None:
                 break
             await wait_async(delay)
-            if self._late(state, error, result, function):
+            if self._late(state, error, function):
                 break
             try:
                 result = await func(*args, **kwargs)
@@ -533,7 +533,7 @@ class Attempt:
     def __repr__(self) -> str:
         return f"<fluxus.retry attempt {self.number}>"
 
-    def __enter__(self) -> Attempt:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -595,7 +595,7 @@ class Attempts:
             next(policy._counters.calls)  # noqa: SLF001
             if policy.budget is not None:
                 policy.budget.record_attempt()
-        elif policy._late(self._state, self._error, None, self._function):  # type: ignore[arg-type]  # noqa: SLF001
+        elif policy._late(self._state, self._error, self._function):  # type: ignore[arg-type]  # noqa: SLF001
             self._delay = None
             raise self._error  # type: ignore[misc]
         self._delay = None

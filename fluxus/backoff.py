@@ -21,7 +21,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
@@ -72,9 +72,15 @@ def takes_error(backoff: object, param: str = "backoff") -> bool:
     for parameter in parameters:
         if parameter.kind is parameter.VAR_POSITIONAL:
             return True
-        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+        if parameter.kind in (
+            parameter.POSITIONAL_ONLY,
+            parameter.POSITIONAL_OR_KEYWORD,
+        ):
             positional += 1
-        elif parameter.default is parameter.empty and parameter.kind is parameter.KEYWORD_ONLY:
+        elif (
+            parameter.default is parameter.empty
+            and parameter.kind is parameter.KEYWORD_ONLY
+        ):
             positional = -1  # a required keyword-only parameter: unusable
             break
     if positional < 1:
@@ -237,24 +243,26 @@ def _requested_wait(error: BaseException, *, now: float | None = None) -> float 
         value = headers.get("Retry-After")
     except Exception:  # noqa: BLE001 - a foreign object that only looks like headers
         return None
-    if not isinstance(value, str | bytes):
-        return None
     if isinstance(value, bytes):
         value = value.decode("latin-1")
-    value = value.strip()
+    if not isinstance(value, str):
+        return None
+    return _header_wait(value.strip(), time.time() if now is None else now)
+
+
+def _header_wait(value: str, now: float) -> float | None:
+    """Return the wait a ``Retry-After`` value asks for: seconds or a date."""
     try:
-        seconds = _seconds(float(value))
+        return _seconds(float(value))
     except ValueError:
-        seconds = None
-    if seconds is not None:
-        return seconds
+        pass
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:  # RFC 9110 dates are GMT; be lenient with others
-        when = when.replace(tzinfo=timezone.utc)
-    wait = when.timestamp() - (time.time() if now is None else now)
+        when = when.replace(tzinfo=UTC)
+    wait = when.timestamp() - now
     return max(0.0, wait) if math.isfinite(wait) else None
 
 

@@ -151,8 +151,10 @@ def test_should_retry_narrows(mode, instant):
         mode.run(fn)
     assert 2 == body.calls
     assert [
-        "fluxus.retry gave up after 2 attempts: "
-        "should_retry returned False for builtins.OSError"
+        (
+            "fluxus.retry gave up after 2 attempts: "
+            "should_retry returned False for builtins.OSError"
+        )
     ] == info.value.__notes__
 
 
@@ -427,15 +429,18 @@ def test_on_result_retries_rejected_values(mode, events, instant):
     assert [(1, None, None), (2, None, None)] == [
         (e.attempt, e.error_type, e.error_message) for e in scheduled
     ]
-    assert (1, 2) == (fluxus.layers(fn)[0].stats.calls, fluxus.layers(fn)[0].stats.retries)
+    assert (1, 2) == (
+        fluxus.layers(fn)[0].stats.calls,
+        fluxus.layers(fn)[0].stats.retries,
+    )
 
 
 def test_on_result_returns_the_last_value_when_attempts_run_out(mode, events, instant):
     body = Returns(503, 502, 504)
     seen = []
-    fn = fluxus.retry(3, on_result=lambda status: status >= 500, on_exhausted=seen.append)(
-        mode.make(body)
-    )
+    fn = fluxus.retry(
+        3, on_result=lambda status: status >= 500, on_exhausted=seen.append
+    )(mode.make(body))
 
     assert 504 == mode.run(fn)
     assert 3 == body.calls
@@ -471,7 +476,9 @@ def test_failures_and_rejected_results_mix(mode, instant):
     assert 3 == len(calls)
 
 
-def test_an_error_after_a_rejected_result_is_raised_when_attempts_run_out(mode, instant):
+def test_an_error_after_a_rejected_result_is_raised_when_attempts_run_out(
+    mode, instant
+):
     calls = []
 
     def body():
@@ -517,7 +524,9 @@ def test_on_result_respects_the_budget_and_the_deadline(mode, events):
         ),
     ],
 )
-def test_a_refusal_after_a_retry_is_a_give_up(mode, events, instant, kwargs, second, reason):
+def test_a_refusal_after_a_retry_is_a_give_up(  # noqa: PLR0917 - fixtures and params
+    mode, events, instant, kwargs, second, reason
+):
     seen = []
     second = second()
     body = Flaky(OSError("first"), second)
@@ -552,7 +561,9 @@ def test_the_note_does_not_pile_up_on_a_reused_exception(mode, instant):
         with pytest.raises(OSError):
             mode.run(fn)
 
-    assert ["fluxus.retry gave up after 2 attempts: no attempts left"] == shared.__notes__
+    assert [
+        "fluxus.retry gave up after 2 attempts: no attempts left"
+    ] == shared.__notes__
 
 
 def test_nested_retries_keep_each_note_and_the_users_notes(instant):

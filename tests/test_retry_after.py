@@ -29,8 +29,10 @@ from hypothesis import strategies as st
 class _Handler(BaseHTTPRequestHandler):
     """Answer each request with the next (status, Retry-After) the server holds."""
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server protocol
-        status, header = self.server.answers.pop(0) if self.server.answers else (200, None)  # type: ignore[attr-defined]
+    def do_GET(self) -> None:
+        status, header = (
+            self.server.answers.pop(0) if self.server.answers else (200, None)
+        )  # type: ignore[attr-defined]
         self.server.hits += 1  # type: ignore[attr-defined]
         body = b"ok" if status == 200 else b"busy"
         self.send_response(status)

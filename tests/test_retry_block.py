@@ -65,7 +65,11 @@ def test_a_block_that_succeeds_runs_once(block, events):
 
     assert [1] == block.run(policy, body)
     assert [] == events
-    assert (1, 0, 0) == (policy.stats.calls, policy.stats.retries, policy.stats.failures)
+    assert (1, 0, 0) == (
+        policy.stats.calls,
+        policy.stats.retries,
+        policy.stats.failures,
+    )
 
 
 def test_failures_are_swallowed_until_success(block, events, instant):
@@ -78,7 +82,11 @@ def test_failures_are_swallowed_until_success(block, events, instant):
         (e.attempt, e.delay, e.error_message) for e in scheduled
     ]
     assert "test_retry_block.Block.run" in scheduled[0].function
-    assert (1, 2, 0) == (policy.stats.calls, policy.stats.retries, policy.stats.failures)
+    assert (1, 2, 0) == (
+        policy.stats.calls,
+        policy.stats.retries,
+        policy.stats.failures,
+    )
 
 
 def test_the_last_failure_is_raised_as_itself(block, events, instant):
@@ -127,8 +135,10 @@ def test_a_refusal_after_a_retry_is_a_give_up(block, events, instant):
         block.run(policy, Flaky(OSError("again"), fatal))
     assert fatal is info.value
     assert [
-        "fluxus.retry gave up after 2 attempts: "
-        "should_retry returned False for builtins.OSError"
+        (
+            "fluxus.retry gave up after 2 attempts: "
+            "should_retry returned False for builtins.OSError"
+        )
     ] == fatal.__notes__
     assert 1 == len([e for e in events if isinstance(e, RetriesExhausted)])
 
@@ -184,16 +194,17 @@ def test_a_deadline_passed_during_the_wait_ends_the_block(
 
     assert (failure, 1) == (info.value, body.calls)
     assert [
-        "fluxus.retry gave up after 1 attempt: "
-        "the deadline passed during the backoff wait"
+        (
+            "fluxus.retry gave up after 1 attempt: "
+            "the deadline passed during the backoff wait"
+        )
     ] == failure.__notes__
 
 
 def test_block_and_decorator_report_the_same(block, instant):
     def events_of(run):
-        with fluxus.testing.capture_events() as captured:
-            with pytest.raises(OSError):
-                run()
+        with fluxus.testing.capture_events() as captured, pytest.raises(OSError):
+            run()
         return [
             {k: v for k, v in e.fields().items() if k not in ("function", "policy")}
             for e in captured
