@@ -174,7 +174,11 @@ def _check_attempts(attempts: object) -> int:
 
 
 class Retry(Policy):
-    """Call again when the call fails; see :func:`retry`."""
+    """Call again when the call fails; see :func:`retry`.
+
+    Decorate functions with it, or retry a block with :meth:`attempts`; both
+    share the policy's budget, events and :attr:`stats`.
+    """
 
     _kind: ClassVar[str] = "retry"
     _rank: ClassVar[int] = RETRY
@@ -234,14 +238,11 @@ class Retry(Policy):
         retrying stops, the last failure leaves the ``with`` as itself.
         ``on_result`` does not apply: a block returns no value.
         """
-        caller = sys._getframe(1)  # noqa: SLF001 - the block's name, for events
-        module = caller.f_globals.get("__name__", "")
-        function = (
-            f"{module}.{caller.f_code.co_qualname}"
-            if module
-            else (caller.f_code.co_qualname)
-        )
-        return Attempts(self, function)
+        # Events name the code the block is in, as they name a function.
+        caller = sys._getframe(1)  # noqa: SLF001 - one frame up, no walk
+        module = caller.f_globals.get("__name__")
+        name = caller.f_code.co_qualname
+        return Attempts(self, f"{module}.{name}" if module else name)
 
     def _retryable(self, exc: Exception) -> bool:
         if not isinstance(exc, self._on) or isinstance(exc, REJECTIONS):
