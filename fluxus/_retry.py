@@ -54,6 +54,8 @@ from .instrumentation._observe import (
 )
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from .backoff import Backoff, ErrorBackoff
 
 ExceptionTypes = type[Exception] | tuple[type[Exception], ...]
@@ -238,11 +240,7 @@ class Retry(Policy):
         retrying stops, the last failure leaves the ``with`` as itself.
         ``on_result`` does not apply: a block returns no value.
         """
-        # Events name the code the block is in, as they name a function.
-        caller = sys._getframe(1)  # noqa: SLF001 - one frame up, no walk
-        module = caller.f_globals.get("__name__")
-        name = caller.f_code.co_qualname
-        return Attempts(self, f"{module}.{name}" if module else name)
+        return Attempts(self)
 
     def _retryable(self, exc: Exception) -> bool:
         if not isinstance(exc, self._on) or isinstance(exc, REJECTIONS):
@@ -544,7 +542,12 @@ class Attempt:
         traceback: TracebackType | None,
     ) -> bool:
         """Swallow a failure that will be retried; let anything else through."""
-        return error is not None and self._attempts._failed(error)  # noqa: SLF001
+        if error is None:
+            return False
+        # The frame that runs the block: events name it as they name a
+        # decorated function. Looked up only after a failure.
+        block = sys._getframe(1)  # noqa: SLF001 - one frame up, no walk
+        return self._attempts._failed(error, block)  # noqa: SLF001
 
 
 class Attempts:
@@ -559,16 +562,17 @@ class Attempts:
 
     __slots__ = ("_delay", "_error", "_function", "_number", "_policy", "_state")
 
-    def __init__(self, policy: Retry, function: str) -> None:
+    def __init__(self, policy: Retry) -> None:
         self._policy = policy
-        self._function = function
         self._number = 0
         self._delay: float | None = None
-        self._error: Exception | None = None
+        # Set at the first failure, with the block's name and tenacity's state.
+        self._function = ""
         self._state: tenacity.RetryCallState | None = None
+        self._error: Exception | None = None
 
     def __repr__(self) -> str:
-        return f"<fluxus.retry attempts of {self._function} at {self._number}>"
+        return f"<fluxus.retry attempts of {self._policy.name!r} at {self._number}>"
 
     def __iter__(self) -> Attempts:
         return self
@@ -603,13 +607,16 @@ class Attempts:
         self._number += 1
         return Attempt(self, self._number)
 
-    def _failed(self, error: BaseException) -> bool:
+    def _failed(self, error: BaseException, block: FrameType) -> bool:
         """Decide after attempt :attr:`_number` raised *error*: retry it or not."""
         policy = self._policy
         if not isinstance(error, Exception):
             return False
         if self._state is None:
             self._state = policy._state()  # noqa: SLF001
+            module = block.f_globals.get("__name__")
+            name = block.f_code.co_qualname
+            self._function = f"{module}.{name}" if module else name
         if not policy._retryable(error):  # noqa: SLF001
             if self._number > 1:
                 policy._refuse(self._state, error, self._function)  # noqa: SLF001

@@ -241,7 +241,7 @@ def test_a_loop_without_with_attempt_runs_once():
 
 
 def test_reprs_say_where_they_are():
-    attempts = fluxus.retry(2).attempts()
+    attempts = fluxus.retry(2, name="quotes").attempts()
     attempt = next(attempts)
     assert "<fluxus.retry attempt 1>" == repr(attempt)
-    assert "test_reprs_say_where_they_are at 1" in repr(attempts)
+    assert "<fluxus.retry attempts of 'quotes' at 1>" == repr(attempts)
