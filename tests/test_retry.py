@@ -722,3 +722,26 @@ def test_the_schedule_matches_a_model(attempts, outcomes, is_async):
         stats.retries,
         stats.failures,
     )
+
+
+def test_no_attempt_starts_after_a_late_wake_up(mode, events, instant, monkeypatch):
+    # The clock reads 100 when the wait is decided (0.5 s wait, 1 s left) and
+    # 102 once it is over: the wait overslept the deadline.
+    readings = iter([100.0, 100.0])
+    monkeypatch.setattr(_deadline, "monotonic", lambda: next(readings, 102.0))
+    body = Flaky(OSError("late"), OSError("never raised"))
+    fn = fluxus.retry(5, backoff=fluxus.backoff.constant(0.5))(mode.make(body))
+    token = _deadline.DEADLINE.set(101.0)
+    try:
+        with pytest.raises(OSError, match="late") as info:
+            mode.run(fn)
+    finally:
+        _deadline.DEADLINE.reset(token)
+
+    assert 1 == body.calls
+    assert [
+        (
+            "fluxus.retry gave up after 1 attempt: "
+            "the deadline passed during the backoff wait"
+        )
+    ] == info.value.__notes__
