@@ -60,14 +60,18 @@ else:
         (
             "fluxus.instrumentation.prometheus",
             ["prometheus_client"],
-            "fluxus.instrumentation.prometheus needs prometheus-client: "
-            "pip install 'fluxus[prometheus]'",
+            (
+                "fluxus.instrumentation.prometheus needs prometheus-client: "
+                "pip install 'fluxus[prometheus]'"
+            ),
         ),
         (
             "fluxus.instrumentation.otel",
             ["opentelemetry"],
-            "fluxus.instrumentation.otel needs opentelemetry-api: "
-            "pip install 'fluxus[otel]'",
+            (
+                "fluxus.instrumentation.otel needs opentelemetry-api: "
+                "pip install 'fluxus[otel]'"
+            ),
         ),
     ],
 )
@@ -117,9 +121,8 @@ def test_require_names_the_extra_and_keeps_the_cause():
     with pytest.raises(ImportError) as caught:
         require("fluxus_has_no_such_module", "redis", "a Redis rate limit storage")
 
-    assert (
-        "a Redis rate limit storage needs redis: pip install 'fluxus[redis]'"
-        == str(caught.value)
+    assert "a Redis rate limit storage needs redis: pip install 'fluxus[redis]'" == str(
+        caught.value
     )
     assert isinstance(caught.value.__cause__, ModuleNotFoundError)
 
