@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import ParamSpec, TypeVar, cast
 
 from ._config import CONFIG, TestingMode
-from ._core import to_seconds
+from ._validate import to_seconds
 from .instrumentation._events import Event
 from .instrumentation._hooks import add_hook, remove_hook
 
@@ -201,6 +201,12 @@ def flaky(
         TypeError: If a parameter has the wrong type.
         ValueError: If a rate is outside 0..1 or *delay* is negative.
     """
+    if callable(failure_rate):  # @flaky without parentheses
+        msg = (
+            f"failure_rate must be a number between 0 and 1, got {failure_rate!r}: "
+            "use @fluxus.testing.flaky() with parentheses"
+        )
+        raise TypeError(msg)
     failure_rate = _rate(failure_rate, "failure_rate")
     slow_rate = _rate(slow_rate, "slow_rate")
     seconds = to_seconds(delay, "delay")

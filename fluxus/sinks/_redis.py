@@ -6,8 +6,8 @@ import warnings
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
-from fluxus._core import mask_password
 from fluxus._dead_letter import DeadLetter
+from fluxus._redis import mask_password
 
 from ._base import CorruptRecordWarning, SinkFull, StoringSink, check_limit, new_owner
 from ._codec import decode, encode
