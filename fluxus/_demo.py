@@ -3,7 +3,9 @@
 The service listens on a free port of 127.0.0.1 and goes through phases: it
 is healthy, then slow, then down, then throttling, then healthy again. A
 client calls it from two threads through one full ``fluxus.stack`` and the
-demo prints, live, what each layer does, then a summary.
+demo prints, live, what each layer does, then a summary, and the command
+that replays the calls it kept as dead letters against a healthy service
+(:func:`healthy_client`).
 """
 
 from __future__ import annotations
@@ -117,6 +119,51 @@ class FlakyService:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+class HealthyService:
+    """A quote service on loopback that always answers at once with 200."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = json.dumps({"status": 200}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                """Keep stderr for the replay's own report."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_port}/quote"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+
+def healthy_client() -> QuoteClient:
+    """Return a client of a healthy service started for this process.
+
+    The demo's replay command reaches the method through it:
+    ``--call 'fluxus._demo:healthy_client().get_quote'``.
+    """
+    return QuoteClient(HealthyService().url)
+
+
+#: What the demo prints for replaying its letters.
+REPLAY_CALL = "fluxus._demo:healthy_client().get_quote"
+
+_REJECTIONS = frozenset(
+    f"fluxus.exceptions.{name}"
+    for name in (
+        "CircuitOpenError",
+        "RateLimitExceeded",
+        "BulkheadFull",
+        "ThreadsExhausted",
+    )
+)
 
 
 def _worth_retrying(exc: Exception) -> bool:
@@ -332,7 +379,10 @@ def _summary(
 ) -> None:
     kinds, outcomes = tally.kinds, tally.outcomes
     breaker = protect.breaker
-    stored = sum(1 for _ in protect.sink.letters())
+    stored = rejected = 0
+    for letter in protect.sink.letters():
+        stored += 1
+        rejected += letter.error_type in _REJECTIONS
     answers = service.answers
     rows = [
         (
@@ -367,7 +417,18 @@ def _summary(
     for layer, text in rows:
         print(f"  {layer:<16} {text}", file=out)
     print(
-        f"\nInspect them with:  python -m fluxus dlq list {letters_path}",
+        f"\n{rejected} of the {stored} letters are fluxus's own rejections (the "
+        "rate limit or the open circuit refused the call): dead_letter keeps "
+        "every failure by default, so that a batch job loses nothing and can "
+        "replay them. A web view would rather pass should_dlq=lambda e: not "
+        "fluxus.is_rejection(e): its client is told to come back (429/503), "
+        "and a replay would run the work twice.",
+        file=out,
+    )
+    print(
+        f"\nInspect them with:  python -m fluxus dlq list {letters_path}\n"
+        "Replay them against a healthy service with:\n"
+        f"  python -m fluxus dlq replay {letters_path} --call '{REPLAY_CALL}'",
         file=out,
         flush=True,
     )

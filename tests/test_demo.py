@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,24 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
     assert tmp_path == Path(path).parent.parent
     assert kept == len(list(JsonlFile(path).letters()))
     assert kept >= refused
+    assert "fluxus's own rejections" in out
+    assert "should_dlq=lambda e: not fluxus.is_rejection(e)" in out
+
+    command = re.search(r"python -m fluxus (dlq replay .+)", out).group(1)
+    argv = shlex.split(command)
+    replayed = subprocess.run(
+        [sys.executable, "-m", "fluxus", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert (0, f"replayed {kept}, failed 0 (kept), skipped 0 (kept)\n") == (
+        replayed.returncode,
+        replayed.stdout,
+    ), replayed.stderr
+    assert [] == list(JsonlFile(path).letters())
 
 
 @pytest.mark.timeout(60)
