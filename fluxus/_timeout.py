@@ -48,7 +48,7 @@ from ._core import (
     raise_replacement,
     to_seconds,
 )
-from ._deadline import DEADLINE, monotonic
+from ._deadline import DEADLINE, keep_held, monotonic
 from .exceptions import DeadlineExceeded, ThreadsExhausted
 from .instrumentation._events import TimedOut
 from .instrumentation._hooks import emit
@@ -114,6 +114,7 @@ class _Worker:
         "go_w",
         "idle_since",
         "job",
+        "kept",
         "poller",
         "result",
         "thread_id",
@@ -124,6 +125,8 @@ class _Worker:
         self.result: Any = None
         self.error: BaseException | None = None
         self.finished = self.abandoned = False
+        #: What an abandoned call holds until it returns (bulkhead slots).
+        self.kept: tuple[Callable[[], None], ...] = ()
         self.idle_since = 0.0
         self.go_r, self.go_w = os.pipe()
         self.done_r, self.done_w = os.pipe()
@@ -231,9 +234,13 @@ class _Worker:
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 self.error = exc
             del func, args, kwargs, context
-            if pool.finish(self):
+            kept = pool.finish(self)
+            if kept is None:
                 write(self.done_w, _GO)
-            elif pool.closed:
+                continue
+            for give_back in kept:
+                give_back()
+            if pool.closed:
                 break
         self.close()
 
@@ -285,20 +292,33 @@ class _ThreadPool:
             retired.stop()
 
     def abandon(self, worker: _Worker) -> bool:
-        """Walk away from *worker*'s call; ``False`` if it has just finished."""
-        with self.lock:
-            if worker.finished:
-                return False
-            worker.abandoned = True
-            self.abandoned += 1
-            return True
+        """Walk away from *worker*'s call; ``False`` if it has just finished.
 
-    def finish(self, worker: _Worker) -> bool:
-        """Record that the call returned (worker side); return whether to signal."""
+        What the call holds (bulkhead slots) stays held until it returns.
+        """
+        kept = keep_held()
+        with self.lock:
+            if not worker.finished:
+                worker.abandoned = True
+                worker.kept = kept
+                self.abandoned += 1
+                return True
+        for give_back in kept:
+            give_back()
+        return False
+
+    def finish(self, worker: _Worker) -> tuple[Callable[[], None], ...] | None:
+        """Record that the call returned (worker side).
+
+        Returns:
+            ``None`` when the caller waits for the outcome (signal it);
+            for an abandoned call, what it held, to give back now.
+        """
         with self.lock:
             worker.finished = True
             if not worker.abandoned:
-                return True
+                return None
+            kept, worker.kept = worker.kept, ()
             worker.abandoned = False
             worker.result = worker.error = None
             self.abandoned -= 1
@@ -307,7 +327,7 @@ class _ThreadPool:
             else:
                 worker.idle_since = monotonic()
                 self.idle.append(worker)
-            return False
+            return kept
 
     def close(self) -> None:
         """Stop the idle workers, and the abandoned ones once they return.

@@ -1,0 +1,436 @@
+"""``@fluxus.bulkhead``: at most so many calls at once, the rest wait or go.
+
+A bulkhead keeps one slow dependency from taking every thread, task or
+connection of a service: at most ``max_concurrent`` calls run through it at
+once, up to ``max_waiting`` more wait their turn (first come, first served)
+for at most ``timeout`` seconds and never past an enclosing deadline, and
+everybody else gets :class:`~fluxus.BulkheadFull` at once. Sync and async
+callers of one policy share its slots.
+
+A slot is given back however the call ends: a result, an exception, a
+cancellation. One case keeps it longer on purpose: a call that a
+``"thread"``-strategy :func:`fluxus.timeout` abandoned at its deadline
+still runs in its worker thread, so it keeps its slot until it really
+returns (the caller gets control back at once). A bulkhead therefore bounds
+the work actually running, which is what protects the dependency.
+
+The decisions live in :class:`~fluxus._bulkhead._core.Slots` (pure); the
+memory store and the Redis store apply them; :class:`Bulkhead` holds one
+small sync and one small async driver around a store.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar, Token
+from types import TracebackType
+from typing import Any, ClassVar, NoReturn, Protocol
+
+from fluxus._core import (
+    BULKHEAD,
+    Policy,
+    layers,
+    positive_int,
+    qualified_name,
+    to_seconds,
+)
+from fluxus._deadline import DEADLINE, HELD, Held, monotonic
+from fluxus.exceptions import BulkheadFull
+from fluxus.instrumentation._events import BulkheadRejected
+from fluxus.instrumentation._hooks import emit
+from fluxus.instrumentation._observe import (
+    WATCH,
+    observe_async,
+    observe_sync,
+    outside,
+)
+
+from ._memory import MemoryCompartment
+
+
+class Compartment(Protocol):
+    """What a bulkhead store offers: slots taken and given back.
+
+    A token names the slot taken (a Redis lease); ``None`` means no slot.
+    """
+
+    remote: bool
+
+    @property
+    def in_use(self) -> int:
+        """Slots taken (in Redis: by every process)."""
+
+    @property
+    def waiting(self) -> int:
+        """Callers of this process waiting for a slot."""
+
+    def take(self, budget: float) -> object | None:
+        """Take a slot, waiting up to *budget* seconds; ``None`` if none came."""
+
+    async def take_async(self, budget: float) -> object | None:
+        """Take a slot without blocking the loop."""
+
+    def give_back(self, token: object) -> None:
+        """Give the slot of *token* back."""
+
+    async def give_back_async(self, token: object) -> None:
+        """Give the slot of *token* back without blocking the loop."""
+
+
+class _Hold:
+    """One slot held by a call, and by work a thread timeout abandoned.
+
+    Given back when the last holder lets go: the caller when it returns,
+    or the abandoned work when it finally does.
+    """
+
+    __slots__ = ("_give_back", "_holders", "_lock")
+
+    def __init__(self, give_back: Callable[[], None]) -> None:
+        self._give_back = give_back
+        self._holders = 1
+        self._lock = threading.Lock()
+
+    def keep(self) -> Callable[[], None]:
+        with self._lock:
+            self._holders += 1
+        return self.drop
+
+    def drop(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            last = not self._holders
+        if last:
+            self._give_back()
+
+
+def _abandons(func: Callable[..., Any]) -> bool:
+    """Return whether a thread timeout inside *func*'s layers may abandon it."""
+    return any(
+        policy._kind == "timeout" and getattr(policy, "strategy", "") == "thread"  # noqa: SLF001
+        for policy in layers(func)
+    )
+
+
+def check_max_waiting(value: object) -> int:
+    """Return *value*, an int of at least 0, or raise naming ``max_waiting``."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        msg = f"max_waiting must be an int, got {value!r}"
+        raise TypeError(msg)
+    if value < 0:
+        msg = f"max_waiting must be >= 0, got {value}"
+        raise ValueError(msg)
+    return value
+
+
+class Bulkhead(Policy):
+    """Run at most so many calls at once; see :func:`bulkhead`."""
+
+    _kind: ClassVar[str] = "bulkhead"
+    _rank: ClassVar[int] = BULKHEAD
+
+    _ids = itertools.count(1)
+
+    def __init__(
+        self,
+        max_concurrent: int,
+        *,
+        max_waiting: int = 0,
+        timeout: float | None = 0.0,
+        name: str | None = None,
+        storage: object = None,
+        fail_open: bool = True,
+        lease: float = 60.0,
+    ) -> None:
+        """Build the policy; see :func:`bulkhead` for the parameters.
+
+        Args:
+            max_concurrent: See :func:`bulkhead`.
+            max_waiting: See :func:`bulkhead`.
+            timeout: See :func:`bulkhead`.
+            name: See :func:`bulkhead`.
+            storage: See :func:`bulkhead`.
+            fail_open: See :func:`bulkhead`.
+            lease: See :func:`bulkhead`.
+        """
+        super().__init__(name)
+        self.max_concurrent = positive_int(max_concurrent, "max_concurrent")
+        self.max_waiting = check_max_waiting(max_waiting)
+        self.timeout = (
+            None if timeout is None else to_seconds(timeout, "timeout", allow_none=True)
+        )
+        if self.max_waiting and self.timeout == 0:
+            msg = (
+                f"max_waiting={max_waiting!r} needs a timeout to wait: give "
+                "timeout > 0 seconds, or None to wait as long as the deadline allows"
+            )
+            raise ValueError(msg)
+        if not self.max_waiting and self.timeout != 0:
+            msg = (
+                f"timeout={timeout!r} is never waited with max_waiting=0: give "
+                "max_waiting > 0 callers a place to wait"
+            )
+            raise ValueError(msg)
+        self.fail_open = bool(fail_open)
+        self.lease = to_seconds(lease, "lease")
+        if self.lease <= 0:
+            msg = f"lease must be > 0 seconds, got {lease!r}"
+            raise ValueError(msg)
+        self._store: Compartment = self._make_store(storage)
+        self._blocks: ContextVar[tuple[tuple[Any, ...], ...]] = ContextVar(
+            f"fluxus_bulkhead_{next(self._ids)}", default=()
+        )
+
+    def _make_store(self, storage: object) -> Compartment:
+        if storage is None or storage == "memory://":
+            return MemoryCompartment(self.max_concurrent, self.max_waiting)
+        from ._redis import redis_compartment  # noqa: PLC0415 - redis is an extra
+
+        return redis_compartment(self, storage)
+
+    @property
+    def in_use(self) -> int:
+        """Slots taken now (with Redis storage: by every process sharing it)."""
+        return self._store.in_use
+
+    @property
+    def waiting(self) -> int:
+        """Callers of this process waiting for a slot now."""
+        return self._store.waiting
+
+    # -- decisions shared by both drivers ---------------------------------
+
+    def _budget(self) -> float:
+        """Return how long a caller may wait: its timeout, its deadline."""
+        if not self.max_waiting:
+            return 0.0
+        budget = math.inf if self.timeout is None else self.timeout
+        deadline = DEADLINE.get()
+        if deadline is not None:
+            budget = min(budget, deadline - monotonic())
+        return budget
+
+    def _reject(self, function: str, waited: float) -> NoReturn:
+        next(self._counters.rejections)
+        emit(
+            BulkheadRejected(
+                policy=self.name,
+                function=function,
+                max_concurrent=self.max_concurrent,
+                max_waiting=self.max_waiting,
+                waited=waited,
+            )
+        )
+        raise BulkheadFull(self.name, self.max_concurrent)
+
+    # -- the sync driver --------------------------------------------------
+
+    def _admit(self, function: str) -> object:
+        """Return the token of a slot, or raise :class:`~fluxus.BulkheadFull`."""
+        next(self._counters.calls)  # here, so that fluxus.stack counts too
+        token = self._store.take(0.0)
+        if token is None:
+            started = time.monotonic()
+            budget = self._budget()
+            if budget > 0:
+                token = self._store.take(budget)
+            if token is None:
+                self._reject(function, time.monotonic() - started)
+        return token
+
+    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        function = qualified_name(func)
+        admit = self._admit
+        give_back = self._store.give_back
+        failures = self._counters.failures
+
+        if _abandons(func):
+            hold = self._hold
+
+            def bulkhead_wrapper(*args: Any, **kwargs: Any) -> Any:
+                if WATCH.observers and outside(bulkhead_wrapper):
+                    return observe_sync(self, function, bulkhead_wrapper, args, kwargs)
+                held = hold(admit(function))
+                try:
+                    return func(*args, **kwargs)
+                except Exception:
+                    next(failures)
+                    raise
+                finally:
+                    self._unhold(held)
+
+            return bulkhead_wrapper
+
+        def bulkhead_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(bulkhead_wrapper):
+                return observe_sync(self, function, bulkhead_wrapper, args, kwargs)
+            token = admit(function)
+            try:
+                return func(*args, **kwargs)
+            except Exception:
+                next(failures)
+                raise
+            finally:
+                give_back(token)
+
+        return bulkhead_wrapper
+
+    def _hold(self, token: object) -> tuple[_Hold, Token[tuple[Held, ...]]]:
+        """Publish the slot of *token* so that abandoned work keeps it."""
+        hold = _Hold(functools.partial(self._store.give_back, token))
+        return hold, HELD.set((*HELD.get(), hold))
+
+    @staticmethod
+    def _unhold(held: tuple[_Hold, Token[tuple[Held, ...]]]) -> None:
+        hold, published = held
+        HELD.reset(published)
+        hold.drop()
+
+    def __enter__(self) -> None:
+        """Take a slot for the block, or raise :class:`~fluxus.BulkheadFull`."""
+        held = self._hold(self._admit(self.name))
+        self._blocks.set((*self._blocks.get(), held))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Give the block's slot back."""
+        *outer, held = self._blocks.get()
+        self._blocks.set(tuple(outer))
+        if isinstance(exc, Exception):
+            next(self._counters.failures)
+        self._unhold(held)
+
+    # -- the async driver -------------------------------------------------
+
+    async def _admit_async(self, function: str) -> object:
+        """Return the token of a slot without blocking the loop; see :meth:`_admit`."""
+        next(self._counters.calls)
+        store = self._store
+        token = None if store.remote else store.take(0.0)
+        if token is None:
+            started = time.monotonic()
+            token = await store.take_async(self._budget())
+            if token is None:
+                self._reject(function, time.monotonic() - started)
+        return token
+
+    def _wrap_async(
+        self, func: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        function = qualified_name(func)
+        admit = self._admit_async
+        store = self._store
+        give_back = store.give_back
+        give_back_async = store.give_back_async
+        remote = store.remote
+        failures = self._counters.failures
+
+        async def bulkhead_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if WATCH.observers and outside(bulkhead_wrapper):
+                return await observe_async(
+                    self, function, bulkhead_wrapper, args, kwargs
+                )
+            token = await admit(function)
+            try:
+                return await func(*args, **kwargs)
+            except Exception:
+                next(failures)
+                raise
+            finally:
+                if remote:
+                    await give_back_async(token)
+                else:
+                    give_back(token)
+
+        return bulkhead_wrapper
+
+    async def __aenter__(self) -> None:
+        """Take a slot for the block without blocking the loop."""
+        token = await self._admit_async(self.name)
+        self._blocks.set((*self._blocks.get(), (token,)))
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Give the block's slot back."""
+        *outer, (token,) = self._blocks.get()
+        self._blocks.set(tuple(outer))
+        if isinstance(exc, Exception):
+            next(self._counters.failures)
+        await self._store.give_back_async(token)
+
+
+def bulkhead(
+    max_concurrent: int,
+    *,
+    max_waiting: int = 0,
+    timeout: float | None = 0.0,
+    name: str | None = None,
+    storage: object = None,
+    fail_open: bool = True,
+    lease: float = 60.0,
+) -> Bulkhead:
+    """Return a policy that runs at most *max_concurrent* calls at once.
+
+    Args:
+        max_concurrent: How many calls may run at once through the policy,
+            sync and async callers together (an int >= 1).
+        max_waiting: How many more callers may wait for a slot; they are
+            served first come, first served. ``0`` (the default) refuses
+            at once every call that finds no free slot.
+        timeout: How long a caller may wait for a slot: seconds (or a
+            timedelta), or ``None`` to wait as long as an enclosing
+            :func:`fluxus.timeout` deadline allows. A waiting caller never
+            waits past that deadline. Must be > 0 (or ``None``) when
+            *max_waiting* is, and 0 when it is not.
+        name: The name in events and errors, and of the shared compartment
+            in Redis; by default the first decorated function's
+            ``module.qualname``. A bulkhead used only as a block without a
+            name shares its slots with no other policy.
+        storage: ``None`` or ``"memory://"`` (this process), or a
+            ``redis://``, ``rediss://`` or ``unix://`` URL or a Redis client:
+            the limit then holds across every process and machine using it.
+        fail_open: With Redis storage, while Redis is unreachable, run calls
+            without a slot (``True``, the default) or refuse them with
+            :class:`~fluxus.BulkheadFull` (``False``).
+        lease: With Redis storage, seconds a slot stays taken after its
+            holder last renewed it; a live holder renews it while its call
+            runs, so only the slot of a holder that died expires.
+
+    Returns:
+        A :class:`Bulkhead` policy; decorate functions with it, or use it as
+        a block: ``with bh:`` / ``async with bh:``.
+
+    Raises:
+        TypeError: If a parameter has the wrong type.
+        ValueError: If a number is out of range, or *timeout* and
+            *max_waiting* contradict each other.
+
+    Every slot is given back when its call ends, whatever the outcome. A
+    call abandoned at its deadline by a ``"thread"``-strategy
+    :func:`fluxus.timeout` inside the bulkhead keeps its slot until it
+    really returns: it still runs, and the bulkhead bounds running work.
+    The testing mode does not change a bulkhead: its waits end when
+    another call gives a slot back, not when a clock says so.
+    """
+    return Bulkhead(
+        max_concurrent,
+        max_waiting=max_waiting,
+        timeout=timeout,
+        name=name,
+        storage=storage,
+        fail_open=fail_open,
+        lease=lease,
+    )
