@@ -53,6 +53,18 @@ from fluxus.instrumentation._observe import (
 from ._memory import MemoryCompartment
 
 
+class Unreachable(Exception):  # noqa: N818 - a signal from a store, never raised to users
+    """The shared storage is unreachable and the bulkhead fails closed.
+
+    Attributes:
+        storage: The storage, its password masked.
+    """
+
+    def __init__(self, storage: str) -> None:
+        super().__init__(storage)
+        self.storage = storage
+
+
 class Compartment(Protocol):
     """What a bulkhead store offers: slots taken and given back.
 
@@ -215,7 +227,9 @@ class Bulkhead(Policy):
             budget = min(budget, deadline - monotonic())
         return budget
 
-    def _reject(self, function: str, waited: float) -> NoReturn:
+    def _reject(
+        self, function: str, waited: float, storage: str | None = None
+    ) -> NoReturn:
         next(self._counters.rejections)
         emit(
             BulkheadRejected(
@@ -226,21 +240,27 @@ class Bulkhead(Policy):
                 waited=waited,
             )
         )
-        raise BulkheadFull(self.name, self.max_concurrent)
+        raise BulkheadFull(self.name, self.max_concurrent, storage=storage)
 
     # -- the sync driver --------------------------------------------------
 
     def _admit(self, function: str) -> object:
         """Return the token of a slot, or raise :class:`~fluxus.BulkheadFull`."""
         next(self._counters.calls)  # here, so that fluxus.stack counts too
-        token = self._store.take(0.0)
+        store = self._store
+        if not store.remote:
+            token = store.take(0.0)
+            if token is not None:
+                return token
+            if not self.max_waiting:
+                self._reject(function, 0.0)
+        started = time.monotonic()
+        try:
+            token = store.take(max(0.0, self._budget()))
+        except Unreachable as exc:
+            self._reject(function, 0.0, exc.storage)
         if token is None:
-            started = time.monotonic()
-            budget = self._budget()
-            if budget > 0:
-                token = self._store.take(budget)
-            if token is None:
-                self._reject(function, time.monotonic() - started)
+            self._reject(function, time.monotonic() - started)
         return token
 
     def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
@@ -315,12 +335,19 @@ class Bulkhead(Policy):
         """Return the token of a slot without blocking the loop; see :meth:`_admit`."""
         next(self._counters.calls)
         store = self._store
-        token = None if store.remote else store.take(0.0)
+        if not store.remote:
+            token = store.take(0.0)
+            if token is not None:
+                return token
+            if not self.max_waiting:
+                self._reject(function, 0.0)
+        started = time.monotonic()
+        try:
+            token = await store.take_async(max(0.0, self._budget()))
+        except Unreachable as exc:
+            self._reject(function, 0.0, exc.storage)
         if token is None:
-            started = time.monotonic()
-            token = await store.take_async(self._budget())
-            if token is None:
-                self._reject(function, time.monotonic() - started)
+            self._reject(function, time.monotonic() - started)
         return token
 
     def _wrap_async(
