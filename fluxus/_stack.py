@@ -1,17 +1,28 @@
 """``fluxus.stack``: the recommended layering, decided once for everybody.
 
-Outermost first: dead letter, rate limit, circuit breaker, timeout, retry.
+Outermost first: fallback, dead letter, rate limit, bulkhead, circuit
+breaker, timeout, retry, hedge.
 
-- Retry innermost: the breaker sees one outcome per exhausted sequence of
-  attempts, and fluxus's own rejections are never retried.
+- Hedge innermost: each retry attempt may race a backup call, and the
+  attempt's outcome is the race's winner; a hedge outside the retries would
+  duplicate whole retry sequences.
+- Retry inside the timeout and the breaker: the breaker sees one outcome
+  per exhausted sequence of attempts, and fluxus's own rejections are never
+  retried.
 - Timeout around the retries: one deadline bounds every attempt and every
   backoff wait together.
 - Circuit breaker outside the timeout: a call that ran out of time counts as
   one failure, and an open circuit refuses calls before any time is spent.
-- Rate limit outside the breaker: throttled calls never reach it, so
-  throttling can never trip it.
-- Dead letter outermost: even calls refused by the limiter or the breaker are
-  captured, so nothing is lost.
+- Bulkhead outside the breaker: a call refused for want of a slot never
+  reaches the breaker, so a saturated service does not open the circuit;
+  the calls that hold a slot are the ones the breaker judges. A call the
+  breaker refuses gives its slot back at once.
+- Rate limit outside the bulkhead: throttled calls never take a slot (nor
+  wait for one), and throttling can never trip the breaker.
+- Dead letter outside every gate: even calls refused by the limiter, the
+  bulkhead or the breaker are captured, so nothing is lost.
+- Fallback outermost: the failure is stored as a dead letter AND the caller
+  gets the fallback's answer.
 """
 
 from __future__ import annotations
@@ -22,27 +33,31 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ._breaker import CircuitBreaker
-from ._core import Decorating, Policy, qualified_name, wrap_with
+from ._bulkhead import Bulkhead
+from ._core import Decorating, Policy, layers, qualified_name, wrap_with
 from ._dead_letter import DeadLetterQueue
+from ._fallback import Fallback
 from ._rate_limit import RateLimiter
 from .instrumentation._observe import WATCH
 
 K = TypeVar("K", bound=Policy)
 
 #: Kinds whose happy path is a decision before and after the call; the stack
-#: inlines them into one wrapper. Retry and timeout run the call themselves.
-_AROUND = ("retry", "timeout")
-_GATES = ("circuit_breaker", "rate_limit", "dead_letter")
+#: inlines them into one wrapper. Hedge, retry and timeout run the call
+#: themselves, innermost first.
+_AROUND = ("hedge", "retry", "timeout")
+_GATES = ("circuit_breaker", "bulkhead", "rate_limit", "dead_letter", "fallback")
 
 
 class Stack(Decorating):
     """A reusable decorator applying several policies in the recommended order.
 
     Every function it decorates shares the same policy objects: one breaker
-    and one limiter per downstream service. Retry and timeout wrap the
-    function first; the rate limiter's admission, the breaker's admission
-    and outcome and the dead letter capture then run in ONE wrapper around
-    them, instead of one wrapper per policy.
+    and one limiter per downstream service. Hedge, retry and timeout wrap
+    the function first; the rate limiter's admission, the bulkhead's slot,
+    the breaker's admission and outcome, the dead letter capture and the
+    fallback then run in ONE wrapper around them, instead of one wrapper per
+    policy.
 
     Attributes:
         policies: The policies, outermost first.
@@ -88,7 +103,7 @@ class Stack(Decorating):
         for kind in _AROUND:
             if (policy := self._by_kind.get(kind)) is not None:
                 inner = wrap_with(policy, inner)
-        gates = _Gates(self._by_kind, func)
+        gates = _Gates(self._by_kind, func, abandons=_thread_timeout(self, func))
         if gates.empty:
             return inner if inner is not func else wrap_with(self.policies[0], func)
         # With observers installed (metrics, traces) the call takes the
@@ -110,25 +125,46 @@ def _pick(by_kind: dict[str, Policy], kind: str, cls: type[K]) -> K | None:
     return policy if isinstance(policy, cls) else None
 
 
-class _Gates:
-    """The dead letter, rate limit and breaker steps of one function."""
+def _thread_timeout(stack: Stack, func: Callable[..., Any]) -> bool:
+    """Return whether a thread timeout may abandon *func* inside the gates."""
+    return any(
+        policy._kind == "timeout" and getattr(policy, "strategy", "") == "thread"  # noqa: SLF001
+        for policy in (*stack.policies, *layers(func))
+    )
 
-    def __init__(self, by_kind: dict[str, Policy], func: Callable[..., Any]) -> None:
+
+class _Gates:
+    """The fallback, dead letter, rate limit, bulkhead and breaker steps."""
+
+    def __init__(
+        self, by_kind: dict[str, Policy], func: Callable[..., Any], *, abandons: bool
+    ) -> None:
         self.function = qualified_name(func)
+        self.fallback = _pick(by_kind, "fallback", Fallback)
         self.dead_letter = _pick(by_kind, "dead_letter", DeadLetterQueue)
         self.limiter = _pick(by_kind, "rate_limit", RateLimiter)
+        self.bulkhead = _pick(by_kind, "bulkhead", Bulkhead)
         self.breaker = _pick(by_kind, "circuit_breaker", CircuitBreaker)
-        for policy in (self.dead_letter, self.limiter, self.breaker):
+        self.abandons = abandons
+        gates = (
+            self.fallback,
+            self.dead_letter,
+            self.limiter,
+            self.bulkhead,
+            self.breaker,
+        )
+        for policy in gates:
             if policy is not None:
                 policy._bind(func)  # noqa: SLF001
-        self.empty = all(
-            p is None for p in (self.dead_letter, self.limiter, self.breaker)
-        )
+        self.empty = all(p is None for p in gates)
         self.redaction = (
             self.dead_letter._redaction(func) if self.dead_letter else None  # noqa: SLF001
         )
-        if self.dead_letter is not None and not inspect.iscoroutinefunction(func):
-            self.dead_letter._require_sync_handler(func)  # noqa: SLF001
+        if not inspect.iscoroutinefunction(func):
+            if self.dead_letter is not None:
+                self.dead_letter._require_sync_handler(func)  # noqa: SLF001
+            if self.fallback is not None:
+                self.fallback._require_sync_handler(func)  # noqa: SLF001
 
     def _rate_steps(self, *, is_async: bool) -> tuple[Any, Any, RateLimiter] | None:
         limiter = self.limiter
@@ -138,12 +174,28 @@ class _Gates:
         call_key = limiter._call_key if limiter._key is not None else None  # noqa: SLF001
         return admit, call_key, limiter
 
-    def wrap_sync(
+    def _fallback_steps(
+        self, *, is_async: bool
+    ) -> tuple[tuple[type[Exception], ...], Any, Any]:
+        """Return what the fallback catches, its answer and its call counter."""
+        fallback = self.fallback
+        if fallback is None:
+            return (), None, None  # ``except ()`` catches nothing
+        answer = fallback._answer_async if is_async else fallback._answer_sync  # noqa: SLF001
+        return fallback.on, answer, fallback._counters.calls  # noqa: SLF001
+
+    def wrap_sync(  # noqa: C901 - one wrapper for every gate, in layer order
         self, inner: Callable[..., Any], observed: Callable[..., Any]
     ) -> Callable[..., Any]:
         """Return the sync wrapper: admissions, the call, outcomes, capture."""
         function = self.function
         rate = self._rate_steps(is_async=False)
+        bulkhead = self.bulkhead
+        enter, leave = (
+            (None, None)
+            if bulkhead is None
+            else bulkhead._sync_steps(keeps=self.abandons)  # noqa: SLF001
+        )
         breaker = self.breaker
         circuit = (
             None
@@ -153,39 +205,50 @@ class _Gates:
         letters = self.dead_letter
         letter_calls = letters._counters.calls if letters else None  # noqa: SLF001
         redaction = self.redaction
+        on, answer, fallback_calls = self._fallback_steps(is_async=False)
 
         def stack_wrapper(*args: Any, **kwargs: Any) -> Any:
             if WATCH.observers:
                 return observed(*args, **kwargs)
-            if letter_calls is not None:
-                next(letter_calls)
+            if fallback_calls is not None:
+                next(fallback_calls)
             try:
-                if rate is not None:
-                    admit_rate, call_key, limiter = rate
-                    key = call_key(args, kwargs) if call_key else ""
-                    admit_rate(key, limiter.timeout, function)
-                if circuit is None:
-                    return inner(*args, **kwargs)
-                admit, succeed, fail = circuit
-                token = admit(function)
+                if letter_calls is not None:
+                    next(letter_calls)
                 try:
-                    result = inner(*args, **kwargs)
-                except BaseException as exc:
-                    fail(token, exc, function)
+                    if rate is not None:
+                        admit_rate, call_key, limiter = rate
+                        key = call_key(args, kwargs) if call_key else ""
+                        admit_rate(key, limiter.timeout, function)
+                    entered = enter(function) if enter is not None else None
+                    try:
+                        if circuit is None:
+                            return inner(*args, **kwargs)
+                        admit, succeed, fail = circuit
+                        token = admit(function)
+                        try:
+                            result = inner(*args, **kwargs)
+                        except BaseException as exc:
+                            fail(token, exc, function)
+                            raise
+                        succeed(token, function)
+                        return result
+                    finally:
+                        if leave is not None:
+                            leave(entered)
+                except Exception as exc:
+                    if letters is None:
+                        raise
+                    captured = letters._capture_sync(function, redaction, args, kwargs, exc)  # noqa: SLF001
+                    if captured and not letters.reraise:
+                        return letters.default
                     raise
-                succeed(token, function)
-            except Exception as exc:
-                if letters is None:
-                    raise
-                captured = letters._capture_sync(function, redaction, args, kwargs, exc)  # noqa: SLF001
-                if captured and not letters.reraise:
-                    return letters.default
-                raise
-            return result
+            except on as exc:
+                return answer(function, exc, args, kwargs)
 
         return stack_wrapper
 
-    def wrap_async(
+    def wrap_async(  # noqa: C901 - one wrapper for every gate, in layer order
         self,
         inner: Callable[..., Awaitable[Any]],
         observed: Callable[..., Awaitable[Any]],
@@ -193,33 +256,52 @@ class _Gates:
         """Return the async wrapper: the same steps, awaited where they do I/O."""
         function = self.function
         rate = self._rate_steps(is_async=True)
+        bulkhead = self.bulkhead
+        enter, leave = (
+            (None, None) if bulkhead is None else bulkhead._async_steps()  # noqa: SLF001
+        )
         breaker = self.breaker
         letters = self.dead_letter
         letter_calls = letters._counters.calls if letters else None  # noqa: SLF001
         redaction = self.redaction
+        on, answer, fallback_calls = self._fallback_steps(is_async=True)
 
         async def stack_wrapper(*args: Any, **kwargs: Any) -> Any:
             if WATCH.observers:
                 return await observed(*args, **kwargs)
-            if letter_calls is not None:
-                next(letter_calls)
+            if fallback_calls is not None:
+                next(fallback_calls)
             try:
-                if rate is not None:
-                    admit_rate, call_key, limiter = rate
-                    key = call_key(args, kwargs) if call_key else ""
-                    await admit_rate(key, limiter.timeout, function)
-                if breaker is None:
-                    return await inner(*args, **kwargs)
-                return await _through_breaker(breaker, function, inner, args, kwargs)
-            except Exception as exc:
-                if letters is None:
+                if letter_calls is not None:
+                    next(letter_calls)
+                try:
+                    if rate is not None:
+                        admit_rate, call_key, limiter = rate
+                        key = call_key(args, kwargs) if call_key else ""
+                        await admit_rate(key, limiter.timeout, function)
+                    entered = await enter(function) if enter is not None else None
+                    try:
+                        if breaker is None:
+                            return await inner(*args, **kwargs)
+                        return await _through_breaker(
+                            breaker, function, inner, args, kwargs
+                        )
+                    finally:
+                        if leave is not None:
+                            left = leave(entered)
+                            if left is not None:
+                                await left
+                except Exception as exc:
+                    if letters is None:
+                        raise
+                    captured = await letters._capture_async(  # noqa: SLF001
+                        function, redaction, args, kwargs, exc
+                    )
+                    if captured and not letters.reraise:
+                        return letters.default
                     raise
-                captured = await letters._capture_async(  # noqa: SLF001
-                    function, redaction, args, kwargs, exc
-                )
-                if captured and not letters.reraise:
-                    return letters.default
-                raise
+            except on as exc:
+                return await answer(function, exc, args, kwargs)
 
         return stack_wrapper
 
@@ -255,7 +337,8 @@ def stack(*policies: Policy) -> Stack:
     """Return a decorator that applies *policies* in the recommended order.
 
     The order they are given in does not matter: outermost first, fluxus
-    applies dead letter, rate limit, circuit breaker, timeout, retry.
+    applies fallback, dead letter, rate limit, bulkhead, circuit breaker,
+    timeout, retry, hedge (the module docstring says why).
 
     Raises:
         TypeError: If an argument is not a fluxus policy.

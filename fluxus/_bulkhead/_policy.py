@@ -263,40 +263,35 @@ class Bulkhead(Policy):
             self._reject(function, time.monotonic() - started)
         return token
 
+    def _sync_steps(
+        self, *, keeps: bool
+    ) -> tuple[Callable[[str], object], Callable[[Any], None]]:
+        """Return the steps around a sync call: take a slot, give it back.
+
+        With *keeps*, the slot is published so that work a thread timeout
+        abandons keeps it until it returns.
+        """
+        if not keeps:
+            return self._admit, self._store.give_back
+        admit, hold = self._admit, self._hold
+
+        def enter(function: str) -> object:
+            return hold(admit(function))
+
+        return enter, self._unhold
+
     def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         function = qualified_name(func)
-        admit = self._admit
-        give_back = self._store.give_back
-        failures = self._counters.failures
-
-        if _abandons(func):
-            hold = self._hold
-
-            def bulkhead_wrapper(*args: Any, **kwargs: Any) -> Any:
-                if WATCH.observers and outside(bulkhead_wrapper):
-                    return observe_sync(self, function, bulkhead_wrapper, args, kwargs)
-                held = hold(admit(function))
-                try:
-                    return func(*args, **kwargs)
-                except Exception:
-                    next(failures)
-                    raise
-                finally:
-                    self._unhold(held)
-
-            return bulkhead_wrapper
+        enter, leave = self._sync_steps(keeps=_abandons(func))
 
         def bulkhead_wrapper(*args: Any, **kwargs: Any) -> Any:
             if WATCH.observers and outside(bulkhead_wrapper):
                 return observe_sync(self, function, bulkhead_wrapper, args, kwargs)
-            token = admit(function)
+            entered = enter(function)
             try:
                 return func(*args, **kwargs)
-            except Exception:
-                next(failures)
-                raise
             finally:
-                give_back(token)
+                leave(entered)
 
         return bulkhead_wrapper
 
@@ -325,8 +320,6 @@ class Bulkhead(Policy):
         """Give the block's slot back."""
         *outer, held = self._blocks.get()
         self._blocks.set(tuple(outer))
-        if isinstance(exc, Exception):
-            next(self._counters.failures)
         self._unhold(held)
 
     # -- the async driver -------------------------------------------------
@@ -350,6 +343,15 @@ class Bulkhead(Policy):
             self._reject(function, time.monotonic() - started)
         return token
 
+    def _async_steps(
+        self,
+    ) -> tuple[Callable[[str], Awaitable[object]], Callable[[object], object]]:
+        """Return the steps around an async call; the second may return an awaitable."""
+        store = self._store
+        return self._admit_async, (
+            store.give_back_async if store.remote else store.give_back
+        )
+
     def _wrap_async(
         self, func: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
@@ -359,7 +361,6 @@ class Bulkhead(Policy):
         give_back = store.give_back
         give_back_async = store.give_back_async
         remote = store.remote
-        failures = self._counters.failures
 
         async def bulkhead_wrapper(*args: Any, **kwargs: Any) -> Any:
             if WATCH.observers and outside(bulkhead_wrapper):
@@ -369,9 +370,6 @@ class Bulkhead(Policy):
             token = await admit(function)
             try:
                 return await func(*args, **kwargs)
-            except Exception:
-                next(failures)
-                raise
             finally:
                 if remote:
                     await give_back_async(token)
@@ -394,8 +392,6 @@ class Bulkhead(Policy):
         """Give the block's slot back."""
         *outer, (token,) = self._blocks.get()
         self._blocks.set(tuple(outer))
-        if isinstance(exc, Exception):
-            next(self._counters.failures)
         await self._store.give_back_async(token)
 
 
