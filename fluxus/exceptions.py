@@ -209,8 +209,9 @@ def is_rejection(exc: BaseException) -> bool:
 class LayeringWarning(UserWarning):
     """Policies were stacked by hand in an order that defeats one of them.
 
-    The recommended order, outermost first, is dead letter, rate limit,
-    circuit breaker, timeout, retry; :func:`fluxus.stack` applies it.
+    The recommended order, outermost first, is fallback, dead letter, rate
+    limit, bulkhead, circuit breaker, timeout, retry, hedge;
+    :func:`fluxus.stack` applies it.
     """
 
 
