@@ -46,9 +46,7 @@ def check_exception_types(on: object, param: str = "on") -> tuple[type[Exception
     if not kinds or not all(
         isinstance(kind, type) and issubclass(kind, Exception) for kind in kinds
     ):
-        msg = (
-            f"{param} must be an Exception subclass or a tuple of them, got {on!r}"
-        )
+        msg = f"{param} must be an Exception subclass or a tuple of them, got {on!r}"
         raise TypeError(msg)
     return kinds
 

@@ -127,9 +127,9 @@ class Hedge(Policy):
                     reason, failed = (_FAILED if failed else _SLOW), False
                     last_start = now
                     self._started(len(order), now - began, reason, function)
-                    task = asyncio.ensure_future(func(*args, **kwargs))
-                    order[task] = len(order)
-                    running.add(task)
+                    backup = asyncio.ensure_future(func(*args, **kwargs))
+                    order[backup] = len(order)
+                    running.add(backup)
                     continue
                 if not running:
                     raise error  # type: ignore[misc] # every call failed, so it is set

@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ._breaker import CircuitBreaker
 from ._bulkhead import Bulkhead
@@ -184,7 +184,7 @@ class _Gates:
         answer = fallback._answer_async if is_async else fallback._answer_sync  # noqa: SLF001
         return fallback.on, answer, fallback._counters.calls  # noqa: SLF001
 
-    def wrap_sync(  # noqa: C901 - one wrapper for every gate, in layer order
+    def wrap_sync(  # noqa: C901 - one wrapper for every gate
         self, inner: Callable[..., Any], observed: Callable[..., Any]
     ) -> Callable[..., Any]:
         """Return the sync wrapper: admissions, the call, outcomes, capture."""
@@ -207,7 +207,7 @@ class _Gates:
         redaction = self.redaction
         on, answer, fallback_calls = self._fallback_steps(is_async=False)
 
-        def stack_wrapper(*args: Any, **kwargs: Any) -> Any:
+        def stack_wrapper(*args: Any, **kwargs: Any) -> Any:  # noqa: C901 - every gate, in layer order
             if WATCH.observers:
                 return observed(*args, **kwargs)
             if fallback_calls is not None:
@@ -239,7 +239,9 @@ class _Gates:
                 except Exception as exc:
                     if letters is None:
                         raise
-                    captured = letters._capture_sync(function, redaction, args, kwargs, exc)  # noqa: SLF001
+                    captured = letters._capture_sync(  # noqa: SLF001
+                        function, redaction, args, kwargs, exc
+                    )
                     if captured and not letters.reraise:
                         return letters.default
                     raise
@@ -248,7 +250,7 @@ class _Gates:
 
         return stack_wrapper
 
-    def wrap_async(  # noqa: C901 - one wrapper for every gate, in layer order
+    def wrap_async(  # noqa: C901 - one wrapper for every gate
         self,
         inner: Callable[..., Awaitable[Any]],
         observed: Callable[..., Awaitable[Any]],
@@ -266,7 +268,7 @@ class _Gates:
         redaction = self.redaction
         on, answer, fallback_calls = self._fallback_steps(is_async=True)
 
-        async def stack_wrapper(*args: Any, **kwargs: Any) -> Any:
+        async def stack_wrapper(*args: Any, **kwargs: Any) -> Any:  # noqa: C901 - every gate, in layer order
             if WATCH.observers:
                 return await observed(*args, **kwargs)
             if fallback_calls is not None:
@@ -290,7 +292,7 @@ class _Gates:
                         if leave is not None:
                             left = leave(entered)
                             if left is not None:
-                                await left
+                                await cast("Awaitable[None]", left)
                 except Exception as exc:
                     if letters is None:
                         raise

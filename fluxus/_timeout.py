@@ -449,7 +449,7 @@ class Timeout(Policy):
         reason: str,
         *,
         cause: BaseException | None = None,
-        error: DeadlineExceeded | None = None,
+        error: DeadlineExceeded | ThreadsExhausted | None = None,
     ) -> NoReturn:
         """Emit the event, then raise the timeout error (or its replacement)."""
         if error is None:

@@ -82,7 +82,7 @@ class StragglerServer:
             self.answered += 1
         return True
 
-    def __enter__(self) -> StragglerServer:
+    def __enter__(self) -> StragglerServer:  # noqa: PYI034 - a plain class
         self._thread.start()
         self._ready.wait(10)
         return self

@@ -118,10 +118,14 @@ def test_full_bulkhead_rejects_at_once(mode, events):
     assert "ran" == mode.run(fn)
 
     error = info.value
-    assert ("payments", 1, None) == (error.name, error.max_concurrent, error.retry_after)
+    assert ("payments", 1, None) == (
+        error.name,
+        error.max_concurrent,
+        error.retry_after,
+    )
     assert fluxus.is_rejection(error)
     (event,) = events
-    assert BulkheadRejected == type(event)
+    assert type(event) is BulkheadRejected
     assert (1, 0) == (event.max_concurrent, event.max_waiting)
     assert Stats(calls=3, rejections=1) == bh.stats
 
@@ -212,7 +216,7 @@ def test_slot_is_given_back_on_cancellation():
         holder = asyncio.create_task(slow())
         await started.wait()
         waiter = asyncio.create_task(slow())
-        while bh.waiting < 1:
+        while bh.waiting < 1:  # noqa: ASYNC110 - polling another side
             await asyncio.sleep(0)
         waiter.cancel()  # cancelled while waiting
         holder.cancel()  # cancelled while running
@@ -240,7 +244,7 @@ def test_a_waiter_cancelled_as_it_is_handed_a_slot_passes_it_on():
         await bh.__aenter__()
         first = asyncio.create_task(bh.__aenter__())
         second = asyncio.create_task(bh.__aenter__())
-        while bh.waiting < 2:
+        while bh.waiting < 2:  # noqa: ASYNC110 - polling another side
             await asyncio.sleep(0)
         await bh.__aexit__(None, None, None)  # handed to first...
         first.cancel()  # ...which is cancelled before it runs

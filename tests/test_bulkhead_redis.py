@@ -92,13 +92,13 @@ def test_async_waiters_time_out_and_cancel_without_leaking(redis_url, name):
                 await work()
             assert time.monotonic() - started >= 0.15
             waiter = asyncio.create_task(work())
-            while bh.waiting < 1:
+            while bh.waiting < 1:  # noqa: ASYNC110 - polling another side
                 await asyncio.sleep(0.005)
             waiter.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await waiter
         holder = asyncio.create_task(work())
-        while bh.in_use < 1:
+        while bh.in_use < 1:  # noqa: ASYNC110 - polling another side
             await asyncio.sleep(0.005)
         holder.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -39,7 +39,7 @@ def test_failure_returns_the_value(mode, events):
 
     assert None is mode.run(fn)
     (event,) = events
-    assert FallbackUsed == type(event)
+    assert type(event) is FallbackUsed
     assert ("builtins.ValueError", "down") == (event.error_type, event.error_message)
     assert Stats(calls=1, failures=1, fallbacks=1) == policy.stats
 
@@ -75,7 +75,7 @@ def test_async_handler_on_a_sync_function_fails_when_applied():
         return None
 
     policy = fluxus.fallback(handler)
-    with pytest.raises(TypeError, match="handler .* is async .*sync function"):
+    with pytest.raises(TypeError, match=r"handler .* is async .*sync function"):
         policy(ok)
 
 

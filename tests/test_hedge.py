@@ -147,7 +147,7 @@ def test_cancelling_the_hedged_call_cancels_and_awaits_every_call():
 
     async def main():
         task = asyncio.create_task(fn())
-        while calls.started < 2:
+        while calls.started < 2:  # noqa: ASYNC110 - polling another side
             await asyncio.sleep(0.005)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

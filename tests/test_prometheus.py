@@ -182,9 +182,8 @@ def test_fallbacks_bulkhead_rejections_and_hedges(mode, registry):
     bh = fluxus.bulkhead(1, name="pool")
     answered = fluxus.fallback(value="cached", name="cache")(mode.make(failing(10)))
     guarded = bh(mode.make(lambda: "ok"))
-    with bh:
-        with pytest.raises(fluxus.BulkheadFull):
-            mode.run(guarded)
+    with bh, pytest.raises(fluxus.BulkheadFull):
+        mode.run(guarded)
     assert "cached" == mode.run(answered)
 
     state = {"calls": 0}
@@ -197,9 +196,13 @@ def test_fallbacks_bulkhead_rejections_and_hedges(mode, registry):
 
     assert 2 == asyncio.run(slow_first())
 
-    assert 1.0 == value(registry, "fluxus_rejections_total", policy="pool", kind="bulkhead")
+    assert 1.0 == value(
+        registry, "fluxus_rejections_total", policy="pool", kind="bulkhead"
+    )
     assert 1.0 == value(registry, "fluxus_calls_total", policy="pool", kind="bulkhead")
     assert 1.0 == value(registry, "fluxus_fallbacks_total", policy="cache")
-    assert 0.0 == value(registry, "fluxus_failures_total", policy="cache", kind="fallback")
+    assert 0.0 == value(
+        registry, "fluxus_failures_total", policy="cache", kind="fallback"
+    )
     assert 1.0 == value(registry, "fluxus_hedges_total", policy="edge")
     assert 1.0 == value(registry, "fluxus_hedges_won_total", policy="edge")

@@ -234,7 +234,9 @@ def eight(sink=None, **overrides):
         "dead_letter": fluxus.dead_letter(sink if sink is not None else Memory()),
         "rate_limit": fluxus.rate_limit(1000, burst=1000),
         "bulkhead": fluxus.bulkhead(4),
-        "circuit_breaker": fluxus.circuit_breaker(failure_threshold=3, reset_timeout=60),
+        "circuit_breaker": fluxus.circuit_breaker(
+            failure_threshold=3, reset_timeout=60
+        ),
         "timeout": fluxus.timeout(5),
         "retry": fluxus.retry(2),
         "hedge": fluxus.hedge(0.05),
@@ -252,7 +254,7 @@ def test_eight_kinds_in_any_order_give_the_recommended_order(seed):
     import random
 
     policies = eight()
-    shuffled = random.Random(seed).sample(policies, len(policies))
+    shuffled = random.Random(seed).sample(policies, len(policies))  # noqa: S311 - reproducible, not secret
 
     protected = fluxus.stack(*shuffled)(answer)
 

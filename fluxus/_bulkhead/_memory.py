@@ -145,4 +145,3 @@ class MemoryCompartment:
     async def give_back_async(self, token: object = SLOT) -> None:
         """Give a slot back; the same step as :meth:`give_back`."""
         self.give_back(token)
-

@@ -53,7 +53,7 @@ from fluxus.instrumentation._observe import (
 from ._memory import MemoryCompartment
 
 
-class Unreachable(Exception):  # noqa: N818 - a signal from a store, never raised to users
+class Unreachable(Exception):  # a signal from a store, never raised to users
     """The shared storage is unreachable and the bulkhead fails closed.
 
     Attributes:
