@@ -133,10 +133,10 @@ WORKER = textwrap.dedent(
         r.decr(counter)
 
     def many():
-        for _ in range(25):
+        for _ in range(20):
             work()
 
-    threads = [threading.Thread(target=many) for _ in range(8)]
+    threads = [threading.Thread(target=many) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:
@@ -146,6 +146,7 @@ WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.timeout(180)
 def test_four_processes_never_exceed_the_limit(redis_url, name):
     counter = f"{name}:running"
     procs = [

@@ -215,6 +215,8 @@ class RedisCompartment:
         self._own_name = f"unnamed:{uuid.uuid4().hex}"
         self._waiting = 0
         self._lock = threading.Lock()
+        #: Wakes this process's sync waiters when one of its slots is freed.
+        self._freed = threading.Condition(self._lock)
         self._scripts: dict[bool, tuple[Any, ...]] = {}
         self.down_until: float | None = None
         #: Seconds to use instead of the Redis server's clock (tests only).
@@ -358,7 +360,8 @@ class RedisCompartment:
         code = 0
         try:
             while (left := until - time.monotonic()) > 0:
-                time.sleep(min(pause, left))
+                with self._freed:  # a slot freed here ends the pause early
+                    self._freed.wait(min(pause, left))
                 pause = min(pause * 2, MAX_POLL)
                 code, _ = self._run(0, self._take_args(lease_id, may_wait=True))
                 if code != 2:  # noqa: PLR2004 - still waiting
@@ -381,6 +384,8 @@ class RedisCompartment:
         assert isinstance(token, str)  # noqa: S101 - the tokens take() returns
         _RENEWER.discard(self, token)
         self._give_up(token)
+        with self._freed:
+            self._freed.notify()
 
     # -- the async steps ----------------------------------------------------
 
