@@ -336,3 +336,43 @@ def test_block_without_a_name_has_one_of_its_own():
 def test_bad_configuration_fails_when_built(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         fluxus.bulkhead(*args, **kwargs)
+
+
+def test_a_sync_waiter_interrupted_gives_its_place_up():
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum, frame):
+        raise Interrupted
+
+    bh = fluxus.bulkhead(1, max_waiting=1, timeout=10)
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with bh:
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            with pytest.raises(Interrupted):
+                bh(lambda: None)()
+            assert (1, 0) == (bh.in_use, bh.waiting)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert 0 == bh.in_use
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_slot_skips_a_waiter_whose_loop_is_closed():
+    bh = fluxus.bulkhead(1, max_waiting=2, timeout=10)
+    bh.__enter__()
+    loop = asyncio.new_event_loop()
+
+    async def queue_up():
+        asyncio.ensure_future(bh.__aenter__())
+        while bh.waiting < 1:  # noqa: ASYNC110 - polling another side
+            await asyncio.sleep(0)
+
+    loop.run_until_complete(queue_up())
+    loop.close()  # the waiter's loop is gone, its task never ran again
+    bh.__exit__(None, None, None)
+    assert (0, 0) == (bh.in_use, bh.waiting)
