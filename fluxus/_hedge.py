@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, ClassVar
 
+from ._budget import RetryBudget
 from ._core import HEDGE, Policy, positive_int, qualified_name, to_seconds
 from ._deadline import DEADLINE, monotonic
 from ._fallback import ExceptionTypes, check_exception_types
@@ -49,6 +50,7 @@ class Hedge(Policy):
         *,
         max_hedges: int = 1,
         on: ExceptionTypes = Exception,
+        budget: RetryBudget | None = None,
         name: str | None = None,
     ) -> None:
         """Build the policy; see :func:`hedge` for the parameters.
@@ -57,12 +59,17 @@ class Hedge(Policy):
             delay: See :func:`hedge`.
             max_hedges: See :func:`hedge`.
             on: See :func:`hedge`.
+            budget: See :func:`hedge`.
             name: See :func:`hedge`.
         """
         super().__init__(name)
         self.delay = to_seconds(delay, "delay")
         self.max_hedges = positive_int(max_hedges, "max_hedges")
         self.on = check_exception_types(on)
+        if budget is not None and not isinstance(budget, RetryBudget):
+            msg = f"budget must be a fluxus.RetryBudget or None, got {budget!r}"
+            raise TypeError(msg)
+        self.budget = budget
 
     def _next(
         self, now: float, last_start: float, started: int, *, failed: bool
@@ -118,11 +125,25 @@ class Hedge(Policy):
         }
         running = set(order)
         error: BaseException | None = None
-        failed = False
+        failed = spent = False
+        budget = self.budget
+        if budget is not None:
+            budget.record_attempt()
         try:
             while True:
                 now = monotonic()
-                due = self._next(now, last_start, len(order), failed=failed)
+                due = (
+                    None
+                    if spent
+                    else self._next(now, last_start, len(order), failed=failed)
+                )
+                if (
+                    due is not None
+                    and (failed or due <= now)
+                    and budget is not None
+                    and not budget.try_spend()
+                ):
+                    due, spent = None, True  # the shared budget is spent
                 if due is not None and (failed or due <= now):
                     reason, failed = (_FAILED if failed else _SLOW), False
                     last_start = now
@@ -198,6 +219,7 @@ def hedge(
     *,
     max_hedges: int = 1,
     on: ExceptionTypes = Exception,
+    budget: RetryBudget | None = None,
     name: str | None = None,
 ) -> Hedge:
     """Return a policy that starts backup calls when an ``async`` call is slow.
@@ -209,6 +231,9 @@ def hedge(
         on: The exception type, or tuple of types, after which the next
             hedge starts at once instead of waiting for *delay*; any other
             exception is raised at once and the other calls are cancelled.
+        budget: A :class:`~fluxus.RetryBudget` shared with retries: every
+            hedged call counts as a first attempt, every extra call spends
+            one retry, and no extra call starts once the budget is spent.
         name: The name in events; by default the first decorated function's.
 
     Returns:
@@ -225,4 +250,4 @@ def hedge(
     testing mode does not change the delay: a hedge never makes a call
     slower, only costs an extra call.
     """
-    return Hedge(delay, max_hedges=max_hedges, on=on, name=name)
+    return Hedge(delay, max_hedges=max_hedges, on=on, budget=budget, name=name)

@@ -368,9 +368,10 @@ def test_a_slot_skips_a_waiter_whose_loop_is_closed():
     loop = asyncio.new_event_loop()
 
     async def queue_up():
-        asyncio.ensure_future(bh.__aenter__())
+        waiter = asyncio.ensure_future(bh.__aenter__())
         while bh.waiting < 1:  # noqa: ASYNC110 - polling another side
             await asyncio.sleep(0)
+        return waiter
 
     loop.run_until_complete(queue_up())
     loop.close()  # the waiter's loop is gone, its task never ran again

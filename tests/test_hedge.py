@@ -184,3 +184,22 @@ def test_keeps_signature_and_coroutine_nature():
 def test_bad_configuration_fails_when_built(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         fluxus.hedge(*args, **kwargs)
+
+
+def test_a_spent_retry_budget_starts_no_hedge():
+    budget = fluxus.RetryBudget(ratio=0.0, min_per_second=0.1)  # 1 in 10 s
+    policy = fluxus.hedge(0.01, budget=budget)
+    first = Calls((10, "slow"), (0, "hedge"))
+    second = Calls((0.1, "waited"), (0, "hedge"))
+
+    assert "hedge" == asyncio.run(policy(first.run)())
+    assert "waited" == asyncio.run(policy(second.run)())  # budget spent
+
+    assert (2, 1) == (first.started, second.started)
+    assert 0 == budget.available()
+    assert Stats(calls=2, hedges=1, hedges_won=1) == policy.stats
+
+
+def test_budget_must_be_a_retry_budget():
+    with pytest.raises(TypeError, match=r"budget must be a fluxus\.RetryBudget"):
+        fluxus.hedge(0.1, budget=3)
