@@ -122,6 +122,9 @@ class Fallback(Policy):
         )
         return True
 
+    def _gate(self, func: Callable[..., Any]) -> AnswerGate:
+        return AnswerGate(self, func)
+
     def _require_sync_handler(self, func: Callable[..., Any]) -> None:
         if self._async_handler:
             msg = (
@@ -207,6 +210,40 @@ class Fallback(Policy):
                 return await answer(function, exc, args, kwargs)
 
         return fallback_wrapper
+
+
+class AnswerGate:
+    """The fallback's gate for one function, as ``fluxus.stack`` runs it.
+
+    Attributes:
+        on: The exception types answered.
+    """
+
+    __slots__ = ("_calls", "_function", "_policy", "on")
+
+    def __init__(self, policy: Fallback, func: Callable[..., Any]) -> None:
+        if not inspect.iscoroutinefunction(func):
+            policy._require_sync_handler(func)  # noqa: SLF001 - its own module
+        self._policy = policy
+        self._function = qualified_name(func)
+        self._calls = policy._counters.calls  # noqa: SLF001
+        self.on = policy.on
+
+    def enter(self) -> None:
+        """Count the call entering."""
+        next(self._calls)
+
+    def answer(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
+    ) -> Any:
+        """Return the fallback for *exc*, or re-raise it when not accepted."""
+        return self._policy._answer_sync(self._function, exc, args, kwargs)  # noqa: SLF001
+
+    async def answer_async(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
+    ) -> Any:
+        """Same as :meth:`answer`, awaiting an async handler."""
+        return await self._policy._answer_async(self._function, exc, args, kwargs)  # noqa: SLF001
 
 
 def fallback(

@@ -263,6 +263,9 @@ class Bulkhead(Policy):
             self._reject(function, time.monotonic() - started)
         return token
 
+    def _gate(self, func: Callable[..., Any]) -> SlotGate:
+        return SlotGate(self, func)
+
     def _sync_steps(
         self, *, keeps: bool
     ) -> tuple[Callable[[str], object], Callable[[Any], None]]:
@@ -417,6 +420,34 @@ class Bulkhead(Policy):
         *outer, (token,) = self._blocks.get()
         self._blocks.set(tuple(outer))
         await self._store.give_back_async(token)
+
+
+class SlotGate:
+    """The bulkhead's gate for one function, as ``fluxus.stack`` runs it.
+
+    :meth:`acquire` takes a slot (or raises :class:`~fluxus.BulkheadFull`)
+    and returns what :meth:`release` gives back; the async pair awaits only
+    when the store does I/O.
+    """
+
+    __slots__ = ("_function", "_policy", "acquire", "release", "remote")
+
+    def __init__(self, policy: Bulkhead, func: Callable[..., Any]) -> None:
+        self._policy = policy
+        self._function = qualified_name(func)
+        self.remote = policy._store.remote  # noqa: SLF001 - its own module
+        enter, leave = policy._sync_steps(keeps=_abandons(func))  # noqa: SLF001
+        function = self._function
+        self.acquire: Callable[[], object] = functools.partial(enter, function)
+        self.release: Callable[[Any], None] = leave
+
+    async def acquire_async(self) -> object:
+        """Take a slot without blocking the loop."""
+        return await self._policy._admit_async(self._function)  # noqa: SLF001
+
+    async def release_async(self, token: object) -> None:
+        """Give the slot of *token* back without blocking the loop."""
+        await self._policy._store.give_back_async(token)  # noqa: SLF001
 
 
 def bulkhead(
