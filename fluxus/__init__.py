@@ -11,9 +11,7 @@ recommended order by :func:`stack`.
 from __future__ import annotations
 
 from . import backoff, instrumentation, sinks, testing
-from ._breaker import CircuitBreaker, circuit_breaker
-from ._breaker_core import CircuitState
-from ._breaker_redis import CircuitRedisStorage
+from ._breaker import CircuitBreaker, CircuitRedisStorage, CircuitState, circuit_breaker
 from ._budget import RetryBudget
 from ._bulkhead import Bulkhead, bulkhead
 from ._core import layers

@@ -17,10 +17,11 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Final, NoReturn
 
-from ._core import FALLBACK, Policy, check_callable, qualified_name, type_name
+from ._core import FALLBACK, Policy, qualified_name, type_name
+from ._validate import check_callable
 from .instrumentation._events import FallbackUsed
 from .instrumentation._hooks import emit
-from .instrumentation._observe import WATCH, observe_async, observe_sync, outside
+from .instrumentation._observe import Observe, watch_for
 
 ExceptionTypes = type[Exception] | tuple[type[Exception], ...]
 
@@ -67,6 +68,7 @@ class Fallback(Policy):
 
     _kind: ClassVar[str] = "fallback"
     _rank: ClassVar[int] = FALLBACK
+    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -172,16 +174,19 @@ class Fallback(Policy):
             _raise_from(failure, exc)
         return answer
 
-    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_sync(
+        self, func: Callable[..., Any], observe: Observe | None
+    ) -> Callable[..., Any]:
         self._require_sync_handler(func)
         function = qualified_name(func)
+        watch = watch_for(observe)
         on = self.on
         answer = self._answer_sync
         calls = self._counters.calls
 
         def fallback_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers and outside(fallback_wrapper):
-                return observe_sync(self, function, fallback_wrapper, args, kwargs)
+            if watch.observers:
+                return observe(args, kwargs)  # type: ignore[misc] # set when watched
             next(calls)
             try:
                 return func(*args, **kwargs)
@@ -191,18 +196,17 @@ class Fallback(Policy):
         return fallback_wrapper
 
     def _wrap_async(
-        self, func: Callable[..., Awaitable[Any]]
+        self, func: Callable[..., Awaitable[Any]], observe: Observe | None
     ) -> Callable[..., Awaitable[Any]]:
         function = qualified_name(func)
+        watch = watch_for(observe)
         on = self.on
         answer = self._answer_async
         calls = self._counters.calls
 
         async def fallback_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers and outside(fallback_wrapper):
-                return await observe_async(
-                    self, function, fallback_wrapper, args, kwargs
-                )
+            if watch.observers:
+                return await observe(args, kwargs)  # type: ignore[misc] # set when watched
             next(calls)
             try:
                 return await func(*args, **kwargs)

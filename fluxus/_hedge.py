@@ -28,12 +28,13 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from ._budget import RetryBudget
-from ._core import HEDGE, Policy, positive_int, qualified_name, to_seconds
+from ._core import HEDGE, Policy, qualified_name
 from ._deadline import DEADLINE, monotonic
 from ._fallback import ExceptionTypes, check_exception_types
+from ._validate import positive_int, to_seconds
 from .instrumentation._events import HedgeStarted, HedgeWon
 from .instrumentation._hooks import emit
-from .instrumentation._observe import WATCH, observe_async, outside
+from .instrumentation._observe import Observe, watch_for
 
 _SLOW, _FAILED = "slow", "failed"
 
@@ -43,6 +44,7 @@ class Hedge(Policy):
 
     _kind: ClassVar[str] = "hedge"
     _rank: ClassVar[int] = HEDGE
+    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -88,7 +90,10 @@ class Hedge(Policy):
             return None
         return due
 
-    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_sync(
+        self, func: Callable[..., Any], observe: Observe | None
+    ) -> Callable[..., Any]:
+        del observe  # never built: the function is refused
         msg = (
             f"fluxus.hedge protects async def functions only; "
             f"{qualified_name(func)} is a plain function, whose call cannot "
@@ -97,15 +102,16 @@ class Hedge(Policy):
         raise TypeError(msg)
 
     def _wrap_async(
-        self, func: Callable[..., Awaitable[Any]]
+        self, func: Callable[..., Awaitable[Any]], observe: Observe | None
     ) -> Callable[..., Awaitable[Any]]:
         function = qualified_name(func)
+        watch = watch_for(observe)
         race = self._race
         calls = self._counters.calls
 
         async def hedge_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers and outside(hedge_wrapper):
-                return await observe_async(self, function, hedge_wrapper, args, kwargs)
+            if watch.observers:
+                return await observe(args, kwargs)  # type: ignore[misc] # set when watched
             next(calls)
             return await race(func, function, args, kwargs)
 

@@ -30,23 +30,27 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any
 
-from ._breaker import CircuitBreaker
-from ._bulkhead import Bulkhead
-from ._core import Decorating, Policy, layers, qualified_name, wrap_with
-from ._dead_letter import DeadLetterQueue
-from ._fallback import Fallback
-from ._rate_limit import RateLimiter
+from ._core import (
+    Decorating,
+    Policy,
+    gate_of,
+    kind_of,
+    layers,
+    rank_of,
+    wrap_with,
+)
 from .instrumentation._observe import WATCH
 
-K = TypeVar("K", bound=Policy)
+if TYPE_CHECKING:
+    from ._gate import AdmitGate, AnswerGate, AroundGate, CaptureGate, SlotGate
 
-#: Kinds whose happy path is a decision before and after the call; the stack
-#: inlines them into one wrapper. Hedge, retry and timeout run the call
-#: themselves, innermost first.
+#: Kinds that run the call themselves, innermost first; the stack wraps the
+#: function in them.
 _AROUND = ("hedge", "retry", "timeout")
-_GATES = ("circuit_breaker", "bulkhead", "rate_limit", "dead_letter", "fallback")
+#: Kinds with a gate (see :mod:`fluxus._gate`), outermost first.
+_GATES = ("fallback", "dead_letter", "rate_limit", "bulkhead", "circuit_breaker")
 
 
 class Stack(Decorating):
@@ -54,10 +58,9 @@ class Stack(Decorating):
 
     Every function it decorates shares the same policy objects: one breaker
     and one limiter per downstream service. Hedge, retry and timeout wrap
-    the function first; the rate limiter's admission, the bulkhead's slot,
-    the breaker's admission and outcome, the dead letter capture and the
-    fallback then run in ONE wrapper around them, instead of one wrapper per
-    policy.
+    the function first; the gates of the rate limiter, the bulkhead, the
+    breaker, the dead letter queue and the fallback (:mod:`fluxus._gate`)
+    then run in ONE wrapper around them, instead of one wrapper per policy.
 
     Attributes:
         policies: The policies, outermost first.
@@ -74,7 +77,7 @@ class Stack(Decorating):
                     f"argument {index} is {policy!r}"
                 )
                 raise TypeError(msg)
-            kind = policy._kind  # noqa: SLF001
+            kind = kind_of(policy)
             if kind in seen:
                 msg = (
                     f"policies holds two {kind} policies ({seen[kind]!r} and "
@@ -86,7 +89,7 @@ class Stack(Decorating):
             msg = "policies must name at least one policy"
             raise ValueError(msg)
         self.policies: tuple[Policy, ...] = tuple(
-            sorted(seen.values(), key=lambda p: p._rank, reverse=True)  # noqa: SLF001
+            sorted(seen.values(), key=rank_of, reverse=True)
         )
         self._by_kind = seen
 
@@ -103,236 +106,133 @@ class Stack(Decorating):
         for kind in _AROUND:
             if (policy := self._by_kind.get(kind)) is not None:
                 inner = wrap_with(policy, inner)
-        gates = _Gates(self._by_kind, func, abandons=_thread_timeout(self, func))
-        if gates.empty:
+        gated = [self._by_kind[kind] for kind in _GATES if kind in self._by_kind]
+        if not gated:
             return inner if inner is not func else wrap_with(self.policies[0], func)
         # With observers installed (metrics, traces) the call takes the
         # policies' own wrappers instead, so that each policy is observed.
         observed = inner
-        for kind in _GATES:
-            if (policy := self._by_kind.get(kind)) is not None:
-                observed = wrap_with(policy, observed)
+        for policy in reversed(gated):
+            observed = wrap_with(policy, observed)
+        gates = {kind_of(policy): gate_of(policy, func) for policy in gated}
+        slots = gates.get("bulkhead")
+        if slots is not None and _thread_timeout(self, func):
+            slots = slots.keeping(func)
+        steps = (
+            gates.get("fallback"),
+            gates.get("dead_letter"),
+            gates.get("rate_limit"),
+            slots,
+            gates.get("circuit_breaker"),
+        )
         if inspect.iscoroutinefunction(func):
-            wrapper = gates.wrap_async(inner, observed)
+            wrapper = _wrap_async(inner, observed, *steps)
         else:
-            wrapper = gates.wrap_sync(inner, observed)
+            wrapper = _wrap_sync(inner, observed, *steps)
         functools.update_wrapper(wrapper, func)
         return wrapper
 
 
-def _pick(by_kind: dict[str, Policy], kind: str, cls: type[K]) -> K | None:
-    policy = by_kind.get(kind)
-    return policy if isinstance(policy, cls) else None
-
-
 def _thread_timeout(stack: Stack, func: Callable[..., Any]) -> bool:
-    """Return whether a thread timeout may abandon *func* inside the gates."""
+    """Return whether a thread timeout may abandon *func*'s calls in the stack."""
     return any(
-        policy._kind == "timeout" and getattr(policy, "strategy", "") == "thread"  # noqa: SLF001
+        kind_of(policy) == "timeout" and getattr(policy, "strategy", "") == "thread"
         for policy in (*stack.policies, *layers(func))
     )
 
 
-class _Gates:
-    """The fallback, dead letter, rate limit, bulkhead and breaker steps."""
+def _wrap_sync(  # noqa: C901, PLR0917 - one parameter and one step per gate
+    inner: Callable[..., Any],
+    observed: Callable[..., Any],
+    answer: AnswerGate | None,
+    letters: CaptureGate | None,
+    limiter: AdmitGate | None,
+    slots: SlotGate | None,
+    breaker: AroundGate | None,
+) -> Callable[..., Any]:
+    """Return the sync wrapper: admissions, the call, outcomes, capture, answer."""
+    on = answer.on if answer is not None else ()  # ``except ()`` catches nothing
 
-    def __init__(
-        self, by_kind: dict[str, Policy], func: Callable[..., Any], *, abandons: bool
-    ) -> None:
-        self.function = qualified_name(func)
-        self.fallback = _pick(by_kind, "fallback", Fallback)
-        self.dead_letter = _pick(by_kind, "dead_letter", DeadLetterQueue)
-        self.limiter = _pick(by_kind, "rate_limit", RateLimiter)
-        self.bulkhead = _pick(by_kind, "bulkhead", Bulkhead)
-        self.breaker = _pick(by_kind, "circuit_breaker", CircuitBreaker)
-        self.abandons = abandons
-        gates = (
-            self.fallback,
-            self.dead_letter,
-            self.limiter,
-            self.bulkhead,
-            self.breaker,
-        )
-        for policy in gates:
-            if policy is not None:
-                policy._bind(func)  # noqa: SLF001
-        self.empty = all(p is None for p in gates)
-        self.redaction = (
-            self.dead_letter._redaction(func) if self.dead_letter else None  # noqa: SLF001
-        )
-        if not inspect.iscoroutinefunction(func):
-            if self.dead_letter is not None:
-                self.dead_letter._require_sync_handler(func)  # noqa: SLF001
-            if self.fallback is not None:
-                self.fallback._require_sync_handler(func)  # noqa: SLF001
-
-    def _rate_steps(self, *, is_async: bool) -> tuple[Any, Any, RateLimiter] | None:
-        limiter = self.limiter
-        if limiter is None:
-            return None
-        admit = limiter._admit_async if is_async else limiter._admit  # noqa: SLF001
-        call_key = limiter._call_key if limiter._key is not None else None  # noqa: SLF001
-        return admit, call_key, limiter
-
-    def _fallback_steps(
-        self, *, is_async: bool
-    ) -> tuple[tuple[type[Exception], ...], Any, Any]:
-        """Return what the fallback catches, its answer and its call counter."""
-        fallback = self.fallback
-        if fallback is None:
-            return (), None, None  # ``except ()`` catches nothing
-        answer = fallback._answer_async if is_async else fallback._answer_sync  # noqa: SLF001
-        return fallback.on, answer, fallback._counters.calls  # noqa: SLF001
-
-    def wrap_sync(  # noqa: C901 - one wrapper for every gate
-        self, inner: Callable[..., Any], observed: Callable[..., Any]
-    ) -> Callable[..., Any]:
-        """Return the sync wrapper: admissions, the call, outcomes, capture."""
-        function = self.function
-        rate = self._rate_steps(is_async=False)
-        bulkhead = self.bulkhead
-        enter, leave = (
-            (None, None)
-            if bulkhead is None
-            else bulkhead._sync_steps(keeps=self.abandons)  # noqa: SLF001
-        )
-        breaker = self.breaker
-        circuit = (
-            None
-            if breaker is None
-            else (breaker._admit, breaker._record_success, breaker._record_failure)  # noqa: SLF001
-        )
-        letters = self.dead_letter
-        letter_calls = letters._counters.calls if letters else None  # noqa: SLF001
-        redaction = self.redaction
-        on, answer, fallback_calls = self._fallback_steps(is_async=False)
-
-        def stack_wrapper(*args: Any, **kwargs: Any) -> Any:  # noqa: C901 - every gate, in layer order
-            if WATCH.observers:
-                return observed(*args, **kwargs)
-            if fallback_calls is not None:
-                next(fallback_calls)
-            try:
-                if letter_calls is not None:
-                    next(letter_calls)
-                try:
-                    if rate is not None:
-                        admit_rate, call_key, limiter = rate
-                        key = call_key(args, kwargs) if call_key else ""
-                        admit_rate(key, limiter.timeout, function)
-                    entered = enter(function) if enter is not None else None
-                    try:
-                        if circuit is None:
-                            return inner(*args, **kwargs)
-                        admit, succeed, fail = circuit
-                        token = admit(function)
-                        try:
-                            result = inner(*args, **kwargs)
-                        except BaseException as exc:
-                            fail(token, exc, function)
-                            raise
-                        succeed(token, function)
-                        return result
-                    finally:
-                        if leave is not None:
-                            leave(entered)
-                except Exception as exc:
-                    if letters is None:
-                        raise
-                    captured = letters._capture_sync(  # noqa: SLF001
-                        function, redaction, args, kwargs, exc
-                    )
-                    if captured and not letters.reraise:
-                        return letters.default
-                    raise
-            except on as exc:
-                return answer(function, exc, args, kwargs)
-
-        return stack_wrapper
-
-    def wrap_async(  # noqa: C901 - one wrapper for every gate
-        self,
-        inner: Callable[..., Awaitable[Any]],
-        observed: Callable[..., Awaitable[Any]],
-    ) -> Callable[..., Awaitable[Any]]:
-        """Return the async wrapper: the same steps, awaited where they do I/O."""
-        function = self.function
-        rate = self._rate_steps(is_async=True)
-        bulkhead = self.bulkhead
-        enter, leave = (
-            (None, None) if bulkhead is None else bulkhead._async_steps()  # noqa: SLF001
-        )
-        breaker = self.breaker
-        letters = self.dead_letter
-        letter_calls = letters._counters.calls if letters else None  # noqa: SLF001
-        redaction = self.redaction
-        on, answer, fallback_calls = self._fallback_steps(is_async=True)
-
-        async def stack_wrapper(*args: Any, **kwargs: Any) -> Any:  # noqa: C901 - every gate, in layer order
-            if WATCH.observers:
-                return await observed(*args, **kwargs)
-            if fallback_calls is not None:
-                next(fallback_calls)
-            try:
-                if letter_calls is not None:
-                    next(letter_calls)
-                try:
-                    if rate is not None:
-                        admit_rate, call_key, limiter = rate
-                        key = call_key(args, kwargs) if call_key else ""
-                        await admit_rate(key, limiter.timeout, function)
-                    entered = await enter(function) if enter is not None else None
-                    try:
-                        if breaker is None:
-                            return await inner(*args, **kwargs)
-                        return await _through_breaker(
-                            breaker, function, inner, args, kwargs
-                        )
-                    finally:
-                        if leave is not None:
-                            left = leave(entered)
-                            if left is not None:
-                                await cast("Awaitable[None]", left)
-                except Exception as exc:
-                    if letters is None:
-                        raise
-                    captured = await letters._capture_async(  # noqa: SLF001
-                        function, redaction, args, kwargs, exc
-                    )
-                    if captured and not letters.reraise:
-                        return letters.default
-                    raise
-            except on as exc:
-                return await answer(function, exc, args, kwargs)
-
-        return stack_wrapper
-
-
-async def _through_breaker(
-    breaker: CircuitBreaker,
-    function: str,
-    inner: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    """Run *inner* under *breaker*, awaiting its steps when they do I/O."""
-    if not breaker._storage.remote:  # noqa: SLF001
-        token = breaker._admit(function)  # noqa: SLF001
+    def stack_wrapper(*args: Any, **kwargs: Any) -> Any:  # noqa: C901 - every gate, in layer order
+        if WATCH.observers:
+            return observed(*args, **kwargs)
+        if answer is not None:
+            answer.enter()
         try:
-            result = await inner(*args, **kwargs)
-        except BaseException as exc:
-            breaker._record_failure(token, exc, function)  # noqa: SLF001
-            raise
-        breaker._record_success(token, function)  # noqa: SLF001
-        return result
-    token = await breaker._admit_async(function)  # noqa: SLF001
-    try:
-        result = await inner(*args, **kwargs)
-    except BaseException as exc:
-        await breaker._record_failure_async(token, exc, function)  # noqa: SLF001
-        raise
-    await breaker._record_success_async(token, function)  # noqa: SLF001
-    return result
+            if letters is not None:
+                letters.enter()
+            try:
+                if limiter is not None:
+                    limiter.admit(args, kwargs)
+                held = slots.acquire() if slots is not None else None
+                try:
+                    if breaker is None:
+                        return inner(*args, **kwargs)
+                    token = breaker.admit()
+                    try:
+                        result = inner(*args, **kwargs)
+                    except BaseException as exc:
+                        breaker.fail(token, exc)
+                        raise
+                    breaker.succeed(token)
+                    return result
+                finally:
+                    if slots is not None:
+                        slots.release(held)
+            except Exception as exc:
+                if letters is None or not letters.capture(args, kwargs, exc):
+                    raise
+                return letters.default
+        except on as exc:
+            return answer.answer(args, kwargs, exc)  # type: ignore[union-attr] # on is () without it
+
+    return stack_wrapper
+
+
+def _wrap_async(  # noqa: C901, PLR0917 - one parameter and one step per gate
+    inner: Callable[..., Awaitable[Any]],
+    observed: Callable[..., Awaitable[Any]],
+    answer: AnswerGate | None,
+    letters: CaptureGate | None,
+    limiter: AdmitGate | None,
+    slots: SlotGate | None,
+    breaker: AroundGate | None,
+) -> Callable[..., Awaitable[Any]]:
+    """Return the async wrapper: the same steps, awaited where they do I/O."""
+    on = answer.on if answer is not None else ()
+
+    async def stack_wrapper(*args: Any, **kwargs: Any) -> Any:  # noqa: C901 - every gate, in layer order
+        if WATCH.observers:
+            return await observed(*args, **kwargs)
+        if answer is not None:
+            answer.enter()
+        try:
+            if letters is not None:
+                letters.enter()
+            try:
+                if limiter is not None:
+                    await limiter.admit_async(args, kwargs)
+                held = await slots.acquire_async() if slots is not None else None
+                try:
+                    if breaker is None:
+                        return await inner(*args, **kwargs)
+                    return await breaker.run_async(inner, args, kwargs)
+                finally:
+                    if slots is not None:
+                        if slots.remote:
+                            await slots.release_async(held)
+                        else:
+                            slots.give_back(held)
+            except Exception as exc:
+                if letters is None or not await letters.capture_async(
+                    args, kwargs, exc
+                ):
+                    raise
+                return letters.default
+        except on as exc:
+            return await answer.answer_async(args, kwargs, exc)  # type: ignore[union-attr] # on is () without it
+
+    return stack_wrapper
 
 
 def stack(*policies: Policy) -> Stack:

@@ -31,24 +31,13 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, ClassVar, NoReturn, Protocol
 
-from fluxus._core import (
-    BULKHEAD,
-    Policy,
-    layers,
-    positive_int,
-    qualified_name,
-    to_seconds,
-)
+from fluxus._core import BULKHEAD, Policy, layers, qualified_name
 from fluxus._deadline import DEADLINE, HELD, Held, monotonic
+from fluxus._validate import positive_int, to_seconds
 from fluxus.exceptions import BulkheadFull
 from fluxus.instrumentation._events import BulkheadRejected
 from fluxus.instrumentation._hooks import emit
-from fluxus.instrumentation._observe import (
-    WATCH,
-    observe_async,
-    observe_sync,
-    outside,
-)
+from fluxus.instrumentation._observe import Observe, watch_for
 
 from ._memory import MemoryCompartment
 
@@ -145,6 +134,7 @@ class Bulkhead(Policy):
 
     _kind: ClassVar[str] = "bulkhead"
     _rank: ClassVar[int] = BULKHEAD
+    _observed_here: ClassVar[bool] = True
 
     _ids = itertools.count(1)
 
@@ -283,13 +273,16 @@ class Bulkhead(Policy):
 
         return enter, self._unhold
 
-    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_sync(
+        self, func: Callable[..., Any], observe: Observe | None
+    ) -> Callable[..., Any]:
         function = qualified_name(func)
+        watch = watch_for(observe)
         enter, leave = self._sync_steps(keeps=_abandons(func))
 
         def bulkhead_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers and outside(bulkhead_wrapper):
-                return observe_sync(self, function, bulkhead_wrapper, args, kwargs)
+            if watch.observers:
+                return observe(args, kwargs)  # type: ignore[misc] # set when watched
             entered = enter(function)
             try:
                 return func(*args, **kwargs)
@@ -360,20 +353,19 @@ class Bulkhead(Policy):
         )
 
     def _wrap_async(
-        self, func: Callable[..., Awaitable[Any]]
+        self, func: Callable[..., Awaitable[Any]], observe: Observe | None
     ) -> Callable[..., Awaitable[Any]]:
         function = qualified_name(func)
+        watch = watch_for(observe)
         store = self._store
         if store.remote:
-            return self._wrap_remote_async(func, function)
+            return self._wrap_remote_async(func, function, observe)
         calls = self._counters.calls
         take, give_back, wait = store.take, store.give_back, self._wait_async
 
         async def bulkhead_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers and outside(bulkhead_wrapper):
-                return await observe_async(
-                    self, function, bulkhead_wrapper, args, kwargs
-                )
+            if watch.observers:
+                return await observe(args, kwargs)  # type: ignore[misc] # set when watched
             # The free slot is taken without awaiting a coroutine of its own:
             # that halves the cost (benchmarks/bench_fallback_bulkhead_hedge.py).
             next(calls)
@@ -388,15 +380,17 @@ class Bulkhead(Policy):
         return bulkhead_wrapper
 
     def _wrap_remote_async(
-        self, func: Callable[..., Awaitable[Any]], function: str
+        self,
+        func: Callable[..., Awaitable[Any]],
+        function: str,
+        observe: Observe | None,
     ) -> Callable[..., Awaitable[Any]]:
+        watch = watch_for(observe)
         admit, give_back = self._admit_async, self._store.give_back_async
 
         async def bulkhead_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers and outside(bulkhead_wrapper):
-                return await observe_async(
-                    self, function, bulkhead_wrapper, args, kwargs
-                )
+            if watch.observers:
+                return await observe(args, kwargs)  # type: ignore[misc] # set when watched
             token = await admit(function)
             try:
                 return await func(*args, **kwargs)
@@ -425,21 +419,35 @@ class Bulkhead(Policy):
 class SlotGate:
     """The bulkhead's gate for one function, as ``fluxus.stack`` runs it.
 
-    :meth:`acquire` takes a slot (or raises :class:`~fluxus.BulkheadFull`)
-    and returns what :meth:`release` gives back; the async pair awaits only
-    when the store does I/O.
+    Sync code calls :attr:`acquire` (a slot, or
+    :class:`~fluxus.BulkheadFull`) and gives what it returned to
+    :attr:`release`; async code awaits :meth:`acquire_async` and, when the
+    store does I/O (:attr:`remote`), :meth:`release_async`, else calls
+    :attr:`give_back`.
     """
 
-    __slots__ = ("_function", "_policy", "acquire", "release", "remote")
+    __slots__ = ("_function", "_policy", "acquire", "give_back", "release", "remote")
 
-    def __init__(self, policy: Bulkhead, func: Callable[..., Any]) -> None:
+    def __init__(
+        self, policy: Bulkhead, func: Callable[..., Any], *, keeps: bool | None = None
+    ) -> None:
         self._policy = policy
-        self._function = qualified_name(func)
-        self.remote = policy._store.remote  # noqa: SLF001 - its own module
-        enter, leave = policy._sync_steps(keeps=_abandons(func))  # noqa: SLF001
-        function = self._function
+        self._function = function = qualified_name(func)
+        store = policy._store  # noqa: SLF001 - its own module
+        self.remote = store.remote
+        if keeps is None:
+            keeps = _abandons(func)
+        enter, leave = policy._sync_steps(keeps=keeps)  # noqa: SLF001
         self.acquire: Callable[[], object] = functools.partial(enter, function)
         self.release: Callable[[Any], None] = leave
+        self.give_back: Callable[[object], None] = store.give_back
+
+    def keeping(self, func: Callable[..., Any]) -> SlotGate:
+        """Return this gate for calls that a thread timeout may abandon.
+
+        Their slot is then kept until the abandoned work returns.
+        """
+        return SlotGate(self._policy, func, keeps=True)
 
     async def acquire_async(self) -> object:
         """Take a slot without blocking the loop."""

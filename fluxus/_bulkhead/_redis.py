@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import threading
 import time
@@ -33,8 +34,18 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fluxus._breaker_redis import CircuitRedisStorage
-from fluxus._core import in_background, shielded, type_name
+from fluxus._aio import in_background, shielded
+from fluxus._config import track
+from fluxus._redis import (
+    SCHEMES,
+    PerLoop,
+    StorageHealth,
+    async_client,
+    mask_password,
+    scheme_of,
+    sync_client,
+    url_password,
+)
 from fluxus.instrumentation._events import (
     BulkheadStorageRecovered,
     BulkheadStorageUnavailable,
@@ -126,6 +137,9 @@ return redis.call('ZCARD', KEYS[1])
 FIRST_POLL, MAX_POLL = 0.002, 0.05
 #: How long a waiter that stopped asking keeps its place, at most.
 PLACE_TTL = 5.0
+#: Socket timeout of the clients, and how long Redis is left alone after
+#: it failed (the fail mode applies meanwhile).
+TIMEOUT, RETRY_INTERVAL = 0.5, 1.0
 
 
 class _Bypass:
@@ -201,14 +215,11 @@ class RedisCompartment:
     remote = True
 
     def __init__(
-        self,
-        policy: Bulkhead,
-        clients: CircuitRedisStorage,
-        *,
-        prefix: str = "fluxus:bulkhead",
+        self, policy: Bulkhead, url: str, *, prefix: str = "fluxus:bulkhead"
     ) -> None:
         self._policy = policy
-        self.clients = clients
+        self.url = url
+        self.description = mask_password(url)
         self.prefix = prefix
         self.lease = policy.lease
         self.place_ttl = min(policy.lease, PLACE_TTL)
@@ -218,9 +229,25 @@ class RedisCompartment:
         #: Wakes this process's sync waiters when one of its slots is freed.
         self._freed = threading.Condition(self._lock)
         self._scripts: dict[bool, tuple[Any, ...]] = {}
-        self.down_until: float | None = None
+        self._sync: Any = None
+        self._per_loop = PerLoop(lambda: async_client(url, TIMEOUT))
+        self.health = StorageHealth(
+            fail_open=policy.fail_open,
+            retry_interval=RETRY_INTERVAL,
+            on_down=self._went_down,
+            on_up=self._came_back,
+            secret=url_password(url),
+        )
         #: Seconds to use instead of the Redis server's clock (tests only).
         self.clock: Callable[[], float] | None = None
+        track(self)
+
+    def _forget_storage(self, *, forked: bool) -> None:
+        """Drop the clients in a forked child: they belong to the parent."""
+        if forked:  # pragma: no cover - forked children only
+            self._sync = None
+            self._per_loop.forget()
+            self.health.forget()
 
     # -- keys, scripts, reaching Redis -------------------------------------
 
@@ -240,68 +267,60 @@ class RedisCompartment:
     def _now(self) -> str:
         return "" if self.clock is None else repr(self.clock())
 
-    def _skip(self) -> bool:
-        return self.down_until is not None and time.monotonic() < self.down_until
-
-    def _went_down(self, exc: BaseException) -> None:
-        first = self.down_until is None
-        self.down_until = time.monotonic() + self.clients.retry_interval
-        if first:
-            emit(
-                BulkheadStorageUnavailable(
-                    policy=self._policy.name,
-                    function="",
-                    storage=self.clients.description,
-                    fail_open=self._policy.fail_open,
-                    error_type=type_name(type(exc)),
-                    error_message=self.clients._masked(str(exc)),  # noqa: SLF001
-                )
+    def _went_down(self, function: str, error_type: str, error_message: str) -> None:
+        emit(
+            BulkheadStorageUnavailable(
+                policy=self._policy.name,
+                function=function,
+                storage=self.description,
+                fail_open=self.health.fail_open,
+                error_type=error_type,
+                error_message=error_message,
             )
+        )
 
-    def _came_back(self) -> None:
-        if self.down_until is not None:
-            self.down_until = None
-            emit(
-                BulkheadStorageRecovered(
-                    policy=self._policy.name,
-                    function="",
-                    storage=self.clients.description,
-                )
+    def _came_back(self, function: str) -> None:
+        emit(
+            BulkheadStorageRecovered(
+                policy=self._policy.name, function=function, storage=self.description
             )
+        )
 
     def _run(self, which: int, args: list[Any]) -> Any:
-        if self._skip():
+        if self.health.resting():
             raise _Down
-        client = self.clients.sync_client()
+        if self._sync is None:
+            self._sync = sync_client(self.url, TIMEOUT)
+        client = self._sync
         try:
             reply = self._script(client, which, asynchronous=False)(
                 keys=self._keys(), args=[*args, self._now()], client=client
             )
         except Exception as exc:
-            self._went_down(exc)
+            self.health.failed(exc, "")
             raise _Down from exc
-        self._came_back()
+        self.health.answered("")
         return reply
 
     async def _run_async(self, which: int, args: list[Any]) -> Any:
-        if self._skip():
+        if self.health.resting():
             raise _Down
-        client = await self.clients.async_client()
+        client = await self._per_loop.get()
         try:
-            async with asyncio.timeout(self.clients.timeout):
+            async with asyncio.timeout(TIMEOUT):
                 reply = await self._script(client, which, asynchronous=True)(
                     keys=self._keys(), args=[*args, self._now()], client=client
                 )
         except Exception as exc:
-            self._went_down(exc)
+            self.health.failed(exc, "")
             raise _Down from exc
-        self._came_back()
+        self.health.answered("")
         return reply
 
     def _unreachable(self) -> object:
-        if self._policy.fail_open:
+        if self.health.fail_open:
             return BYPASS
-        raise Unreachable(self.clients.description)
+        raise Unreachable(self.description)
 
     def _take_args(self, lease_id: str, *, may_wait: bool) -> list[Any]:
         policy = self._policy
@@ -451,22 +470,28 @@ class RedisCompartment:
 
 
 def redis_compartment(policy: Bulkhead, storage: object) -> RedisCompartment:
-    """Return the Redis compartment of *policy* for *storage*, a URL or client.
+    """Return the Redis compartment of *policy* for *storage*, a Redis URL.
 
     Raises:
-        TypeError: If *storage* is neither a URL nor a Redis client.
-        ValueError: If the URL is not a Redis URL.
+        TypeError: If *storage* is not a string.
+        ValueError: If it is not a Redis URL.
+        ImportError: If the ``redis`` package is not installed.
     """
-    if isinstance(storage, CircuitRedisStorage):
-        clients = storage
-    elif isinstance(storage, str) or hasattr(storage, "connection_pool"):
-        clients = CircuitRedisStorage(
-            storage, fail_open=policy.fail_open, param="storage"
-        )
-    else:
+    if not isinstance(storage, str):
         msg = (
-            "storage must be None, 'memory://', a redis://, rediss:// or "
-            f"unix:// URL, or a Redis client, got {storage!r}"
+            "storage must be None, 'memory://' or a redis://, rediss:// or "
+            f"unix:// URL, got {storage!r}"
         )
         raise TypeError(msg)
-    return RedisCompartment(policy, clients)
+    if scheme_of(storage) not in SCHEMES:
+        msg = (
+            "storage must be None, 'memory://' or a redis://, rediss:// or "
+            f"unix:// URL, got {mask_password(storage)!r}"
+        )
+        raise ValueError(msg)
+    if (
+        importlib.util.find_spec("redis") is None
+    ):  # pragma: no cover - a test dependency
+        msg = "a bulkhead with Redis storage needs redis: pip install 'fluxus[redis]'"
+        raise ImportError(msg)
+    return RedisCompartment(policy, storage)

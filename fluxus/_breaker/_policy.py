@@ -20,28 +20,26 @@ changes, so the happy path pays nothing for this.
 
 from __future__ import annotations
 
-import math
+import functools
 import threading
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
-from ._breaker_core import CLOSED, HALF_OPEN, OPEN, Circuit, CircuitState, Transition
-from ._breaker_redis import CircuitRedisStorage
-from ._config import MEMORY, default_storage, track
-from ._core import (
-    CIRCUIT_BREAKER,
-    Policy,
-    positive_int,
-    qualified_name,
-    to_seconds,
-    type_name,
-)
-from .exceptions import CircuitOpenError
-from .instrumentation._events import CircuitRejected, CircuitStateChanged
-from .instrumentation._hooks import emit, get_hooks
-from .instrumentation._observe import WATCH, observe_async, observe_sync, outside
+from fluxus._config import MEMORY, default_storage
+from fluxus._core import CIRCUIT_BREAKER, Policy, qualified_name, type_name
+from fluxus._lazy import Lazy
+from fluxus._redis import SCHEMES, normalize_url, scheme_of
+from fluxus._validate import Duration, check_callable, positive_int, positive_seconds
+from fluxus.exceptions import CircuitOpenError
+from fluxus.instrumentation._events import CircuitRejected, CircuitStateChanged
+from fluxus.instrumentation._hooks import emit, get_hooks
+from fluxus.instrumentation._observe import Observe, watch_for
+
+from ._circuit import HALF_OPEN, OPEN, Circuit, CircuitState, Transition
+from ._memory import MemoryStorage
+from ._redis_store import CircuitRedisStorage
+from ._store import Storage
 
 Exclude = (
     type[Exception]
@@ -51,171 +49,6 @@ Exclude = (
 
 _OPEN = OPEN.value
 _HALF_OPEN = HALF_OPEN.value
-
-#: A step's answer: the token (``None``: rejected), the wait, what changed.
-Admission = tuple[object | None, float, Transition | None]
-
-_AWAITED: Admission = (None, -1.0, None)
-
-
-def _awaited(_function: str) -> Admission:
-    """Send an async call to the path that awaits a remote storage's steps.
-
-    An async wrapper admits its calls with the in-memory storage's sync step
-    and goes to the awaiting path only on a refusal with a negative wait,
-    which no storage gives: choosing the path costs the happy path nothing.
-    """
-    return _AWAITED
-
-
-class Storage(Protocol):
-    """Where one circuit's state lives: in this process or shared."""
-
-    #: Whether the steps do I/O (async functions then use the ``*_async`` steps).
-    remote: bool
-
-    def admit(self, function: str) -> Admission: ...
-    def succeed(self, token: Any, function: str) -> Transition | None: ...
-    def fail(self, token: Any, function: str) -> Transition | None: ...
-    def release(self, token: Any, function: str) -> None: ...
-    def state(self) -> CircuitState: ...
-    def reset(self) -> Transition | None: ...
-    def force_open(self) -> Transition | None: ...
-    async def admit_async(self, function: str) -> Admission: ...
-    async def succeed_async(self, token: Any, function: str) -> Transition | None: ...
-    async def fail_async(self, token: Any, function: str) -> Transition | None: ...
-    async def release_async(self, token: Any, function: str) -> None: ...
-
-
-class MemoryStorage:
-    """Keep the circuit in this process; each step holds a lock for microseconds.
-
-    A closed circuit admits every call and a success with no failure to
-    forget changes nothing, so the happy path takes no lock at all.
-    """
-
-    remote = False
-
-    def __init__(self, circuit: Circuit, clock: Callable[[], float]) -> None:
-        self.circuit = circuit
-        self.clock = clock
-        self.lock = threading.Lock()
-
-    def admit(self, _function: str) -> Admission:
-        """Admit a call or refuse it; see :meth:`Circuit.admit`."""
-        circuit = self.circuit
-        epoch = circuit.epoch  # before the state: see Circuit._move
-        state = circuit.state
-        if state is CLOSED:
-            return epoch << 1, 0.0, None
-        if state is OPEN:
-            # Refusing needs no lock either: opened_at is written before the
-            # state, and a stale one is older than reset_timeout, so it only
-            # sends the caller to the locked path below.
-            if circuit.forced:
-                return None, math.inf, None
-            wait = circuit.opened_at + circuit.reset_timeout - self.clock()
-            if wait > 0:
-                return None, wait, None
-        with self.lock:
-            return circuit.admit(self.clock())
-
-    def succeed(self, token: int, _function: str) -> Transition | None:
-        """Record a success; see :meth:`Circuit.succeed`."""
-        circuit = self.circuit
-        if not token & 1 and not circuit.failures:
-            return None
-        with self.lock:
-            return circuit.succeed(token)
-
-    def fail(self, token: int, _function: str) -> Transition | None:
-        """Record a failure; see :meth:`Circuit.fail`."""
-        with self.lock:
-            return self.circuit.fail(token, self.clock())
-
-    def release(self, token: int, _function: str) -> None:
-        """Record an outcome that counts as neither; see :meth:`Circuit.release`."""
-        if token & 1:
-            with self.lock:
-                self.circuit.release(token)
-
-    def state(self) -> CircuitState:
-        """Return the current state, without moving it."""
-        return self.circuit.state
-
-    def reset(self) -> Transition | None:
-        """Close the circuit by hand."""
-        with self.lock:
-            return self.circuit.reset()
-
-    def force_open(self) -> Transition | None:
-        """Open the circuit by hand, until :meth:`reset`."""
-        with self.lock:
-            return self.circuit.force_open(self.clock())
-
-    async def admit_async(self, function: str) -> Admission:
-        """Same as :meth:`admit`: memory needs no I/O."""
-        return self.admit(function)
-
-    async def succeed_async(self, token: int, function: str) -> Transition | None:
-        """Same as :meth:`succeed`."""
-        return self.succeed(token, function)
-
-    async def fail_async(self, token: int, function: str) -> Transition | None:
-        """Same as :meth:`fail`."""
-        return self.fail(token, function)
-
-    async def release_async(self, token: int, function: str) -> None:
-        """Same as :meth:`release`."""
-        self.release(token, function)
-
-
-class _Unbuilt:
-    """The storage of a breaker before its first call (and after a fork).
-
-    Every step builds the real storage, which replaces this stand-in in the
-    breaker and in its wrappers, then runs there. It says ``remote`` so that
-    an async wrapper takes the path that can await whatever gets built.
-    """
-
-    remote = True
-
-    def __init__(self, breaker: CircuitBreaker) -> None:
-        self._breaker = breaker
-
-    def admit(self, function: str) -> Admission:
-        return self._breaker._build().admit(function)  # noqa: SLF001 - its breaker
-
-    def succeed(self, token: Any, function: str) -> Transition | None:
-        return self._breaker._build().succeed(token, function)  # noqa: SLF001
-
-    def fail(self, token: Any, function: str) -> Transition | None:
-        return self._breaker._build().fail(token, function)  # noqa: SLF001
-
-    def release(self, token: Any, function: str) -> None:
-        self._breaker._build().release(token, function)  # noqa: SLF001
-
-    def state(self) -> CircuitState:
-        return self._breaker._build().state()  # noqa: SLF001
-
-    def reset(self) -> Transition | None:
-        return self._breaker._build().reset()  # noqa: SLF001
-
-    def force_open(self) -> Transition | None:
-        return self._breaker._build().force_open()  # noqa: SLF001
-
-    async def admit_async(self, function: str) -> Admission:
-        return await self._breaker._build().admit_async(function)  # noqa: SLF001
-
-    async def succeed_async(self, token: Any, function: str) -> Transition | None:
-        storage = self._breaker._build()  # noqa: SLF001 - its breaker
-        return await storage.succeed_async(token, function)
-
-    async def fail_async(self, token: Any, function: str) -> Transition | None:
-        return await self._breaker._build().fail_async(token, function)  # noqa: SLF001
-
-    async def release_async(self, token: Any, function: str) -> None:
-        await self._breaker._build().release_async(token, function)  # noqa: SLF001
 
 
 def _split_exclude(
@@ -260,9 +93,6 @@ def _given_storage(storage: object) -> CircuitRedisStorage | str | None:
     return CircuitRedisStorage(storage, param="storage")
 
 
-#: limits' spelling of a Redis socket URL, as the default storage may be given.
-_LIMITS_UNIX = "redis+unix://"
-
 _DEFAULT_REDIS_LOCK = threading.Lock()
 #: One Redis storage per default URI: the breakers following it share clients.
 _DEFAULT_REDIS: dict[str, CircuitRedisStorage] = {}
@@ -277,11 +107,8 @@ def _default_redis(uri: str) -> CircuitRedisStorage:
     with _DEFAULT_REDIS_LOCK:
         storage = _DEFAULT_REDIS.get(uri)
         if storage is None:
-            url = uri
-            if url.startswith(_LIMITS_UNIX):
-                url = "unix://" + url.removeprefix(_LIMITS_UNIX)
-            scheme = urllib.parse.urlsplit(url).scheme
-            if scheme not in {"redis", "rediss", "unix"}:
+            scheme = scheme_of(uri)
+            if scheme not in SCHEMES:
                 msg = (
                     "a circuit breaker without storage= keeps its circuit in the "
                     "default storage, which must be 'memory://' or a Redis URL, "
@@ -290,7 +117,7 @@ def _default_redis(uri: str) -> CircuitRedisStorage:
                 )
                 raise ValueError(msg)
             storage = _DEFAULT_REDIS[uri] = CircuitRedisStorage(
-                url, param="the default storage"
+                normalize_url(uri), param="the default storage"
             )
         return storage
 
@@ -300,11 +127,12 @@ class CircuitBreaker(Policy):
 
     _kind: ClassVar[str] = "circuit_breaker"
     _rank: ClassVar[int] = CIRCUIT_BREAKER
+    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,
         failure_threshold: int = 5,
-        reset_timeout: float | Any = 30.0,
+        reset_timeout: Duration = 30.0,
         *,
         success_threshold: int = 1,
         half_open_max_requests: int = 1,
@@ -314,13 +142,8 @@ class CircuitBreaker(Policy):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name)
-        seconds = to_seconds(reset_timeout, "reset_timeout")
-        if seconds <= 0:
-            msg = f"reset_timeout must be > 0 seconds, got {reset_timeout!r}"
-            raise ValueError(msg)
-        if not callable(clock):
-            msg = f"clock must be a callable returning seconds, got {clock!r}"
-            raise TypeError(msg)
+        seconds = positive_seconds(reset_timeout, "reset_timeout")
+        check_callable(clock, "clock", optional=False)
         self.failure_threshold = positive_int(failure_threshold, "failure_threshold")
         self.success_threshold = positive_int(success_threshold, "success_threshold")
         self.half_open_max_requests = positive_int(
@@ -331,13 +154,13 @@ class CircuitBreaker(Policy):
         self._given = _given_storage(storage)
         self._clock = clock
         self._circuit = self._new_circuit()
-        self._unbuilt = _Unbuilt(self)
-        self._storage: Storage = self._unbuilt
-        self._build_lock = threading.Lock()
-        #: One per wrapper: points its closure at the storage now in use.
-        self._rebinders: list[Callable[[], None]] = []
         self._last_error: BaseException | None = None
-        track(self)
+        self._store: Lazy[Storage] = Lazy(
+            self._build,
+            follows_default=self._given is None,
+            on_forget=self._start_afresh,
+            steps=("admit", "succeed", "fail", "release", "remote"),
+        )
 
     # -- the storage, built on first use ------------------------------------
 
@@ -350,44 +173,35 @@ class CircuitBreaker(Policy):
         )
 
     def _build(self) -> Storage:
-        """Build the storage on first use and tell the wrappers; return it.
+        """Build the storage (on first use).
 
         Raises:
             ValueError: If the default storage cannot hold a circuit.
         """
-        with self._build_lock:
-            storage = self._storage
-            if storage is self._unbuilt:
-                given = self._given
-                uri = default_storage()
-                if given is None and urllib.parse.urlsplit(uri).scheme != "memory":
-                    given = _default_redis(uri)
-                if isinstance(given, CircuitRedisStorage):
-                    storage = given.circuit(self._circuit, lambda: self.name)
-                else:
-                    storage = MemoryStorage(self._circuit, self._clock)
-                self._storage = storage
-                for rebind in self._rebinders:
-                    rebind()
-            return storage
+        given = self._given
+        uri = default_storage()
+        if given is None and scheme_of(uri) != "memory":
+            given = _default_redis(uri)
+        if isinstance(given, CircuitRedisStorage):
+            return given.circuit(self._circuit, lambda: self.name)
+        return MemoryStorage(self._circuit, self._clock)
 
-    def _forget_storage(self, *, forked: bool) -> None:
-        """Drop the storage: after a fork, or when the default storage changes.
+    def _start_afresh(self) -> None:
+        """The storage was dropped: in memory the circuit starts closed again.
 
-        In memory the circuit starts afresh, closed: a forked worker does not
-        inherit the failures its parent counted.
+        A forked worker does not inherit the failures its parent counted.
         """
-        if forked:  # pragma: no cover - forked children only
-            # The parent's lock may be held by a thread the child lacks.
-            self._build_lock = threading.Lock()
-        elif self._given is not None or self._storage is self._unbuilt:
-            return
-        with self._build_lock:
-            self._circuit = self._new_circuit()
-            self._last_error = None
-            self._storage = self._unbuilt
-            for rebind in self._rebinders:
-                rebind()
+        self._circuit = self._new_circuit()
+        self._last_error = None
+
+    @property
+    def _storage(self) -> Storage:
+        """The storage, built on first use."""
+        return self._store.get()
+
+    @_storage.setter
+    def _storage(self, storage: Storage) -> None:
+        self._store.set(storage)
 
     @property
     def state(self) -> CircuitState:
@@ -463,7 +277,7 @@ class CircuitBreaker(Policy):
     def _admit(self, function: str) -> object:
         """Admit a call and return its token, or raise :class:`CircuitOpenError`."""
         next(self._counters.calls)  # fluxus.stack admits here; wrappers count apart
-        token, retry_after, transition = self._storage.admit(function)
+        token, retry_after, transition = self._store.admit(function)
         if token is None:
             raise self._refusal(retry_after, transition, function)
         if transition is not None:
@@ -471,16 +285,16 @@ class CircuitBreaker(Policy):
         return token
 
     def _record_success(self, token: object, function: str) -> None:
-        transition = self._storage.succeed(token, function)
+        transition = self._store.succeed(token, function)
         if transition is not None:
             self._announce(transition, function, None)
 
     def _record_failure(self, token: object, exc: BaseException, function: str) -> None:
         if self._counts(exc):
             next(self._counters.failures)
-            self._announce(self._storage.fail(token, function), function, exc)
+            self._announce(self._store.fail(token, function), function, exc)
         else:
-            self._storage.release(token, function)
+            self._store.release(token, function)
 
     async def _admit_async(self, function: str) -> object:
         next(self._counters.calls)
@@ -505,26 +319,26 @@ class CircuitBreaker(Policy):
         else:
             await self._storage.release_async(token, function)
 
-    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def _gate(self, func: Callable[..., Any]) -> BreakerGate:
+        return BreakerGate(self, qualified_name(func))
+
+    def _wrap_sync(
+        self, func: Callable[..., Any], observe: Observe | None
+    ) -> Callable[..., Any]:
         function = qualified_name(func)
-        admit = self._storage.admit
+        watch = watch_for(observe)
+        store = self._store
         refusal = self._refusal
         announce = self._announce
         succeed = self._record_success
         fail = self._record_failure
         calls = self._counters.calls
 
-        def rebind() -> None:
-            nonlocal admit
-            admit = self._storage.admit
-
-        self._rebinders.append(rebind)
-
         def breaker_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers and outside(breaker_wrapper):
-                return observe_sync(self, function, breaker_wrapper, args, kwargs)
+            if watch.observers:
+                return observe(args, kwargs)  # type: ignore[misc]
             next(calls)
-            token, retry_after, transition = admit(function)
+            token, retry_after, transition = store.admit(function)
             if token is None:
                 raise refusal(retry_after, transition, function)
             if transition is not None:
@@ -540,37 +354,28 @@ class CircuitBreaker(Policy):
         return breaker_wrapper
 
     def _wrap_async(
-        self, func: Callable[..., Awaitable[Any]]
+        self, func: Callable[..., Awaitable[Any]], observe: Observe | None
     ) -> Callable[..., Awaitable[Any]]:
         function = qualified_name(func)
-        admit: Callable[[str], Admission]
+        watch = watch_for(observe)
+        store = self._store
+        run = self._gate(func).run_async
         refusal = self._refusal
         announce = self._announce
         succeed = self._record_success
         fail = self._record_failure
         calls = self._counters.calls
-        remote_wrapper = self._wrap_remote_async(func, function)
-
-        def rebind() -> None:
-            nonlocal admit
-            storage = self._storage
-            admit = _awaited if storage.remote else storage.admit
-
-        rebind()
-        self._rebinders.append(rebind)
 
         async def breaker_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers and outside(breaker_wrapper):
-                return await observe_async(
-                    self, function, breaker_wrapper, args, kwargs
-                )
-            token, retry_after, transition = admit(function)
-            if token is None:
-                if retry_after < 0:  # the storage must be awaited: see _awaited
-                    return await remote_wrapper(*args, **kwargs)  # counts the call
-                next(calls)
-                raise refusal(retry_after, transition, function)
+            if watch.observers:
+                return await observe(args, kwargs)  # type: ignore[misc]
+            if store.remote:  # also before the storage is built
+                return await run(func, args, kwargs)
+            # In memory: run_async's first branch, inlined (no extra frames).
             next(calls)
+            token, retry_after, transition = store.admit(function)
+            if token is None:
+                raise refusal(retry_after, transition, function)
             if transition is not None:
                 announce(transition, function, None)
             try:
@@ -583,30 +388,63 @@ class CircuitBreaker(Policy):
 
         return breaker_wrapper
 
-    def _wrap_remote_async(
-        self, func: Callable[..., Awaitable[Any]], function: str
-    ) -> Callable[..., Awaitable[Any]]:
-        admit = self._admit_async
-        succeed = self._record_success_async
-        fail = self._record_failure_async
 
-        # Only the async wrapper calls this one, after it decided to observe.
-        async def breaker_wrapper(*args: Any, **kwargs: Any) -> Any:
-            token = await admit(function)
+class BreakerGate:
+    """A breaker's steps around one function's calls: admit, succeed or fail.
+
+    Both the breaker's own async wrapper and :func:`fluxus.stack` run an
+    async call through :meth:`run_async`; a storage in memory is stepped
+    without awaiting, a remote one is awaited.
+    """
+
+    __slots__ = ("_fail", "_succeed", "admit", "breaker", "function")
+
+    def __init__(self, breaker: CircuitBreaker, function: str) -> None:
+        self.breaker = breaker
+        self.function = function
+        self.admit = functools.partial(breaker._admit, function)  # noqa: SLF001 - its own package
+        self._succeed = breaker._record_success  # noqa: SLF001
+        self._fail = breaker._record_failure  # noqa: SLF001
+
+    def succeed(self, token: object) -> None:
+        """Record that the admitted call succeeded."""
+        self._succeed(token, self.function)
+
+    def fail(self, token: object, exc: BaseException) -> None:
+        """Record that the admitted call raised *exc*."""
+        self._fail(token, exc, self.function)
+
+    async def run_async(
+        self,
+        func: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Await *func* under the breaker."""
+        breaker, function = self.breaker, self.function
+        store = breaker._store  # noqa: SLF001 - its own package
+        if not store.get().remote:
+            token = breaker._admit(function)  # noqa: SLF001
             try:
                 result = await func(*args, **kwargs)
             except BaseException as exc:
-                await fail(token, exc, function)
+                breaker._record_failure(token, exc, function)  # noqa: SLF001
                 raise
-            await succeed(token, function)
+            breaker._record_success(token, function)  # noqa: SLF001
             return result
-
-        return breaker_wrapper
+        token = await breaker._admit_async(function)  # noqa: SLF001
+        try:
+            result = await func(*args, **kwargs)
+        except BaseException as exc:
+            await breaker._record_failure_async(token, exc, function)  # noqa: SLF001
+            raise
+        await breaker._record_success_async(token, function)  # noqa: SLF001
+        return result
 
 
 def circuit_breaker(
     failure_threshold: int = 5,
-    reset_timeout: float | Any = 30.0,
+    reset_timeout: Duration = 30.0,
     *,
     success_threshold: int = 1,
     half_open_max_requests: int = 1,

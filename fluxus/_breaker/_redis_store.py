@@ -24,141 +24,33 @@ leave that failure counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-import time
-import weakref
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from ._breaker_core import CLOSED, OPEN, Circuit, CircuitState, Transition
-from ._config import track
-from ._core import in_background, mask_password, shielded, to_seconds, type_name
-from .instrumentation._events import CircuitStorageRecovered, CircuitStorageUnavailable
-from .instrumentation._hooks import emit
-
-if TYPE_CHECKING:
-    from ._breaker import Admission
-
-_PRELUDE = """
--- The last argument is the time: empty for the server's clock, which every
--- process shares; the tests pass a fake one.
-local clock = ARGV[#ARGV]
-local function now()
-  if clock ~= '' then return tonumber(clock) end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-local function move(epoch, state)
-  redis.call('HSET', KEYS[1], 'state', state, 'epoch', epoch + 1,
-             'failures', 0, 'successes', 0)
-  redis.call('DEL', KEYS[2])
-end
-local function open(epoch)
-  move(epoch, 'open')
-  redis.call('HSET', KEYS[1], 'opened_at', string.format('%.6f', now()))
-end
-local function plural(n, one, many)
-  if n == 1 then return n .. ' ' .. one end
-  return n .. ' ' .. many
-end
-"""
-
-# ARGV: reset_timeout, max_trials, trial_timeout.
-# Returns {code (0 refused, 1 closed, 2 trial), epoch, trial id, failures,
-# retry_after ('inf' when opened by hand), old state, new state}.
-_ADMIT = (
-    _PRELUDE
-    + """
-local h = redis.call('HMGET', KEYS[1], 'state', 'epoch', 'failures',
-                     'opened_at', 'forced')
-local state = h[1] or 'closed'
-local epoch = tonumber(h[2] or '0')
-if state == 'closed' then
-  return {1, epoch, '', tonumber(h[3] or '0'), '0', '', ''}
-end
-local old = ''
-local t = now()
-if state == 'open' then
-  if h[5] == '1' then return {0, epoch, '', 0, 'inf', '', ''} end
-  local wait = tonumber(h[4] or '0') + tonumber(ARGV[1]) - t
-  if wait > 0 then
-    return {0, epoch, '', 0, string.format('%.6f', wait), '', ''}
-  end
-  move(epoch, 'half-open')
-  epoch = epoch + 1
-  old = 'open'
-end
-local new = old == '' and '' or 'half-open'
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', t)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then
-  return {0, epoch, '', 0, '0', old, new}
-end
-local id = epoch .. ':' .. redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('ZADD', KEYS[2], t + tonumber(ARGV[3]), id)
-return {2, epoch, id, 0, '0', old, new}
-"""
+from fluxus._aio import in_background, shielded
+from fluxus._config import track
+from fluxus._redis import (
+    SCHEMES,
+    PerLoop,
+    StorageHealth,
+    async_client,
+    mask_password,
+    scheme_of,
+    sync_client,
+    url_password,
 )
-
-# ARGV: outcome ('s', 'f' or 'n'), epoch, trial id ('' for a closed call),
-# failure_threshold, success_threshold. Returns {} or {old, new, reason}.
-_RECORD = (
-    _PRELUDE
-    + """
-local h = redis.call('HMGET', KEYS[1], 'state', 'epoch')
-local state = h[1] or 'closed'
-local epoch = tonumber(h[2] or '0')
-local trial = ARGV[3] ~= ''
-if trial then redis.call('ZREM', KEYS[2], ARGV[3]) end
-if tonumber(ARGV[2]) ~= epoch or ARGV[1] == 'n' then return {} end
-if trial then
-  if state ~= 'half-open' then return {} end
-  if ARGV[1] == 'f' then
-    open(epoch)
-    return {state, 'open', 'a trial call failed'}
-  end
-  local n = redis.call('HINCRBY', KEYS[1], 'successes', 1)
-  if n >= tonumber(ARGV[5]) then
-    move(epoch, 'closed')
-    return {state, 'closed', plural(n, 'trial success', 'trial successes')}
-  end
-  return {}
-end
-if state ~= 'closed' then return {} end
-if ARGV[1] == 's' then
-  redis.call('HSET', KEYS[1], 'failures', 0)
-  return {}
-end
-local n = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-if n >= tonumber(ARGV[4]) then
-  open(epoch)
-  return {state, 'open',
-          plural(n, 'consecutive failure', 'consecutive failures')}
-end
-return {}
-"""
+from fluxus._validate import Duration, non_empty_str, positive_seconds, to_seconds
+from fluxus.instrumentation._events import (
+    CircuitStorageRecovered,
+    CircuitStorageUnavailable,
 )
+from fluxus.instrumentation._hooks import emit
 
-# ARGV: 'reset' or 'open'. Returns {} or {old, new, reason}.
-_CONTROL = (
-    _PRELUDE
-    + """
-local h = redis.call('HMGET', KEYS[1], 'state', 'epoch')
-local state = h[1] or 'closed'
-local epoch = tonumber(h[2] or '0')
-if ARGV[1] == 'reset' then
-  redis.call('HSET', KEYS[1], 'forced', 0, 'failures', 0)
-  if state == 'closed' then return {} end
-  move(epoch, 'closed')
-  return {state, 'closed', 'reset by hand'}
-end
-redis.call('HSET', KEYS[1], 'forced', 1)
-if state == 'open' then return {} end
-open(epoch)
-return {state, 'open', 'opened by hand'}
-"""
-)
-
-_SCHEMES = ("redis", "rediss", "unix")
+from ._circuit import CLOSED, OPEN, Circuit, CircuitState, Transition
+from ._lua import SCRIPTS
+from ._store import Admission
 
 
 class _Down(Exception):
@@ -181,19 +73,6 @@ def _describe(client: Any) -> str:
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
     return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"  # noqa: E501
-
-
-async def _close_with_loop(client: Any) -> AsyncIterator[None]:
-    """Close *client* when its event loop shuts down.
-
-    A started async generator is closed by the loop's ``shutdown_asyncgens()``
-    (``asyncio.run`` and test runners call it), inside that loop: the one
-    place where a client bound to the loop can still close its connections.
-    """
-    try:
-        yield
-    finally:
-        await client.aclose()
 
 
 class CircuitRedisStorage:
@@ -234,9 +113,9 @@ class CircuitRedisStorage:
         *,
         prefix: str = "fluxus:breaker",
         fail_open: bool = True,
-        timeout: float | Any = 0.5,
-        retry_interval: float | Any = 1.0,
-        trial_timeout: float | Any = 60.0,
+        timeout: Duration = 0.5,
+        retry_interval: Duration = 1.0,
+        trial_timeout: Duration = 60.0,
         param: str = "target",
     ) -> None:
         try:
@@ -246,34 +125,24 @@ class CircuitRedisStorage:
         except ImportError as exc:  # pragma: no cover - redis is a test dependency
             msg = "a Redis circuit storage needs the redis package: fluxus[redis]"
             raise ImportError(msg) from exc
-        if not isinstance(prefix, str) or not prefix:
-            msg = f"prefix must be a non-empty string, got {prefix!r}"
-            raise TypeError(msg)
-        self.prefix = prefix
+        self.prefix = non_empty_str(prefix, "prefix")
         self.fail_open = bool(fail_open)
-        self.timeout = to_seconds(timeout, "timeout")
+        self.timeout = positive_seconds(timeout, "timeout")
         self.retry_interval = to_seconds(retry_interval, "retry_interval")
-        self.trial_timeout = to_seconds(trial_timeout, "trial_timeout")
-        if self.timeout <= 0 or self.trial_timeout <= 0:
-            msg = "timeout and trial_timeout must be > 0 seconds"
-            raise ValueError(msg)
+        self.trial_timeout = positive_seconds(trial_timeout, "trial_timeout")
         self._url: str | None = None
         self._sync: Any = None
         self._async: Any = None
-        self._per_loop: weakref.WeakKeyDictionary[Any, Any] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._per_loop = PerLoop(self._make_async)
         if isinstance(target, str):
-            scheme = target.partition("://")[0].lower()
-            if "://" not in target or scheme not in _SCHEMES:
+            if "://" not in target or scheme_of(target) not in SCHEMES:
                 msg = (
                     f"{param} must be a redis://, rediss:// or unix:// URL or a "
                     f"Redis client, got {mask_password(target)!r}"
                 )
                 raise ValueError(msg)
             try:
-                parsed = redis.connection.parse_url(target)  # type: ignore[no-untyped-call] # redis-py leaves it unannotated
-                password = parsed.get("password")
+                redis.connection.parse_url(target)  # type: ignore[no-untyped-call] # redis-py leaves it unannotated
             except ValueError:
                 msg = f"{param} is not a usable Redis URL: {mask_password(target)!r}"
                 raise ValueError(msg) from None
@@ -281,7 +150,7 @@ class CircuitRedisStorage:
             # child: a connection is never shared by two processes.
             self._url = target
             self.description = mask_password(target)
-            self._secret = str(password) if password else None
+            self._secret = url_password(target)
             track(self)
             return
         if isinstance(target, redis.Redis):
@@ -311,26 +180,15 @@ class CircuitRedisStorage:
         if forked:  # pragma: no cover - forked children only
             if self._url is not None or self._async is not None:
                 self._sync = None
-            self._per_loop = weakref.WeakKeyDictionary()
+            self._per_loop.forget()
 
     def _timeouts(self) -> dict[str, Any]:
         return {"socket_timeout": self.timeout, "socket_connect_timeout": self.timeout}
-
-    def _pooled(self) -> dict[str, Any]:
-        # A pool that waits for a free connection: redis-py's default one
-        # raises at once when all are busy, and a burst of concurrent calls
-        # would then be taken for an outage of Redis.
-        return {"timeout": self.timeout, **self._timeouts()}
 
     def _password(self) -> str | None:
         client = self._sync if self._sync is not None else self._async
         password = client.connection_pool.connection_kwargs.get("password")
         return str(password) if password else None
-
-    def _masked(self, text: str) -> str:
-        if self._secret:
-            text = text.replace(self._secret, "***")
-        return text
 
     def _settings(self, client: Any) -> dict[str, Any]:
         kwargs = client.connection_pool.connection_kwargs
@@ -343,37 +201,26 @@ class CircuitRedisStorage:
     def sync_client(self) -> Any:
         """Return the client sync functions use, building it on first use."""
         if self._sync is None:
-            import redis  # noqa: PLC0415
+            import redis  # noqa: PLC0415 - an optional dependency
 
             if self._url is not None:
-                self._sync = redis.Redis.from_pool(
-                    redis.BlockingConnectionPool.from_url(self._url, **self._pooled())
-                )
+                self._sync = sync_client(self._url, self.timeout)
             else:
                 self._sync = redis.Redis(**self._settings(self._async))
         return self._sync
+
+    def _make_async(self) -> Any:
+        import redis.asyncio  # noqa: PLC0415 - an optional dependency
+
+        if self._url is not None:
+            return async_client(self._url, self.timeout)
+        return redis.asyncio.Redis(**self._settings(self._sync))
 
     async def async_client(self) -> Any:
         """Return an asyncio client bound to the running event loop."""
         if self._async is not None:
             return self._async
-        import redis.asyncio  # noqa: PLC0415
-
-        loop = asyncio.get_running_loop()
-        entry = self._per_loop.get(loop)
-        if entry is None:
-            if self._url is not None:
-                client = redis.asyncio.Redis.from_pool(
-                    redis.asyncio.BlockingConnectionPool.from_url(
-                        self._url, **self._pooled()
-                    )
-                )
-            else:
-                client = redis.asyncio.Redis(**self._settings(self._sync))
-            closer = _close_with_loop(client)
-            await anext(closer)
-            entry = self._per_loop[loop] = (client, closer)
-        return entry[0]
+        return await self._per_loop.get()
 
     def circuit(self, circuit: Circuit, name: Callable[[], str]) -> RedisCircuit:
         """Return one breaker's storage: *circuit*'s settings under *name*'s keys."""
@@ -391,91 +238,88 @@ class RedisCircuit:
         self.storage = storage
         self.settings = circuit
         self.name = name
-        self.down_until: float | None = None
+        self.health = StorageHealth(
+            fail_open=storage.fail_open,
+            retry_interval=storage.retry_interval,
+            on_down=self._went_down,
+            on_up=self._came_back,
+            secret=storage._secret,  # noqa: SLF001 - its own package
+        )
         self._failures = itertools.count(1)  # next() is atomic: threads share it
         #: The number of the last failure this process recorded.
         self.last_failure = 0
         #: Seconds to use instead of the Redis server's clock (tests only).
         self.clock: Callable[[], float] | None = None
-        self._scripts: dict[bool, tuple[Any, Any, Any]] = {}
+        self._scripts: dict[bool, dict[str, Any]] = {}
 
     def _keys(self) -> list[str]:
         base = f"{self.storage.prefix}:{self.name()}"
         return [f"{base}:state", f"{base}:trials"]
 
-    def _scripts_for(self, client: Any, *, asynchronous: bool) -> tuple[Any, Any, Any]:
+    def _scripts_for(self, client: Any, *, asynchronous: bool) -> dict[str, Any]:
         # A script object only remembers its SHA; each call names its client.
         scripts = self._scripts.get(asynchronous)
         if scripts is None:
-            scripts = (
-                client.register_script(_ADMIT),
-                client.register_script(_RECORD),
-                client.register_script(_CONTROL),
-            )
+            scripts = {
+                name: client.register_script(lua) for name, lua in SCRIPTS.items()
+            }
             self._scripts[asynchronous] = scripts
         return scripts
 
     # Reaching Redis, and what to do when it cannot be reached.
 
-    def _skip(self) -> bool:
-        return self.down_until is not None and time.monotonic() < self.down_until
-
-    def _went_down(self, exc: BaseException, function: str) -> None:
-        first = self.down_until is None
-        self.down_until = time.monotonic() + self.storage.retry_interval
-        if first:
-            emit(
-                CircuitStorageUnavailable(
-                    policy=self.name(),
-                    function=function,
-                    storage=self.storage.description,
-                    fail_open=self.storage.fail_open,
-                    error_type=type_name(type(exc)),
-                    error_message=self.storage._masked(str(exc)),  # noqa: SLF001
-                )
+    def _went_down(self, function: str, error_type: str, error_message: str) -> None:
+        emit(
+            CircuitStorageUnavailable(
+                policy=self.name(),
+                function=function,
+                storage=self.storage.description,
+                fail_open=self.storage.fail_open,
+                error_type=error_type,
+                error_message=error_message,
             )
+        )
 
     def _came_back(self, function: str) -> None:
-        if self.down_until is not None:
-            self.down_until = None
-            emit(
-                CircuitStorageRecovered(
-                    policy=self.name(),
-                    function=function,
-                    storage=self.storage.description,
-                )
+        emit(
+            CircuitStorageRecovered(
+                policy=self.name(), function=function, storage=self.storage.description
             )
+        )
 
     def _now(self) -> str:
         return "" if self.clock is None else repr(self.clock())
 
-    def _run(self, which: int, args: list[Any], function: str) -> list[Any]:
-        if self._skip():
+    @contextlib.contextmanager
+    def _reaching(self, function: str) -> Iterator[None]:
+        """Run a step against Redis: skipped while resting, outages noted."""
+        health = self.health
+        if health.down_until is not None and health.resting():
             raise _Down
-        client = self.storage.sync_client()
         try:
-            reply = self._scripts_for(client, asynchronous=False)[which](
+            yield
+        except Exception as exc:
+            health.failed(exc, function)
+            raise _Down from exc
+        health.answered(function)
+
+    def _run(self, script: str, args: list[Any], function: str) -> list[Any]:
+        with self._reaching(function):
+            client = self.storage.sync_client()
+            reply = self._scripts_for(client, asynchronous=False)[script](
                 keys=self._keys(), args=[*args, self._now()], client=client
             )
-        except Exception as exc:
-            self._went_down(exc, function)
-            raise _Down from exc
-        self._came_back(function)
         return list(reply)
 
-    async def _run_async(self, which: int, args: list[Any], function: str) -> list[Any]:
-        if self._skip():
-            raise _Down
-        client = await self.storage.async_client()
-        try:
+    async def _run_async(
+        self, script: str, args: list[Any], function: str
+    ) -> list[Any]:
+        with self._reaching(function):
+            client = await self.storage.async_client()
             async with asyncio.timeout(self.storage.timeout):
-                reply = await self._scripts_for(client, asynchronous=True)[which](
+                reply = await self._scripts_for(client, asynchronous=True)[script](
                     keys=self._keys(), args=[*args, self._now()], client=client
                 )
-        except Exception as exc:
-            self._went_down(exc, function)
-            raise _Down from exc
-        self._came_back(function)
         return list(reply)
 
     # Requests and replies, shared by the sync and the async steps.
@@ -538,7 +382,7 @@ class RedisCircuit:
         if args is None:
             return None
         try:
-            return self._transition(self._run(1, args, function))
+            return self._transition(self._run("record", args, function))
         except _Down:
             return None
 
@@ -549,7 +393,7 @@ class RedisCircuit:
         if args is None:
             return None
         try:
-            reply = await shielded(self._run_async(1, args, function))
+            reply = await shielded(self._run_async("record", args, function))
         except _Down:
             return None
         return self._transition(reply)
@@ -559,7 +403,7 @@ class RedisCircuit:
     def admit(self, function: str) -> Admission:
         """Admit a call or refuse it, in one script."""
         try:
-            return self._admission(self._run(0, self._admit_args(), function))
+            return self._admission(self._run("admit", self._admit_args(), function))
         except _Down:
             return self._unreachable()
 
@@ -578,7 +422,7 @@ class RedisCircuit:
 
     async def _admit_step(self, function: str) -> Admission:
         try:
-            reply = await self._run_async(0, self._admit_args(), function)
+            reply = await self._run_async("admit", self._admit_args(), function)
         except _Down:
             return self._unreachable()
         return self._admission(reply)
@@ -616,7 +460,7 @@ class RedisCircuit:
     def state(self) -> CircuitState:
         """Return the shared state (what the fail mode implies if Redis is down)."""
         try:
-            if self._skip():
+            if self.health.resting():
                 raise _Down  # noqa: TRY301 - same answer as a failed read
             client = self.storage.sync_client()
             value = client.hget(self._keys()[0], "state")
@@ -626,7 +470,7 @@ class RedisCircuit:
 
     def _control(self, action: str) -> Transition | None:
         try:
-            return self._transition(self._run(2, [action], ""))
+            return self._transition(self._run("control", [action], ""))
         except _Down as exc:
             msg = f"cannot {action} circuit {self.name()!r}: Redis is unreachable"
             raise ConnectionError(msg) from exc.__cause__
