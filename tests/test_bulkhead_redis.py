@@ -237,3 +237,14 @@ def test_redis_down_follows_the_fail_mode(mode, name, events, fail_open):
     (down,) = [e for e in events if isinstance(e, BulkheadStorageUnavailable)]
     assert fail_open == down.fail_open
     assert "sekrit" not in repr(events)
+
+
+def test_a_stack_takes_and_gives_back_redis_slots(mode, redis_url, name):
+    bh = fluxus.bulkhead(1, name=name, storage=redis_url)
+    fn = fluxus.stack(bh, fluxus.fallback(value="full"))(mode.make(lambda: "ran"))
+
+    with bh:
+        assert "full" == mode.run(fn)
+    assert "ran" == mode.run(fn)
+    assert 0 == bh.in_use
+    assert fluxus.instrumentation.Stats(calls=3, rejections=1) == bh.stats
