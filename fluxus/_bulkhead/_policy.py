@@ -31,6 +31,7 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, ClassVar, NoReturn, Protocol
 
+from fluxus._config import MEMORY
 from fluxus._core import BULKHEAD, Policy, layers, qualified_name
 from fluxus._deadline import DEADLINE, HELD, Held, monotonic
 from fluxus._validate import positive_int, to_seconds
@@ -189,7 +190,7 @@ class Bulkhead(Policy):
         )
 
     def _make_store(self, storage: object) -> Compartment:
-        if storage is None or storage == "memory://":
+        if storage is None or storage == MEMORY:
             return MemoryCompartment(self.max_concurrent, self.max_waiting)
         from ._redis import redis_compartment  # noqa: PLC0415 - redis is an extra
 
@@ -486,8 +487,11 @@ def bulkhead(
             ``module.qualname``. A bulkhead used only as a block without a
             name shares its slots with no other policy.
         storage: ``None`` or ``"memory://"`` (this process), or a
-            ``redis://``, ``rediss://`` or ``unix://`` URL or a Redis client:
-            the limit then holds across every process and machine using it.
+            ``redis://``, ``rediss://`` or ``unix://`` URL: the limit then
+            holds across every process and machine using it with the same
+            *name*. ``None`` does not follow the process's default storage
+            (``FLUXUS_STORAGE_URI``): a bulkhead shared among processes is
+            a choice made where it is declared.
         fail_open: With Redis storage, while Redis is unreachable, run calls
             without a slot (``True``, the default) or refuse them with
             :class:`~fluxus.BulkheadFull` (``False``).
