@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ._core import DEAD_LETTER, Policy, qualified_name, type_name
+from ._gate import CaptureGate
 from ._validate import check_callable
 from .instrumentation._events import DeadLettered, DeadLetterHandlerFailed
 from .instrumentation._hooks import emit
@@ -397,7 +398,7 @@ class DeadLetterQueue(Policy):
         return dead_letter_wrapper
 
 
-class LetterGate:
+class LetterGate(CaptureGate):
     """The dead letter queue's gate for one function, as ``fluxus.stack`` runs it."""
 
     __slots__ = ("_calls", "_function", "_policy", "_redaction")

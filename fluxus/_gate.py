@@ -47,13 +47,11 @@ class AroundGate(Protocol):
 
 
 class CaptureGate(Protocol):
-    """A gate that captures what escaped: the dead letter queue.
+    """A gate that captures what escaped: the dead letter queue."""
 
-    Attributes:
-        default: What the call returns when :meth:`capture` says so.
-    """
-
-    default: Any
+    @property
+    def default(self) -> Any:
+        """What the call returns when :meth:`capture` says so."""
 
     def enter(self) -> None:
         """Count the call entering."""

@@ -25,6 +25,8 @@ class Lazy(Generic[T]):
     ``Lazy`` itself: the storage's bound methods once it is built, and before
     that forwarders that build it first. A wrapper keeps the ``Lazy`` and
     calls ``lazy.admit(...)``: one attribute load, whatever storage is in use.
+    (No ``__getattr__`` here: it would slow every attribute load down.)
+    Subclasses annotate the steps for the type checker.
 
     Args:
         build: Builds the storage; called under a lock, once per life.
@@ -52,10 +54,6 @@ class Lazy(Generic[T]):
         self.value: T | None = None
         self._unbind()
         track(self)
-
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for a step attribute never set: typing's view of them.
-        raise AttributeError(name)
 
     def _unbind(self) -> None:
         for name in self._steps:

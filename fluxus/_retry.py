@@ -21,9 +21,9 @@ from tenacity.wait import wait_base
 from ._budget import RetryBudget
 from ._config import CONFIG
 from ._core import RETRY, Policy, qualified_name, type_name
-from ._deadline import effective_wait, remaining, wait_async, wait_sync
+from ._deadline import DEADLINE, effective_wait, remaining, wait_async, wait_sync
 from ._validate import check_callable, positive_int, raise_replacement
-from .exceptions import REJECTIONS
+from .exceptions import REJECTIONS, DeadlineExceeded
 from .instrumentation._events import RetriesExhausted, RetryScheduled
 from .instrumentation._hooks import emit
 from .instrumentation._observe import (
@@ -209,6 +209,14 @@ class Retry(Policy):
                 "the deadline passed during the backoff wait",
             )
 
+    def _refuse_when_expired(self) -> None:
+        """Start no first attempt once the enclosing deadline has passed."""
+        left = remaining()
+        if left is not None and left <= 0:
+            error = DeadlineExceeded(self.name, 0.0)
+            error.add_note("fluxus.retry started no attempt: the deadline had passed")
+            raise error
+
     def _give_up(
         self, exc: Exception, attempts: int, function: str, reason: str
     ) -> NoReturn:
@@ -241,11 +249,14 @@ class Retry(Policy):
         calls = self._counters.calls
         failures = self._counters.failures
         watch = watch_for(observe)
+        deadline, expired = DEADLINE.get, self._refuse_when_expired
 
         def retry_wrapper(*args: Any, **kwargs: Any) -> Any:
             if watch.observers:
                 return observe(args, kwargs)  # type: ignore[misc]
             next(calls)
+            if deadline() is not None:
+                expired()
             if budget is not None:
                 budget.record_attempt()
             try:
@@ -292,11 +303,14 @@ class Retry(Policy):
         calls = self._counters.calls
         failures = self._counters.failures
         watch = watch_for(observe)
+        deadline, expired = DEADLINE.get, self._refuse_when_expired
 
         async def retry_wrapper(*args: Any, **kwargs: Any) -> Any:
             if watch.observers:
                 return await observe(args, kwargs)  # type: ignore[misc]
             next(calls)
+            if deadline() is not None:
+                expired()
             if budget is not None:
                 budget.record_attempt()
             try:

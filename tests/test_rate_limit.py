@@ -10,6 +10,7 @@ from datetime import timedelta
 import fluxus
 import pytest
 from fluxus._deadline import DEADLINE
+from fluxus._rate_limit import _plan
 from fluxus._rate_limit import _policy as _rate_limit
 from fluxus._rate_limit._gcra import Bucket, reserve
 from fluxus._rate_limit._memory import MemoryTokenBuckets
@@ -448,9 +449,9 @@ def test_bad_configuration_fails_when_built_naming_the_parameter(kwargs, error, 
 
 
 def test_a_redis_storage_without_the_redis_package_fails_when_built(monkeypatch):
-    real = _rate_limit.importlib.util.find_spec
+    real = _plan.importlib.util.find_spec
     monkeypatch.setattr(
-        _rate_limit.importlib.util,
+        _plan.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "redis" else real(name, *a),
     )

@@ -21,105 +21,38 @@ changes, so the happy path pays nothing for this.
 from __future__ import annotations
 
 import functools
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-from fluxus._config import MEMORY, default_storage
+from fluxus._config import default_storage
 from fluxus._core import CIRCUIT_BREAKER, Policy, qualified_name, type_name
 from fluxus._lazy import Lazy
-from fluxus._redis import SCHEMES, normalize_url, scheme_of
+from fluxus._redis import scheme_of
 from fluxus._validate import Duration, check_callable, positive_int, positive_seconds
-from fluxus.exceptions import CircuitOpenError
+from fluxus.exceptions import REJECTIONS, CircuitOpenError
 from fluxus.instrumentation._events import CircuitRejected, CircuitStateChanged
 from fluxus.instrumentation._hooks import emit, get_hooks
 from fluxus.instrumentation._observe import Observe, watch_for
 
 from ._circuit import HALF_OPEN, OPEN, Circuit, CircuitState, Transition
 from ._memory import MemoryStorage
+from ._options import Exclude, _default_redis, _given_storage, _split_exclude
 from ._redis_store import CircuitRedisStorage
-from ._store import Storage
-
-Exclude = (
-    type[Exception]
-    | Callable[[Exception], bool]
-    | Iterable[type[Exception] | Callable[[Exception], bool]]
-)
+from ._store import Admission, Storage
 
 _OPEN = OPEN.value
 _HALF_OPEN = HALF_OPEN.value
 
 
-def _split_exclude(
-    exclude: object,
-) -> tuple[tuple[type[BaseException], ...], tuple[Callable[[Exception], bool], ...]]:
-    if exclude is None:
-        items: tuple[object, ...] = ()
-    elif isinstance(exclude, type) or callable(exclude):
-        items = (exclude,)
-    elif isinstance(exclude, Iterable) and not isinstance(exclude, str | bytes):
-        items = tuple(exclude)
-    else:
-        msg = (
-            "exclude must be an exception type, a predicate exc -> bool, or an "
-            f"iterable of them, got {exclude!r}"
-        )
-        raise TypeError(msg)
-    types: list[type[BaseException]] = []
-    predicates: list[Callable[[Exception], bool]] = []
-    for item in items:
-        if isinstance(item, type):
-            if not issubclass(item, BaseException):
-                msg = f"exclude must hold exception types or predicates, got {item!r}"
-                raise TypeError(msg)
-            types.append(item)
-        elif callable(item):
-            predicates.append(item)
-        else:
-            msg = f"exclude must hold exception types or predicates, got {item!r}"
-            raise TypeError(msg)
-    return tuple(types), tuple(predicates)
+class _Store(Lazy[Storage]):
+    """A breaker's storage, built on first use, its steps one attribute away."""
 
-
-def _given_storage(storage: object) -> CircuitRedisStorage | str | None:
-    """Check ``storage=`` when the breaker is built; ``None``: the default."""
-    if storage is None:
-        return None
-    if storage == MEMORY:
-        return MEMORY
-    if isinstance(storage, CircuitRedisStorage):
-        return storage
-    return CircuitRedisStorage(storage, param="storage")
-
-
-_DEFAULT_REDIS_LOCK = threading.Lock()
-#: One Redis storage per default URI: the breakers following it share clients.
-_DEFAULT_REDIS: dict[str, CircuitRedisStorage] = {}
-
-
-def _default_redis(uri: str) -> CircuitRedisStorage:
-    """Return the shared Redis storage of the default storage *uri*.
-
-    Raises:
-        ValueError: If *uri* is neither ``memory://`` nor a Redis URL.
-    """
-    with _DEFAULT_REDIS_LOCK:
-        storage = _DEFAULT_REDIS.get(uri)
-        if storage is None:
-            scheme = scheme_of(uri)
-            if scheme not in SCHEMES:
-                msg = (
-                    "a circuit breaker without storage= keeps its circuit in the "
-                    "default storage, which must be 'memory://' or a Redis URL, "
-                    f"got {scheme}:// (FLUXUS_STORAGE_URI); give the breaker a "
-                    "storage of its own"
-                )
-                raise ValueError(msg)
-            storage = _DEFAULT_REDIS[uri] = CircuitRedisStorage(
-                normalize_url(uri), param="the default storage"
-            )
-        return storage
+    admit: Callable[[str], Admission]
+    succeed: Callable[[Any, str], Transition | None]
+    fail: Callable[[Any, str], Transition | None]
+    release: Callable[[Any, str], None]
+    remote: bool
 
 
 class CircuitBreaker(Policy):
@@ -155,7 +88,7 @@ class CircuitBreaker(Policy):
         self._clock = clock
         self._circuit = self._new_circuit()
         self._last_error: BaseException | None = None
-        self._store: Lazy[Storage] = Lazy(
+        self._store = _Store(
             self._build,
             follows_default=self._given is None,
             on_forget=self._start_afresh,
@@ -266,8 +199,10 @@ class CircuitBreaker(Policy):
         return CircuitOpenError(name, retry_after)
 
     def _counts(self, exc: BaseException) -> bool:
-        """Return whether *exc* counts as a failure."""
-        if not isinstance(exc, Exception) or isinstance(exc, self._excluded_types):
+        """Return whether *exc* counts as a failure (a rejection never does)."""
+        if not isinstance(exc, Exception) or isinstance(exc, REJECTIONS):
+            return False
+        if isinstance(exc, self._excluded_types):
             return False
         return not any(predicate(exc) for predicate in self._excluded_predicates)
 

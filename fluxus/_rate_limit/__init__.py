@@ -7,6 +7,7 @@
 - :mod:`._policy`: the decorator, its admission decision and two drivers.
 """
 
-from ._policy import RateLimiter, check_storage, rate_limit
+from ._plan import check_storage
+from ._policy import RateLimiter, rate_limit
 
 __all__ = ["RateLimiter", "check_storage", "rate_limit"]
