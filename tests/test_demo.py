@@ -79,6 +79,16 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
         replayed.stdout,
     ), replayed.stderr
     assert [] == list(JsonlFile(path).letters())
+    (answered,) = numbers(r"fallback\s+(\d+) failed calls answered", out)
+    assert kept == answered  # every failure kept AND answered from the cache
+    (_, limit) = numbers(
+        r"bulkhead\s+(\d+) calls refused, at most (\d+) ran at once", out
+    )
+    assert 2 == limit
+    (backups, won) = numbers(
+        r"hedge\s+(\d+) backup calls raced stragglers, (\d+) won", out
+    )
+    assert won <= backups
 
 
 @pytest.mark.timeout(60)

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from contextvars import Context
 from typing import Any, cast
 
-from fluxus._deadline import DEADLINE, monotonic
+from fluxus._deadline import DEADLINE, keep_held, monotonic
 
 #: Idle worker threads unused for longer than this are retired.
 IDLE_SECONDS = 30.0
@@ -112,6 +112,7 @@ class Worker:
         "go_w",
         "idle_since",
         "job",
+        "kept",
         "lock",
         "poller",
         "result",
@@ -125,6 +126,8 @@ class Worker:
         self.ended = 0.0
         self.finished = False
         self.abandoned: Bound | None = None
+        #: What an abandoned call holds until it returns (bulkhead slots).
+        self.kept: tuple[Callable[[], None], ...] = ()
         self.idle_since = 0.0
         self.lock = threading.Lock()
         self.go_r, self.go_w = os.pipe()
@@ -226,8 +229,11 @@ class Worker:
                 self.error = exc
             self.ended = monotonic()
             del func, args, kwargs, context
-            if hub.finish(self):
+            kept = hub.finish(self)
+            if kept is None:
                 write(self.done_w, _GO)
+            for give_back in kept or ():
+                give_back()
         self.close()
 
 
@@ -283,34 +289,44 @@ class Hub:
         """Walk away from *worker*'s call; ``False`` if it has just finished.
 
         The worker leaves the caller's seat and counts against *bound* until
-        its call returns.
+        its call returns; what the call holds (bulkhead slots) stays held
+        until then too.
         """
+        kept = keep_held()
         with worker.lock:
             if worker.finished:
+                for give_back in kept:
+                    give_back()
                 return False
             worker.abandoned = bound
+            worker.kept = kept
             with self.lock:
                 bound.abandoned += 1
         self.local.seat.worker = None
         worker.release()
         return True
 
-    def finish(self, worker: Worker) -> bool:
-        """Record that the call returned (worker side); return whether to signal.
+    def finish(self, worker: Worker) -> tuple[Callable[[], None], ...] | None:
+        """Record that the call returned (worker side).
 
         The worker of an abandoned call drops the outcome and goes idle.
+
+        Returns:
+            ``None`` when the caller waits for the outcome (signal it); for
+            an abandoned call, what it held, to give back now.
         """
         with worker.lock:
             worker.finished = True
             bound = worker.abandoned
             if bound is None:
-                return True
+                return None
             worker.abandoned = None
             worker.result = worker.error = None
+            kept, worker.kept = worker.kept, ()
             with self.lock:
                 bound.abandoned -= 1
         self.park(worker)
-        return False
+        return kept
 
     def park(self, worker: Worker) -> None:
         """Add *worker* to the idle ones and retire those idle too long."""

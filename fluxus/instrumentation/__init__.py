@@ -24,6 +24,9 @@ from __future__ import annotations
 from fluxus._stats import Stats
 
 from ._events import (
+    BulkheadRejected,
+    BulkheadStorageRecovered,
+    BulkheadStorageUnavailable,
     CircuitRejected,
     CircuitStateChanged,
     CircuitStorageRecovered,
@@ -31,6 +34,9 @@ from ._events import (
     DeadLettered,
     DeadLetterHandlerFailed,
     Event,
+    FallbackUsed,
+    HedgeStarted,
+    HedgeWon,
     RateLimited,
     RateLimitStorageRecovered,
     RateLimitStorageUnavailable,
@@ -46,6 +52,9 @@ from ._observe import Observer, add_observer, remove_observer
 from ._structlog import StructlogHook
 
 __all__ = [
+    "BulkheadRejected",
+    "BulkheadStorageRecovered",
+    "BulkheadStorageUnavailable",
     "CircuitRejected",
     "CircuitStateChanged",
     "CircuitStorageRecovered",
@@ -53,6 +62,9 @@ __all__ = [
     "DeadLetterHandlerFailed",
     "DeadLettered",
     "Event",
+    "FallbackUsed",
+    "HedgeStarted",
+    "HedgeWon",
     "Hook",
     "LoggingHook",
     "Observer",
