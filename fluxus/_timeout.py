@@ -48,6 +48,7 @@ from ._core import (
     raise_replacement,
     to_seconds,
 )
+from ._db import call_in_worker, caller_in_transaction, warn_in_transaction
 from ._deadline import DEADLINE, monotonic
 from .exceptions import DeadlineExceeded, ThreadsExhausted
 from .instrumentation._events import TimedOut
@@ -227,7 +228,8 @@ class _Worker:
             try:
                 # Inside the caller's copied context: the deadline never leaks.
                 context.run(publish, deadline)
-                self.result = context.run(func, *args, **kwargs)
+                # call_in_worker: the call's own database connections (_db.py).
+                self.result = context.run(call_in_worker, func, *args, **kwargs)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 self.error = exc
             del func, args, kwargs, context
@@ -558,6 +560,8 @@ class Timeout(Policy):
             next(calls)
             now = monotonic()
             deadline = start(now, function, "thread")
+            if caller_in_transaction():  # stay in the caller's transaction (_db.py)
+                return self._in_caller(func, function, now, deadline, args, kwargs)
             worker = pool.take()
             if worker is None:
                 self._exhausted(function, now, deadline)
@@ -589,6 +593,33 @@ class Timeout(Policy):
             return result
 
         return timeout_wrapper
+
+    def _in_caller(  # noqa: PLR0917 - the thread driver's call, as it has it
+        self,
+        func: Callable[..., Any],
+        function: str,
+        now: float,
+        deadline: float,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Run a thread-strategy call in the calling thread, as "cooperative" does.
+
+        The caller is inside a database transaction (see ``fluxus._db``).
+        """
+        warn_in_transaction(self.name, function)
+        token = DEADLINE.set(deadline)
+        try:
+            result = func(*args, **kwargs)
+        except Exception as exc:
+            if _late_failure(exc, deadline):
+                self._late(function, now, deadline, exc)
+            raise
+        finally:
+            DEADLINE.reset(token)
+        if monotonic() >= deadline:
+            self._late(function, now, deadline, None)
+        return result
 
     def _exhausted(self, function: str, now: float, deadline: float) -> NoReturn:
         seconds = self._budget(now, deadline)
