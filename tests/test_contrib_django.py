@@ -1,7 +1,7 @@
 """fluxus.contrib.django through Django's Client and AsyncClient.
 
-Django is configured once, here, for this module only: it serves the URLs
-below and no other test file touches Django.
+Django is configured once per process, by ``_django_project``; this
+module's URLs are its ``ROOT_URLCONF``.
 """
 
 from __future__ import annotations
@@ -15,38 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import django
 import fluxus
 import pytest
 from asgiref.sync import iscoroutinefunction
-from django.conf import settings
 
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="fluxus-tests",
-        ALLOWED_HOSTS=["testserver"],
-        ROOT_URLCONF=__name__,
-        INSTALLED_APPS=[],
-        MIDDLEWARE=[
-            f"{__name__}.fake_auth_middleware",
-            "fluxus.contrib.django.FluxusMiddleware",
-        ],
-        TEMPLATES=[
-            {
-                "BACKEND": "django.template.backends.django.DjangoTemplates",
-                "OPTIONS": {
-                    "loaders": [
-                        (
-                            "django.template.loaders.locmem.Loader",
-                            {"429.html": "slow down {{ retry_after }}: {{ detail }}"},
-                        )
-                    ]
-                },
-            }
-        ],
-    )
-    django.setup()
+import _django_project  # noqa: F401 - configures Django first
+
+# isort: split
 
 from django.http import HttpRequest, HttpResponse
 from django.test import AsyncClient, Client, RequestFactory
