@@ -24,7 +24,7 @@ def _pg(name: str) -> dict[str, Any]:
         "USER": "fluxus",
         "NAME": "postgres",
         "CONN_MAX_AGE": 0,
-        "TEST": {"NAME": f"test_fluxus_{name}"},
+        "TEST": {"NAME": f"test_fluxus_{name}", "DEPENDENCIES": []},
     }
 
 
