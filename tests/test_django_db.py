@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 pytestmark = [
     pytest.mark.timeout(60),
+    pytest.mark.postgres,
 ]
 
 

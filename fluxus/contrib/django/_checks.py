@@ -67,15 +67,15 @@ def _position(middleware: list[str], base: str) -> int | None:
     """Return the index of the first entry that is *base* or a subclass of it."""
     try:
         wanted = import_string(base)
-    except ImportError:
+    except Exception:  # noqa: BLE001 - an app not installed cannot be imported
         wanted = None
     for index, entry in enumerate(middleware):
         if entry == base:
             return index
         try:
             cls = import_string(entry)
-        except ImportError:
-            continue  # Django reports middleware it cannot import at start
+        except Exception:  # noqa: BLE001, S112 - Django reports these at start
+            continue
         if wanted is not None and isinstance(cls, type) and issubclass(cls, wanted):
             return index
     return None
