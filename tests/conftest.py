@@ -193,16 +193,20 @@ def postgres() -> Iterator[dict[str, Any]]:
         cwd=workdir,
         **_as_postgres_user(),
     )
+    ready = [
+        str(Path(initdb).resolve().with_name("pg_isready")),
+        "-q",
+        "-h",
+        "127.0.0.1",
+    ]
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("PostgreSQL did not start")
-            time.sleep(0.05)
+    # Accepting connections, not merely listening ("the database system is
+    # starting up" until then).
+    while subprocess.run([*ready, "-p", str(port)], check=False).returncode != 0:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail("PostgreSQL did not start")
+        time.sleep(0.05)
     try:
         yield {"HOST": "127.0.0.1", "PORT": str(port), "USER": "fluxus"}
     finally:
