@@ -752,14 +752,6 @@ def timeout(
     safe to abandon (idempotent, or that honour :func:`fluxus.remaining`).
     When all *max_threads* threads are busy a call fails at once with
     :class:`~fluxus.ThreadsExhausted` (a :class:`~fluxus.DeadlineExceeded`).
-
-    Databases: a ``"thread"`` call made inside a database transaction (a
-    Django ``atomic()`` block, a Flask-SQLAlchemy session that has begun
-    one) runs in the calling thread as ``"cooperative"`` does, with a
-    :class:`~fluxus.TransactionWarning`; a worker thread closes the Django
-    connections it opened when its call ends. For ORM code prefer
-    ``"cooperative"`` and the database's own statement timeout
-    (``docs/howto/databases.rst``).
     """
     return Timeout(
         seconds,
