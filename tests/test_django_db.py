@@ -11,13 +11,17 @@ database teardown intact.
 from __future__ import annotations
 
 import io
+import os
+import socket
 import subprocess
 import sys
 import threading
 import time
 import unittest
+import urllib.request
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import fluxus
@@ -381,3 +385,125 @@ def test_no_framework_is_imported_to_look_for_a_transaction() -> None:
 
 def test_the_project_module_is_the_one_configuration() -> None:
     assert _django_project.PG_ALIASES == ("pg", "pg_other")
+
+
+# -- the same under gunicorn's threads ------------------------------------------
+
+GTHREAD_PROJECT = """
+import os
+
+import django
+from django.conf import settings
+
+settings.configure(
+    DEBUG=False,
+    SECRET_KEY="gthread",
+    ALLOWED_HOSTS=["*"],
+    ROOT_URLCONF=__name__,
+    INSTALLED_APPS=["fluxus.contrib.django"],
+    MIDDLEWARE=["fluxus.contrib.django.FluxusMiddleware"],
+    DATABASES={
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ["PG_HOST"],
+            "PORT": os.environ["PG_PORT"],
+            "USER": os.environ["PG_USER"],
+            "NAME": "gthread",
+            "CONN_MAX_AGE": 0,
+        }
+    },
+)
+django.setup()
+
+import fluxus
+import fluxus._timeout
+from django.core.wsgi import get_wsgi_application
+from django.db import connection
+from django.http import HttpResponse
+from django.urls import path
+
+if os.environ.get("FLUXUS_UNFIXED"):
+    fluxus._timeout.caller_in_transaction = lambda: False
+    fluxus._timeout.call_in_worker = lambda func, *a, **k: func(*a, **k)
+
+
+@fluxus.timeout(5.0)
+def query():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        return cursor.fetchone()[0]
+
+
+def view(request):
+    return HttpResponse(str(query()))
+
+
+urlpatterns = [path("", view)]
+application = get_wsgi_application()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("mode", ["unfixed", "fixed"])
+def test_gunicorn_gthread_leaves_no_connection_open(
+    pg: dict[str, Any], tmp_path: Any, mode: str
+) -> None:
+    pytest.importorskip("gunicorn")
+    with psycopg.connect(
+        host=pg["HOST"],
+        port=pg["PORT"],
+        user=pg["USER"],
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
+        conn.execute("DROP DATABASE IF EXISTS gthread WITH (FORCE)")
+        conn.execute("CREATE DATABASE gthread")
+    (tmp_path / "gthread_project.py").write_text(GTHREAD_PROJECT)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PG_HOST": pg["HOST"],
+        "PG_PORT": pg["PORT"],
+        "PG_USER": pg["USER"],
+        **({"FLUXUS_UNFIXED": "1"} if mode == "unfixed" else {}),
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "gunicorn", "-k", "gthread", "--workers", "1", "--threads", "4"),
+            *("--bind", f"127.0.0.1:{port}", "--chdir", str(tmp_path)),
+            "gthread_project:application",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}/"
+
+    def fetch(_: int) -> str:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
+
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                fetch(0)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.05)
+        with ThreadPoolExecutor(4) as pool:
+            assert set(pool.map(fetch, range(20))) == {"1"}
+        if mode == "fixed":
+            assert settle(pg, "gthread", 0) == 0
+        else:
+            assert others(pg, "gthread") >= 1  # the workers' idle connections
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
