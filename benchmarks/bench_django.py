@@ -46,6 +46,7 @@ logging.getLogger("django").propagate = False
 
 import flask
 import fluxus
+import fluxus._timeout as driver
 from django.core.handlers.asgi import ASGIHandler
 from django.db import connection
 from django.http import HttpResponse
@@ -136,6 +137,36 @@ def main() -> int:
         baseline="empty call",
         reference="check, Django connection",
     )
+
+    # The whole "thread" timeout call, with the check and without it (the
+    # driver as it was): the check's share of a call.
+    timed = fluxus.timeout(5.0)(nothing)
+    thread_calls = calls // 20
+
+    def without_check():
+        saved = driver.caller_in_transaction
+        driver.caller_in_transaction = nothing
+        try:
+            return time_sync(timed, thread_calls)
+        finally:
+            driver.caller_in_transaction = saved
+
+    medians = compare(
+        {
+            "timeout call, no check": without_check,
+            "timeout call, with check": lambda: time_sync(timed, thread_calls),
+        },
+        args.rounds,
+    )
+    lines += [
+        "",
+        *report(
+            f'a "thread" timeout call, {args.rounds} rounds x {thread_calls} calls',
+            medians,
+            baseline="timeout call, no check",
+            reference="timeout call, with check",
+        ),
+    ]
 
     requests = calls // 200
     taking_over = ASGIHandler()
