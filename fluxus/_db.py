@@ -63,13 +63,10 @@ def caller_in_transaction() -> bool:
     django_db = _modules.get("django.db")
     if django_db is not None:
         connections = django_db.connections
-        try:
-            # The thread's connections by alias: asgiref's thread-critical
-            # Local keeps them in a threading.local in sync threads. Read
-            # directly, it costs a tenth of connections.all().
-            held = connections._connections._storage.__dict__  # noqa: SLF001
-        except AttributeError:  # pragma: no cover - another asgiref layout
-            held = {"cvar": None}
+        cached = _django_storage
+        if cached[0] is not connections:
+            cached = _remember_storage(connections)
+        held = cached[1].__dict__
         if "cvar" in held:
             # An event loop's thread: the connections are in a context variable.
             for conn in connections.all(initialized_only=True):
@@ -83,6 +80,30 @@ def caller_in_transaction() -> bool:
         return False
     session = _flask_session()
     return session is not None and bool(session.in_transaction())
+
+
+class _NoStorage:
+    """Stands for a thread-local storage when Django's is not where expected."""
+
+    def __init__(self) -> None:
+        self.cvar = None  # makes the check ask connections.all()
+
+
+#: Django's connection handler and the thread-local storage of its
+#: connections (asgiref's thread-critical Local keeps them in a
+#: threading.local in sync threads): read directly, a tenth of the cost of
+#: connections.all().
+_django_storage: tuple[object, Any] = (None, None)
+
+
+def _remember_storage(connections: Any) -> tuple[object, Any]:
+    global _django_storage  # noqa: PLW0603 - a cache of one entry
+    try:
+        storage = connections._connections._storage  # noqa: SLF001
+    except AttributeError:  # pragma: no cover - another asgiref layout
+        storage = _NoStorage()
+    _django_storage = (connections, storage)
+    return _django_storage
 
 
 def _flask_session() -> Any:
