@@ -46,7 +46,7 @@ logging.getLogger("django").propagate = False
 
 import flask
 import fluxus
-import fluxus._timeout as driver
+import fluxus._timeout._strategies as driver
 from django.core.handlers.asgi import ASGIHandler
 from django.db import connection
 from django.http import HttpResponse

@@ -25,7 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import fluxus
-import fluxus._timeout
+import fluxus._timeout._pool
+import fluxus._timeout._strategies
 import psycopg
 import pytest
 
@@ -113,13 +114,13 @@ def fixed(
         try:
             return func(*args, **kwargs)
         finally:  # kept open, as before; noted to be closed after the test
-            left_open.extend(
-                conn.connection for conn in connections.all(initialized_only=True)
-            )
+            left_open.extend(connections.all(initialized_only=True))
 
     if not is_fixed:
-        monkeypatch.setattr(fluxus._timeout, "caller_in_transaction", lambda: False)
-        monkeypatch.setattr(fluxus._timeout, "call_in_worker", call_and_keep)
+        monkeypatch.setattr(
+            fluxus._timeout._strategies, "caller_in_transaction", lambda: False
+        )
+        monkeypatch.setattr(fluxus._timeout._pool, "call_in_worker", call_and_keep)
     Note.objects.using("pg").all().delete()
     connections["pg"].close()
     with warnings.catch_warnings():
@@ -127,12 +128,17 @@ def fixed(
         yield is_fixed
     deadline = time.monotonic() + 10  # abandoned calls end (and note theirs)
     while time.monotonic() < deadline and any(
-        policy._pool is not None and policy._pool.abandoned for policy in policies
+        policy._bound.abandoned for policy in policies
     ):
         time.sleep(0.02)
-    for raw in left_open:
-        if raw is not None:
-            raw.close()  # psycopg's own close: from any thread
+    for wrapper in left_open:  # the workers' connections, closed from here
+        wrapper.inc_thread_sharing()
+        try:
+            wrapper.close()
+        except Exception:
+            wrapper.connection = None  # killed by the server: dropped
+        finally:
+            wrapper.dec_thread_sharing()
     connections["pg"].close()
     terminate(pg, connections["pg"].settings_dict["NAME"])
 
@@ -172,9 +178,6 @@ def fresh_policies() -> Iterator[None]:
     timed["count_notes"] = make_timed(5.0, count_notes)
     yield
     timed.clear()
-    for policy in policies:
-        if policy._pool is not None:
-            policy._pool.close()
     policies.clear()
 
 
@@ -416,15 +419,16 @@ settings.configure(
 django.setup()
 
 import fluxus
-import fluxus._timeout
+import fluxus._timeout._pool
+import fluxus._timeout._strategies
 from django.core.wsgi import get_wsgi_application
 from django.db import connection
 from django.http import HttpResponse
 from django.urls import path
 
 if os.environ.get("FLUXUS_UNFIXED"):
-    fluxus._timeout.caller_in_transaction = lambda: False
-    fluxus._timeout.call_in_worker = lambda func, *a, **k: func(*a, **k)
+    fluxus._timeout._strategies.caller_in_transaction = lambda: False
+    fluxus._timeout._pool.call_in_worker = lambda func, *a, **k: func(*a, **k)
 
 
 @fluxus.timeout(5.0)

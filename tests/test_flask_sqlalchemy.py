@@ -17,7 +17,8 @@ from typing import Any
 
 import flask
 import fluxus
-import fluxus._timeout
+import fluxus._timeout._pool
+import fluxus._timeout._strategies
 import psycopg
 import pytest
 from flask_sqlalchemy import SQLAlchemy
@@ -74,9 +75,11 @@ def fixed(
 ) -> Iterator[bool]:
     is_fixed = request.param == "fixed"
     if not is_fixed:
-        monkeypatch.setattr(fluxus._timeout, "caller_in_transaction", lambda: False)
         monkeypatch.setattr(
-            fluxus._timeout, "call_in_worker", lambda func, *a, **k: func(*a, **k)
+            fluxus._timeout._strategies, "caller_in_transaction", lambda: False
+        )
+        monkeypatch.setattr(
+            fluxus._timeout._pool, "call_in_worker", lambda func, *a, **k: func(*a, **k)
         )
     with app.app_context():
         db.session.query(Note).delete()

@@ -27,6 +27,12 @@ Config keys:
   ``X-Forwarded-For`` entries :func:`client_ip` believes (default: none,
   the header is ignored). Behind Werkzeug's ``ProxyFix``, leave it empty:
   ``request.remote_addr`` is already the client.
+
+Timeouts: views and helpers that use the request's database session
+(Flask-SQLAlchemy's is scoped to the thread) want
+``fluxus.timeout(..., strategy="cooperative")`` with the deadline handed to
+the database; the default ``"thread"`` strategy suits outbound calls (the
+request context is visible in its worker). See ``docs/howto/timeouts.rst``.
 """
 
 from __future__ import annotations

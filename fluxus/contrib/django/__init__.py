@@ -34,6 +34,12 @@ Settings (all optional):
   :func:`user_key` can read it in async views, where Django refuses a
   synchronous query; the middleware must then come after
   ``AuthenticationMiddleware``.
+
+Timeouts: ORM code wants ``fluxus.timeout(..., strategy="cooperative")``
+with the deadline handed to the database (a statement timeout): a call the
+``"thread"`` strategy moves to a worker uses the worker's own connection,
+outside the caller's transaction. ``"thread"`` suits outbound calls. See
+``docs/howto/timeouts.rst``.
 """
 
 from __future__ import annotations
