@@ -40,13 +40,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-import flask
-from werkzeug.exceptions import (
-    GatewayTimeout,
-    HTTPException,
-    ServiceUnavailable,
-    TooManyRequests,
-)
+from fluxus._extras import missing_extra
+
+try:
+    import flask
+    from werkzeug.exceptions import (
+        GatewayTimeout,
+        HTTPException,
+        ServiceUnavailable,
+        TooManyRequests,
+    )
+except ImportError as exc:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "flask") from exc
 
 from fluxus.contrib._http import (
     DEFAULT_STORAGE_URI,

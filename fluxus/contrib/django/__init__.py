@@ -47,12 +47,17 @@ from __future__ import annotations
 import copy
 from typing import Any, Final, cast
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.conf import settings
-from django.core.exceptions import SynchronousOnlyOperation
-from django.http import HttpRequest, HttpResponse
-from django.template import TemplateDoesNotExist, loader
-from django.views.defaults import ERROR_PAGE_TEMPLATE
+from fluxus._extras import missing_extra
+
+try:
+    from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+    from django.conf import settings
+    from django.core.exceptions import SynchronousOnlyOperation
+    from django.http import HttpRequest, HttpResponse
+    from django.template import TemplateDoesNotExist, loader
+    from django.views.defaults import ERROR_PAGE_TEMPLATE
+except ImportError as exc:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "django") from exc
 
 from fluxus.contrib._http import (
     DEFAULT_STORAGE_URI,
