@@ -37,6 +37,7 @@ from collections.abc import Callable
 from contextvars import Context
 from typing import Any, cast
 
+from fluxus._db import call_in_worker
 from fluxus._deadline import DEADLINE, keep_held, monotonic
 
 #: Idle worker threads unused for longer than this are retired.
@@ -224,7 +225,8 @@ class Worker:
             try:
                 # Inside the caller's copied context: the deadline never leaks.
                 context.run(publish, deadline)
-                self.result = context.run(func, *args, **kwargs)
+                # call_in_worker: the call's own database connections (_db.py).
+                self.result = context.run(call_in_worker, func, *args, **kwargs)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 self.error = exc
             self.ended = monotonic()
