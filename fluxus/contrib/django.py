@@ -88,13 +88,13 @@ class FluxusMiddleware:
 
     def __init__(self, get_response: Any) -> None:
         self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
+        self.is_async: bool = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
         if hasattr(settings, "FLUXUS_STORAGE_URI"):
             use_storage_uri(settings.FLUXUS_STORAGE_URI, "FLUXUS_STORAGE_URI")
         _trusted_proxies()
-        self.resolve_user = bool(getattr(settings, "FLUXUS_RESOLVE_USER", False))
+        self.resolve_user: bool = bool(getattr(settings, "FLUXUS_RESOLVE_USER", False))
 
     def __call__(self, request: HttpRequest) -> Any:
         """Handle *request*, returning a coroutine in an async stack."""

@@ -99,7 +99,7 @@ class Fluxus:
         if current_user is not None and not callable(current_user):
             msg = f"current_user must be a callable or None, got {current_user!r}"
             raise TypeError(msg)
-        self.current_user = current_user or _default_current_user
+        self.current_user: Callable[[], object] = current_user or _default_current_user
         if app is not None:
             self.init_app(app)
 
