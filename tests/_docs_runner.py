@@ -16,11 +16,11 @@ import types
 import warnings
 from pathlib import Path
 
-from sybil import Sybil
+from sybil import Example, Sybil
 from sybil.parsers.rest import PythonCodeBlockParser
 
 
-def _examples(page: Path, *, as_main: bool = False) -> list[object]:
+def _examples(page: Path, *, as_main: bool = False) -> list[Example]:
     document = Sybil(parsers=[PythonCodeBlockParser()]).parse(page)
     if as_main:
         # The page runs like a script: its namespace is the module __main__,
@@ -37,9 +37,9 @@ def run_together(page: Path) -> int:
     warnings.simplefilter("error")
     for example in _examples(page, as_main=True):
         try:
-            example.evaluate()  # type: ignore[attr-defined]
-        except BaseException:  # noqa: BLE001 - report whatever the block raised
-            print(f"{page}:{example.line}: this block failed:", file=sys.stderr)  # type: ignore[attr-defined]  # noqa: T201
+            example.evaluate()
+        except BaseException:  # report whatever the block raised
+            print(f"{page}:{example.line}: this block failed:", file=sys.stderr)  # noqa: T201
             traceback.print_exc()
             return 1
     return 0
@@ -48,8 +48,8 @@ def run_together(page: Path) -> int:
 def run_fresh(page: Path) -> int:
     """Run each block of *page* alone, in a new interpreter."""
     for example in _examples(page):
-        code = example.parsed  # type: ignore[attr-defined]
-        done = subprocess.run(  # noqa: S603 - our own interpreter
+        code = example.parsed
+        done = subprocess.run(
             [sys.executable, "-W", "error", "-c", code],
             capture_output=True,
             text=True,
@@ -57,7 +57,7 @@ def run_fresh(page: Path) -> int:
             check=False,
         )
         if done.returncode:
-            print(f"{page}:{example.line}: this block failed alone:", file=sys.stderr)  # type: ignore[attr-defined]  # noqa: T201
+            print(f"{page}:{example.line}: this block failed alone:", file=sys.stderr)  # noqa: T201
             print(done.stdout, done.stderr, file=sys.stderr)  # noqa: T201
             return 1
     return 0

@@ -22,7 +22,9 @@ RUNNER = Path(__file__).resolve().parent / "_docs_runner.py"
 PAGES = sorted((ROOT / "docs").rglob("*.rst"))
 
 
-def _run(page: Path, tmp_path: Path, request: pytest.FixtureRequest, *flags: str) -> None:
+def _run(
+    page: Path, tmp_path: Path, request: pytest.FixtureRequest, *flags: str
+) -> None:
     env = dict(os.environ)
     if "FLUXUS_REDIS_URL" in page.read_text(encoding="utf-8"):
         env["FLUXUS_REDIS_URL"] = request.getfixturevalue("redis_url")
