@@ -67,3 +67,15 @@ def test_a_failing_block_fails_the_page(tmp_path: Path, request: pytest.FixtureR
     )
     with pytest.raises(AssertionError, match=r"broken.rst:8: this block failed"):
         _run(page, tmp_path, request)
+
+
+def test_readme_gives_two_commands_and_ci_runs_the_second():
+    readme = (ROOT / "README.rst").read_text(encoding="utf-8")
+    commands = [
+        line.strip()
+        for line in readme.splitlines()
+        if line.strip().startswith("python3 -m venv")
+    ]
+    assert len(commands) == 2
+    assert commands[0].endswith("python -m fluxus demo")
+    assert commands[1] in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
