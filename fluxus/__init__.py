@@ -10,9 +10,7 @@ order by :func:`stack`.
 from __future__ import annotations
 
 from . import backoff, instrumentation, sinks, testing
-from ._breaker import CircuitBreaker, circuit_breaker
-from ._breaker_core import CircuitState
-from ._breaker_redis import CircuitRedisStorage
+from ._breaker import CircuitBreaker, CircuitRedisStorage, CircuitState, circuit_breaker
 from ._budget import RetryBudget
 from ._core import layers
 from ._dead_letter import DeadLetter, DeadLetterQueue, dead_letter

@@ -9,19 +9,23 @@ the :class:`~fluxus.LayeringWarning` for hand-stacked policies.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
-import math
 import sys
 import warnings
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypeVar, overload
-from urllib.parse import urlsplit, urlunsplit
 
 from ._stats import Counters, Stats
+
+# fluxus._timeout's imports, until it imports them from fluxus._validate.
+from ._validate import check_callable as check_callable  # noqa: PLC0414
+from ._validate import non_empty_str
+from ._validate import positive_int as positive_int  # noqa: PLC0414
+from ._validate import raise_replacement as raise_replacement  # noqa: PLC0414
+from ._validate import to_seconds as to_seconds  # noqa: PLC0414
 from .exceptions import LayeringWarning
+from .instrumentation._observe import observing_async, observing_sync
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -44,117 +48,6 @@ def qualified_name(obj: object) -> str:
     if module in (None, "builtins"):
         return name
     return f"{module}.{name}"
-
-
-def to_seconds(value: object, param: str, *, allow_none: bool = False) -> float:
-    """Return *value* (seconds or a timedelta) as finite, non-negative seconds.
-
-    Raises:
-        TypeError: If *value* is neither a real number nor a timedelta.
-        ValueError: If it is negative, infinite or NaN.
-    """
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        expected = "seconds (int, float or timedelta)"
-        if allow_none:
-            expected += " or None"
-        msg = f"{param} must be {expected}, got {value!r}"
-        raise TypeError(msg)
-    if not math.isfinite(seconds) or seconds < 0:
-        msg = f"{param} must be finite and >= 0 seconds, got {value!r}"
-        raise ValueError(msg)
-    return seconds
-
-
-def check_callable(value: object, param: str) -> None:
-    """Raise :class:`TypeError` unless *value* is a callable or ``None``."""
-    if value is not None and not callable(value):
-        msg = f"{param} must be a callable or None, got {value!r}"
-        raise TypeError(msg)
-
-
-def raise_replacement(
-    hook: Callable[[Any], object] | None, error: BaseException, param: str
-) -> None:
-    """Raise the exception *hook* returns for *error*, ``from`` it.
-
-    Returns when there is no hook or it returns ``None``: the caller then
-    raises *error* itself.
-
-    Raises:
-        TypeError: If the hook returns something that is not an exception.
-    """
-    if hook is None:
-        return
-    replacement = hook(error)
-    if replacement is None:
-        return
-    if not isinstance(replacement, BaseException):
-        msg = f"{param} must return an exception or None, got {replacement!r}"
-        raise TypeError(msg) from error
-    raise replacement from error
-
-
-#: Storage steps finishing for a cancelled caller (asyncio keeps only weak
-#: references to tasks).
-_FINISHING: set[asyncio.Future[Any]] = set()
-
-
-def in_background(step: Awaitable[Any]) -> asyncio.Future[Any]:
-    """Run *step* to its end in a task of its own, kept alive until it is done."""
-    task = asyncio.ensure_future(step)
-    _FINISHING.add(task)
-    task.add_done_callback(_FINISHING.discard)
-    return task
-
-
-async def shielded(step: Awaitable[T]) -> T:
-    """Await a storage step that must not stop halfway, whatever the caller does.
-
-    A script cancelled between the server running it and the client reading
-    its reply has changed the shared state without telling anyone (a trial
-    slot or a permit taken), and redis-py can even finish a command and drop
-    a cancellation that arrived meanwhile. So the step runs to its end in a
-    task of its own, and the caller's cancellation is raised at once.
-    """
-    task = asyncio.ensure_future(step)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        in_background(task)
-        raise
-
-
-def positive_int(value: object, param: str) -> int:
-    """Return *value*, an int of at least 1, or raise naming *param*.
-
-    Raises:
-        TypeError: If *value* is not an int (bools are refused too).
-        ValueError: If it is below 1.
-    """
-    if not isinstance(value, int) or isinstance(value, bool):
-        msg = f"{param} must be an int, got {value!r}"
-        raise TypeError(msg)
-    if value < 1:
-        msg = f"{param} must be >= 1, got {value}"
-        raise ValueError(msg)
-    return value
-
-
-def mask_password(url: str) -> str:
-    """Return *url* with its password, if any, replaced by ``***``.
-
-    Storage URLs reach reprs, errors, events and the command line; their
-    passwords must not.
-    """
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def type_name(kind: type) -> str:
@@ -191,11 +84,15 @@ class Policy(Decorating):
 
     _kind: ClassVar[str]
     _rank: ClassVar[int]
+    #: Whether :func:`wrap_with` observes its wrappers: ``_wrap_sync(func,
+    #: observe)`` and ``_wrap_async(func, observe)`` then take ``observe``
+    #: (``None`` for the plain wrapper). ``False``: the policy observes its
+    #: calls itself and takes ``func`` alone.
+    _observed_here: ClassVar[bool] = False
 
     def __init__(self, name: str | None) -> None:
-        if name is not None and (not isinstance(name, str) or not name):
-            msg = f"name must be a non-empty string, got {name!r}"
-            raise TypeError(msg)
+        if name is not None:
+            non_empty_str(name, "name")
         self._name = name
         self._counters = Counters()
 
@@ -219,13 +116,37 @@ class Policy(Decorating):
         if self._name is None:
             self._name = qualified_name(func)
 
-    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def _gate(self, func: Callable[..., Any]) -> object | None:
+        """Return this policy's gate for *func* (see :mod:`fluxus._gate`), if any.
+
+        Retry and timeout run the call themselves and have none.
+        """
+        del func
+        return None
+
+    def _wrap_sync(self, func: Callable[..., Any], *observe: Any) -> Callable[..., Any]:
         raise NotImplementedError
 
     def _wrap_async(
-        self, func: Callable[..., Awaitable[Any]]
+        self, func: Callable[..., Awaitable[Any]], *observe: Any
     ) -> Callable[..., Awaitable[Any]]:
         raise NotImplementedError
+
+
+def kind_of(policy: Policy) -> str:
+    """Return *policy*'s kind, such as ``"circuit_breaker"``."""
+    return policy._kind  # noqa: SLF001 - Policy's own module
+
+
+def rank_of(policy: Policy) -> int:
+    """Return *policy*'s layer rank (innermost 0); see :data:`RETRY`."""
+    return policy._rank  # noqa: SLF001 - Policy's own module
+
+
+def gate_of(policy: Policy, func: Callable[..., Any]) -> Any:
+    """Bind *policy* to *func* and return its gate for it, or ``None``."""
+    policy._bind(func)  # noqa: SLF001 - Policy's own module
+    return policy._gate(func)  # noqa: SLF001
 
 
 def layers(func: object) -> tuple[Policy, ...]:
@@ -301,12 +222,22 @@ class _Single:
 
 
 def wrap_with(policy: Policy, func: Callable[..., Any]) -> Callable[..., Any]:
-    """Return *policy*'s wrapper of *func*, named and signed like *func*."""
+    """Return *policy*'s wrapper of *func*, named and signed like *func*.
+
+    Observation (metrics, traces) happens here, once for every policy: the
+    policy builds a plain wrapper that never looks for observers, then the
+    one returned, which hands its calls to ``observe`` while observers are
+    installed; ``observe`` runs the plain one between them.
+    """
     policy._bind(func)  # noqa: SLF001
-    if inspect.iscoroutinefunction(func):
-        wrapper = policy._wrap_async(func)  # noqa: SLF001
+    is_async = inspect.iscoroutinefunction(func)
+    build = policy._wrap_async if is_async else policy._wrap_sync  # noqa: SLF001
+    if policy._observed_here:  # noqa: SLF001
+        plain = build(func, None)
+        observing = observing_async if is_async else observing_sync
+        wrapper = build(func, observing(policy, qualified_name(func), plain))
     else:
-        wrapper = policy._wrap_sync(func)  # noqa: SLF001
+        wrapper = build(func)
     functools.update_wrapper(wrapper, func)
     return wrapper
 

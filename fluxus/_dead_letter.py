@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from ._core import DEAD_LETTER, Policy, check_callable, qualified_name, type_name
+from ._core import DEAD_LETTER, Policy, qualified_name, type_name
+from ._gate import CaptureGate
+from ._validate import check_callable
 from .instrumentation._events import DeadLettered, DeadLetterHandlerFailed
 from .instrumentation._hooks import emit
-from .instrumentation._observe import WATCH, observe_async, observe_sync, outside
+from .instrumentation._observe import Observe, watch_for
 
 #: What a redacted argument is replaced with, in memory and in storage.
 REDACTED = "<redacted>"
@@ -165,6 +167,7 @@ class DeadLetterQueue(Policy):
 
     _kind: ClassVar[str] = "dead_letter"
     _rank: ClassVar[int] = DEAD_LETTER
+    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -337,9 +340,17 @@ class DeadLetterQueue(Policy):
             )
             raise TypeError(msg)
 
-    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def _gate(self, func: Callable[..., Any]) -> LetterGate:
+        if not inspect.iscoroutinefunction(func):
+            self._require_sync_handler(func)
+        return LetterGate(self, func)
+
+    def _wrap_sync(
+        self, func: Callable[..., Any], observe: Observe | None
+    ) -> Callable[..., Any]:
         self._require_sync_handler(func)
         function = qualified_name(func)
+        watch = watch_for(observe)
         redaction = self._redaction(func)
         capture = self._capture_sync
         reraise = self.reraise
@@ -347,8 +358,8 @@ class DeadLetterQueue(Policy):
         calls = self._counters.calls
 
         def dead_letter_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers and outside(dead_letter_wrapper):
-                return observe_sync(self, function, dead_letter_wrapper, args, kwargs)
+            if watch.observers:
+                return observe(args, kwargs)  # type: ignore[misc]
             next(calls)
             try:
                 return func(*args, **kwargs)
@@ -360,9 +371,10 @@ class DeadLetterQueue(Policy):
         return dead_letter_wrapper
 
     def _wrap_async(
-        self, func: Callable[..., Awaitable[Any]]
+        self, func: Callable[..., Awaitable[Any]], observe: Observe | None
     ) -> Callable[..., Awaitable[Any]]:
         function = qualified_name(func)
+        watch = watch_for(observe)
         redaction = self._redaction(func)
         capture = self._capture_async
         reraise = self.reraise
@@ -370,10 +382,8 @@ class DeadLetterQueue(Policy):
         calls = self._counters.calls
 
         async def dead_letter_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers and outside(dead_letter_wrapper):
-                return await observe_async(
-                    self, function, dead_letter_wrapper, args, kwargs
-                )
+            if watch.observers:
+                return await observe(args, kwargs)  # type: ignore[misc]
             next(calls)
             try:
                 return await func(*args, **kwargs)
@@ -386,6 +396,47 @@ class DeadLetterQueue(Policy):
                 raise
 
         return dead_letter_wrapper
+
+
+class LetterGate(CaptureGate):
+    """The dead letter queue's gate for one function, as ``fluxus.stack`` runs it."""
+
+    __slots__ = ("_calls", "_function", "_policy", "_redaction")
+
+    def __init__(self, policy: DeadLetterQueue, func: Callable[..., Any]) -> None:
+        self._policy = policy
+        self._function = qualified_name(func)
+        self._redaction = policy._redaction(func)  # noqa: SLF001 - its own module
+        self._calls = policy._counters.calls  # noqa: SLF001
+
+    @property
+    def default(self) -> Any:
+        """What the call returns when :meth:`capture` says so."""
+        return self._policy.default
+
+    def enter(self) -> None:
+        """Count the call entering."""
+        next(self._calls)
+
+    def capture(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
+    ) -> bool:
+        """Capture *exc*; return whether the call returns ``default`` instead."""
+        policy = self._policy
+        captured = policy._capture_sync(  # noqa: SLF001 - its own module
+            self._function, self._redaction, args, kwargs, exc
+        )
+        return captured and not policy.reraise
+
+    async def capture_async(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
+    ) -> bool:
+        """Same as :meth:`capture`, without blocking the event loop."""
+        policy = self._policy
+        captured = await policy._capture_async(  # noqa: SLF001 - its own module
+            self._function, self._redaction, args, kwargs, exc
+        )
+        return captured and not policy.reraise
 
 
 def dead_letter(

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Self, TextIO
 
 import fluxus
-from fluxus._core import mask_password
+from fluxus._redis import mask_password
 from fluxus.instrumentation import Event, get_hooks, set_hooks
 
 

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from ._core import mask_password
 from ._dead_letter import DeadLetter
+from ._redis import mask_password
 from ._replay import ReplayResult, replay, replay_async
 from .sinks import JsonlFile, RedisStream, SQLite
 from .sinks._base import CorruptRecordWarning, StoringSink

@@ -20,25 +20,17 @@ from tenacity.wait import wait_base
 
 from ._budget import RetryBudget
 from ._config import CONFIG
-from ._core import (
-    RETRY,
-    Policy,
-    check_callable,
-    qualified_name,
-    raise_replacement,
-    type_name,
-)
+from ._core import RETRY, Policy, qualified_name, type_name
 from ._deadline import effective_wait, remaining, wait_async, wait_sync
+from ._validate import check_callable, positive_int, raise_replacement
 from .exceptions import REJECTIONS
 from .instrumentation._events import RetriesExhausted, RetryScheduled
 from .instrumentation._hooks import emit
 from .instrumentation._observe import (
-    UNWATCHED,
-    WATCH,
+    Observe,
     attempts_async,
     attempts_sync,
-    observe_async,
-    observe_sync,
+    watch_for,
 )
 
 if TYPE_CHECKING:
@@ -131,6 +123,7 @@ class Retry(Policy):
 
     _kind: ClassVar[str] = "retry"
     _rank: ClassVar[int] = RETRY
+    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -144,12 +137,7 @@ class Retry(Policy):
         name: str | None = None,
     ) -> None:
         super().__init__(name)
-        if not isinstance(attempts, int) or isinstance(attempts, bool):
-            msg = f"attempts must be an int, got {attempts!r}"
-            raise TypeError(msg)
-        if attempts < 1:
-            msg = f"attempts must be >= 1 (the total number of calls), got {attempts}"
-            raise ValueError(msg)
+        positive_int(attempts, "attempts", what="the total number of calls")
         check_callable(should_retry, "should_retry")
         check_callable(on_exhausted, "on_exhausted")
         if budget is not None and not isinstance(budget, RetryBudget):
@@ -240,29 +228,23 @@ class Retry(Policy):
         raise_replacement(self._on_exhausted, exc, "on_exhausted")
         raise exc
 
-    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        function = qualified_name(func)
-        # The observed twin calls each attempt through the observers and
-        # never checks for them itself.
-        observed = self._retry_sync(attempts_sync(func), function, None)
-        return self._retry_sync(func, function, observed)
-
-    def _retry_sync(
-        self,
-        func: Callable[..., Any],
-        function: str,
-        observed: Callable[..., Any] | None,
+    def _wrap_sync(
+        self, func: Callable[..., Any], observe: Observe | None
     ) -> Callable[..., Any]:
+        function = qualified_name(func)
+        if observe is None:
+            # The plain wrapper, run by the observers: each attempt too.
+            func = attempts_sync(func)
         retryable = self._retryable
         again = self._again_sync
         budget = self.budget
         calls = self._counters.calls
         failures = self._counters.failures
-        watch = UNWATCHED if observed is None else WATCH
+        watch = watch_for(observe)
 
         def retry_wrapper(*args: Any, **kwargs: Any) -> Any:
             if watch.observers:
-                return observe_sync(self, function, observed, args, kwargs)  # type: ignore[arg-type]
+                return observe(args, kwargs)  # type: ignore[misc]
             next(calls)
             if budget is not None:
                 budget.record_attempt()
@@ -299,28 +281,21 @@ class Retry(Policy):
                 exc = error
 
     def _wrap_async(
-        self, func: Callable[..., Awaitable[Any]]
+        self, func: Callable[..., Awaitable[Any]], observe: Observe | None
     ) -> Callable[..., Awaitable[Any]]:
         function = qualified_name(func)
-        observed = self._retry_async(attempts_async(func), function, None)
-        return self._retry_async(func, function, observed)
-
-    def _retry_async(
-        self,
-        func: Callable[..., Awaitable[Any]],
-        function: str,
-        observed: Callable[..., Awaitable[Any]] | None,
-    ) -> Callable[..., Awaitable[Any]]:
+        if observe is None:
+            func = attempts_async(func)
         retryable = self._retryable
         again = self._again_async
         budget = self.budget
         calls = self._counters.calls
         failures = self._counters.failures
-        watch = UNWATCHED if observed is None else WATCH
+        watch = watch_for(observe)
 
         async def retry_wrapper(*args: Any, **kwargs: Any) -> Any:
             if watch.observers:
-                return await observe_async(self, function, observed, args, kwargs)  # type: ignore[arg-type]
+                return await observe(args, kwargs)  # type: ignore[misc]
             next(calls)
             if budget is not None:
                 budget.record_attempt()

@@ -19,20 +19,25 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from ._breaker import CircuitBreaker
-from ._core import Decorating, Policy, qualified_name, wrap_with
-from ._dead_letter import DeadLetterQueue
-from ._rate_limit import RateLimiter
+from ._core import (
+    Decorating,
+    Policy,
+    gate_of,
+    kind_of,
+    rank_of,
+    wrap_with,
+)
 from .instrumentation._observe import WATCH
 
-K = TypeVar("K", bound=Policy)
+if TYPE_CHECKING:
+    from ._gate import AdmitGate, AroundGate, CaptureGate
 
-#: Kinds whose happy path is a decision before and after the call; the stack
-#: inlines them into one wrapper. Retry and timeout run the call themselves.
+#: Kinds that run the call themselves; the stack wraps the function in them.
 _AROUND = ("retry", "timeout")
-_GATES = ("circuit_breaker", "rate_limit", "dead_letter")
+#: Kinds with a gate (see :mod:`fluxus._gate`), outermost first.
+_GATES = ("dead_letter", "rate_limit", "circuit_breaker")
 
 
 class Stack(Decorating):
@@ -40,9 +45,9 @@ class Stack(Decorating):
 
     Every function it decorates shares the same policy objects: one breaker
     and one limiter per downstream service. Retry and timeout wrap the
-    function first; the rate limiter's admission, the breaker's admission
-    and outcome and the dead letter capture then run in ONE wrapper around
-    them, instead of one wrapper per policy.
+    function first; the gates of the rate limiter, the breaker and the dead
+    letter queue (:mod:`fluxus._gate`) then run in ONE wrapper around them,
+    instead of one wrapper per policy.
 
     Attributes:
         policies: The policies, outermost first.
@@ -59,7 +64,7 @@ class Stack(Decorating):
                     f"argument {index} is {policy!r}"
                 )
                 raise TypeError(msg)
-            kind = policy._kind  # noqa: SLF001
+            kind = kind_of(policy)
             if kind in seen:
                 msg = (
                     f"policies holds two {kind} policies ({seen[kind]!r} and "
@@ -71,7 +76,7 @@ class Stack(Decorating):
             msg = "policies must name at least one policy"
             raise ValueError(msg)
         self.policies: tuple[Policy, ...] = tuple(
-            sorted(seen.values(), key=lambda p: p._rank, reverse=True)  # noqa: SLF001
+            sorted(seen.values(), key=rank_of, reverse=True)
         )
         self._by_kind = seen
 
@@ -88,167 +93,87 @@ class Stack(Decorating):
         for kind in _AROUND:
             if (policy := self._by_kind.get(kind)) is not None:
                 inner = wrap_with(policy, inner)
-        gates = _Gates(self._by_kind, func)
-        if gates.empty:
+        gated = [self._by_kind[kind] for kind in _GATES if kind in self._by_kind]
+        if not gated:
             return inner if inner is not func else wrap_with(self.policies[0], func)
         # With observers installed (metrics, traces) the call takes the
         # policies' own wrappers instead, so that each policy is observed.
         observed = inner
-        for kind in _GATES:
-            if (policy := self._by_kind.get(kind)) is not None:
-                observed = wrap_with(policy, observed)
+        for policy in reversed(gated):
+            observed = wrap_with(policy, observed)
+        gates = {kind_of(policy): gate_of(policy, func) for policy in gated}
+        letters = gates.get("dead_letter")
+        limiter = gates.get("rate_limit")
+        breaker = gates.get("circuit_breaker")
         if inspect.iscoroutinefunction(func):
-            wrapper = gates.wrap_async(inner, observed)
+            wrapper = _wrap_async(inner, observed, letters, limiter, breaker)
         else:
-            wrapper = gates.wrap_sync(inner, observed)
+            wrapper = _wrap_sync(inner, observed, letters, limiter, breaker)
         functools.update_wrapper(wrapper, func)
         return wrapper
 
 
-def _pick(by_kind: dict[str, Policy], kind: str, cls: type[K]) -> K | None:
-    policy = by_kind.get(kind)
-    return policy if isinstance(policy, cls) else None
+def _wrap_sync(
+    inner: Callable[..., Any],
+    observed: Callable[..., Any],
+    letters: CaptureGate | None,
+    limiter: AdmitGate | None,
+    breaker: AroundGate | None,
+) -> Callable[..., Any]:
+    """Return the sync wrapper: admissions, the call, outcomes, capture."""
 
-
-class _Gates:
-    """The dead letter, rate limit and breaker steps of one function."""
-
-    def __init__(self, by_kind: dict[str, Policy], func: Callable[..., Any]) -> None:
-        self.function = qualified_name(func)
-        self.dead_letter = _pick(by_kind, "dead_letter", DeadLetterQueue)
-        self.limiter = _pick(by_kind, "rate_limit", RateLimiter)
-        self.breaker = _pick(by_kind, "circuit_breaker", CircuitBreaker)
-        for policy in (self.dead_letter, self.limiter, self.breaker):
-            if policy is not None:
-                policy._bind(func)  # noqa: SLF001
-        self.empty = all(
-            p is None for p in (self.dead_letter, self.limiter, self.breaker)
-        )
-        self.redaction = (
-            self.dead_letter._redaction(func) if self.dead_letter else None  # noqa: SLF001
-        )
-        if self.dead_letter is not None and not inspect.iscoroutinefunction(func):
-            self.dead_letter._require_sync_handler(func)  # noqa: SLF001
-
-    def _rate_steps(self, *, is_async: bool) -> tuple[Any, Any, RateLimiter] | None:
-        limiter = self.limiter
-        if limiter is None:
-            return None
-        admit = limiter._admit_async if is_async else limiter._admit  # noqa: SLF001
-        call_key = limiter._call_key if limiter._key is not None else None  # noqa: SLF001
-        return admit, call_key, limiter
-
-    def wrap_sync(
-        self, inner: Callable[..., Any], observed: Callable[..., Any]
-    ) -> Callable[..., Any]:
-        """Return the sync wrapper: admissions, the call, outcomes, capture."""
-        function = self.function
-        rate = self._rate_steps(is_async=False)
-        breaker = self.breaker
-        circuit = (
-            None
-            if breaker is None
-            else (breaker._admit, breaker._record_success, breaker._record_failure)  # noqa: SLF001
-        )
-        letters = self.dead_letter
-        letter_calls = letters._counters.calls if letters else None  # noqa: SLF001
-        redaction = self.redaction
-
-        def stack_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers:
-                return observed(*args, **kwargs)
-            if letter_calls is not None:
-                next(letter_calls)
-            try:
-                if rate is not None:
-                    admit_rate, call_key, limiter = rate
-                    key = call_key(args, kwargs) if call_key else ""
-                    admit_rate(key, limiter.timeout, function)
-                if circuit is None:
-                    return inner(*args, **kwargs)
-                admit, succeed, fail = circuit
-                token = admit(function)
-                try:
-                    result = inner(*args, **kwargs)
-                except BaseException as exc:
-                    fail(token, exc, function)
-                    raise
-                succeed(token, function)
-            except Exception as exc:
-                if letters is None:
-                    raise
-                captured = letters._capture_sync(function, redaction, args, kwargs, exc)  # noqa: SLF001
-                if captured and not letters.reraise:
-                    return letters.default
-                raise
-            return result
-
-        return stack_wrapper
-
-    def wrap_async(
-        self,
-        inner: Callable[..., Awaitable[Any]],
-        observed: Callable[..., Awaitable[Any]],
-    ) -> Callable[..., Awaitable[Any]]:
-        """Return the async wrapper: the same steps, awaited where they do I/O."""
-        function = self.function
-        rate = self._rate_steps(is_async=True)
-        breaker = self.breaker
-        letters = self.dead_letter
-        letter_calls = letters._counters.calls if letters else None  # noqa: SLF001
-        redaction = self.redaction
-
-        async def stack_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers:
-                return await observed(*args, **kwargs)
-            if letter_calls is not None:
-                next(letter_calls)
-            try:
-                if rate is not None:
-                    admit_rate, call_key, limiter = rate
-                    key = call_key(args, kwargs) if call_key else ""
-                    await admit_rate(key, limiter.timeout, function)
-                if breaker is None:
-                    return await inner(*args, **kwargs)
-                return await _through_breaker(breaker, function, inner, args, kwargs)
-            except Exception as exc:
-                if letters is None:
-                    raise
-                captured = await letters._capture_async(  # noqa: SLF001
-                    function, redaction, args, kwargs, exc
-                )
-                if captured and not letters.reraise:
-                    return letters.default
-                raise
-
-        return stack_wrapper
-
-
-async def _through_breaker(
-    breaker: CircuitBreaker,
-    function: str,
-    inner: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    """Run *inner* under *breaker*, awaiting its steps when they do I/O."""
-    if not breaker._storage.remote:  # noqa: SLF001
-        token = breaker._admit(function)  # noqa: SLF001
+    def stack_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if WATCH.observers:
+            return observed(*args, **kwargs)
+        if letters is not None:
+            letters.enter()
         try:
-            result = await inner(*args, **kwargs)
-        except BaseException as exc:
-            breaker._record_failure(token, exc, function)  # noqa: SLF001
-            raise
-        breaker._record_success(token, function)  # noqa: SLF001
+            if limiter is not None:
+                limiter.admit(args, kwargs)
+            if breaker is None:
+                return inner(*args, **kwargs)
+            token = breaker.admit()
+            try:
+                result = inner(*args, **kwargs)
+            except BaseException as exc:
+                breaker.fail(token, exc)
+                raise
+            breaker.succeed(token)
+        except Exception as exc:
+            if letters is None or not letters.capture(args, kwargs, exc):
+                raise
+            return letters.default
         return result
-    token = await breaker._admit_async(function)  # noqa: SLF001
-    try:
-        result = await inner(*args, **kwargs)
-    except BaseException as exc:
-        await breaker._record_failure_async(token, exc, function)  # noqa: SLF001
-        raise
-    await breaker._record_success_async(token, function)  # noqa: SLF001
-    return result
+
+    return stack_wrapper
+
+
+def _wrap_async(
+    inner: Callable[..., Awaitable[Any]],
+    observed: Callable[..., Awaitable[Any]],
+    letters: CaptureGate | None,
+    limiter: AdmitGate | None,
+    breaker: AroundGate | None,
+) -> Callable[..., Awaitable[Any]]:
+    """Return the async wrapper: the same steps, awaited where they do I/O."""
+
+    async def stack_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if WATCH.observers:
+            return await observed(*args, **kwargs)
+        if letters is not None:
+            letters.enter()
+        try:
+            if limiter is not None:
+                await limiter.admit_async(args, kwargs)
+            if breaker is None:
+                return await inner(*args, **kwargs)
+            return await breaker.run_async(inner, args, kwargs)
+        except Exception as exc:
+            if letters is None or not await letters.capture_async(args, kwargs, exc):
+                raise
+            return letters.default
+
+    return stack_wrapper
 
 
 def stack(*policies: Policy) -> Stack:

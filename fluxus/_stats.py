@@ -8,6 +8,7 @@ and a call pays about one attribute load and one C call.
 from __future__ import annotations
 
 import itertools
+import threading
 from dataclasses import dataclass
 
 _FIELDS = ("calls", "failures", "retries", "rejections", "timeouts", "dead_letters")
@@ -40,15 +41,16 @@ class Stats:
     dead_letters: int = 0
 
 
-def _read(counter: itertools.count[int]) -> int:
-    # count has no public getter; its repr is "count(N)" and is stable.
-    return int(repr(counter)[6:-1])
-
-
 class Counters:
-    """The live counters behind :class:`Stats`; bump one with ``next()``."""
+    """The live counters behind :class:`Stats`; bump one with ``next()``.
 
-    __slots__ = _FIELDS
+    A count has no getter, so a snapshot reads each counter with ``next()``
+    too, which returns the bumps so far plus the snapshots taken before:
+    those are subtracted. Snapshots take a lock among themselves; the bumps
+    never do.
+    """
+
+    __slots__ = (*_FIELDS, "_lock", "_snapshots")
 
     def __init__(self) -> None:
         self.calls = itertools.count()
@@ -57,7 +59,12 @@ class Counters:
         self.rejections = itertools.count()
         self.timeouts = itertools.count()
         self.dead_letters = itertools.count()
+        self._snapshots = 0
+        self._lock = threading.Lock()
 
     def snapshot(self) -> Stats:
         """Return the counters' current values."""
-        return Stats(*(_read(getattr(self, name)) for name in _FIELDS))
+        with self._lock:
+            taken = self._snapshots
+            self._snapshots = taken + 1
+            return Stats(*(next(getattr(self, name)) - taken for name in _FIELDS))

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from ._core import to_seconds
+from ._validate import to_seconds
 
 if TYPE_CHECKING:
     from datetime import timedelta

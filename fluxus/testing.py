@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import ParamSpec, TypeVar, cast
 
 from ._config import CONFIG, TestingMode
-from ._core import to_seconds
+from ._validate import to_seconds
 from .instrumentation._events import Event
 from .instrumentation._hooks import add_hook, remove_hook
 

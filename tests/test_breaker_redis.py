@@ -17,7 +17,7 @@ import pytest
 import redis
 import redis.asyncio
 from fluxus import CircuitState
-from fluxus._breaker_core import Circuit
+from fluxus._breaker._circuit import Circuit
 from fluxus.instrumentation import (
     CircuitRejected,
     CircuitStateChanged,

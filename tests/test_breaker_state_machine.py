@@ -10,7 +10,7 @@ from collections import Counter
 
 import fluxus
 import pytest
-from fluxus._breaker_core import Circuit, CircuitState
+from fluxus._breaker._circuit import Circuit, CircuitState
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (

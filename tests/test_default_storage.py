@@ -18,8 +18,8 @@ from typing import Any
 import fluxus
 import pytest
 import redis
-from fluxus import _rate_limit
 from fluxus._config import default_storage, set_default_storage
+from fluxus._rate_limit import _policy as _rate_limit
 
 pytestmark = pytest.mark.timeout(30)
 

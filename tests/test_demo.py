@@ -8,7 +8,7 @@ import sys
 import pytest
 from fluxus import _demo
 from fluxus.__main__ import main
-from fluxus._core import mask_password
+from fluxus._redis import mask_password
 from fluxus.sinks import JsonlFile
 
 

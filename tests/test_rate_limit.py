@@ -9,15 +9,13 @@ from datetime import timedelta
 
 import fluxus
 import pytest
-from fluxus import _rate_limit
-from fluxus._core import mask_password
 from fluxus._deadline import DEADLINE
-from fluxus._rate_limit_stores import (
-    Bucket,
-    MemoryTokenBuckets,
-    reserve,
-    sliding_window_wait,
-)
+from fluxus._rate_limit import _plan
+from fluxus._rate_limit import _policy as _rate_limit
+from fluxus._rate_limit._gcra import Bucket, reserve
+from fluxus._rate_limit._memory import MemoryTokenBuckets
+from fluxus._rate_limit._windows import sliding_window_wait
+from fluxus._redis import mask_password
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -161,7 +159,7 @@ def test_idle_keys_are_swept_so_memory_follows_active_clients():
 
 
 def test_sliding_window_wait_solves_limits_weighting():
-    item = fluxus._rate_limit.limits.RateLimitItemPerSecond(10)
+    item = fluxus._rate_limit._policy.limits.RateLimitItemPerSecond(10)
     assert 0.0 == sliding_window_wait(item, 0, 0.0, 5, 1.5)
     assert 0.5 == sliding_window_wait(item, 4, 0.8, 10, 1.5)
     assert 0.3 == pytest.approx(sliding_window_wait(item, 10, 0.8, 5, 1.5))
@@ -451,9 +449,9 @@ def test_bad_configuration_fails_when_built_naming_the_parameter(kwargs, error, 
 
 
 def test_a_redis_storage_without_the_redis_package_fails_when_built(monkeypatch):
-    real = _rate_limit.importlib.util.find_spec
+    real = _plan.importlib.util.find_spec
     monkeypatch.setattr(
-        _rate_limit.importlib.util,
+        _plan.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "redis" else real(name, *a),
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 import fluxus
 import pytest
 import redis
-from fluxus import _rate_limit
+from fluxus._rate_limit import _policy as _rate_limit
 
 pytestmark = pytest.mark.redis
 

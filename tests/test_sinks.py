@@ -17,7 +17,7 @@ from pathlib import Path
 
 import fluxus
 import pytest
-from fluxus._core import mask_password
+from fluxus._redis import mask_password
 from fluxus.sinks import (
     CorruptRecordWarning,
     JsonlFile,

@@ -4,16 +4,13 @@ Events report decisions only. Metrics and traces also need the calls that
 succeed, and their latency, so a backend such as
 :mod:`fluxus.instrumentation.prometheus` registers an :class:`Observer`.
 Each policy's wrapper checks ``WATCH.observers`` once per call: with no
-observer that is the whole cost. With one, the wrapper hands the call to
-:func:`observe_sync` / :func:`observe_async`, which tell the observers when
-it starts and ends, then run the same wrapper again, flagged so that it
-takes its plain path this time.
-
-The flag is a thread-local, not a context variable: it is set just before
-the wrapper is called and consumed by the wrapper's first statement, and in
-between no other code runs in this thread, nor in this event loop (a
-coroutine runs up to its first ``await`` inside the ``await`` that starts
-it). Retry attempts are announced only to observers that ask for them
+observer that is the whole cost. With one, it hands the call to the
+``observe`` that :func:`fluxus._core.wrap_with` built for it
+(:func:`observing_sync` / :func:`observing_async`): that tells the
+observers when the call starts and ends, and runs, in between, a plain
+twin of the wrapper that never looks for observers. (The timeout still runs
+its own wrapper a second time, flagged by a thread-local: :func:`outside`.)
+Retry attempts are announced only to observers that ask for them
 (``attempts = True``), the only ones that pay for the context variable
 that numbers them.
 """
@@ -102,15 +99,6 @@ def remove_observer(observer: Observer) -> None:
         WATCH.set(tuple(o for o in WATCH.observers if o is not observer))
 
 
-def outside(wrapper: object) -> bool:
-    """Return whether *wrapper* runs un-observed; consume the re-entry flag."""
-    entered = _ENTERED
-    if entered.wrapper is wrapper:
-        entered.wrapper = None  # so a recursive call is observed again
-        return False
-    return True
-
-
 def _start(
     observers: tuple[Observer, ...], policy: Policy, function: str, attempt: int
 ) -> list[tuple[Observer, Any]]:
@@ -131,6 +119,75 @@ def _end(started: list[tuple[Observer, Any]], error: BaseException | None) -> No
             report_once(observer, exc)
 
 
+Observe = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+
+
+def observing_sync(policy: Policy, function: str, plain: Callable[..., Any]) -> Observe:
+    """Return ``observe(args, kwargs)``: *plain* called between the observers.
+
+    :func:`fluxus._core.wrap_with` builds every policy's wrapper twice: a
+    plain one, which never looks for observers, and the one it returns,
+    which hands its calls to this while observers are installed.
+    """
+
+    def observe(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        started = _start(WATCH.observers, policy, function, 0)
+        call = _CALL.set(_Call(policy, function)) if WATCH.attempts else None
+        try:
+            result = plain(*args, **kwargs)
+        except BaseException as exc:
+            _end(started, exc)
+            raise
+        finally:
+            if call is not None:
+                _CALL.reset(call)
+        _end(started, None)
+        return result
+
+    return observe
+
+
+def observing_async(
+    policy: Policy, function: str, plain: Callable[..., Awaitable[Any]]
+) -> Observe:
+    """Return ``observe(args, kwargs)`` awaiting *plain*; see :func:`observing_sync`."""
+
+    async def observe(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        started = _start(WATCH.observers, policy, function, 0)
+        call = _CALL.set(_Call(policy, function)) if WATCH.attempts else None
+        try:
+            result = await plain(*args, **kwargs)
+        except BaseException as exc:
+            _end(started, exc)
+            raise
+        finally:
+            if call is not None:
+                _CALL.reset(call)
+        _end(started, None)
+        return result
+
+    return observe
+
+
+def watch_for(observe: Observe | None) -> _Watch:
+    """Return what a wrapper reads per call: :data:`WATCH`, or never-watched."""
+    return UNWATCHED if observe is None else WATCH
+
+
+# fluxus._timeout's observation, until it is built by wrap_with like the
+# other policies: the same wrapper is run a second time, flagged (a
+# thread-local) so that it takes its plain path.
+
+
+def outside(wrapper: object) -> bool:
+    """Return whether *wrapper* runs un-observed; consume the re-entry flag."""
+    entered = _ENTERED
+    if entered.wrapper is wrapper:
+        entered.wrapper = None  # so a recursive call is observed again
+        return False
+    return True
+
+
 def observe_sync(
     policy: Policy,
     function: str,
@@ -139,20 +196,15 @@ def observe_sync(
     kwargs: dict[str, Any],
 ) -> Any:
     """Run *wrapper* once more, its plain path, between the observers."""
-    started = _start(WATCH.observers, policy, function, 0)
-    call = _CALL.set(_Call(policy, function)) if WATCH.attempts else None
-    try:
+
+    def flagged(*args: Any, **kwargs: Any) -> Any:
         _ENTERED.wrapper = wrapper
-        result = wrapper(*args, **kwargs)
-    except BaseException as exc:
-        _end(started, exc)
-        raise
-    finally:
-        _ENTERED.wrapper = None
-        if call is not None:
-            _CALL.reset(call)
-    _end(started, None)
-    return result
+        try:
+            return wrapper(*args, **kwargs)
+        finally:
+            _ENTERED.wrapper = None
+
+    return observing_sync(policy, function, flagged)(args, kwargs)
 
 
 async def observe_async(
@@ -163,21 +215,16 @@ async def observe_async(
     kwargs: dict[str, Any],
 ) -> Any:
     """Await *wrapper* once more, its plain path, between the observers."""
-    started = _start(WATCH.observers, policy, function, 0)
-    call = _CALL.set(_Call(policy, function)) if WATCH.attempts else None
-    try:
+
+    async def flagged(*args: Any, **kwargs: Any) -> Any:
         _ENTERED.wrapper = wrapper
-        # The wrapper's first statement, run by this await, consumes the flag.
-        result = await wrapper(*args, **kwargs)
-    except BaseException as exc:
-        _end(started, exc)
-        raise
-    finally:
-        _ENTERED.wrapper = None
-        if call is not None:
-            _CALL.reset(call)
-    _end(started, None)
-    return result
+        try:
+            # The wrapper's first statement, run by this await, consumes the flag.
+            return await wrapper(*args, **kwargs)
+        finally:
+            _ENTERED.wrapper = None
+
+    return await observing_async(policy, function, flagged)(args, kwargs)
 
 
 def _next_attempt() -> tuple[_Call | None, int]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any, cast
 
-from fluxus._core import mask_password
 from fluxus._dead_letter import DeadLetter
+from fluxus._redis import mask_password
 
 from ._base import CorruptRecordWarning, SinkFull, StoringSink
 from ._codec import decode, encode

@@ -11,8 +11,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from fluxus._core import to_seconds
 from fluxus._dead_letter import DeadLetter
+from fluxus._validate import to_seconds
 
 from ._base import CorruptRecordWarning, StoringSink
 from ._codec import decode, encode

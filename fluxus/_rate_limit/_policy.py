@@ -26,55 +26,54 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import math
-import os
-import threading
 import time
-import urllib.parse
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, ClassVar, Final, NoReturn
 
 import limits
+import limits.storage
 import limits.util
-from limits._storage_scheme import SCHEMES
 
-from ._config import CONFIG, default_storage, track
-from ._core import (
-    RATE_LIMIT,
-    Policy,
-    mask_password,
-    qualified_name,
-    to_seconds,
-    type_name,
+from fluxus._config import CONFIG, default_storage
+from fluxus._core import RATE_LIMIT, Policy, qualified_name
+from fluxus._deadline import DEADLINE, effective_wait, remaining, wait_async, wait_sync
+from fluxus._gate import AdmitGate
+from fluxus._lazy import Lazy
+from fluxus._redis import StorageHealth, mask_password, scheme_of, url_password
+from fluxus._validate import (
+    Duration,
+    check_callable,
+    non_empty_str,
+    optional_seconds,
 )
-from ._deadline import DEADLINE, effective_wait, remaining, wait_async, wait_sync
-from ._rate_limit_stores import (
-    ADMITTED,
-    REDIS_SCHEMES,
-    TOKEN_BUCKET_SCHEMES,
-    Bucket,
-    LimitsWindows,
-    MemoryTokenBuckets,
-    RedisTokenBuckets,
-    Reservation,
-    StorageUnavailableError,
-)
-from .exceptions import RateLimitExceeded
-from .instrumentation._events import (
+from fluxus.exceptions import RateLimitExceeded
+from fluxus.instrumentation._events import (
     RateLimited,
     RateLimitStorageRecovered,
     RateLimitStorageUnavailable,
 )
-from .instrumentation._hooks import emit
-from .instrumentation._observe import WATCH, observe_async, observe_sync, outside
+from fluxus.instrumentation._hooks import emit
+from fluxus.instrumentation._observe import Observe, watch_for
 
-TOKEN_BUCKET = "token-bucket"  # noqa: S105 - a strategy, not a password
-WINDOW_STRATEGIES = ("sliding-window-counter", "fixed-window", "moving-window")
-STRATEGIES = (TOKEN_BUCKET, *WINDOW_STRATEGIES)
-DEFAULT_STRING_STRATEGY = "fixed-window"
-DEFAULT_KEY_PREFIX = "fluxus:ratelimit"
+from ._gcra import ADMITTED, Bucket, Reservation, StorageUnavailableError
+from ._memory import MemoryTokenBuckets
+from ._plan import (
+    DEFAULT_KEY_PREFIX,
+    DEFAULT_STRING_STRATEGY,
+    REDIS_SCHEMES,
+    STRATEGIES,
+    TOKEN_BUCKET,
+    TOKEN_BUCKET_SCHEMES,
+    Limit,
+    _check_burst,
+    _parse_limit,
+    _Plan,
+    _shared_store,
+    check_storage,
+)
+from ._redis_store import RedisTokenBuckets
+from ._windows import LimitsWindows
 
 #: Seconds an unreachable storage is left alone before it is tried again.
 STORAGE_RETRY_INTERVAL = 1.0
@@ -89,193 +88,20 @@ class _UseDefault:
 
 _POLICY_TIMEOUT: Final = _UseDefault()
 
-Limit = float | int | str
-
-_STORES_LOCK = threading.Lock()
-_STORES: dict[tuple[str, ...], Any] = {}
-
-
-def _shared_store(ident: tuple[str, ...], make: Callable[[], Any]) -> Any:
-    """Return the process-wide store for *ident*: same name, same budget."""
-    with _STORES_LOCK:
-        store = _STORES.get(ident)
-        if store is None:
-            store = _STORES[ident] = make()
-        return store
-
-
-def _forget_stores() -> None:  # pragma: no cover - forked children only
-    """Start a forked child without its parent's stores, clients and locks."""
-    global _STORES_LOCK  # noqa: PLW0603 - the parent's may be held forever
-    _STORES_LOCK = threading.Lock()
-    _STORES.clear()
-
-
-if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
-    os.register_at_fork(after_in_child=_forget_stores)
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """One consistent configuration: limit, algorithm and where it is counted."""
-
-    limit: Limit
-    burst: int | None
-    strategy: str
-    buckets: tuple[Bucket, ...] = ()
-    items: tuple[limits.RateLimitItem, ...] = ()
-    store: Any = field(default=None, compare=False)
-    #: The store does I/O: the async driver awaits its ``*_async`` methods.
-    io: bool = False
-    #: The burst was given, not derived from the rate: a new rate keeps it.
-    explicit_burst: bool = False
-
-    @property
-    def spec(self) -> tuple[Any, ...]:
-        return self.buckets or self.items
-
-
-class _Pending:
-    """The store of a plan whose storage is not built yet.
-
-    Storages are built on first use, not when the decorator runs: the
-    default storage may not be known yet (a web app reads its configuration
-    later), and a process that forks (gunicorn) must not hand its
-    connections, locks or timer threads to its children. The first call
-    through this stand-in builds the real store and swaps the limiter's plan,
-    so every later call goes straight to the real store.
-    """
-
-    __slots__ = ("_limiter",)
-
-    def __init__(self, limiter: RateLimiter) -> None:
-        self._limiter = limiter
-
-    def take(self, key: str, spec: Any, max_wait: float) -> Reservation:
-        store = self._limiter._resolve().store  # noqa: SLF001 - its own limiter
-        answer: Reservation = store.take(key, spec, max_wait)
-        return answer
-
-    def peek(self, key: str, spec: Any) -> float:
-        return float(self._limiter._resolve().store.peek(key, spec))  # noqa: SLF001
-
-    def refund(self, key: str, spec: Any, token: object) -> None:
-        self._limiter._resolve().store.refund(key, spec, token)  # noqa: SLF001
-
-    async def take_async(self, key: str, spec: Any, max_wait: float) -> Reservation:
-        plan = self._limiter._resolve()  # noqa: SLF001 - its own limiter
-        answer: Reservation
-        if plan.io:
-            answer = await plan.store.take_async(key, spec, max_wait)
-        else:
-            answer = plan.store.take(key, spec, max_wait)
-        return answer
-
-    async def peek_async(self, key: str, spec: Any) -> float:
-        plan = self._limiter._resolve()  # noqa: SLF001 - its own limiter
-        if plan.io:
-            return float(await plan.store.peek_async(key, spec))
-        return float(plan.store.peek(key, spec))
-
-    async def refund_async(self, key: str, spec: Any, token: object) -> None:
-        plan = self._limiter._resolve()  # noqa: SLF001 - its own limiter
-        if plan.io:
-            await plan.store.refund_async(key, spec, token)
-        else:
-            plan.store.refund(key, spec, token)
-
-
-def _parse_limit(limit: object) -> tuple[float | None, list[limits.RateLimitItem]]:
-    """Return ``(rate, [])`` for a number or ``(None, items)`` for a string."""
-    if isinstance(limit, int | float) and not isinstance(limit, bool):
-        if not math.isfinite(limit) or limit <= 0:
-            msg = (
-                f"limit must be a finite number of calls per second > 0, got {limit!r}"
-            )
-            raise ValueError(msg)
-        return float(limit), []
-    if not isinstance(limit, str):
-        msg = (
-            "limit must be a rate string such as '10/second' or a number of "
-            f"calls per second, got {limit!r}"
-        )
-        raise TypeError(msg)
-    try:
-        items = limits.util.parse_many(limit)
-    except ValueError:
-        msg = (
-            f"limit must be a rate in limits' notation such as '10/second' or "
-            f"'100 per minute; 10 per second', got {limit!r}"
-        )
-        raise ValueError(msg) from None
-    for item in items:
-        if item.amount < 1:
-            msg = f"limit must allow at least 1 call per period, got {limit!r}"
-            raise ValueError(msg)
-    return None, items
-
-
-def _check_burst(burst: object) -> int | None:
-    if burst is None:
-        return None
-    if not isinstance(burst, int) or isinstance(burst, bool):
-        msg = f"burst must be an int (tokens) or None, got {burst!r}"
-        raise TypeError(msg)
-    if burst < 1:
-        msg = f"burst must be >= 1 token, got {burst!r}"
-        raise ValueError(msg)
-    return burst
-
-
-def _check_timeout(timeout: object) -> float | None:
-    if timeout is None:
-        return None
-    return to_seconds(timeout, "timeout", allow_none=True)
-
-
-def check_storage(storage: object, param: str = "storage") -> str:
-    """Return *storage* if it is a limits storage URI fluxus can use.
-
-    Raises:
-        TypeError: If *storage* is not a string.
-        ValueError: If its scheme is unknown, or needs a package that is
-            not installed.
-    """
-    if not isinstance(storage, str):
-        msg = (
-            f"{param} must be a limits storage URI such as 'memory://', got {storage!r}"
-        )
-        raise TypeError(msg)
-    scheme = urllib.parse.urlsplit(storage).scheme
-    if scheme not in SCHEMES or scheme.startswith("async+"):
-        known = ", ".join(sorted(s for s in SCHEMES if not s.startswith("async+")))
-        msg = (
-            f"{param} has an unknown scheme {scheme!r} in {mask_password(storage)!r}; "
-            f"use one of {known} (async functions use the async storages "
-            "on their own)"
-        )
-        raise ValueError(msg)
-    if scheme in REDIS_SCHEMES and importlib.util.find_spec("redis") is None:
-        msg = (
-            f"{param} {mask_password(storage)!r} needs the redis package: "
-            "pip install 'fluxus[redis]'"
-        )
-        raise ValueError(msg)
-    return storage
-
 
 class RateLimiter(Policy):
     """Admit at most so many calls per period; see :func:`rate_limit`."""
 
     _kind: ClassVar[str] = "rate_limit"
     _rank: ClassVar[int] = RATE_LIMIT
+    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,
         limit: Limit,
         *,
         burst: int | None = None,
-        timeout: float | None = 0.0,
+        timeout: Duration | None = 0.0,
         key: Callable[..., str] | None = None,
         name: str | None = None,
         storage: str | None = None,
@@ -300,37 +126,31 @@ class RateLimiter(Policy):
                 own (tests use a fake clock); ``None`` shares the process's.
         """
         super().__init__(name)
-        if key is not None and not callable(key):
-            msg = f"key must be a callable returning a string, or None, got {key!r}"
-            raise TypeError(msg)
+        check_callable(key, "key")
         if strategy is not None and strategy not in STRATEGIES:
             choices = ", ".join(STRATEGIES)
             msg = f"strategy must be one of {choices} or None, got {strategy!r}"
             raise ValueError(msg)
-        if not isinstance(key_prefix, str) or not key_prefix:
-            msg = f"key_prefix must be a non-empty string, got {key_prefix!r}"
-            raise TypeError(msg)
-        if clock is not None and not callable(clock):
-            msg = f"clock must be a callable returning seconds, got {clock!r}"
-            raise TypeError(msg)
-        self.timeout = _check_timeout(timeout)
+        self.key_prefix = non_empty_str(key_prefix, "key_prefix")
+        check_callable(clock, "clock")
+        self.timeout = optional_seconds(timeout, "timeout")
         self.fail_open = bool(fail_open)
-        self.key_prefix = key_prefix
         self._key = key
         #: The storage given to the policy, or ``None``: the default storage.
         self._given = None if storage is None else check_storage(storage)
-        #: The storage in use: ``None`` until the first call (and after a fork).
-        self._storage: str | None = None
         self._scheme = ""
         self._strategy = strategy
         self._clock = clock
         self._own_store: MemoryTokenBuckets | None = None
-        self._pending = _Pending(self)
-        self._resolve_lock = threading.Lock()
-        self._down_until = 0.0
+        self._health = self._new_health(None)
+        #: The storage URI in use: built on the first call (and after a fork).
+        self._uri: Lazy[str] = Lazy(
+            self._build_storage,
+            follows_default=self._given is None,
+            on_forget=self._drop_store,
+        )
         self._set_key_heads()
         self._plan = self._make_plan(limit, _check_burst(burst))
-        track(self)
 
     # -- configuration --------------------------------------------------
 
@@ -356,7 +176,7 @@ class RateLimiter(Policy):
         Without ``storage=``, the default storage (``"memory://"`` unless a
         web integration set ``FLUXUS_STORAGE_URI``).
         """
-        return mask_password(self._storage or self._given or default_storage())
+        return mask_password(self._uri.value or self._given or default_storage())
 
     def set_limit(self, limit: Limit) -> None:
         """Replace the limit; same forms as ``limit`` in :func:`rate_limit`.
@@ -403,7 +223,8 @@ class RateLimiter(Policy):
                 raise ValueError(msg)
             items = [limits.RateLimitItemPerSecond(int(rate))]
         return self._attach(
-            _Plan(limit=limit, burst=None, strategy=strategy, items=tuple(items))
+            _Plan(limit=limit, burst=None, strategy=strategy, items=tuple(items)),
+            self._uri.value,
         )
 
     def _token_bucket_plan(
@@ -427,15 +248,15 @@ class RateLimiter(Policy):
                 explicit_burst=burst is not None,
                 strategy=TOKEN_BUCKET,
                 buckets=buckets,
-            )
+            ),
+            self._uri.value,
         )
 
     # -- the storage, built on first use ------------------------------------
 
     def _check_fits(self, plan: _Plan, uri: str) -> None:
         """Raise ValueError unless a token bucket's storage can hold one."""
-        scheme = urllib.parse.urlsplit(uri).scheme
-        if plan.strategy == TOKEN_BUCKET and scheme not in TOKEN_BUCKET_SCHEMES:
+        if plan.strategy == TOKEN_BUCKET and scheme_of(uri) not in TOKEN_BUCKET_SCHEMES:
             source = "storage" if self._given else "the default storage"
             msg = (
                 f"strategy='token-bucket' needs storage 'memory://' or a Redis URL "
@@ -445,13 +266,12 @@ class RateLimiter(Policy):
             )
             raise ValueError(msg)
 
-    def _attach(self, plan: _Plan) -> _Plan:
-        """Return *plan* with its store, or with the stand-in until first use."""
-        uri = self._storage
+    def _attach(self, plan: _Plan, uri: str | None) -> _Plan:
+        """Return *plan* with the store of *uri*, or none until first use."""
         if uri is None:
             if self._given is not None:
                 self._check_fits(plan, self._given)
-            return dataclasses.replace(plan, store=self._pending, io=True)
+            return dataclasses.replace(plan, store=None, io=True)
         self._check_fits(plan, uri)
         store: Any
         if plan.strategy != TOKEN_BUCKET:
@@ -469,36 +289,41 @@ class RateLimiter(Policy):
             store = _shared_store((TOKEN_BUCKET, uri), MemoryTokenBuckets)
         return dataclasses.replace(plan, store=store, io=self._scheme != "memory")
 
-    def _resolve(self) -> _Plan:
-        """Build the storage on first use; return the plan holding it.
+    def _build_storage(self) -> str:
+        """Build the store on first use; return the storage URI.
 
         Raises:
             ValueError: If the default storage cannot hold this limiter's
                 token bucket.
         """
-        with self._resolve_lock:
-            plan = self._plan
-            if self._storage is None:
-                uri = self._given or default_storage()
-                self._check_fits(plan, uri)
-                self._storage = uri
-                self._scheme = urllib.parse.urlsplit(uri).scheme
-                plan = self._plan = self._attach(plan)
-            return plan
+        uri = self._given or default_storage()
+        self._check_fits(self._plan, uri)
+        self._scheme = scheme_of(uri)
+        self._health = self._new_health(uri)
+        self._plan = self._attach(self._plan, uri)
+        return uri
 
-    def _forget_storage(self, *, forked: bool) -> None:
-        """Drop the store: after a fork, or when the default storage changes."""
-        if forked:  # pragma: no cover - forked children only
-            # The parent's lock may be held by a thread the child lacks.
-            self._resolve_lock = threading.Lock()
-        elif self._given is not None or self._storage is None:
-            return
-        with self._resolve_lock:
-            self._storage = None
-            self._scheme = ""
-            self._own_store = None
-            self._down_until = 0.0
-            self._plan = dataclasses.replace(self._plan, store=self._pending, io=True)
+    def _drop_store(self) -> None:
+        self._scheme = ""
+        self._own_store = None
+        self._health = self._new_health(None)
+        self._plan = dataclasses.replace(self._plan, store=None, io=True)
+
+    def _resolve(self) -> _Plan:
+        """Return the plan, its store built."""
+        self._uri.get()
+        return self._plan
+
+    def _new_health(self, uri: str | None) -> StorageHealth:
+        # The retry interval is read here, so tests can shorten it.
+        return StorageHealth(
+            fail_open=self.fail_open,
+            retry_interval=STORAGE_RETRY_INTERVAL,
+            on_down=self._storage_down,
+            on_up=self._storage_up,
+            secret=None if uri is None else url_password(uri),
+            every_failure=True,
+        )
 
     # -- public controls ------------------------------------------------
 
@@ -508,32 +333,36 @@ class RateLimiter(Policy):
         Args:
             key: The client key, as the ``key`` function would return it.
         """
-        plan = self._plan
-        if self._storage_resting():
+        plan = self._plan if self._plan.store is not None else self._resolve()
+        if self._health.resting():
             return self.fail_open
         try:
             wait = plan.store.peek(self._store_key(plan, key or ""), plan.spec)
         except StorageUnavailableError as exc:
-            self._storage_failed(exc, self.name)
-            return self.fail_open
-        self._storage_ok(self.name)
-        return bool(wait <= 0)
+            return self._unreachable_peek(exc)
+        return self._peeked(wait)
 
     async def allow_async(self, key: str | None = None) -> bool:
         """Return whether a call would be admitted now, without blocking the loop."""
-        plan = self._plan
+        plan = self._plan if self._plan.store is not None else self._resolve()
         if not plan.io:
             return self.allow(key)
-        if self._storage_resting():
+        if self._health.resting():
             return self.fail_open
         try:
             wait = await plan.store.peek_async(
                 self._store_key(plan, key or ""), plan.spec
             )
         except StorageUnavailableError as exc:
-            self._storage_failed(exc, self.name)
-            return self.fail_open
-        self._storage_ok(self.name)
+            return self._unreachable_peek(exc)
+        return self._peeked(wait)
+
+    def _unreachable_peek(self, exc: StorageUnavailableError) -> bool:
+        self._health.failed(exc.__cause__ or exc, self.name)
+        return self.fail_open
+
+    def _peeked(self, wait: float) -> bool:
+        self._health.answered(self.name)
         return bool(wait <= 0)
 
     def acquire(
@@ -569,7 +398,7 @@ class RateLimiter(Policy):
     def _resolve_timeout(self, timeout: object) -> float | None:
         if isinstance(timeout, _UseDefault):
             return self.timeout
-        return _check_timeout(timeout)
+        return optional_seconds(timeout, "timeout")
 
     # -- decisions shared by both drivers ---------------------------------
 
@@ -613,61 +442,85 @@ class RateLimiter(Policy):
         )
         raise RateLimitExceeded(self.name, wait)
 
-    def _storage_resting(self) -> bool:
-        return bool(self._down_until) and time.monotonic() < self._down_until
-
     def _resting_answer(self) -> Reservation:
         if self.fail_open:
             return ADMITTED
-        return Reservation(admitted=False, wait=STORAGE_RETRY_INTERVAL)
+        return Reservation(admitted=False, wait=self._health.retry_interval)
 
-    def _storage_failed(self, exc: StorageUnavailableError, function: str) -> None:
-        self._down_until = time.monotonic() + STORAGE_RETRY_INTERVAL
-        message = str(exc)
-        password = urllib.parse.urlsplit(self.storage).password
-        if password:
-            message = message.replace(password, "***")
-        cause = exc.__cause__ or exc
+    def _storage_down(self, function: str, error_type: str, message: str) -> None:
         emit(
             RateLimitStorageUnavailable(
                 policy=self.name,
                 function=function,
                 storage=self.storage,
                 fail_open=self.fail_open,
-                error_type=type_name(type(cause)),
+                error_type=error_type,
                 error_message=message,
             )
         )
 
-    def _storage_ok(self, function: str) -> None:
-        if self._down_until:
-            self._down_until = 0.0
-            emit(
-                RateLimitStorageRecovered(
-                    policy=self.name, function=function, storage=self.storage
-                )
+    def _storage_up(self, function: str) -> None:
+        emit(
+            RateLimitStorageRecovered(
+                policy=self.name, function=function, storage=self.storage
             )
+        )
+
+    def _unreachable(self, exc: StorageUnavailableError, function: str) -> Reservation:
+        self._health.failed(exc.__cause__ or exc, function)
+        return self._resting_answer()
+
+    def _waiting(
+        self, answer: Reservation, budget: float, timeout: float | None, function: str
+    ) -> Generator[_Step, Reservation | None, None]:
+        """Decide what a caller refused or told to wait does, step by step.
+
+        The sync and the async driver run this one decision: it yields
+        ``("take", budget)`` (the driver answers with the storage's
+        :class:`Reservation`), ``("wait", seconds)`` and ``("refund",
+        answer)``; a wait that raises (a cancellation) is thrown back in,
+        so that a reserved slot is given back before it propagates.
+        """
+        until = time.monotonic() + budget
+        while not answer.admitted:
+            if answer.wait > budget:
+                self._reject(function, answer.wait, timeout)
+            if not effective_wait(answer.wait):
+                return  # testing mode: the window would have reset by now
+            yield _WAIT, answer.wait
+            budget = max(0.0, until - time.monotonic())
+            taken = yield _TAKE, budget
+            assert taken is not None  # noqa: S101 - the drivers answer takes
+            answer = taken
+        if answer.wait > 0:
+            try:
+                yield _WAIT, answer.wait
+            except BaseException:
+                yield _REFUND, answer
+                raise
 
     # -- the sync driver --------------------------------------------------
 
     def _take(self, plan: _Plan, key: str, budget: float, function: str) -> Reservation:
-        if self._down_until and self._storage_resting():
+        health = self._health
+        if health.down_until is not None and health.resting():
             return self._resting_answer()
         try:
             answer: Reservation = plan.store.take(
                 self._store_key(plan, key), plan.spec, budget
             )
         except StorageUnavailableError as exc:
-            self._storage_failed(exc, function)
-            return self._resting_answer()
-        if self._down_until:
-            self._storage_ok(function)
+            return self._unreachable(exc, function)
+        if health.down_until is not None:
+            health.answered(function)
         return answer
 
     def _admit(self, key: str, timeout: float | None, function: str) -> None:
         """Return once the call holds a permit, or raise RateLimitExceeded."""
         next(self._counters.calls)  # here, so that fluxus.stack counts too
         plan = self._plan
+        if plan.store is None:
+            plan = self._resolve()
         if DEADLINE.get() is None:  # the usual case, spared a call
             budget = math.inf if timeout is None else timeout
         else:
@@ -675,35 +528,42 @@ class RateLimiter(Policy):
         answer = self._take(plan, key, budget, function)
         if answer is ADMITTED:
             return
-        until = time.monotonic() + budget
-        while not answer.admitted:
-            if answer.wait > budget:
-                self._reject(function, answer.wait, timeout)
-            if not effective_wait(answer.wait):
-                return  # testing mode: the window would have reset by now
-            wait_sync(answer.wait)
-            budget = max(0.0, until - time.monotonic())
-            answer = self._take(plan, key, budget, function)
-        if answer.wait > 0:
+        steps = self._waiting(answer, budget, timeout, function)
+        step = next(steps, None)
+        while step is not None:
+            kind, value = step
+            reply = None
             try:
-                wait_sync(answer.wait)
-            except BaseException:
-                self._refund(plan, key, answer)
-                raise
+                if kind is _TAKE:
+                    reply = self._take(plan, key, value, function)
+                elif kind is _WAIT:
+                    wait_sync(value)
+                else:
+                    self._refund(plan, key, value)
+            except BaseException as exc:  # noqa: BLE001 - the decision re-raises it
+                step = steps.throw(exc)
+                continue
+            step = _send(steps, reply)
 
     def _refund(self, plan: _Plan, key: str, answer: Reservation) -> None:
         # Should the storage be gone, the slot expires with its key.
         with contextlib.suppress(StorageUnavailableError):
             plan.store.refund(self._store_key(plan, key), plan.spec, answer.token)
 
-    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def _gate(self, func: Callable[..., Any]) -> RateLimitGate:
+        return RateLimitGate(self, qualified_name(func))
+
+    def _wrap_sync(
+        self, func: Callable[..., Any], observe: Observe | None
+    ) -> Callable[..., Any]:
         function = qualified_name(func)
+        watch = watch_for(observe)
         admit = self._admit
         call_key = self._call_key if self._key is not None else None
 
         def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers and outside(rate_limit_wrapper):
-                return observe_sync(self, function, rate_limit_wrapper, args, kwargs)
+            if watch.observers:
+                return observe(args, kwargs)  # type: ignore[misc]
             admit(call_key(args, kwargs) if call_key else "", self.timeout, function)
             return func(*args, **kwargs)
 
@@ -716,16 +576,15 @@ class RateLimiter(Policy):
     ) -> Reservation:
         if not plan.io:
             return self._take(plan, key, budget, function)
-        if self._storage_resting():
+        if self._health.resting():
             return self._resting_answer()
         try:
             answer: Reservation = await plan.store.take_async(
                 self._store_key(plan, key), plan.spec, budget
             )
         except StorageUnavailableError as exc:
-            self._storage_failed(exc, function)
-            return self._resting_answer()
-        self._storage_ok(function)
+            return self._unreachable(exc, function)
+        self._health.answered(function)
         return answer
 
     async def _admit_async(
@@ -737,25 +596,28 @@ class RateLimiter(Policy):
         """Return once the call holds a permit, or raise RateLimitExceeded."""
         next(self._counters.calls)  # here, so that fluxus.stack counts too
         plan = self._plan
+        if plan.store is None:
+            plan = self._resolve()
         budget = self._budget(timeout)
         answer = await self._take_async(plan, key, budget, function)
         if answer is ADMITTED:
             return
-        until = time.monotonic() + budget
-        while not answer.admitted:
-            if answer.wait > budget:
-                self._reject(function, answer.wait, timeout)
-            if not effective_wait(answer.wait):
-                return  # testing mode: the window would have reset by now
-            await wait_async(answer.wait)
-            budget = max(0.0, until - time.monotonic())
-            answer = await self._take_async(plan, key, budget, function)
-        if answer.wait > 0:
+        steps = self._waiting(answer, budget, timeout, function)
+        step = next(steps, None)
+        while step is not None:
+            kind, value = step
+            reply = None
             try:
-                await wait_async(answer.wait)
-            except BaseException:
-                await self._refund_async(plan, key, answer)
-                raise
+                if kind is _TAKE:
+                    reply = await self._take_async(plan, key, value, function)
+                elif kind is _WAIT:
+                    await wait_async(value)
+                else:
+                    await self._refund_async(plan, key, value)
+            except BaseException as exc:  # noqa: BLE001 - the decision re-raises it
+                step = steps.throw(exc)
+                continue
+            step = _send(steps, reply)
 
     async def _refund_async(self, plan: _Plan, key: str, answer: Reservation) -> None:
         if not plan.io:
@@ -767,17 +629,16 @@ class RateLimiter(Policy):
             )
 
     def _wrap_async(
-        self, func: Callable[..., Awaitable[Any]]
+        self, func: Callable[..., Awaitable[Any]], observe: Observe | None
     ) -> Callable[..., Awaitable[Any]]:
         function = qualified_name(func)
+        watch = watch_for(observe)
         admit = self._admit_async
         call_key = self._call_key if self._key is not None else None
 
         async def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if WATCH.observers and outside(rate_limit_wrapper):
-                return await observe_async(
-                    self, function, rate_limit_wrapper, args, kwargs
-                )
+            if watch.observers:
+                return await observe(args, kwargs)  # type: ignore[misc]
             await admit(
                 call_key(args, kwargs) if call_key else "", self.timeout, function
             )
@@ -786,11 +647,54 @@ class RateLimiter(Policy):
         return rate_limit_wrapper
 
 
+class RateLimitGate(AdmitGate):
+    """The limiter's gate for one function, as ``fluxus.stack`` runs it."""
+
+    __slots__ = ("_call_key", "_function", "_limiter")
+
+    def __init__(self, limiter: RateLimiter, function: str) -> None:
+        self._limiter = limiter
+        self._function = function
+        has_key = limiter._key is not None  # noqa: SLF001 - its own module
+        self._call_key = limiter._call_key if has_key else None  # noqa: SLF001
+
+    def admit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Return once the call holds a permit, or raise RateLimitExceeded."""
+        limiter, call_key = self._limiter, self._call_key
+        limiter._admit(  # noqa: SLF001 - its own module
+            call_key(args, kwargs) if call_key else "", limiter.timeout, self._function
+        )
+
+    async def admit_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Same as :meth:`admit`, without blocking the event loop."""
+        limiter, call_key = self._limiter, self._call_key
+        await limiter._admit_async(  # noqa: SLF001 - its own module
+            call_key(args, kwargs) if call_key else "", limiter.timeout, self._function
+        )
+
+
+_TAKE: Final = "take"
+_WAIT: Final = "wait"
+_REFUND: Final = "refund"
+#: One step of :meth:`RateLimiter._waiting`: what to do, and with what.
+_Step = tuple[str, Any]
+
+
+def _send(
+    steps: Generator[_Step, Reservation | None, None], reply: Reservation | None
+) -> _Step | None:
+    """Answer the current step; return the next one, ``None`` at the end."""
+    try:
+        return steps.send(reply)
+    except StopIteration:
+        return None
+
+
 def rate_limit(
     limit: Limit,
     *,
     burst: int | None = None,
-    timeout: float | None = 0.0,
+    timeout: Duration | None = 0.0,
     key: Callable[..., str] | None = None,
     name: str | None = None,
     storage: str | None = None,

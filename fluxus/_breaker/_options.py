@@ -1,0 +1,88 @@
+"""A breaker's options, checked when it is built: exclusions and storage."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+
+from fluxus._config import MEMORY
+from fluxus._redis import SCHEMES, normalize_url, scheme_of
+
+from ._redis_store import CircuitRedisStorage
+
+Exclude = (
+    type[Exception]
+    | Callable[[Exception], bool]
+    | Iterable[type[Exception] | Callable[[Exception], bool]]
+)
+
+
+def _split_exclude(
+    exclude: object,
+) -> tuple[tuple[type[BaseException], ...], tuple[Callable[[Exception], bool], ...]]:
+    if exclude is None:
+        items: tuple[object, ...] = ()
+    elif isinstance(exclude, type) or callable(exclude):
+        items = (exclude,)
+    elif isinstance(exclude, Iterable) and not isinstance(exclude, str | bytes):
+        items = tuple(exclude)
+    else:
+        msg = (
+            "exclude must be an exception type, a predicate exc -> bool, or an "
+            f"iterable of them, got {exclude!r}"
+        )
+        raise TypeError(msg)
+    types: list[type[BaseException]] = []
+    predicates: list[Callable[[Exception], bool]] = []
+    for item in items:
+        if isinstance(item, type):
+            if not issubclass(item, BaseException):
+                msg = f"exclude must hold exception types or predicates, got {item!r}"
+                raise TypeError(msg)
+            types.append(item)
+        elif callable(item):
+            predicates.append(item)
+        else:
+            msg = f"exclude must hold exception types or predicates, got {item!r}"
+            raise TypeError(msg)
+    return tuple(types), tuple(predicates)
+
+
+def _given_storage(storage: object) -> CircuitRedisStorage | str | None:
+    """Check ``storage=`` when the breaker is built; ``None``: the default."""
+    if storage is None:
+        return None
+    if storage == MEMORY:
+        return MEMORY
+    if isinstance(storage, CircuitRedisStorage):
+        return storage
+    return CircuitRedisStorage(storage, param="storage")
+
+
+_DEFAULT_REDIS_LOCK = threading.Lock()
+#: One Redis storage per default URI: the breakers following it share clients.
+_DEFAULT_REDIS: dict[str, CircuitRedisStorage] = {}
+
+
+def _default_redis(uri: str) -> CircuitRedisStorage:
+    """Return the shared Redis storage of the default storage *uri*.
+
+    Raises:
+        ValueError: If *uri* is neither ``memory://`` nor a Redis URL.
+    """
+    with _DEFAULT_REDIS_LOCK:
+        storage = _DEFAULT_REDIS.get(uri)
+        if storage is None:
+            scheme = scheme_of(uri)
+            if scheme not in SCHEMES:
+                msg = (
+                    "a circuit breaker without storage= keeps its circuit in the "
+                    "default storage, which must be 'memory://' or a Redis URL, "
+                    f"got {scheme}:// (FLUXUS_STORAGE_URI); give the breaker a "
+                    "storage of its own"
+                )
+                raise ValueError(msg)
+            storage = _DEFAULT_REDIS[uri] = CircuitRedisStorage(
+                normalize_url(uri), param="the default storage"
+            )
+        return storage

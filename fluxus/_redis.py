@@ -1,0 +1,251 @@
+"""Redis plumbing shared by every fluxus storage: URLs, clients, outages.
+
+- :data:`SCHEMES` and :func:`normalize_url`: the URL schemes accepted, limits'
+  ``redis+unix://`` spelling included;
+- :func:`mask_password` and :func:`mask_secret`: passwords never shown, in
+  URLs (user info or ``?password=``) and inside driver error messages;
+- :func:`sync_client` and :func:`async_client`: one way to build a client,
+  with a blocking connection pool, socket timeouts and redis-py's own retries
+  off (an outage costs a caller one timeout, not several);
+- :class:`PerLoop`: one asyncio client per event loop, closed with its loop;
+- :class:`StorageHealth`: what a storage does while Redis is unreachable
+  (fail open or closed, leave it alone for a retry interval, report the
+  outage and the recovery once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.parse
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from ._core import type_name
+
+#: Redis URL schemes; ``redis+unix`` is limits' spelling of ``unix``.
+SCHEMES = frozenset({"redis", "rediss", "unix", "redis+unix"})
+
+_LIMITS_UNIX = "redis+unix://"
+
+
+def scheme_of(url: str) -> str:
+    """Return the lower-case scheme of *url* (``""`` without one)."""
+    return urllib.parse.urlsplit(url).scheme.lower()
+
+
+def normalize_url(url: str) -> str:
+    """Return *url* in redis-py's spelling (``redis+unix://`` -> ``unix://``)."""
+    if url.startswith(_LIMITS_UNIX):
+        return "unix://" + url.removeprefix(_LIMITS_UNIX)
+    return url
+
+
+def url_password(url: str) -> str | None:
+    """Return the password *url* carries, in its user info or its query."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        return urllib.parse.unquote(parts.password)
+    for name, value in urllib.parse.parse_qsl(parts.query):
+        if name == "password" and value:
+            return value
+    return None
+
+
+def mask_password(url: str) -> str:
+    """Return *url* with its password, if any, replaced by ``***``.
+
+    Storage URLs reach reprs, errors, events and the command line; their
+    passwords must not, whether in the user info or a ``?password=`` query.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None and "password=" not in parts.query:
+        return url
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    if "password=" in parts.query:
+        query = "&".join(
+            "password=***" if pair.startswith("password=") else pair
+            for pair in parts.query.split("&")
+        )
+        parts = parts._replace(query=query)
+    return urllib.parse.urlunsplit(parts)
+
+
+def mask_secret(text: str, secret: str | None) -> str:
+    """Return *text* with every occurrence of *secret* replaced by ``***``."""
+    if secret:
+        text = text.replace(secret, "***")
+    return text
+
+
+def client_options(url: str, timeout: float) -> dict[str, Any]:
+    """Return the pool options every fluxus client uses.
+
+    The pool blocks (up to *timeout*) when every connection is busy:
+    redis-py's default pool raises at once, which would make a burst of
+    concurrent callers look like an outage. Socket timeouts bound every I/O
+    unless the URL's query sets them; redis-py's retries are off.
+    """
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+    options: dict[str, Any] = {"timeout": timeout}
+    for option in ("socket_timeout", "socket_connect_timeout"):
+        if option not in query:
+            options[option] = timeout
+    return options
+
+
+def sync_client(url: str, timeout: float) -> Any:
+    """Return a ``redis.Redis`` for *url*, built the fluxus way."""
+    import redis  # noqa: PLC0415 - an optional dependency
+    import redis.backoff  # noqa: PLC0415
+    import redis.retry  # noqa: PLC0415
+
+    return redis.Redis.from_pool(
+        redis.BlockingConnectionPool.from_url(
+            normalize_url(url),
+            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+            **client_options(url, timeout),
+        )
+    )
+
+
+def async_client(url: str, timeout: float) -> Any:
+    """Return a ``redis.asyncio.Redis`` for *url*, built the fluxus way."""
+    import redis.asyncio  # noqa: PLC0415 - an optional dependency
+    import redis.asyncio.retry  # noqa: PLC0415
+    import redis.backoff  # noqa: PLC0415
+
+    return redis.asyncio.Redis.from_pool(
+        redis.asyncio.BlockingConnectionPool.from_url(
+            normalize_url(url),
+            retry=redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0),
+            **client_options(url, timeout),
+        )
+    )
+
+
+class PerLoop:
+    """One asyncio client per event loop, closed when that loop shuts down.
+
+    An asyncio connection belongs to the loop that opened it, and programs
+    (tests above all) run several loops one after the other. Each client is
+    tied to an async generator started in its loop: ``asyncio.run`` closes
+    such generators before it closes the loop, and closing this one closes
+    the client, so no connection outlives its loop.
+    """
+
+    def __init__(
+        self,
+        make: Callable[[], Any],
+        close: Callable[[Any], Awaitable[None]] | None = None,
+    ) -> None:
+        self._make = make
+        self._close = close or _aclose
+        self._clients: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def get(self) -> Any:
+        """Return the client of the running loop, building it on first use."""
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(loop)
+        if entry is None:
+            client = self._make()
+            closer = _close_at_shutdown(client, self._close)
+            await anext(closer)
+            entry = self._clients[loop] = (client, closer)
+        return entry[0]
+
+    def forget(self) -> None:
+        """Drop every client (in a forked child: they belong to the parent)."""
+        self._clients = weakref.WeakKeyDictionary()
+
+
+async def _aclose(client: Any) -> None:
+    await client.aclose()
+
+
+async def _close_at_shutdown(
+    client: Any, close: Callable[[Any], Awaitable[None]]
+) -> AsyncIterator[None]:
+    """Close *client* when its event loop shuts down.
+
+    A started async generator is closed by the loop's ``shutdown_asyncgens()``
+    (``asyncio.run`` and test runners call it), inside that loop: the one
+    place where a client bound to the loop can still close its connections.
+    """
+    try:
+        yield
+    finally:
+        await close(client)
+
+
+class StorageHealth:
+    """Whether a shared storage answers, and what to do while it does not.
+
+    After a failure the storage is left alone for *retry_interval* seconds:
+    callers get the fail mode at once instead of each paying a timeout. The
+    outage and the recovery are reported through *on_down* and *on_up*
+    (events); *every_failure* reports each failed retry too, not only the
+    first.
+
+    Attributes:
+        fail_open: Whether calls pass (``True``) or are refused while down.
+        retry_interval: Seconds the storage is left alone after a failure.
+        down_until: ``None`` while healthy, else when to try it again.
+    """
+
+    __slots__ = (
+        "_every_failure",
+        "_on_down",
+        "_on_up",
+        "_secret",
+        "down_until",
+        "fail_open",
+        "retry_interval",
+    )
+
+    def __init__(
+        self,
+        *,
+        fail_open: bool,
+        retry_interval: float,
+        on_down: Callable[[str, str, str], None],
+        on_up: Callable[[str], None],
+        secret: str | None = None,
+        every_failure: bool = False,
+    ) -> None:
+        self.fail_open = fail_open
+        self.retry_interval = retry_interval
+        self.down_until: float | None = None
+        self._on_down = on_down
+        self._on_up = on_up
+        self._secret = secret
+        self._every_failure = every_failure
+
+    def resting(self) -> bool:
+        """Return whether the storage is down and not to be asked yet."""
+        until = self.down_until
+        return until is not None and time.monotonic() < until
+
+    def failed(self, exc: BaseException, function: str) -> None:
+        """Note that the storage failed *function*'s step with *exc*."""
+        first = self.down_until is None
+        self.down_until = time.monotonic() + self.retry_interval
+        if first or self._every_failure:
+            self._on_down(
+                function, type_name(type(exc)), mask_secret(str(exc), self._secret)
+            )
+
+    def answered(self, function: str) -> None:
+        """Note that the storage answered; report the recovery after an outage."""
+        if self.down_until is not None:
+            self.down_until = None
+            self._on_up(function)
+
+    def forget(self) -> None:
+        """Start healthy again (a new storage, a forked child)."""
+        self.down_until = None
