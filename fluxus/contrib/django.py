@@ -34,6 +34,12 @@ Settings (all optional):
   :func:`user_key` can read it in async views, where Django refuses a
   synchronous query; the middleware must then come after
   ``AuthenticationMiddleware``.
+
+Timeouts: ORM code wants ``fluxus.timeout(..., strategy="cooperative")``
+with the deadline handed to the database (a statement timeout): a call the
+``"thread"`` strategy moves to a worker uses the worker's own connection,
+outside the caller's transaction. ``"thread"`` suits outbound calls. See
+``docs/howto/timeouts.rst``.
 """
 
 from __future__ import annotations
@@ -41,12 +47,17 @@ from __future__ import annotations
 import copy
 from typing import Any, Final
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.conf import settings
-from django.core.exceptions import SynchronousOnlyOperation
-from django.http import HttpRequest, HttpResponse
-from django.template import TemplateDoesNotExist, loader
-from django.views.defaults import ERROR_PAGE_TEMPLATE
+from fluxus._extras import missing_extra
+
+try:
+    from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+    from django.conf import settings
+    from django.core.exceptions import SynchronousOnlyOperation
+    from django.http import HttpRequest, HttpResponse
+    from django.template import TemplateDoesNotExist, loader
+    from django.views.defaults import ERROR_PAGE_TEMPLATE
+except ImportError as exc:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "django") from exc
 
 from fluxus.contrib._http import (
     DEFAULT_STORAGE_URI,

@@ -8,8 +8,9 @@ logger::
     fluxus.instrumentation.add_hook(lambda event: print(event))
     fluxus.instrumentation.set_hooks([fluxus.instrumentation.LoggingHook()])
 
-The default hook logs through structlog, or through :mod:`logging` while
-structlog is not configured and logging is (see :class:`StructlogHook`).
+The default hook logs through structlog once the application has configured
+it, and through the :mod:`logging` logger ``fluxus`` until then, so nothing
+reaches stdout unless the application says so (see :class:`StructlogHook`).
 Metrics and traces also watch calls that succeed: the backends
 :mod:`fluxus.instrumentation.prometheus` and
 :mod:`fluxus.instrumentation.otel` (imported on demand, never by

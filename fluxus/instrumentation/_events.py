@@ -39,8 +39,9 @@ class RetryScheduled(Event):
     Attributes:
         attempt: The number of the attempt that failed (1 for the first call).
         delay: Seconds fluxus waits before the next attempt.
-        error_type: ``module.qualname`` of the exception.
-        error_message: ``str()`` of the exception.
+        error_type: ``module.qualname`` of the exception, or ``None`` when
+            ``on_result`` rejected a returned value.
+        error_message: ``str()`` of the exception, or ``None``.
     """
 
     kind: ClassVar[str] = "retry_scheduled"
@@ -48,19 +49,23 @@ class RetryScheduled(Event):
 
     attempt: int
     delay: float
-    error_type: str
-    error_message: str
+    error_type: str | None
+    error_message: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetriesExhausted(Event):
     """A call failed for good: fluxus re-raises its last exception.
 
+    When ``on_result`` rejected the last attempt's value, fluxus returns that
+    value instead, and *reason* starts with ``on_result rejected the result``.
+
     Attributes:
         attempts: How many calls were made.
         reason: Why no further attempt is made.
-        error_type: ``module.qualname`` of the last exception.
-        error_message: ``str()`` of the last exception.
+        error_type: ``module.qualname`` of the last exception, or ``None``
+            when the last attempt returned a rejected value.
+        error_message: ``str()`` of the last exception, or ``None``.
     """
 
     kind: ClassVar[str] = "retries_exhausted"
@@ -68,8 +73,8 @@ class RetriesExhausted(Event):
 
     attempts: int
     reason: str
-    error_type: str
-    error_message: str
+    error_type: str | None
+    error_message: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -33,8 +33,13 @@ import threading
 from contextvars import Token
 from typing import TYPE_CHECKING
 
-from opentelemetry import context, trace
-from opentelemetry.trace import Status, StatusCode, Tracer, TracerProvider
+from fluxus._extras import missing_extra
+
+try:
+    from opentelemetry import context, trace
+    from opentelemetry.trace import Status, StatusCode, Tracer, TracerProvider
+except ImportError as exc:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "otel") from exc
 
 from fluxus._version import __version__
 

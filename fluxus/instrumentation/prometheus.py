@@ -37,7 +37,12 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from fluxus._extras import missing_extra
+
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+except ImportError as exc:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "prometheus") from exc
 
 from ._events import (
     CircuitRejected,

@@ -76,3 +76,36 @@ assert_type(stacked(1), str)
 
 async def awaited_stack() -> None:
     assert_type(await StackedService().ping(1), int)
+
+
+@fluxus.retry(
+    3,
+    on_result=lambda status: status >= 500,
+    backoff=fluxus.backoff.retry_after(fluxus.backoff.constant(1.0), max=30.0),
+)
+def status_of(url: str) -> int:
+    return len(url)
+
+
+def with_error(retry_index: int, error: Exception | None) -> float:
+    return 0.0 if error is None else float(retry_index)
+
+
+assert_type(fluxus.retry(backoff=with_error).max_attempts, int)
+
+
+def block() -> int:
+    for attempt in fluxus.retry(2).attempts():
+        with attempt:
+            return attempt.number
+    return 0
+
+
+async def ablock() -> int:
+    async for attempt in fluxus.retry(2).attempts():
+        with attempt:
+            return attempt.number
+    return 0
+
+
+assert_type(status_of("x"), int)
