@@ -56,8 +56,8 @@ try:
     from django.http import HttpRequest, HttpResponse
     from django.template import TemplateDoesNotExist, loader
     from django.views.defaults import ERROR_PAGE_TEMPLATE
-except ImportError as exc:  # pragma: no cover - tested in a subprocess
-    raise missing_extra(__name__, "django") from exc
+except ImportError as _missing:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "django") from _missing
 
 from fluxus.contrib._http import (
     DEFAULT_STORAGE_URI,

@@ -50,8 +50,8 @@ try:
         ServiceUnavailable,
         TooManyRequests,
     )
-except ImportError as exc:  # pragma: no cover - tested in a subprocess
-    raise missing_extra(__name__, "flask") from exc
+except ImportError as _missing:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "flask") from _missing
 
 from fluxus.contrib._http import (
     DEFAULT_STORAGE_URI,

@@ -41,8 +41,8 @@ from fluxus._extras import missing_extra
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-except ImportError as exc:  # pragma: no cover - tested in a subprocess
-    raise missing_extra(__name__, "prometheus") from exc
+except ImportError as _missing:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "prometheus") from _missing
 
 from ._events import (
     CircuitRejected,
