@@ -239,7 +239,7 @@ class DeadLetterQueue(Policy):
         self.handler = handler
         self.reraise = reraise
         self.default = default
-        self.redact = _to_names(redact)
+        self.redact: frozenset[str] = _to_names(redact)
         self._should_dlq = should_dlq
         self._on_handler_error = on_handler_error
         self._async_handler = self._aput is None and inspect.iscoroutinefunction(

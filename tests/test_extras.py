@@ -135,7 +135,7 @@ def test_every_extra_declared_in_the_project_is_known():
         (Path(__file__).parent.parent / "pyproject.toml").read_text(encoding="utf-8")
     )["project"]
     declared = set(project["optional-dependencies"])
-    helpers = {"test", "typing", "lint", "bench"}
+    helpers = {"test", "typing", "lint", "bench", "docs"}
 
     assert set(PACKAGES) - {"trio"} <= declared
     assert declared - helpers - {"trio"} <= set(PACKAGES)

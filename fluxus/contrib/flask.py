@@ -50,8 +50,8 @@ try:
         ServiceUnavailable,
         TooManyRequests,
     )
-except ImportError as exc:  # pragma: no cover - tested in a subprocess
-    raise missing_extra(__name__, "flask") from exc
+except ImportError as _missing:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "flask") from _missing
 
 from fluxus.contrib._http import (
     DEFAULT_STORAGE_URI,
@@ -110,7 +110,7 @@ class Fluxus:
         if current_user is not None and not callable(current_user):
             msg = f"current_user must be a callable or None, got {current_user!r}"
             raise TypeError(msg)
-        self.current_user = current_user or _default_current_user
+        self.current_user: Callable[[], object] = current_user or _default_current_user
         if app is not None:
             self.init_app(app)
 

@@ -38,8 +38,8 @@ try:
     from starlette.requests import HTTPConnection
     from starlette.responses import JSONResponse, Response
     from starlette.websockets import WebSocket
-except ImportError as exc:  # pragma: no cover - tested in a subprocess
-    raise missing_extra(__name__, "fastapi") from exc
+except ImportError as _missing:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "fastapi") from _missing
 
 from fluxus.contrib._http import (
     DEFAULT_STORAGE_URI,

@@ -42,8 +42,8 @@ from fluxus._extras import missing_extra
 try:
     from opentelemetry import context, trace
     from opentelemetry.trace import Status, StatusCode, Tracer, TracerProvider
-except ImportError as exc:  # pragma: no cover - tested in a subprocess
-    raise missing_extra(__name__, "otel") from exc
+except ImportError as _missing:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "otel") from _missing
 
 from fluxus._version import __version__
 

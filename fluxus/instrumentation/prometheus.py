@@ -43,8 +43,8 @@ from fluxus._extras import missing_extra
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-except ImportError as exc:  # pragma: no cover - tested in a subprocess
-    raise missing_extra(__name__, "prometheus") from exc
+except ImportError as _missing:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "prometheus") from _missing
 
 from ._events import (
     BulkheadRejected,
@@ -106,44 +106,48 @@ class PrometheusMetrics:
         def counter(name: str, doc: str, labels: Sequence[str] = _LABELS) -> Counter:
             return Counter(name, doc, labels, registry=registry)
 
-        self.calls = counter("fluxus_calls", "Calls that entered a fluxus policy.")
-        self.failures = counter(
+        self.calls: Counter = counter(
+            "fluxus_calls", "Calls that entered a fluxus policy."
+        )
+        self.failures: Counter = counter(
             "fluxus_failures", "Calls that left a fluxus policy with an exception."
         )
-        self.retries = counter("fluxus_retries", "Retries scheduled.", ("policy",))
-        self.rejections = counter(
+        self.retries: Counter = counter("fluxus_retries", "Retries scheduled.", ("policy",))
+        self.rejections: Counter = counter(
             "fluxus_rejections",
             "Calls refused by an open circuit, a rate limit or a full bulkhead.",
         )
-        self.timeouts = counter("fluxus_timeouts", "Calls that timed out.", ("policy",))
-        self.dead_letters = counter(
+        self.timeouts: Counter = counter(
+            "fluxus_timeouts", "Calls that timed out.", ("policy",)
+        )
+        self.dead_letters: Counter = counter(
             "fluxus_dead_letters", "Failed calls kept as dead letters.", ("policy",)
         )
-        self.handler_failures = counter(
+        self.handler_failures: Counter = counter(
             "fluxus_dead_letter_handler_failures",
             "Dead letters lost because the handler failed.",
             ("policy",),
         )
-        self.fallbacks = counter(
+        self.fallbacks: Counter = counter(
             "fluxus_fallbacks", "Failed calls answered by a fallback.", ("policy",)
         )
-        self.hedges = counter(
+        self.hedges: Counter = counter(
             "fluxus_hedges", "Extra calls hedges started.", ("policy",)
         )
-        self.hedges_won = counter(
+        self.hedges_won: Counter = counter(
             "fluxus_hedges_won", "Calls won by an extra call of a hedge.", ("policy",)
         )
-        self.storage_unavailable = counter(
+        self.storage_unavailable: Counter = counter(
             "fluxus_storage_unavailable", "Outages of a policy's shared storage."
         )
-        self.circuit_state = Gauge(
+        self.circuit_state: Gauge = Gauge(
             "fluxus_circuit_state",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
             ("policy",),
             registry=registry,
             multiprocess_mode="liveall",
         )
-        self.duration = Histogram(
+        self.duration: Histogram = Histogram(
             "fluxus_call_duration_seconds",
             "Latency of calls through a fluxus policy, retries and waits included.",
             _LABELS,

@@ -136,7 +136,7 @@ class JsonlFile(StoringSink):
         if sys.platform == "win32":  # pragma: no cover - POSIX file locking
             msg = "fluxus.sinks.JsonlFile needs POSIX file locking (flock)"
             raise NotImplementedError(msg)
-        self.path = Path(path)
+        self.path: Path = Path(path)
         self.fsync = fsync
         self.claims_path = self.path.with_name(self.path.name + ".claims")
         check_writable(self.path)

@@ -34,7 +34,7 @@ class Log(StoringSink):
         if not isinstance(level, int) or isinstance(level, bool):
             msg = f"level must be a logging level (an int), got {level!r}"
             raise TypeError(msg)
-        self.logger = logger or logging.getLogger("fluxus.dead_letter")
+        self.logger: logging.Logger = logger or logging.getLogger("fluxus.dead_letter")
         self.level = level
         self.include_args = include_args
 

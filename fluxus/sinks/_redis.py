@@ -84,7 +84,7 @@ class RedisStream(StoringSink):
             msg = "fluxus.sinks.RedisStream needs redis: pip install 'fluxus[redis]'"
             raise ImportError(msg) from exc
         if isinstance(url, str):
-            self.url = mask_password(url)
+            self.url: str = mask_password(url)
             self.client: redis.Redis = redis.Redis.from_url(url)
         else:
             self.url = "<client>"

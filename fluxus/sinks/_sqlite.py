@@ -57,9 +57,9 @@ class SQLite(StoringSink):
         if not isinstance(table, str) or not table.isidentifier():
             msg = f"table must be an SQL identifier (letters, digits, _), got {table!r}"
             raise ValueError(msg)
-        self.path = Path(path)
+        self.path: Path = Path(path)
         self.table = table
-        self.timeout = to_seconds(timeout, "timeout")
+        self.timeout: float = to_seconds(timeout, "timeout")
         check_writable(self.path)
         self._ready_inode: int | None = None
         self._local = threading.local()

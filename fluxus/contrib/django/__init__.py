@@ -56,8 +56,8 @@ try:
     from django.http import HttpRequest, HttpResponse
     from django.template import TemplateDoesNotExist, loader
     from django.views.defaults import ERROR_PAGE_TEMPLATE
-except ImportError as exc:  # pragma: no cover - tested in a subprocess
-    raise missing_extra(__name__, "django") from exc
+except ImportError as _missing:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "django") from _missing
 
 from fluxus.contrib._http import (
     DEFAULT_STORAGE_URI,
@@ -99,13 +99,13 @@ class FluxusMiddleware:
 
     def __init__(self, get_response: Any) -> None:
         self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
+        self.is_async: bool = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
         if hasattr(settings, "FLUXUS_STORAGE_URI"):
             use_storage_uri(settings.FLUXUS_STORAGE_URI, "FLUXUS_STORAGE_URI")
         _trusted_proxies()
-        self.resolve_user = bool(getattr(settings, "FLUXUS_RESOLVE_USER", False))
+        self.resolve_user: bool = bool(getattr(settings, "FLUXUS_RESOLVE_USER", False))
         if self.is_async and _answers_async_views():
             # Django would answer through process_exception, which it calls
             # in a thread of its own (sync_to_async): a hop per rejection.
