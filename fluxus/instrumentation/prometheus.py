@@ -112,7 +112,9 @@ class PrometheusMetrics:
         self.failures: Counter = counter(
             "fluxus_failures", "Calls that left a fluxus policy with an exception."
         )
-        self.retries: Counter = counter("fluxus_retries", "Retries scheduled.", ("policy",))
+        self.retries: Counter = counter(
+            "fluxus_retries", "Retries scheduled.", ("policy",)
+        )
         self.rejections: Counter = counter(
             "fluxus_rejections",
             "Calls refused by an open circuit, a rate limit or a full bulkhead.",
