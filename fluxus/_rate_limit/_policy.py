@@ -42,13 +42,8 @@ import limits.util
 from fluxus._aio import shielded
 from fluxus._config import CONFIG, default_storage
 from fluxus._core import RATE_LIMIT, Policy, qualified_name
-from fluxus._deadline import (
-    DEADLINE,
-    effective_wait,
-    remaining,
-    wait_async,
-    wait_sync,
-)
+from fluxus._deadline import DEADLINE, effective_wait, remaining, wait_async, wait_sync
+from fluxus._gate import AdmitGate
 from fluxus._lazy import Lazy
 from fluxus._redis import StorageHealth, mask_password, scheme_of, url_password
 from fluxus._validate import (
@@ -206,9 +201,9 @@ class RateLimiter(Policy):
             choices = ", ".join(STRATEGIES)
             msg = f"strategy must be one of {choices} or None, got {strategy!r}"
             raise ValueError(msg)
-        self.key_prefix = non_empty_str(key_prefix, "key_prefix")
+        self.key_prefix: str = non_empty_str(key_prefix, "key_prefix")
         check_callable(clock, "clock")
-        self.timeout = optional_seconds(timeout, "timeout")
+        self.timeout: float | None = optional_seconds(timeout, "timeout")
         self.fail_open: FailOpen = check_fail_open(fail_open)
         self._cost = check_cost(cost)
         self._local: Any = None  # the in-process store of fail_open="local"
@@ -929,7 +924,7 @@ async def _hold_async(answer: Reservation) -> None:
     store.admitted(ticket)
 
 
-class RateLimitGate:
+class RateLimitGate(AdmitGate):
     """The limiter's gate for one function, as ``fluxus.stack`` runs it."""
 
     __slots__ = ("_call_key", "_function", "_limiter")
