@@ -51,12 +51,12 @@ async def awork(x=1):
     return x
 
 
-def limits_hit(strategy, item, fn):
+def limits_hit(strategy, item, fn, *, keyed=False):
     storage = limits.storage.MemoryStorage()
     limiter = strategy(storage)
 
     def limited(*args):
-        if not limiter.hit(item, "bench"):
+        if not limiter.hit(item, str(args[0]) if keyed else "bench"):
             raise RuntimeError
         return fn(*args)
 
@@ -252,6 +252,8 @@ MEMORY_CONTENDERS = (
     "fluxus string (FW)",
     "fluxus string (SWC)",
     "limits moving-window",
+    "fluxus string (FW), a key per call",
+    "limits fixed-window, a key per call",
 )
 
 
@@ -282,6 +284,15 @@ def memory_child(name, calls):
         fn = fluxus.rate_limit(
             "1000000/second", name="m", strategy="sliding-window-counter"
         )(work)
+    elif name == "fluxus string (FW), a key per call":
+        fn = fluxus.rate_limit("1000000/second", name="m", key=str)(work)
+    elif name == "limits fixed-window, a key per call":
+        fn = limits_hit(
+            limits.strategies.FixedWindowRateLimiter,
+            limits.RateLimitItemPerSecond(1_000_000),
+            work,
+            keyed=True,
+        )
     else:
         fn = limits_hit(
             limits.strategies.MovingWindowRateLimiter,
@@ -305,13 +316,13 @@ def memory_child(name, calls):
     )
 
 
-def memory(calls):
+def memory(calls, only=None):
     lines = [f"memory, {calls:,} calls each in a fresh process"]
     lines.append(
         f"  {'contender':<32}{'first 100k':>12}{'last 100k':>12}{'RSS before':>12}"
         f"{'peak RSS':>12}"
     )
-    for name in MEMORY_CONTENDERS:
+    for name in only or MEMORY_CONTENDERS:
         # our own interpreter running this very script
         out = subprocess.run(  # noqa: S603
             [
@@ -335,6 +346,46 @@ def memory(calls):
     return lines
 
 
+# -- many waiters on one bucket ------------------------------------------------
+
+
+def waiters(count, seconds=2.0):
+    """*count* async tasks wait on one token bucket (burst 1) refilled so that
+    the last is due after *seconds*: total time over the ideal, admissions out
+    of arrival order, and the memory each waiter holds while it waits."""
+    import asyncio  # noqa: PLC0415
+    import tracemalloc  # noqa: PLC0415
+
+    rate = count / seconds
+    limiter = fluxus.rate_limit(rate, burst=1, timeout=None, name=uuid.uuid4().hex)
+    admitted = []
+
+    async def waiter(i):
+        await limiter.acquire_async()
+        admitted.append(i)
+
+    async def main():
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        started = time.perf_counter()
+        tasks = [asyncio.ensure_future(waiter(i)) for i in range(count)]
+        await asyncio.sleep(0)
+        held = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        await asyncio.gather(*tasks)
+        return time.perf_counter() - started, held
+
+    elapsed, held = asyncio.run(main())
+    ideal = (count - 1) / rate
+    late = [p - i for p, i in enumerate(admitted) if i != p]
+    return (
+        f"  {count:>7,} waiters: {elapsed:.2f} s for an ideal {ideal:.2f} s "
+        f"({elapsed / ideal:.2f}x); {len(late) / count:.2%} admitted out of "
+        f"arrival order, at most {max(late, default=0):,} places late; "
+        f"{held / count:,.0f} B per waiter (tasks included)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=15)
@@ -343,8 +394,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--redis", default=None, help="a Redis URL for 4 processes")
     parser.add_argument("--memory-calls", type=int, default=1_000_000)
-    parser.add_argument("--only", choices=["happy", "accuracy", "memory"])
+    parser.add_argument("--only", choices=["happy", "accuracy", "memory", "waiters"])
+    parser.add_argument("--waiters", type=int, nargs="*", default=[20_000, 100_000])
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-only", nargs="*", help="memory contenders to run")
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.memory_calls)
@@ -359,8 +412,12 @@ def main() -> int:
         if args.redis:
             lines.append(accuracy_redis(args.redis, seconds))
         lines.append("")
+    if args.only in (None, "waiters"):
+        lines.append("async waiters on one token bucket (burst 1), last due at 2 s")
+        lines += [waiters(n) for n in args.waiters]
+        lines.append("")
     if args.only in (None, "memory"):
-        lines += memory(args.memory_calls)
+        lines += memory(args.memory_calls, args.memory_only)
     print("\n".join(lines))
     return 0
 

@@ -81,19 +81,34 @@ def mask_secret(text: str, secret: str | None) -> str:
     return text
 
 
+#: Seconds a caller waits for a free pooled connection. A full pool means
+#: callers are queueing (each connection is back within a socket timeout),
+#: not that Redis is down, so this wait is bounded apart from, and well
+#: beyond, the socket timeout: a burst of tasks is never taken for an outage.
+POOL_WAIT = 10.0
+
+#: Seconds a new connection may take at least. An asyncio connect is timed
+#: on the loop, so a burst of tasks opening a pool's connections at once
+#: lags it past a short socket timeout on a busy machine; a Redis that is
+#: down refuses at once and is still seen at once.
+CONNECT_TIMEOUT = 2.0
+
+
 def client_options(url: str, timeout: float) -> dict[str, Any]:
     """Return the pool options every fluxus client uses.
 
-    The pool blocks (up to *timeout*) when every connection is busy:
-    redis-py's default pool raises at once, which would make a burst of
-    concurrent callers look like an outage. Socket timeouts bound every I/O
-    unless the URL's query sets them; redis-py's retries are off.
+    The pool blocks (up to :data:`POOL_WAIT`, at least *timeout*) when every
+    connection is busy: redis-py's default pool raises at once, which would
+    make a burst of concurrent callers look like an outage. Socket timeouts
+    (*timeout*) bound every I/O unless the URL's query sets them; redis-py's
+    retries are off.
     """
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
-    options: dict[str, Any] = {"timeout": timeout}
-    for option in ("socket_timeout", "socket_connect_timeout"):
-        if option not in query:
-            options[option] = timeout
+    options: dict[str, Any] = {"timeout": max(timeout, POOL_WAIT)}
+    if "socket_timeout" not in query:
+        options["socket_timeout"] = timeout
+    if "socket_connect_timeout" not in query:
+        options["socket_connect_timeout"] = max(timeout, CONNECT_TIMEOUT)
     return options
 
 

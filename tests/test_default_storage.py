@@ -219,14 +219,14 @@ def test_a_first_use_may_peek_or_wait_and_give_its_slot_back(
     def limiter() -> fluxus.RateLimiter:
         return fluxus.rate_limit(1, burst=1, timeout=None, storage=storage, name=name)
 
-    def interrupted(seconds: float) -> None:
+    def interrupted(ticket: object, seconds: float) -> bool:
         raise Interrupted
 
-    async def interrupted_async(seconds: float) -> None:
+    async def interrupted_async(ticket: object, seconds: float) -> bool:
         raise Interrupted
 
-    monkeypatch.setattr(_rate_limit, "wait_sync", interrupted)
-    monkeypatch.setattr(_rate_limit, "wait_async", interrupted_async)
+    monkeypatch.setattr(_rate_limit, "_ticket_wait", interrupted)
+    monkeypatch.setattr(_rate_limit, "_ticket_wait_async", interrupted_async)
     if mode.is_async:
         allowed = asyncio.run(limiter().allow_async())
         waiter = limiter().acquire_async

@@ -217,12 +217,16 @@ def test_rejection_carries_retry_after_and_emits_an_event(mode, events):
 def test_waiters_reserve_their_slots_first_come_first_served(mode, monkeypatch):
     clock = Clock()
     slept = []
-    monkeypatch.setattr(_rate_limit, "wait_sync", slept.append)
 
-    async def record(seconds):
+    def record(ticket, seconds):
         slept.append(seconds)
+        return False
 
-    monkeypatch.setattr(_rate_limit, "wait_async", record)
+    async def record_async(ticket, seconds):
+        return record(ticket, seconds)
+
+    monkeypatch.setattr(_rate_limit, "_ticket_wait", record)
+    monkeypatch.setattr(_rate_limit, "_ticket_wait_async", record_async)
     limiter = fluxus.RateLimiter(10, burst=1, timeout=None, clock=clock)
     fn = limiter(mode.make(lambda: None))
     for _ in range(4):
@@ -367,8 +371,10 @@ def test_set_limit_and_set_burst_take_effect_for_the_next_call():
     assert 3 == sum(limiter.allow() and not limiter.acquire() for _ in range(4))
     limiter.set_limit(100)
     assert 3 == limiter.burst  # an explicit burst survives a new rate
-    # a new limit starts with a full bucket
-    assert 3 == sum(limiter.allow() and not limiter.acquire() for _ in range(4))
+    # a new limit keeps the tokens the bucket holds: none, here
+    assert not limiter.allow()
+    clock.advance(0.02)  # two tokens at the new rate
+    assert 2 == sum(limiter.allow() and not limiter.acquire() for _ in range(4))
     limiter.set_limit("5/second")
     assert (None, "fixed-window") == (limiter.burst, limiter.strategy)
     with pytest.raises(ValueError, match="burst applies to a numeric limit"):

@@ -94,8 +94,11 @@ _WORKER = textwrap.dedent(
     import json, sys, time
     import fluxus
     fluxus.instrumentation.set_hooks([])
-    url, name, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    url, name = sys.argv[1], sys.argv[2]
     limiter = fluxus.rate_limit(40, burst=2, timeout=None, storage=url, name=name)
+    limiter.allow()  # the client built and connected before the start
+    print("ready", flush=True)
+    start = float(sys.stdin.readline())
     while time.time() < start:
         time.sleep(0.001)
     admitted = []
@@ -109,14 +112,21 @@ _WORKER = textwrap.dedent(
 
 def test_two_processes_share_one_budget(redis_url):
     name = unique()
-    start = time.time() + 1.0
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", _WORKER, redis_url, name, repr(start)],
+            [sys.executable, "-c", _WORKER, redis_url, name],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            text=True,
         )
         for _ in range(2)
     ]
+    for worker in workers:  # start-up is slow on a loaded machine
+        assert "ready\n" == worker.stdout.readline()
+    start = time.time() + 0.2
+    for worker in workers:
+        worker.stdin.write(f"{start!r}\n")
+        worker.stdin.flush()
     results = [json.loads(w.communicate(timeout=30)[0]) for w in workers]
     admitted = sorted(t for result in results for t in result)
     assert all(results)
@@ -332,10 +342,10 @@ def test_an_interrupted_sync_waiter_gives_its_slot_back(storage, monkeypatch):
     )
     limiter.acquire()
 
-    def interrupted(seconds):
+    def interrupted(ticket, seconds):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_rate_limit, "wait_sync", interrupted)
+    monkeypatch.setattr(_rate_limit, "_ticket_wait", interrupted)
     with pytest.raises(KeyboardInterrupt):
         limiter.acquire()
     with pytest.raises(fluxus.RateLimitExceeded) as info:

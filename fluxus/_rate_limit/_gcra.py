@@ -14,8 +14,9 @@ first served and a newcomer can never overtake them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class StorageUnavailableError(Exception):
@@ -24,10 +25,16 @@ class StorageUnavailableError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Bucket:
-    """One token bucket: *capacity* tokens, one more every *interval* seconds."""
+    """One token bucket: *capacity* tokens, one more every *interval* seconds.
+
+    *since* is when this limit replaced another, on the store's clock
+    (``-inf`` when it did not): a bucket last counted under the old limit
+    is converted as it stood then (:func:`convert`).
+    """
 
     interval: float
     capacity: int
+    since: float = field(default=-math.inf, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +46,13 @@ class Reservation:
         wait: Seconds until the permit is usable; when not admitted, seconds
             until one is expected to be free.
         token: What :meth:`refund` needs to give a reserved slot back.
+        origin: The store that made the reservation (the one to refund).
     """
 
     admitted: bool
     wait: float
     token: object = None
+    origin: object = None
 
 
 ADMITTED = Reservation(admitted=True, wait=0.0)
@@ -56,19 +65,21 @@ def reserve(
     buckets: Sequence[Bucket],
     now: float,
     max_wait: float,
+    cost: int = 1,
 ) -> tuple[float, list[float] | None]:
     """Decide one request against GCRA buckets: the whole token-bucket arithmetic.
 
     A bucket of capacity ``b`` refilled one token per ``T`` seconds admits a
-    call arriving at ``s`` when its TAT is at most ``s + (b - 1) * T``; the
-    call then moves the TAT to ``max(TAT, s) + T``. The call is scheduled at
-    the earliest ``s >= now`` every bucket admits.
+    call of cost ``c`` arriving at ``s`` when its TAT is at most
+    ``s + (b - c) * T``; the call then moves the TAT to ``max(TAT, s) + c * T``.
+    The call is scheduled at the earliest ``s >= now`` every bucket admits.
 
     Args:
         tats: Each bucket's theoretical arrival time (``-inf`` when fresh).
         buckets: The buckets, all of which must admit the call.
         now: The current time on the storage's clock.
         max_wait: How long the caller accepts to wait.
+        cost: The tokens the call takes (at most every bucket's capacity).
 
     Returns:
         ``(wait, new_tats)``: the seconds until the call may run, and the
@@ -77,18 +88,18 @@ def reserve(
     """
     if len(buckets) == 1:  # a numeric rate: spare it the loops' overhead
         tat, bucket = tats[0], buckets[0]
-        start = tat - (bucket.capacity - 1) * bucket.interval
+        start = tat - (bucket.capacity - cost) * bucket.interval
         if start < now:  # noqa: PLR1730 - max() costs a call on this hot path
             start = now
         wait = _wait(start, now)
         if wait > max_wait:
             return wait, None
-        new = (tat if tat > start else start) + bucket.interval  # noqa: FURB136
+        new = (tat if tat > start else start) + cost * bucket.interval  # noqa: FURB136
         return wait, [new]
     start = max(
         now,
         *(
-            t - (b.capacity - 1) * b.interval
+            t - (b.capacity - cost) * b.interval
             for t, b in zip(tats, buckets, strict=True)
         ),
     )
@@ -96,9 +107,29 @@ def reserve(
     if wait > max_wait:
         return wait, None
     return wait, [
-        max(tat, start) + bucket.interval
+        max(tat, start) + cost * bucket.interval
         for tat, bucket in zip(tats, buckets, strict=True)
     ]
+
+
+def convert(tat: float, old: Bucket, new: Bucket, now: float) -> float:
+    """Return the TAT that keeps the tokens a bucket holds under a new limit.
+
+    When the limit changed (at ``new.since``, or *now* if later or unknown),
+    the bucket of *old* held ``old.capacity - (tat - then) / old.interval``
+    tokens (negative while callers wait for reserved slots: a debt). Under
+    *new* it holds as many, at most ``new.capacity``, and refills at the
+    new rate from then on: a new limit never hands out a fresh full bucket,
+    and a debt is carried over token for token. A full bucket stays full
+    (a bucket swept away, or never used, cannot be told from a full one).
+    """
+    then = min(new.since, now)
+    if tat <= then:
+        # Full: as full as a key never seen (or swept away), under any limit.
+        return -math.inf
+    held = old.capacity - (tat - then) / old.interval
+    held = min(float(new.capacity), held)
+    return then + (new.capacity - held) * new.interval
 
 
 def _wait(start: float, now: float) -> float:

@@ -3,7 +3,7 @@
 Which algorithm counts the calls depends on the limit's form:
 
 - a number (calls per second) is a **token bucket** of ``burst`` tokens,
-  kept by fluxus as GCRA (see :mod:`fluxus._rate_limit_stores`) in memory or
+  kept by fluxus as GCRA (see :mod:`fluxus._rate_limit._gcra`) in memory or
   atomically in Redis: one number per bucket and key, exact, and a caller
   that may wait reserves its slot, so waiters are served in order;
 - a string in limits' notation (``"100 per minute; 10 per second"``) is
@@ -26,15 +26,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
+import threading
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, ClassVar, Final, NoReturn
+from types import TracebackType
+from typing import Any, ClassVar, Final, Literal, NoReturn
 
 import limits
 import limits.storage
 import limits.util
 
+from fluxus._aio import shielded
 from fluxus._config import CONFIG, default_storage
 from fluxus._core import RATE_LIMIT, Policy, qualified_name
 from fluxus._deadline import DEADLINE, effective_wait, remaining, wait_async, wait_sync
@@ -56,6 +61,7 @@ from fluxus.instrumentation._events import (
 from fluxus.instrumentation._hooks import emit
 from fluxus.instrumentation._observe import Observe, watch_for
 
+from ._fixed_window import MemoryFixedWindows
 from ._gcra import ADMITTED, Bucket, Reservation, StorageUnavailableError
 from ._memory import MemoryTokenBuckets
 from ._plan import (
@@ -72,11 +78,73 @@ from ._plan import (
     _shared_store,
     check_storage,
 )
+from ._queue import Ticket
 from ._redis_store import RedisTokenBuckets
 from ._windows import LimitsWindows
 
 #: Seconds an unreachable storage is left alone before it is tried again.
 STORAGE_RETRY_INTERVAL = 1.0
+
+#: ``fail_open="local"``: while the storage is down, count in this process.
+LOCAL: Final = "local"
+FailOpen = bool | Literal["local"]
+Cost = int | Callable[..., int]
+
+
+def escape(part: str) -> str:
+    """Return *part* as one unambiguous piece of a storage key.
+
+    ``:``, ``/`` and ``%`` (the separators and the escape itself) and every
+    character outside plain ASCII are percent-encoded as UTF-8, lone
+    surrogates included (``surrogatepass``: they cannot be mistaken for any
+    valid character's bytes). So no name and key pair spells another's key,
+    and every key is valid UTF-8 for Redis.
+    """
+    if part.isascii() and ":" not in part and "/" not in part and "%" not in part:
+        return part
+    return urllib.parse.quote(part, safe="", errors="surrogatepass")
+
+
+_NAMES_LOCK = threading.Lock()
+_NAMES: dict[str, int] = {}
+_ANONYMOUS = itertools.count(1)
+
+
+def _own_name(default: str) -> str:
+    """Return *default*, or ``default#N`` for its N-th limiter in this process.
+
+    Limiters built without ``name=`` never share a budget: the first one
+    bound to a function is named after it, the next ones decorating a
+    function of the same name (a factory's, instances of one callable
+    class) get ``#2``, ``#3``, ... in the order they are bound, the same in
+    every process running the same code.
+    """
+    with _NAMES_LOCK:
+        seen = _NAMES[default] = _NAMES.get(default, 0) + 1
+    return default if seen == 1 else f"{default}#{seen}"
+
+
+def check_fail_open(fail_open: object) -> FailOpen:
+    """Return *fail_open* if it is ``True``, ``False`` or ``"local"``."""
+    if isinstance(fail_open, bool):
+        return fail_open
+    if fail_open == LOCAL:
+        return LOCAL
+    msg = f"fail_open must be True, False or 'local', got {fail_open!r}"
+    raise ValueError(msg)
+
+
+def check_cost(cost: object, param: str = "cost") -> Cost:
+    """Return *cost* if it is an int >= 1 or a callable."""
+    if callable(cost):
+        return cost
+    if isinstance(cost, bool) or not isinstance(cost, int):
+        msg = f"{param} must be an int >= 1 or a callable returning one, got {cost!r}"
+        raise TypeError(msg)
+    if cost < 1:
+        msg = f"{param} must be at least 1 token, got {cost!r}"
+        raise ValueError(msg)
+    return cost
 
 
 class _UseDefault:
@@ -106,8 +174,9 @@ class RateLimiter(Policy):
         name: str | None = None,
         storage: str | None = None,
         strategy: str | None = None,
-        fail_open: bool = True,
+        fail_open: FailOpen = True,
         key_prefix: str = DEFAULT_KEY_PREFIX,
+        cost: Cost = 1,
         clock: Callable[[], float] | None = None,
     ) -> None:
         """Build the policy; see :func:`rate_limit` for the parameters.
@@ -122,6 +191,7 @@ class RateLimiter(Policy):
             strategy: See :func:`rate_limit`.
             fail_open: See :func:`rate_limit`.
             key_prefix: See :func:`rate_limit`.
+            cost: See :func:`rate_limit`.
             clock: Monotonic seconds for an in-memory token bucket of its
                 own (tests use a fake clock); ``None`` shares the process's.
         """
@@ -134,7 +204,11 @@ class RateLimiter(Policy):
         self.key_prefix: str = non_empty_str(key_prefix, "key_prefix")
         check_callable(clock, "clock")
         self.timeout: float | None = optional_seconds(timeout, "timeout")
-        self.fail_open: bool = bool(fail_open)
+        self.fail_open: FailOpen = check_fail_open(fail_open)
+        self._cost = check_cost(cost)
+        self._local: Any = None  # the in-process store of fail_open="local"
+        #: Without ``name=``, the name of this policy object alone.
+        self._anonymous = f"<rate_limit #{next(_ANONYMOUS)}>" if name is None else None
         self._key = key
         #: The storage given to the policy, or ``None``: the default storage.
         self._given = None if storage is None else check_storage(storage)
@@ -151,6 +225,13 @@ class RateLimiter(Policy):
         )
         self._set_key_heads()
         self._plan = self._make_plan(limit, _check_burst(burst))
+        if isinstance(self._cost, int):
+            self._check_cost_fits(self._plan, self._cost)
+
+    @property
+    def name(self) -> str:
+        """The policy's name: given, or its own (see :func:`rate_limit`)."""
+        return self._name or self._anonymous or super().name
 
     # -- configuration --------------------------------------------------
 
@@ -182,6 +263,11 @@ class RateLimiter(Policy):
         """Replace the limit; same forms as ``limit`` in :func:`rate_limit`.
 
         A burst set for a numeric limit is kept when the new limit is numeric.
+        A token bucket keeps the tokens it holds (at most the new burst):
+        a new limit never hands out a fresh full bucket (a full one stays
+        full, as an unused key's would). Each key's bucket is
+        converted at its next call, as it stood at the change (several
+        changes between two calls of a key count as the last one).
 
         Raises:
             TypeError: If *limit* is neither a number nor a string.
@@ -190,16 +276,35 @@ class RateLimiter(Policy):
         burst = self._plan.burst if self._plan.explicit_burst else None
         if isinstance(limit, str):
             burst = None
-        self._plan = self._make_plan(limit, burst)
+        plan = self._make_plan(limit, burst)
+        if isinstance(self._cost, int):
+            self._check_cost_fits(plan, self._cost)
+        self._plan = plan
 
     def set_burst(self, burst: int) -> None:
         """Replace the token bucket's capacity (numeric limits only).
+
+        The bucket keeps the tokens it holds, at most the new capacity.
 
         Raises:
             TypeError: If *burst* is not an int.
             ValueError: If *burst* is below 1, or the limit is not numeric.
         """
-        self._plan = self._make_plan(self._plan.limit, _check_burst(burst))
+        plan = self._make_plan(self._plan.limit, _check_burst(burst))
+        if isinstance(self._cost, int):
+            self._check_cost_fits(plan, self._cost)
+        self._plan = plan
+
+    def _check_cost_fits(self, plan: _Plan, cost: int) -> None:
+        """Raise ValueError if *cost* tokens can never be admitted under *plan*."""
+        most = min([b.capacity for b in plan.buckets] + [i.amount for i in plan.items])
+        if cost > most:
+            msg = (
+                f"cost={cost!r} exceeds what rate limit {self.name!r} can ever "
+                f"admit at once ({most} tokens with limit={plan.limit!r}, "
+                f"burst={plan.burst!r})"
+            )
+            raise ValueError(msg)
 
     def _make_plan(self, limit: Limit, burst: int | None) -> _Plan:
         rate, items = _parse_limit(limit)
@@ -234,13 +339,17 @@ class RateLimiter(Policy):
         items: list[limits.RateLimitItem],
         burst: int | None,
     ) -> _Plan:
+        since = self._store_now()
         if rate is not None:
             capacity = burst if burst is not None else max(1, math.ceil(rate))
-            buckets: tuple[Bucket, ...] = (Bucket(1.0 / rate, capacity),)
+            buckets: tuple[Bucket, ...] = (Bucket(1.0 / rate, capacity, since),)
         else:
             buckets = tuple(
-                Bucket(item.get_expiry() / item.amount, item.amount) for item in items
+                Bucket(item.get_expiry() / item.amount, item.amount, since)
+                for item in items
             )
+        if buckets == self._plan_buckets():
+            buckets = self._plan_buckets()  # the same limit again: no change
         return self._attach(
             _Plan(
                 limit=limit,
@@ -251,6 +360,18 @@ class RateLimiter(Policy):
             ),
             self._uri.value,
         )
+
+    def _plan_buckets(self) -> tuple[Bucket, ...]:
+        plan = getattr(self, "_plan", None)
+        return () if plan is None else plan.buckets
+
+    def _store_now(self) -> float:
+        """Return the time on the store's clock (``-inf`` before it is built)."""
+        if not self._scheme:
+            return -math.inf
+        if self._scheme == "memory":
+            return (self._clock or time.monotonic)()
+        return time.time()  # Redis's clock: Unix time
 
     # -- the storage, built on first use ------------------------------------
 
@@ -274,7 +395,9 @@ class RateLimiter(Policy):
             return dataclasses.replace(plan, store=None, io=True)
         self._check_fits(plan, uri)
         store: Any
-        if plan.strategy != TOKEN_BUCKET:
+        if plan.strategy == "fixed-window" and self._scheme == "memory":
+            store = _shared_store(("fixed-window", uri), MemoryFixedWindows)
+        elif plan.strategy != TOKEN_BUCKET:
             strategy, prefix = plan.strategy, self.key_prefix
             store = _shared_store(
                 (strategy, uri, prefix), lambda: LimitsWindows(uri, strategy, prefix)
@@ -317,7 +440,7 @@ class RateLimiter(Policy):
     def _new_health(self, uri: str | None) -> StorageHealth:
         # The retry interval is read here, so tests can shorten it.
         return StorageHealth(
-            fail_open=self.fail_open,
+            fail_open=self.fail_open is not False,
             retry_interval=STORAGE_RETRY_INTERVAL,
             on_down=self._storage_down,
             on_up=self._storage_up,
@@ -327,39 +450,50 @@ class RateLimiter(Policy):
 
     # -- public controls ------------------------------------------------
 
-    def allow(self, key: str | None = None) -> bool:
+    def allow(self, key: str | None = None, cost: int = 1) -> bool:
         """Return whether a call would be admitted now, consuming nothing.
 
         Args:
             key: The client key, as the ``key`` function would return it.
+            cost: The tokens the call would take.
         """
+        cost = self._fixed_cost(cost)
         plan = self._plan if self._plan.store is not None else self._resolve()
         if self._health.resting():
-            return self.fail_open
+            return self._resting_peek(plan, key or "", cost)
         try:
-            wait = plan.store.peek(self._store_key(plan, key or ""), plan.spec)
+            wait = plan.store.peek(self._store_key(plan, key or ""), plan.spec, cost)
         except StorageUnavailableError as exc:
-            return self._unreachable_peek(exc)
+            return self._unreachable_peek(exc, plan, key or "", cost)
         return self._peeked(wait)
 
-    async def allow_async(self, key: str | None = None) -> bool:
+    async def allow_async(self, key: str | None = None, cost: int = 1) -> bool:
         """Return whether a call would be admitted now, without blocking the loop."""
+        cost = self._fixed_cost(cost)
         plan = self._plan if self._plan.store is not None else self._resolve()
         if not plan.io:
-            return self.allow(key)
+            return self.allow(key, cost)
         if self._health.resting():
-            return self.fail_open
+            return self._resting_peek(plan, key or "", cost)
         try:
             wait = await plan.store.peek_async(
-                self._store_key(plan, key or ""), plan.spec
+                self._store_key(plan, key or ""), plan.spec, cost
             )
         except StorageUnavailableError as exc:
-            return self._unreachable_peek(exc)
+            return self._unreachable_peek(exc, plan, key or "", cost)
         return self._peeked(wait)
 
-    def _unreachable_peek(self, exc: StorageUnavailableError) -> bool:
+    def _resting_peek(self, plan: _Plan, key: str, cost: int) -> bool:
+        if self.fail_open == LOCAL:
+            store = self._local_store(plan)
+            return bool(store.peek(self._store_key(plan, key), plan.spec, cost) <= 0)
+        return bool(self.fail_open)
+
+    def _unreachable_peek(
+        self, exc: StorageUnavailableError, plan: _Plan, key: str, cost: int
+    ) -> bool:
         self._health.failed(exc.__cause__ or exc, self.name)
-        return self.fail_open
+        return self._resting_peek(plan, key, cost)
 
     def _peeked(self, wait: float) -> bool:
         self._health.answered(self.name)
@@ -369,50 +503,119 @@ class RateLimiter(Policy):
         self,
         timeout: float | _UseDefault | None = _POLICY_TIMEOUT,
         key: str | None = None,
+        cost: int | None = None,
     ) -> None:
-        """Take one permit, waiting for it up to *timeout* seconds.
+        """Take a permit, waiting for it up to *timeout* seconds.
 
         Args:
             timeout: Seconds to wait at most; ``0`` fails fast, ``None`` waits
                 as long as needed; by default the policy's ``timeout``.
             key: The client key, as the ``key`` function would return it.
+            cost: The tokens to take; by default the policy's ``cost`` when
+                it is an int, else 1.
 
         Raises:
             RateLimitExceeded: If no permit is free within the timeout or the
                 enclosing deadline; raised at once, without waiting first.
+            ValueError: If *cost* is below 1 or above what the limit can ever
+                admit at once.
         """
-        self._admit(key or "", self._resolve_timeout(timeout), self.name)
+        self._admit(
+            key or "",
+            self._resolve_timeout(timeout),
+            self.name,
+            self._fixed_cost(cost),
+        )
 
     async def acquire_async(
         self,
         timeout: float | _UseDefault | None = _POLICY_TIMEOUT,  # noqa: ASYNC109 - the contract's parameter
         key: str | None = None,
+        cost: int | None = None,
     ) -> None:
-        """Take one permit without blocking the loop; see :meth:`acquire`.
+        """Take a permit without blocking the loop; see :meth:`acquire`.
 
         Raises:
             RateLimitExceeded: If no permit is free within the timeout.
         """
-        await self._admit_async(key or "", self._resolve_timeout(timeout), self.name)
+        await self._admit_async(
+            key or "",
+            self._resolve_timeout(timeout),
+            self.name,
+            self._fixed_cost(cost),
+        )
+
+    def __enter__(self) -> None:
+        """Take a permit for the block, like :meth:`acquire`."""
+        self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Nothing to give back: a permit is spent when it is taken."""
+
+    async def __aenter__(self) -> None:
+        """Take a permit for the block, like :meth:`acquire_async`."""
+        await self.acquire_async()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Nothing to give back: a permit is spent when it is taken."""
 
     def _resolve_timeout(self, timeout: object) -> float | None:
         if isinstance(timeout, _UseDefault):
             return self.timeout
         return optional_seconds(timeout, "timeout")
 
+    def _fixed_cost(self, cost: object) -> int:
+        """Return the cost of one permit asked for through the controls."""
+        if cost is None:
+            return self._cost if isinstance(self._cost, int) else 1
+        checked = check_cost(cost)
+        if not isinstance(checked, int):
+            msg = f"cost must be an int >= 1 here, got {cost!r}"
+            raise TypeError(msg)
+        if checked > 1:
+            self._check_cost_fits(self._plan, checked)
+        return checked
+
+    def _call_cost(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+        cost = self._cost
+        if isinstance(cost, int):
+            return cost
+        value = cost(*args, **kwargs)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            msg = (
+                f"the cost function of rate limit {self.name!r} must return an "
+                f"int >= 1, got {value!r}"
+            )
+            raise ValueError(msg)
+        self._check_cost_fits(self._plan, value)
+        return value
+
     # -- decisions shared by both drivers ---------------------------------
 
     def _bind(self, func: Callable[..., Any]) -> None:
-        super()._bind(func)
+        if self._name is None:
+            self._name = _own_name(qualified_name(func))
         self._set_key_heads()
 
     def _set_key_heads(self) -> None:
         # Built once: the name is fixed by the first decorated function.
-        self._bucket_head = f"{self.key_prefix}:{self.name}:"
-        self._window_head = f"{self.name}/"
+        name = escape(self.name)
+        self._bucket_head = f"{self.key_prefix}:{name}:"
+        self._window_head = f"{name}/"
 
     def _store_key(self, plan: _Plan, key: str) -> str:
-        return (self._bucket_head if plan.buckets else self._window_head) + key
+        head = self._bucket_head if plan.buckets else self._window_head
+        return head + escape(key) if key else head
 
     def _call_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         assert self._key is not None  # noqa: S101 - only called when there is one
@@ -442,7 +645,27 @@ class RateLimiter(Policy):
         )
         raise RateLimitExceeded(self.name, wait)
 
-    def _resting_answer(self) -> Reservation:
+    def _local_store(self, plan: _Plan) -> Any:
+        """Return the in-process store counting calls while the storage is down."""
+        local = self._local
+        if local is None or local[0] is not bool(plan.buckets):
+            store = (
+                MemoryTokenBuckets()
+                if plan.buckets
+                else LimitsWindows("memory://", plan.strategy, self.key_prefix)
+            )
+            local = self._local = (bool(plan.buckets), store)
+        return local[1]
+
+    def _resting_answer(
+        self, plan: _Plan, key: str, budget: float, cost: int
+    ) -> Reservation:
+        if self.fail_open == LOCAL:
+            store = self._local_store(plan)
+            answer: Reservation = store.take(
+                self._store_key(plan, key), plan.spec, budget, cost
+            )
+            return answer
         if self.fail_open:
             return ADMITTED
         return Reservation(admitted=False, wait=self._health.retry_interval)
@@ -453,7 +676,7 @@ class RateLimiter(Policy):
                 policy=self.name,
                 function=function,
                 storage=self.storage,
-                fail_open=self.fail_open,
+                fail_open=self.fail_open is not False,
                 error_type=error_type,
                 error_message=message,
             )
@@ -466,9 +689,18 @@ class RateLimiter(Policy):
             )
         )
 
-    def _unreachable(self, exc: StorageUnavailableError, function: str) -> Reservation:
+    def _unreachable(
+        self,
+        exc: StorageUnavailableError,
+        function: str,
+        *,
+        plan: _Plan,
+        key: str,
+        budget: float,
+        cost: int,
+    ) -> Reservation:
         self._health.failed(exc.__cause__ or exc, function)
-        return self._resting_answer()
+        return self._resting_answer(plan, key, budget, cost)
 
     def _waiting(
         self, answer: Reservation, budget: float, timeout: float | None, function: str
@@ -477,9 +709,9 @@ class RateLimiter(Policy):
 
         The sync and the async driver run this one decision: it yields
         ``("take", budget)`` (the driver answers with the storage's
-        :class:`Reservation`), ``("wait", seconds)`` and ``("refund",
-        answer)``; a wait that raises (a cancellation) is thrown back in,
-        so that a reserved slot is given back before it propagates.
+        :class:`Reservation`), ``("wait", seconds)`` and ``("hold",
+        answer)``: wait for the reserved slot, giving it back (wherever it
+        stands in the queue) should the wait be cancelled.
         """
         until = time.monotonic() + budget
         while not answer.admitted:
@@ -492,30 +724,32 @@ class RateLimiter(Policy):
             taken = yield _TAKE, budget
             assert taken is not None  # noqa: S101 - the drivers answer takes
             answer = taken
-        if answer.wait > 0:
-            try:
-                yield _WAIT, answer.wait
-            except BaseException:
-                yield _REFUND, answer
-                raise
+        if answer.token is not None:
+            yield _HOLD, answer
 
     # -- the sync driver --------------------------------------------------
 
-    def _take(self, plan: _Plan, key: str, budget: float, function: str) -> Reservation:
+    def _take(
+        self, plan: _Plan, key: str, budget: float, function: str, cost: int
+    ) -> Reservation:
         health = self._health
         if health.down_until is not None and health.resting():
-            return self._resting_answer()
+            return self._resting_answer(plan, key, budget, cost)
         try:
             answer: Reservation = plan.store.take(
-                self._store_key(plan, key), plan.spec, budget
+                self._store_key(plan, key), plan.spec, budget, cost
             )
         except StorageUnavailableError as exc:
-            return self._unreachable(exc, function)
+            return self._unreachable(
+                exc, function, plan=plan, key=key, budget=budget, cost=cost
+            )
         if health.down_until is not None:
             health.answered(function)
         return answer
 
-    def _admit(self, key: str, timeout: float | None, function: str) -> None:
+    def _admit(
+        self, key: str, timeout: float | None, function: str, cost: int = 1
+    ) -> None:
         """Return once the call holds a permit, or raise RateLimitExceeded."""
         next(self._counters.calls)  # here, so that fluxus.stack counts too
         plan = self._plan
@@ -525,7 +759,7 @@ class RateLimiter(Policy):
             budget = math.inf if timeout is None else timeout
         else:
             budget = self._budget(timeout)
-        answer = self._take(plan, key, budget, function)
+        answer = self._take(plan, key, budget, function, cost)
         if answer is ADMITTED:
             return
         steps = self._waiting(answer, budget, timeout, function)
@@ -533,22 +767,13 @@ class RateLimiter(Policy):
         while step is not None:
             kind, value = step
             reply = None
-            try:
-                if kind is _TAKE:
-                    reply = self._take(plan, key, value, function)
-                elif kind is _WAIT:
-                    wait_sync(value)
-                else:
-                    self._refund(plan, key, value)
-            except BaseException as exc:  # noqa: BLE001 - the decision re-raises it
-                step = steps.throw(exc)
-                continue
+            if kind is _TAKE:
+                reply = self._take(plan, key, value, function, cost)
+            elif kind is _WAIT:
+                wait_sync(value)
+            else:
+                _hold(value)
             step = _send(steps, reply)
-
-    def _refund(self, plan: _Plan, key: str, answer: Reservation) -> None:
-        # Should the storage be gone, the slot expires with its key.
-        with contextlib.suppress(StorageUnavailableError):
-            plan.store.refund(self._store_key(plan, key), plan.spec, answer.token)
 
     def _gate(self, func: Callable[..., Any]) -> RateLimitGate:
         return RateLimitGate(self, qualified_name(func))
@@ -560,11 +785,18 @@ class RateLimiter(Policy):
         watch = watch_for(observe)
         admit = self._admit
         call_key = self._call_key if self._key is not None else None
+        call_cost = self._call_cost if not isinstance(self._cost, int) else None
+        cost = self._cost if isinstance(self._cost, int) else 1
 
         def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
             if watch.observers:
                 return observe(args, kwargs)  # type: ignore[misc]
-            admit(call_key(args, kwargs) if call_key else "", self.timeout, function)
+            admit(
+                call_key(args, kwargs) if call_key else "",
+                self.timeout,
+                function,
+                call_cost(args, kwargs) if call_cost else cost,
+            )
             return func(*args, **kwargs)
 
         return rate_limit_wrapper
@@ -572,18 +804,20 @@ class RateLimiter(Policy):
     # -- the async driver -------------------------------------------------
 
     async def _take_async(
-        self, plan: _Plan, key: str, budget: float, function: str
+        self, plan: _Plan, key: str, budget: float, function: str, cost: int
     ) -> Reservation:
         if not plan.io:
-            return self._take(plan, key, budget, function)
+            return self._take(plan, key, budget, function, cost)
         if self._health.resting():
-            return self._resting_answer()
+            return self._resting_answer(plan, key, budget, cost)
         try:
             answer: Reservation = await plan.store.take_async(
-                self._store_key(plan, key), plan.spec, budget
+                self._store_key(plan, key), plan.spec, budget, cost
             )
         except StorageUnavailableError as exc:
-            return self._unreachable(exc, function)
+            return self._unreachable(
+                exc, function, plan=plan, key=key, budget=budget, cost=cost
+            )
         self._health.answered(function)
         return answer
 
@@ -592,6 +826,7 @@ class RateLimiter(Policy):
         key: str,
         timeout: float | None,  # noqa: ASYNC109 - a wait budget, not an I/O timeout
         function: str,
+        cost: int = 1,
     ) -> None:
         """Return once the call holds a permit, or raise RateLimitExceeded."""
         next(self._counters.calls)  # here, so that fluxus.stack counts too
@@ -599,7 +834,7 @@ class RateLimiter(Policy):
         if plan.store is None:
             plan = self._resolve()
         budget = self._budget(timeout)
-        answer = await self._take_async(plan, key, budget, function)
+        answer = await self._take_async(plan, key, budget, function, cost)
         if answer is ADMITTED:
             return
         steps = self._waiting(answer, budget, timeout, function)
@@ -607,26 +842,13 @@ class RateLimiter(Policy):
         while step is not None:
             kind, value = step
             reply = None
-            try:
-                if kind is _TAKE:
-                    reply = await self._take_async(plan, key, value, function)
-                elif kind is _WAIT:
-                    await wait_async(value)
-                else:
-                    await self._refund_async(plan, key, value)
-            except BaseException as exc:  # noqa: BLE001 - the decision re-raises it
-                step = steps.throw(exc)
-                continue
+            if kind is _TAKE:
+                reply = await self._take_async(plan, key, value, function, cost)
+            elif kind is _WAIT:
+                await wait_async(value)
+            else:
+                await _hold_async(value)
             step = _send(steps, reply)
-
-    async def _refund_async(self, plan: _Plan, key: str, answer: Reservation) -> None:
-        if not plan.io:
-            self._refund(plan, key, answer)
-            return
-        with contextlib.suppress(StorageUnavailableError):
-            await plan.store.refund_async(
-                self._store_key(plan, key), plan.spec, answer.token
-            )
 
     def _wrap_async(
         self, func: Callable[..., Awaitable[Any]], observe: Observe | None
@@ -635,16 +857,71 @@ class RateLimiter(Policy):
         watch = watch_for(observe)
         admit = self._admit_async
         call_key = self._call_key if self._key is not None else None
+        call_cost = self._call_cost if not isinstance(self._cost, int) else None
+        cost = self._cost if isinstance(self._cost, int) else 1
 
         async def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
             if watch.observers:
                 return await observe(args, kwargs)  # type: ignore[misc]
             await admit(
-                call_key(args, kwargs) if call_key else "", self.timeout, function
+                call_key(args, kwargs) if call_key else "",
+                self.timeout,
+                function,
+                call_cost(args, kwargs) if call_cost else cost,
             )
             return await func(*args, **kwargs)
 
         return rate_limit_wrapper
+
+
+def _ticket_wait(ticket: Ticket, seconds: float) -> bool:
+    """Block until *ticket* is due; ``True`` if woken early (it moved forward)."""
+    return ticket.wait(min(seconds, threading.TIMEOUT_MAX))
+
+
+async def _ticket_wait_async(ticket: Ticket, seconds: float) -> bool:
+    """Sleep until *ticket* is due; ``True`` if woken early (it moved forward)."""
+    return await ticket.wait_async(seconds)
+
+
+def _hold(answer: Reservation) -> None:
+    """Wait for a reserved slot; give it back if the wait is interrupted.
+
+    A waiter woken early (a waiter ahead of it gave its slot back) sleeps
+    again for what is left of its shortened wait.
+    """
+    ticket: Ticket = answer.token  # type: ignore[assignment]
+    store: Any = answer.origin
+    try:
+        left = answer.wait
+        while effective_wait(left) > 0 and _ticket_wait(ticket, left):
+            left = ticket.left()
+    except BaseException:
+        with contextlib.suppress(StorageUnavailableError):
+            store.refund(ticket)
+        raise
+    store.admitted(ticket)
+
+
+async def _hold_async(answer: Reservation) -> None:
+    """Sleep until a reserved slot is due; give it back if cancelled."""
+    ticket: Ticket = answer.token  # type: ignore[assignment]
+    store: Any = answer.origin
+    try:
+        left = answer.wait
+        if left <= 0:
+            # Due now, behind waiters whose slots came earlier: its timer
+            # fires after theirs, so the loop admits them first.
+            await _ticket_wait_async(ticket, 0.0)
+        while effective_wait(left) > 0 and await _ticket_wait_async(ticket, left):
+            left = ticket.left()
+        if CONFIG.testing.active:
+            await wait_async(0)  # still a point where the caller can be cancelled
+    except BaseException:
+        with contextlib.suppress(StorageUnavailableError):
+            await shielded(store.refund_async(ticket))
+        raise
+    store.admitted(ticket)
 
 
 class RateLimitGate(AdmitGate):
@@ -662,20 +939,26 @@ class RateLimitGate(AdmitGate):
         """Return once the call holds a permit, or raise RateLimitExceeded."""
         limiter, call_key = self._limiter, self._call_key
         limiter._admit(  # noqa: SLF001 - its own module
-            call_key(args, kwargs) if call_key else "", limiter.timeout, self._function
+            call_key(args, kwargs) if call_key else "",
+            limiter.timeout,
+            self._function,
+            limiter._call_cost(args, kwargs),  # noqa: SLF001
         )
 
     async def admit_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Same as :meth:`admit`, without blocking the event loop."""
         limiter, call_key = self._limiter, self._call_key
         await limiter._admit_async(  # noqa: SLF001 - its own module
-            call_key(args, kwargs) if call_key else "", limiter.timeout, self._function
+            call_key(args, kwargs) if call_key else "",
+            limiter.timeout,
+            self._function,
+            limiter._call_cost(args, kwargs),  # noqa: SLF001
         )
 
 
 _TAKE: Final = "take"
 _WAIT: Final = "wait"
-_REFUND: Final = "refund"
+_HOLD: Final = "hold"
 #: One step of :meth:`RateLimiter._waiting`: what to do, and with what.
 _Step = tuple[str, Any]
 
@@ -699,8 +982,9 @@ def rate_limit(
     name: str | None = None,
     storage: str | None = None,
     strategy: str | None = None,
-    fail_open: bool = True,
+    fail_open: FailOpen = True,
     key_prefix: str = DEFAULT_KEY_PREFIX,
+    cost: Cost = 1,
 ) -> RateLimiter:
     """Return a policy that admits at most so many calls per period.
 
@@ -717,8 +1001,16 @@ def rate_limit(
             :class:`~fluxus.RateLimitExceeded` is raised at once.
         key: ``key(*args, **kwargs) -> str`` receives the call's arguments and
             names the client; each client has its own budget.
-        name: Limiters with the same name and storage share one budget; by
-            default the first decorated function's ``module.qualname``.
+        name: Limiters with the same name and storage share one budget (in
+            Redis, across processes). Without it a limiter's budget is its
+            own: it is named after the first function it decorates
+            (``module.qualname``; ``module.qualname#2``, ``#3``, ... for the
+            next limiters without a name decorating a function of that name
+            in the process, numbered in the order they decorate, so that
+            processes running the same code agree), or ``<rate_limit #N>``
+            when it only serves blocks and :meth:`~RateLimiter.acquire`.
+            Names and keys are escaped in storage keys: no name and key
+            pair can reach another pair's budget.
         storage: A limits storage URI: ``"memory://"`` (this process),
             ``"redis://host:port/db"`` (every process using it), or any other
             limits storage for string limits with a window strategy. Storage
@@ -733,9 +1025,17 @@ def rate_limit(
             or one of limits' ``"fixed-window"`` (default for strings),
             ``"sliding-window-counter"``, ``"moving-window"``.
         fail_open: While the storage is unreachable, admit calls (``True``,
-            the default) or reject them with ``retry_after`` 1 s (``False``).
-            The storage is tried again once a second.
+            the default), reject them with ``retry_after`` 1 s (``False``),
+            or count them in this process at the configured limit
+            (``"local"``): each process then admits up to the limit on its
+            own, so N processes admit up to N times the limit between them
+            until the storage answers again. The storage is tried again
+            once a second.
         key_prefix: The prefix of every storage key.
+        cost: The tokens a call takes: an int >= 1, or a callable receiving
+            the call's arguments and returning one. A cost above what the
+            limit admits at once (the burst; a string item's amount) is a
+            ``ValueError``.
 
     Returns:
         A :class:`RateLimiter` policy; decorate functions with it.
@@ -755,4 +1055,5 @@ def rate_limit(
         strategy=strategy,
         fail_open=fail_open,
         key_prefix=key_prefix,
+        cost=cost,
     )

@@ -5,52 +5,76 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fluxus._aio import in_background, shielded
 from fluxus._redis import PerLoop, async_client, sync_client
 
 from ._gcra import ADMITTED, Bucket, Reservation, StorageUnavailableError
+from ._queue import Ticket, Waiters
 
 #: Seconds a storage I/O may block before it counts as an outage.
 DEFAULT_SOCKET_TIMEOUT = 0.5
 
 #: GCRA in Lua: the same arithmetic as :func:`reserve`, on Redis's clock, in
-#: one atomic step. KEYS[1] is a hash with one TAT field per bucket.
-#: ARGV: mode ("take", "peek" or "refund"), max_wait, the number of buckets,
-#: then interval and capacity per bucket, then (refund) the reserved TATs.
-#: A bucket's field is named after its interval and capacity, so a new limit
-#: starts full instead of inheriting a debt counted at another rate.
+#: one atomic step. KEYS[1] is a hash with, per bucket ``i``, its TAT ``t<i>``
+#: and the interval ``i<i>`` and capacity ``c<i>`` it was counted at.
+#: ARGV: mode ("take", "peek" or "refund"), max_wait, cost (the tokens to
+#: take or give back), the time ("" for Redis's clock; tests give one), the
+#: number of buckets, then interval and capacity per bucket, then when the
+#: limit last changed (Unix time, or "-inf"). A new limit keeps the tokens a bucket
+#: holds, clamped to the new capacity (:func:`convert`), never a full bucket.
 _GCRA_LUA = """
 local key = KEYS[1]
 local mode = ARGV[1]
 local max_wait = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local intervals, capacities, fields, tats = {}, {}, {}, {}
-for i = 1, n do
-  intervals[i] = tonumber(ARGV[2 + 2 * i])
-  capacities[i] = tonumber(ARGV[3 + 2 * i])
-  fields[i] = 'tat:' .. ARGV[2 + 2 * i] .. ':' .. ARGV[3 + 2 * i]
-  tats[i] = tonumber(redis.call('HGET', key, fields[i])) or now
+local cost = tonumber(ARGV[3])
+local now = tonumber(ARGV[4])
+if now == nil then
+  local clock = redis.call('TIME')
+  now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 end
+local n = tonumber(ARGV[5])
+-- when the limit last changed (Unix time), to convert a bucket as it stood
+local since = math.min(now, tonumber(ARGV[6 + 2 * n]) or now)
 if mode == 'refund' then
+  -- cost tokens back, at the interval the bucket is counted at now
   for i = 1, n do
-    if redis.call('HGET', key, fields[i]) ~= ARGV[3 + 2 * n + i] then
-      return 0
+    local got = redis.call('HMGET', key, 't' .. i, 'i' .. i)
+    local tat, interval = tonumber(got[1]), tonumber(got[2])
+    if tat and interval then
+      redis.call('HSET', key, 't' .. i,
+        string.format('%.6f', tat - cost * interval))
     end
-  end
-  for i = 1, n do
-    redis.call('HSET', key, fields[i],
-      string.format('%.6f', tats[i] - intervals[i]))
   end
   return 1
 end
+local intervals, capacities, tats, fresh = {}, {}, {}, {}
+for i = 1, n do
+  local interval, capacity = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+  intervals[i] = tonumber(interval)
+  capacities[i] = tonumber(capacity)
+  local got = redis.call('HMGET', key, 't' .. i, 'i' .. i, 'c' .. i)
+  local tat = tonumber(got[1])
+  if tat == nil then
+    tat = now
+    fresh[i] = true
+  elseif got[2] ~= interval or got[3] ~= capacity then
+    if tat <= since then
+      tat = now  -- full, as full as a key never seen, under any limit
+    else
+      local held = tonumber(got[3]) - (tat - since) / tonumber(got[2])
+      held = math.min(capacities[i], held)
+      tat = since + (capacities[i] - held) * intervals[i]
+    end
+    fresh[i] = true
+  end
+  tats[i] = tat
+end
 local start = now
 for i = 1, n do
-  start = math.max(start, tats[i] - (capacities[i] - 1) * intervals[i])
+  start = math.max(start, tats[i] - (capacities[i] - cost) * intervals[i])
 end
 local wait = start - now
 -- TATs are stored to the microsecond: absorb the rounding
@@ -60,56 +84,62 @@ end
 if mode == 'peek' or wait > max_wait then
   return {0, string.format('%.6f', wait)}
 end
-local reply = {1, string.format('%.6f', wait)}
 local horizon = 0
 for i = 1, n do
-  local tat = string.format('%.6f', math.max(tats[i], start) + intervals[i])
-  redis.call('HSET', key, fields[i], tat)
-  reply[2 + i] = tat
-  horizon = math.max(horizon, tonumber(tat) - now)
+  local tat = math.max(tats[i], start) + cost * intervals[i]
+  if fresh[i] then
+    redis.call('HSET', key, 't' .. i, string.format('%.6f', tat),
+      'i' .. i, ARGV[4 + 2 * i], 'c' .. i, ARGV[5 + 2 * i])
+  else
+    redis.call('HSET', key, 't' .. i, string.format('%.6f', tat))
+  end
+  horizon = math.max(horizon, tat - now)
 end
 redis.call('PEXPIRE', key, math.ceil(horizon * 1000) + 1000)
-return reply
+return {1, string.format('%.6f', wait)}
 """
 
 
-def _bucket_args(buckets: Sequence[Bucket]) -> list[str]:
-    args = [str(len(buckets))]
+def _bucket_args(buckets: Sequence[Bucket], cost: int = 1, now: str = "") -> list[str]:
+    args = [str(cost), now, str(len(buckets))]
     for bucket in buckets:
         args += [repr(bucket.interval), str(bucket.capacity)]
+    since = buckets[0].since if buckets else -math.inf
+    args.append(repr(since) if math.isfinite(since) else "-inf")
     return args
+
+
+def _refund_args(ticket: Ticket, now: str) -> list[str]:
+    n = len(ticket.back)
+    return ["refund", "0", str(ticket.cost), now, str(n), *(["0", "0"] * n), "-inf"]
 
 
 def _max_wait_arg(max_wait: float) -> str:
     return repr(max_wait) if math.isfinite(max_wait) else "1e300"
 
 
-def _reservation(reply: list[Any]) -> Reservation:
-    wait = float(reply[1])
-    if not int(reply[0]):
-        return Reservation(admitted=False, wait=wait)
-    if wait <= 0:
-        return ADMITTED
-    return Reservation(admitted=True, wait=wait, token=[bytes(t) for t in reply[2:]])
-
-
 class RedisTokenBuckets:
     """GCRA buckets in Redis, shared by every process using the same keys.
 
     The sync and the async client run the same script on the same keys, so
-    sync and async callers draw on one budget. Clients are made on first use;
-    redis-py's own reconnection retries are turned off so that an outage
-    costs a caller one socket timeout, not several. The connection pools
-    block (up to that timeout) when every connection is busy: redis-py's
-    default pool raises at once, which would make a burst of concurrent
-    callers look like an outage and, failing open, admit them all.
+    sync and async callers draw on one budget. Clients are made on first use
+    (see :func:`fluxus._redis.sync_client`). A caller told to wait joins
+    this process's queue for its key: when it gives its slot back, the TAT
+    moves back in Redis and this process's later waiters move forward.
+    Waiters in other processes keep the slot they reserved (never too early).
     """
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, clock: Callable[[], float] | None = None) -> None:
         self._uri = uri
+        #: Redis's clock unless given (tests drive the script with their own).
+        self._clock = clock
         self._sync: Any = None
         self._async = PerLoop(self._make_aclient)
         self._lock = threading.Lock()
+        self.waiters = Waiters()
+
+    def _now(self) -> str:
+        return "" if self._clock is None else repr(self._clock())
 
     def _client(self) -> Any:
         if self._sync is None:
@@ -126,58 +156,93 @@ class RedisTokenBuckets:
 
         return (redis.RedisError, OSError)
 
-    def take(self, key: str, buckets: Sequence[Bucket], max_wait: float) -> Reservation:
-        """Reserve a permit in Redis; see :meth:`MemoryTokenBuckets.take`."""
-        args = ["take", _max_wait_arg(max_wait), *_bucket_args(buckets)]
-        return _reservation(self._eval(key, args))
+    def _reservation(
+        self, reply: list[Any], key: str, buckets: Sequence[Bucket], cost: int
+    ) -> Reservation:
+        wait = float(reply[1])
+        if not int(reply[0]):
+            return Reservation(admitted=False, wait=wait)
+        if wait <= 0:
+            return ADMITTED
+        ticket = self.waiters.join(
+            key, wait, cost, [cost * b.interval for b in buckets]
+        )
+        return Reservation(admitted=True, wait=wait, token=ticket, origin=self)
+
+    def take(
+        self, key: str, buckets: Sequence[Bucket], max_wait: float, cost: int = 1
+    ) -> Reservation:
+        """Reserve *cost* tokens in Redis; see :meth:`MemoryTokenBuckets.take`."""
+        args = [
+            "take",
+            _max_wait_arg(max_wait),
+            *_bucket_args(buckets, cost, self._now()),
+        ]
+        return self._reservation(self._eval(key, args), key, buckets, cost)
 
     async def take_async(
-        self, key: str, buckets: Sequence[Bucket], max_wait: float
+        self, key: str, buckets: Sequence[Bucket], max_wait: float, cost: int = 1
     ) -> Reservation:
-        """Reserve a permit in Redis without blocking the loop."""
-        args = ["take", _max_wait_arg(max_wait), *_bucket_args(buckets)]
+        """Reserve *cost* tokens in Redis without blocking the loop."""
+        args = [
+            "take",
+            _max_wait_arg(max_wait),
+            *_bucket_args(buckets, cost, self._now()),
+        ]
         step = asyncio.ensure_future(self._eval_async(key, args))
         try:
-            return _reservation(await shielded(step))
+            reply = await shielded(step)
         except asyncio.CancelledError:
             # The caller is gone: give back the slot it may have reserved.
-            step.add_done_callback(lambda done: self._give_back(done, key, buckets))
+            step.add_done_callback(
+                lambda done: self._give_back(done, key, buckets, cost)
+            )
             raise
+        return self._reservation(reply, key, buckets, cost)
 
     def _give_back(
-        self, step: asyncio.Future[Any], key: str, buckets: Sequence[Bucket]
+        self, step: asyncio.Future[Any], key: str, buckets: Sequence[Bucket], cost: int
     ) -> None:
         if step.cancelled() or step.exception() is not None:
             return
-        answer = _reservation(step.result())
-        if answer.admitted and answer.token is not None:
-            in_background(self.refund_async(key, buckets, answer.token))
+        answer = self._reservation(step.result(), key, buckets, cost)
+        if answer.token is not None:
+            in_background(self.refund_async(answer.token))
 
-    def peek(self, key: str, buckets: Sequence[Bucket]) -> float:
+    def peek(self, key: str, buckets: Sequence[Bucket], cost: int = 1) -> float:
         """Return the seconds until *key* would be admitted, consuming nothing."""
-        return max(
-            0.0, float(self._eval(key, ["peek", "0", *_bucket_args(buckets)])[1])
+        reply = self._eval(
+            key, ["peek", "0", *_bucket_args(buckets, cost, self._now())]
         )
-
-    async def peek_async(self, key: str, buckets: Sequence[Bucket]) -> float:
-        """Return the seconds until *key* would be admitted, without blocking."""
-        reply = await self._eval_async(key, ["peek", "0", *_bucket_args(buckets)])
         return max(0.0, float(reply[1]))
 
-    def refund(self, key: str, buckets: Sequence[Bucket], token: object) -> None:
-        """Give back a reserved slot if no later caller has reserved after it."""
-        self._eval(key, self._refund_args(buckets, token))
+    async def peek_async(
+        self, key: str, buckets: Sequence[Bucket], cost: int = 1
+    ) -> float:
+        """Return the seconds until *key* would be admitted, without blocking."""
+        reply = await self._eval_async(
+            key, ["peek", "0", *_bucket_args(buckets, cost, self._now())]
+        )
+        return max(0.0, float(reply[1]))
 
-    async def refund_async(
-        self, key: str, buckets: Sequence[Bucket], token: object
-    ) -> None:
-        """Give back a reserved slot without blocking the loop."""
-        await shielded(self._eval_async(key, self._refund_args(buckets, token)))
+    def admitted(self, token: object) -> None:
+        """Take a waiter whose slot came off this process's queue."""
+        assert isinstance(token, Ticket)  # noqa: S101 - take() made it
+        self.waiters.done(token)
 
-    @staticmethod
-    def _refund_args(buckets: Sequence[Bucket], token: object) -> list[Any]:
-        assert isinstance(token, list)  # noqa: S101 - take() made it
-        return ["refund", "0", *_bucket_args(buckets), *token]
+    def refund(self, token: object) -> None:
+        """Give a reserved slot back, wherever it stands in the queue."""
+        assert isinstance(token, Ticket)  # noqa: S101 - take() made it
+        if self.waiters.leave(token):
+            self._eval(token.key, _refund_args(token, self._now()))
+
+    async def refund_async(self, token: object) -> None:
+        """Give a reserved slot back without blocking the loop."""
+        assert isinstance(token, Ticket)  # noqa: S101 - take() made it
+        if self.waiters.leave(token):
+            await shielded(
+                self._eval_async(token.key, _refund_args(token, self._now()))
+            )
 
     def _eval(self, key: str, args: list[Any]) -> Any:
         try:

@@ -76,32 +76,41 @@ class LimitsWindows:
         key: str,
         items: Sequence[limits.RateLimitItem],
         max_wait: float,  # noqa: ARG002 - the stores' shared signature
+        cost: int = 1,
     ) -> Reservation:
-        """Consume a permit now if every item has room, else report the wait."""
+        """Consume *cost* now if every item has room, else report the wait."""
         limiter = self._sync or self._limiter()
         try:
-            # Several items are tested before any is hit, so that a call
-            # refused by one does not spend the others' budget.
-            if (len(items) == 1 or all(limiter.test(i, key) for i in items)) and all(
-                limiter.hit(item, key) for item in items
-            ):
+            # Several items, or a cost above 1 (limits counts a refused hit),
+            # are tested before any is hit, so that a refused call spends
+            # nothing.
+            if (
+                (len(items) == 1 and cost == 1)
+                or all(limiter.test(i, key, cost=cost) for i in items)
+            ) and all(limiter.hit(item, key, cost=cost) for item in items):
                 return ADMITTED
             return self._refused(limiter, key, items)
         except limits.errors.StorageError as exc:
             raise StorageUnavailableError(str(exc)) from exc
 
     async def take_async(
-        self, key: str, items: Sequence[limits.RateLimitItem], max_wait: float
+        self,
+        key: str,
+        items: Sequence[limits.RateLimitItem],
+        max_wait: float,
+        cost: int = 1,
     ) -> Reservation:
-        """Consume a permit now through limits' async storage; see :meth:`take`."""
+        """Consume *cost* now through limits' async storage; see :meth:`take`."""
         if self._shared_memory:
             # One in-memory budget for sync and async callers; no I/O here.
-            return self.take(key, items, max_wait)
+            return self.take(key, items, max_wait, cost)
         limiter = await self._alimiter()
         try:
-            if len(items) == 1 or all([await limiter.test(i, key) for i in items]):
+            if (len(items) == 1 and cost == 1) or all(
+                [await limiter.test(i, key, cost=cost) for i in items]
+            ):
                 for item in items:  # stops at the first refusal
-                    if not await limiter.hit(item, key):
+                    if not await limiter.hit(item, key, cost=cost):
                         break
                 else:
                     return ADMITTED
@@ -109,25 +118,27 @@ class LimitsWindows:
         except limits.errors.StorageError as exc:
             raise StorageUnavailableError(str(exc)) from exc
 
-    def peek(self, key: str, items: Sequence[limits.RateLimitItem]) -> float:
+    def peek(
+        self, key: str, items: Sequence[limits.RateLimitItem], cost: int = 1
+    ) -> float:
         """Return 0 when a call would be admitted now, else the expected wait."""
         limiter = self._limiter()
         try:
-            if all(limiter.test(item, key) for item in items):
+            if all(limiter.test(item, key, cost=cost) for item in items):
                 return 0.0
             return self._refused(limiter, key, items).wait
         except limits.errors.StorageError as exc:
             raise StorageUnavailableError(str(exc)) from exc
 
     async def peek_async(
-        self, key: str, items: Sequence[limits.RateLimitItem]
+        self, key: str, items: Sequence[limits.RateLimitItem], cost: int = 1
     ) -> float:
         """Return the expected wait through limits' async storage; see :meth:`peek`."""
         if self._shared_memory:
-            return self.peek(key, items)
+            return self.peek(key, items, cost)
         limiter = await self._alimiter()
         try:
-            if all([await limiter.test(item, key) for item in items]):
+            if all([await limiter.test(item, key, cost=cost) for item in items]):
                 return 0.0
             return (await self._refused_async(limiter, key, items)).wait
         except limits.errors.StorageError as exc:

@@ -1,0 +1,108 @@
+"""limits' fixed window, counted by fluxus in this process's memory.
+
+The same arithmetic as limits' ``FixedWindowRateLimiter`` on its
+``MemoryStorage`` (a window opens at its first hit and lasts the item's
+period; a call is admitted while the count plus its cost stays within the
+amount), without limits' per-key expiry bookkeeping: windows that have ended
+are swept now and then, so memory stays proportional to the keys active in
+the last period, and an admission is one dict lookup per item.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ._gcra import ADMITTED, Reservation
+
+if TYPE_CHECKING:
+    import limits
+
+
+class MemoryFixedWindows:
+    """Fixed windows per item and key: ``[window end, count]``, behind a lock."""
+
+    _SWEEP_EVERY = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._windows: dict[tuple[str, int, int], list[float]] = {}
+        self._until_sweep = self._SWEEP_EVERY
+
+    def _counts(
+        self, key: str, items: Sequence[limits.RateLimitItem], now: float
+    ) -> list[list[float]]:
+        windows = []
+        for item in items:
+            ident = (key, item.amount, item.get_expiry())
+            window = self._windows.get(ident)
+            if window is None or window[0] <= now:
+                window = self._windows[ident] = [now + item.get_expiry(), 0]
+                self._until_sweep -= 1
+                if self._until_sweep <= 0:
+                    self._sweep(now)
+            windows.append(window)
+        return windows
+
+    def take(
+        self,
+        key: str,
+        items: Sequence[limits.RateLimitItem],
+        max_wait: float,  # noqa: ARG002 - the stores' shared signature
+        cost: int = 1,
+    ) -> Reservation:
+        """Count *cost* in every item's window if each has room, else the wait."""
+        with self._lock:
+            now = time.monotonic()
+            windows = self._counts(key, items, now)
+            wait = 0.0
+            for item, window in zip(items, windows, strict=True):
+                if window[1] + cost > item.amount:
+                    wait = max(wait, window[0] - now, 0.001)
+            if wait:
+                return Reservation(admitted=False, wait=wait)
+            for window in windows:
+                window[1] += cost
+        return ADMITTED
+
+    async def take_async(
+        self,
+        key: str,
+        items: Sequence[limits.RateLimitItem],
+        max_wait: float,
+        cost: int = 1,
+    ) -> Reservation:
+        """Same as :meth:`take`: no I/O here."""
+        return self.take(key, items, max_wait, cost)
+
+    def peek(
+        self, key: str, items: Sequence[limits.RateLimitItem], cost: int = 1
+    ) -> float:
+        """Return 0 when a call would be admitted now, else the expected wait."""
+        with self._lock:
+            now = time.monotonic()
+            wait = 0.0
+            for item in items:
+                window = self._windows.get((key, item.amount, item.get_expiry()))
+                if (
+                    window is not None
+                    and window[0] > now
+                    and window[1] + cost > item.amount
+                ):
+                    wait = max(wait, window[0] - now, 0.001)
+            return wait
+
+    async def peek_async(
+        self, key: str, items: Sequence[limits.RateLimitItem], cost: int = 1
+    ) -> float:
+        """Same as :meth:`peek`: no I/O here."""
+        return self.peek(key, items, cost)
+
+    def _sweep(self, now: float) -> None:
+        self._windows = {k: w for k, w in self._windows.items() if w[0] > now}
+        self._until_sweep = max(self._SWEEP_EVERY, len(self._windows))
+
+    def __len__(self) -> int:
+        return len(self._windows)
