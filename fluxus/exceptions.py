@@ -5,6 +5,7 @@ The error tree::
     Exception
      +-- FluxusError
           +-- CircuitOpenError      * a circuit breaker refused the call
+                                      (also a pybreaker.CircuitBreakerError)
           +-- RateLimitExceeded     * no rate-limit permit within the timeout
           +-- BulkheadFull          * no bulkhead slot within the timeout
           +-- ThreadsExhausted      * too many abandoned timeout threads
@@ -28,6 +29,8 @@ to come back; replaying it would run the work twice).
 
 from __future__ import annotations
 
+import pybreaker
+
 __all__ = [
     "BulkheadFull",
     "CircuitOpenError",
@@ -45,8 +48,11 @@ class FluxusError(Exception):
     """Base class of every error fluxus raises on its own behalf."""
 
 
-class CircuitOpenError(FluxusError):
+class CircuitOpenError(FluxusError, pybreaker.CircuitBreakerError):
     """A circuit breaker refused the call without running it.
+
+    It is also a ``pybreaker.CircuitBreakerError``, so code written against
+    pybreaker (``except pybreaker.CircuitBreakerError:``) keeps catching it.
 
     Attributes:
         name: The name of the circuit breaker.

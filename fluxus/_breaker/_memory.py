@@ -43,18 +43,22 @@ class MemoryStorage:
         with self.lock:
             return circuit.admit(self.clock())
 
-    def succeed(self, token: int, _function: str) -> Transition | None:
+    def succeed(
+        self, token: int, _function: str, *, slow: bool = False
+    ) -> Transition | None:
         """Record a success; see :meth:`Circuit.succeed`."""
         circuit = self.circuit
-        if not token & 1 and not circuit.failures:
+        if not token & 1 and not circuit.failures and circuit.window is None:
             return None
         with self.lock:
-            return circuit.succeed(token)
+            return circuit.succeed(token, self.clock(), slow=slow)
 
-    def fail(self, token: int, _function: str) -> Transition | None:
+    def fail(
+        self, token: int, _function: str, *, slow: bool = False
+    ) -> Transition | None:
         """Record a failure; see :meth:`Circuit.fail`."""
         with self.lock:
-            return self.circuit.fail(token, self.clock())
+            return self.circuit.fail(token, self.clock(), slow=slow)
 
     def release(self, token: int, _function: str) -> None:
         """Record an outcome that counts as neither; see :meth:`Circuit.release`."""
@@ -80,13 +84,17 @@ class MemoryStorage:
         """Same as :meth:`admit`: memory needs no I/O."""
         return self.admit(function)
 
-    async def succeed_async(self, token: int, function: str) -> Transition | None:
+    async def succeed_async(
+        self, token: int, function: str, *, slow: bool = False
+    ) -> Transition | None:
         """Same as :meth:`succeed`."""
-        return self.succeed(token, function)
+        return self.succeed(token, function, slow=slow)
 
-    async def fail_async(self, token: int, function: str) -> Transition | None:
+    async def fail_async(
+        self, token: int, function: str, *, slow: bool = False
+    ) -> Transition | None:
         """Same as :meth:`fail`."""
-        return self.fail(token, function)
+        return self.fail(token, function, slow=slow)
 
     async def release_async(self, token: int, function: str) -> None:
         """Same as :meth:`release`."""

@@ -234,11 +234,15 @@ class RedisCircuit:
         except _Down:
             return self._unreachable()
 
-    def succeed(self, token: Any, function: str) -> Transition | None:
+    def succeed(
+        self, token: Any, function: str, *, slow: bool = False
+    ) -> Transition | None:
         """Record a success."""
         return self._record("s", token, function)
 
-    def fail(self, token: Any, function: str) -> Transition | None:
+    def fail(
+        self, token: Any, function: str, *, slow: bool = False
+    ) -> Transition | None:
         """Record a failure."""
         return self._record("f", token, function)
 
@@ -271,11 +275,15 @@ class RedisCircuit:
         if token is not None:
             in_background(self.release_async(token, function))
 
-    async def succeed_async(self, token: Any, function: str) -> Transition | None:
+    async def succeed_async(
+        self, token: Any, function: str, *, slow: bool = False
+    ) -> Transition | None:
         """Record a success, without blocking the loop."""
         return await self._record_async("s", token, function)
 
-    async def fail_async(self, token: Any, function: str) -> Transition | None:
+    async def fail_async(
+        self, token: Any, function: str, *, slow: bool = False
+    ) -> Transition | None:
         """Record a failure, without blocking the loop."""
         return await self._record_async("f", token, function)
 
