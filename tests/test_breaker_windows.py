@@ -4,12 +4,15 @@ and the exact opening points through the decorator on a fake clock."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import uuid
 
 import fluxus
 import pytest
 from fluxus import CircuitState
 from fluxus._breaker._circuit import BUCKETS, Circuit
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -17,6 +20,7 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 RESET_TIMEOUT = 10.0
@@ -367,3 +371,149 @@ def test_configure_can_turn_the_failure_rate_on():
         2,
         60.0,
     )
+
+
+# -- the same in Redis ------------------------------------------------------
+
+
+class RedisWindowMachine(WindowMachine):
+    """The Lua scripts behind the pure circuit's interface, on a fake clock."""
+
+    url = ""
+
+    def make_circuit(
+        self, failure_threshold, failure_rate, minimum_calls, slow_call_rate
+    ):
+        settings = super().make_circuit(
+            failure_threshold, failure_rate, minimum_calls, slow_call_rate
+        )
+        name = f"window-{uuid.uuid4().hex}"
+        storage = fluxus.CircuitRedisStorage(self.url, trial_timeout=1e9)
+        self.redis = storage.circuit(settings, lambda: name)
+        self.redis.clock = lambda: self.now
+        self.redis.defer_successes = False  # each step its own script here
+        return self
+
+    def admit(self, now):
+        assert now == self.now
+        return self.redis.admit("f")
+
+    def succeed(self, token, now, *, slow):
+        return self.redis.succeed(token, "f", slow=slow)
+
+    def fail(self, token, now, *, slow):
+        return self.redis.fail(token, "f", slow=slow)
+
+    @property
+    def state(self):
+        return self.redis.state()
+
+    @property
+    def failures(self):
+        client = self.redis.storage.sync_client()
+        return int(client.hget(self.redis._keys()[0], "failures") or 0)
+
+
+def test_the_lua_window_follows_the_same_model(redis_url):
+    class Machine(RedisWindowMachine):
+        url = redis_url
+
+    run_state_machine_as_test(
+        Machine,
+        settings=settings(
+            max_examples=60,
+            stateful_step_count=40,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
+
+
+@pytest.fixture(params=["memory", "redis"])
+def where(request):
+    """Build breakers in memory or in a real Redis, on the test's fake clock."""
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+
+    def build(clock, **kwargs):
+        if url is None:
+            return fluxus.circuit_breaker(**kwargs, clock=clock)
+        breaker = fluxus.circuit_breaker(
+            **kwargs, clock=clock, storage=url, name=f"w-{uuid.uuid4().hex}"
+        )
+        breaker.reset()  # builds the storage
+        breaker._storage.clock = clock
+        return breaker
+
+    return build
+
+
+def test_the_opening_point_in_memory_and_redis(mode, where):
+    clock = Clock()
+    options = {"failure_threshold": None, "failure_rate": 0.5, "window": WINDOW}
+    under = where(clock, minimum_calls=100, **options)
+    results = calls(mode, under, clock, "S" * 51 + "F" * 49 + "S")
+    assert results[-1] == "ok"  # 49 of 100 failed: still closed
+    at = where(clock, minimum_calls=100, **options)
+    results = calls(mode, at, clock, "S" * 50 + "F" * 50 + "S")
+    assert isinstance(results[99], Boom)
+    assert isinstance(results[100], fluxus.CircuitOpenError)
+
+
+def test_minimum_calls_and_the_slide_in_memory_and_redis(mode, where):
+    clock = Clock()
+    breaker = where(
+        clock, failure_threshold=None, failure_rate=0.5, minimum_calls=4, window=WINDOW
+    )
+    results = calls(mode, breaker, clock, "FF")
+    clock.now += WINDOW
+    results = calls(mode, breaker, clock, "SSFS")  # 1 of 4, not 3 of 6
+    assert results[-1] == "ok"
+    results = calls(mode, breaker, clock, "FFS")  # 3 of 6 when the S is counted
+    assert isinstance(results[-1], fluxus.CircuitOpenError)
+
+
+def test_slow_successes_open_it_in_memory_and_redis(mode, where):
+    clock = Clock()
+    breaker = where(
+        clock,
+        failure_threshold=None,
+        slow_call_duration=1.0,
+        slow_call_rate=0.5,
+        minimum_calls=4,
+        window=WINDOW,
+    )
+    assert calls(mode, breaker, clock, "SS", took=0.99) == ["ok", "ok"]
+    assert calls(mode, breaker, clock, "SS", took=1.0) == ["ok", "ok"]
+    assert isinstance(calls(mode, breaker, clock, "S")[0], fluxus.CircuitOpenError)
+
+
+PROCESS = """
+import sys, fluxus
+url, name, minimum = sys.argv[1], sys.argv[2], int(sys.argv[3])
+breaker = fluxus.circuit_breaker(
+    None, failure_rate=0.5, minimum_calls=minimum, storage=url, name=name
+)
+@breaker
+def work(fail):
+    if fail:
+        raise OSError
+for fail in (False, True):
+    try:
+        work(fail)
+    except OSError:
+        pass
+"""
+
+
+@pytest.mark.parametrize(("minimum", "state"), [(8, "open"), (9, "closed")])
+def test_four_processes_fill_one_window(redis_url, minimum, state):
+    name = f"procs-{uuid.uuid4().hex}"
+    processes = [
+        subprocess.Popen([sys.executable, "-c", PROCESS, redis_url, name, str(minimum)])
+        for _ in range(4)
+    ]
+    assert [p.wait(timeout=60) for p in processes] == [0] * 4
+    breaker = fluxus.circuit_breaker(
+        None, failure_rate=0.5, minimum_calls=minimum, storage=redis_url, name=name
+    )
+    assert breaker.state.value == state  # 4 of 8 calls failed
