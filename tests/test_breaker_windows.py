@@ -414,6 +414,7 @@ class RedisWindowMachine(WindowMachine):
         return int(client.hget(self.redis._keys()[0], "failures") or 0)
 
 
+@pytest.mark.timeout(240)  # a few thousand scripts on a loaded machine
 def test_the_lua_window_follows_the_same_model(redis_url):
     class Machine(RedisWindowMachine):
         url = redis_url
