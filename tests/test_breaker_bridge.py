@@ -298,3 +298,12 @@ def test_async_blocks_in_a_redis_breaker(redis_url):
 
     asyncio.run(main())
     breaker.reset()
+
+
+def test_listeners_hear_calls_under_a_stack(mode):
+    listener = Recorder()
+    breaker = fluxus.circuit_breaker(1, 30.0, listeners=[listener])
+    retry = fluxus.retry(1)
+    fn = fluxus.stack(breaker, retry)(mode.make(lambda x: x))
+    assert run(mode, lambda: fn(5)) == 5
+    assert [call[0] for call in listener.calls] == ["before_call", "success"]

@@ -518,3 +518,19 @@ def test_four_processes_fill_one_window(redis_url, minimum, state):
         None, failure_rate=0.5, minimum_calls=minimum, storage=redis_url, name=name
     )
     assert breaker.state.value == state  # 4 of 8 calls failed
+
+
+def test_slow_calls_under_a_stack(mode):
+    clock = Clock()
+    breaker = fluxus.circuit_breaker(
+        None, slow_call_duration=1.0, minimum_calls=2, clock=clock
+    )
+    fn = fluxus.stack(breaker, fluxus.retry(1))
+
+    def body():
+        clock.now += 1.0
+        return "ok"
+
+    wrapped = fn(mode.make(body))
+    assert [outcome(mode, wrapped) for _ in range(2)] == ["ok", "ok"]
+    assert isinstance(outcome(mode, wrapped), fluxus.CircuitOpenError)

@@ -662,7 +662,7 @@ class CircuitBreaker(Policy):
             self._record_failure(token, exc, _BLOCK, slow=slow)
 
     def _gate(self, func: Callable[..., Any]) -> BreakerGate:
-        return BreakerGate(self, qualified_name(func))
+        return BreakerGate(self, qualified_name(func), func)
 
     def _wrap_sync(
         self, func: Callable[..., Any], observe: Observe | None
@@ -757,21 +757,49 @@ class BreakerGate:
     without awaiting, a remote one is awaited.
     """
 
-    __slots__ = ("_fail", "_succeed", "admit", "breaker", "function")
+    __slots__ = ("_fail", "_succeed", "admit", "breaker", "full", "func", "function")
 
-    def __init__(self, breaker: CircuitBreaker, function: str) -> None:
+    def __init__(
+        self,
+        breaker: CircuitBreaker,
+        function: str,
+        func: Callable[..., Any] | None = None,
+    ) -> None:
         self.breaker = breaker
         self.function = function
-        self.admit = functools.partial(breaker._admit, function)  # noqa: SLF001 - its own package
+        self.func = func
+        self.admit: Callable[[], object] = functools.partial(breaker._admit, function)  # noqa: SLF001 - its own package
+        #: Listeners or slow calls: tokens carry the start, calls are heard.
+        self.full = breaker._full_path()  # noqa: SLF001
+        if self.full:
+            self.admit = self._full_admit
         self._succeed = breaker._record_success  # noqa: SLF001
         self._fail = breaker._record_failure  # noqa: SLF001
 
+    def _full_admit(self) -> object:
+        """Admit, tell the listeners (without the arguments), note the start."""
+        breaker = self.breaker
+        token = breaker._admit(self.function)  # noqa: SLF001
+        if breaker._listeners:  # noqa: SLF001
+            breaker._before_call(self.func or _block, (), {})  # noqa: SLF001
+        return token, breaker._clock()  # noqa: SLF001
+
     def succeed(self, token: object) -> None:
         """Record that the admitted call succeeded."""
+        if self.full:
+            token, started = token  # type: ignore[misc]
+            slow = self.breaker._slow(started)  # noqa: SLF001
+            self._succeed(token, self.function, slow=slow)
+            return
         self._succeed(token, self.function)
 
     def fail(self, token: object, exc: BaseException) -> None:
         """Record that the admitted call raised *exc*."""
+        if self.full:
+            token, started = token  # type: ignore[misc]
+            slow = self.breaker._slow(started)  # noqa: SLF001
+            self._fail(token, exc, self.function, slow=slow)
+            return
         self._fail(token, exc, self.function)
 
     async def run_async(
@@ -782,6 +810,8 @@ class BreakerGate:
     ) -> Any:
         """Await *func* under the breaker."""
         breaker, function = self.breaker, self.function
+        if self.full:
+            return await breaker._call_async(func, function, args, kwargs)  # noqa: SLF001
         store = breaker._store  # noqa: SLF001 - its own package
         if not store.get().remote:
             token = breaker._admit(function)  # noqa: SLF001
