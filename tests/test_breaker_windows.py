@@ -534,3 +534,33 @@ def test_slow_calls_under_a_stack(mode):
     wrapped = fn(mode.make(body))
     assert [outcome(mode, wrapped) for _ in range(2)] == ["ok", "ok"]
     assert isinstance(outcome(mode, wrapped), fluxus.CircuitOpenError)
+
+
+def test_threads_lose_no_call_in_the_window():
+    import threading
+
+    breaker = fluxus.circuit_breaker(
+        None, failure_rate=1.0, minimum_calls=10**9, clock=lambda: 5.0
+    )
+
+    @breaker
+    def work(i):
+        if i % 10 == 0:
+            raise Boom
+        return i
+
+    def worker():
+        for i in range(500):
+            try:
+                work(i)
+            except Boom:
+                pass
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    breaker.reset()  # a locked step: counts the queued quick successes
+    window = breaker._circuit.window
+    assert (window.calls, window.failures) == (4000, 400)

@@ -47,6 +47,8 @@ class Transition:
 #: How many buckets a window is cut into: the window slides by a tenth.
 BUCKETS = 10
 
+_floor = math.floor
+
 
 class Window:
     """Calls, failures and slow calls over the last *span* seconds, O(1) a call.
@@ -57,7 +59,7 @@ class Window:
     adds to one; the totals are kept running, so no step walks the calls.
     """
 
-    __slots__ = ("calls", "failures", "head", "slots", "slow", "width")
+    __slots__ = ("calls", "current", "failures", "head", "slots", "slow", "width")
 
     def __init__(self, span: float) -> None:
         self.width = span / BUCKETS
@@ -65,23 +67,32 @@ class Window:
 
     def clear(self) -> None:
         """Forget every call."""
-        self.head = -BUCKETS  # the index of the newest bucket
+        self.head = -math.inf  # the index of the newest bucket
         self.slots = [[0, 0, 0] for _ in range(BUCKETS)]
+        self.current = self.slots[0]  # the newest bucket's counts
         self.calls = self.failures = self.slow = 0
 
-    def add(self, now: float, *, failed: bool, slow: bool, calls: int = 1) -> None:
-        """Count *calls* calls that finished at *now* (all failed, or all slow)."""
-        index = math.floor(now / self.width)
-        head = self.head
-        if index > head:
-            for stale in range(max(head + 1, index - BUCKETS + 1), index + 1):
-                slot = self.slots[stale % BUCKETS]
-                self.calls -= slot[0]
-                self.failures -= slot[1]
-                self.slow -= slot[2]
-                slot[0] = slot[1] = slot[2] = 0
-            self.head = head = index
-        slot = self.slots[head % BUCKETS]  # a late clock counts in the newest
+    def _slide(self, index: int) -> None:
+        """Make bucket *index* the newest, emptying those that slid out."""
+        for stale in range(max(self.head + 1, index - BUCKETS + 1), index + 1):  # type: ignore[call-overload]
+            slot = self.slots[stale % BUCKETS]
+            self.calls -= slot[0]
+            self.failures -= slot[1]
+            self.slow -= slot[2]
+            slot[0] = slot[1] = slot[2] = 0
+        self.head = index
+        self.current = self.slots[index % BUCKETS]
+
+    def add(self, now: float, failed: bool, slow: bool, calls: int = 1) -> bool:  # noqa: FBT001 - positional on the hot path
+        """Count *calls* calls that finished at *now* (all failed, or all slow).
+
+        Returns whether the window slid (calls left it).
+        """
+        index = _floor(now / self.width)
+        slid = index > self.head
+        if slid:
+            self._slide(index)
+        slot = self.current  # a late clock counts in the newest
         slot[0] += calls
         self.calls += calls
         if failed:
@@ -90,6 +101,7 @@ class Window:
         if slow:
             slot[2] += calls
             self.slow += calls
+        return slid
 
 
 class Circuit:
@@ -187,7 +199,7 @@ class Circuit:
             return self.epoch << 1 | 1, 0.0, transition
         return self.epoch << 1, 0.0, None
 
-    def succeed(
+    def succeed(  # noqa: PLR0911 - one return per rule
         self, token: int, now: float = 0.0, *, slow: bool = False
     ) -> Transition | None:
         """Record a success of the call admitted with *token*.
@@ -201,10 +213,18 @@ class Circuit:
             if self.state is not CLOSED:
                 return None
             self.failures = 0
-            if self.window is None:
+            window = self.window
+            if window is None:
                 return None
-            self.window.add(now, failed=False, slow=slow)
-            return self._judge(now)
+            # A quick success only lowers the rates: judge only when calls
+            # left the window or this one completes minimum_calls.
+            if (
+                window.add(now, False, slow)  # noqa: FBT003 - the hot path
+                or slow
+                or window.calls == self.minimum_calls
+            ):
+                return self._judge(now)
+            return None
         self.trials -= 1
         self.successes += 1
         if self.successes >= self.success_threshold:
@@ -227,8 +247,18 @@ class Circuit:
             return self._open(now, f"{self.failures} consecutive failure{plural}")
         if self.window is None:
             return None
-        self.window.add(now, failed=True, slow=slow)
+        self.window.add(now, True, slow)  # noqa: FBT003
         return self._judge(now)
+
+    def count_quick(self, calls: int) -> None:
+        """Count *calls* closed successes in the window's newest bucket.
+
+        For successes that could not have opened the circuit: no judgement.
+        """
+        window = self.window
+        if window is not None and calls and self.state is CLOSED:
+            window.current[0] += calls
+            window.calls += calls
 
     def _judge(self, now: float) -> Transition | None:
         """Open the circuit if the window's rates call for it."""
