@@ -25,7 +25,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, cast
 
 from fluxus._config import default_storage
 from fluxus._core import CIRCUIT_BREAKER, Policy, qualified_name, type_name
@@ -787,18 +787,18 @@ class BreakerGate:
     def succeed(self, token: object) -> None:
         """Record that the admitted call succeeded."""
         if self.full:
-            token, started = token  # type: ignore[misc]
+            admitted, started = cast("tuple[object, float]", token)
             slow = self.breaker._slow(started)  # noqa: SLF001
-            self._succeed(token, self.function, slow=slow)
+            self._succeed(admitted, self.function, slow=slow)
             return
         self._succeed(token, self.function)
 
     def fail(self, token: object, exc: BaseException) -> None:
         """Record that the admitted call raised *exc*."""
         if self.full:
-            token, started = token  # type: ignore[misc]
+            admitted, started = cast("tuple[object, float]", token)
             slow = self.breaker._slow(started)  # noqa: SLF001
-            self._fail(token, exc, self.function, slow=slow)
+            self._fail(admitted, exc, self.function, slow=slow)
             return
         self._fail(token, exc, self.function)
 
