@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import statistics
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -99,5 +100,89 @@ def sync_and_async(
             medians,
             baseline="bare call",
             reference=reference,
+        )
+    return lines
+
+
+def throughput(
+    fn: Callable[[], object], threads: int, seconds: float
+) -> tuple[float, int]:
+    """Call *fn* from *threads* threads for *seconds*; return calls/s and failures.
+
+    Every thread starts at once (a barrier) and stops at the same signal;
+    a call that raises counts as a failure (and as a call).
+    """
+    stop = threading.Event()
+    gate = threading.Barrier(threads + 1)
+    counts = [0] * threads
+    failures = [0] * threads
+
+    def run(index: int) -> None:
+        gate.wait()
+        calls = failed = 0
+        while not stop.is_set():
+            try:
+                fn()
+            except Exception:
+                failed += 1
+            calls += 1
+        counts[index], failures[index] = calls, failed
+
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    gate.wait()
+    start = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for thread in pool:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - start), sum(failures)
+
+
+def compare_throughput(
+    contenders: dict[str, Callable[[], object]],
+    threads: int,
+    *,
+    rounds: int,
+    seconds: float,
+) -> tuple[dict[str, float], dict[str, int]]:
+    """Interleave :func:`throughput` rounds; return median calls/s and failures."""
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    failed = dict.fromkeys(contenders, 0)
+    names = list(contenders)
+    for _ in range(rounds):
+        random.shuffle(names)
+        for name in names:
+            rate, failures = throughput(contenders[name], threads, seconds)
+            samples[name].append(rate)
+            failed[name] += failures
+    return {n: statistics.median(samples[n]) for n in contenders}, failed
+
+
+def report_throughput(
+    title: str,
+    medians: dict[str, float],
+    failed: dict[str, int],
+    *,
+    baseline: str,
+    reference: str,
+) -> list[str]:
+    """Format a table: calls/s, per-call time, ratios to *baseline* and *reference*."""
+    width = max(len(name) for name in medians) + 2
+    heads = (f"x {baseline}", f"x {reference}")
+    wide = [len(head) + 2 for head in heads]
+    lines = [
+        title,
+        (
+            f"  {'contender':<{width}}{'calls/s':>12}{'us/call':>10}"
+            f"{heads[0]:>{wide[0]}}{heads[1]:>{wide[1]}}{'failed':>8}"
+        ),
+    ]
+    for name, rate in medians.items():
+        lines.append(
+            f"  {name:<{width}}{rate:>12.0f}{1e6 / rate:>10.2f}"
+            f"{rate / medians[baseline]:>{wide[0]}.3f}"
+            f"{rate / medians[reference]:>{wide[1]}.3f}{failed[name]:>8}"
         )
     return lines

@@ -11,6 +11,12 @@ a trivial function that never fails. It is compared in ONE process with:
 - the same five fluxus policies stacked by hand (five wrappers), to show
   what compiling them into one wrapper saves.
 
+Then, from 1, 8, 32 and 64 threads at once (``--threads``), the sync stack
+against tenacity alone with the no-op function (the goal: at least
+tenacity's throughput at each count), and against the bare function with a
+function that sleeps 1 ms (the goal: at least 0.7x the bare throughput at
+32 and 64 threads, with no call failing).
+
 Run with ``tox -e bench`` or ``python benchmarks/bench_stack.py``.
 """
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -29,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import fluxus
 from fluxus.sinks import Memory
 
-from _harness import sync_and_async
+from _harness import compare_throughput, report_throughput, sync_and_async
 
 
 def five(*, timeout_strategy: str = "thread"):
@@ -76,6 +83,46 @@ def work(x=1):
     return x
 
 
+def slow_work():
+    time.sleep(0.001)
+
+
+def tenacity_alone(fn):
+    return tenacity.retry(
+        stop=tenacity.stop_after_attempt(3),
+        retry=tenacity.retry_if_exception_type(OSError),
+        reraise=True,
+    )(fn)
+
+
+def threads_section(counts, rounds, seconds):
+    """The sync stack's throughput from many threads, no-op and 1 ms callee."""
+    lines = []
+    for threads in counts:
+        for callee, reference in ((work, "tenacity.retry"), (slow_work, "bare call")):
+            contenders = {
+                "bare call": callee,
+                "tenacity.retry": tenacity_alone(callee),
+                "fluxus.stack (5)": fluxus.stack(*five())(callee),
+            }
+            medians, failed = compare_throughput(
+                contenders, threads, rounds=rounds, seconds=seconds
+            )
+            label = "no-op" if callee is work else "1 ms"
+            lines += [
+                "",
+                *report_throughput(
+                    f"sync, {label} callee, {threads} thread(s), {rounds} rounds x "
+                    f"{seconds}s, medians",
+                    medians,
+                    failed,
+                    baseline="bare call",
+                    reference=reference,
+                ),
+            ]
+    return lines
+
+
 async def awork(x=1):
     return x
 
@@ -84,6 +131,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=5_000)
+    parser.add_argument("--threads", default="1,8,32,64")
+    parser.add_argument("--seconds", type=float, default=0.3)
     args = parser.parse_args()
     warnings.simplefilter("ignore", fluxus.LayeringWarning)
 
@@ -95,6 +144,8 @@ def main() -> int:
         calls=args.calls,
         reference="tenacity.retry",
     )
+    counts = [int(n) for n in args.threads.split(",") if n]
+    lines += threads_section(counts, args.rounds, args.seconds)
     print("\n".join(lines))
     return 0
 

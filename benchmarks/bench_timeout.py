@@ -13,7 +13,12 @@ the peers). Three parts, all in one process:
   from the hand-offs: mixing them in one round makes the kernel stop placing
   the worker on the caller's CPU, which slows every hand-off alike;
 - precision: how late the caller gets control back after the deadline,
-  over many timeouts of a call that sleeps far longer (p50 / p99 / max).
+  over many timeouts of a call that sleeps far longer (p50 / p99 / max);
+- threads (``--threads 1,8,64``): calls/s and cost per call of each sync
+  strategy called from that many threads at once, beside
+  ``ThreadPoolExecutor.submit(f).result(timeout)`` (64 workers) and the bare
+  call. ``"signal"`` runs in the main thread only, so it is timed from one
+  thread.
 """
 
 from __future__ import annotations
@@ -34,7 +39,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 import fluxus
 from fluxus.instrumentation import set_hooks
 
-from _harness import compare, report, time_async, time_sync
+from _harness import (
+    compare,
+    compare_throughput,
+    report,
+    report_throughput,
+    time_async,
+    time_sync,
+)
 
 
 def work(x=1):
@@ -82,6 +94,40 @@ def build_in_thread():
     }
 
 
+def threads_section(counts, rounds, seconds):
+    """Cost per call of each strategy from 1, 8, 64 threads, beside a TPE."""
+    lines = []
+    with ThreadPoolExecutor(max_workers=64) as executor:
+        for threads in counts:
+            contenders = {
+                "bare call": work,
+                "TPE submit().result()": lambda: executor.submit(work).result(1.0),
+                "fluxus thread": fluxus.timeout(1.0)(work),
+                "fluxus cooperative": fluxus.timeout(1.0, strategy="cooperative")(work),
+            }
+            medians, failed = compare_throughput(
+                contenders, threads, rounds=rounds, seconds=seconds
+            )
+            if threads == 1:
+                signal_fn = fluxus.timeout(1.0, strategy="signal")(work)
+                rate = statistics.median(
+                    1 / time_sync(signal_fn, 3_000) for _ in range(rounds)
+                )
+                medians["fluxus signal"], failed["fluxus signal"] = rate, 0
+            lines += [
+                "",
+                *report_throughput(
+                    f"sync strategies from {threads} thread(s), {rounds} rounds x "
+                    f"{seconds}s, medians",
+                    medians,
+                    failed,
+                    baseline="bare call",
+                    reference="TPE submit().result()",
+                ),
+            ]
+    return lines
+
+
 def lateness_sync(strategy, deadline, samples):
     fn = fluxus.timeout(deadline, strategy=strategy)(time.sleep)
     late = []
@@ -125,6 +171,8 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=3_000)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--deadline", type=float, default=0.01)
+    parser.add_argument("--threads", default="1,8,64")
+    parser.add_argument("--seconds", type=float, default=0.3)
     args = parser.parse_args()
     set_hooks([])  # the precision runs time out on purpose: keep logs out
 
@@ -186,6 +234,8 @@ def main() -> int:
         ),
         lateness_line("fluxus async", lateness_async(args.deadline, args.samples)),
     ]
+    counts = [int(n) for n in args.threads.split(",") if n]
+    lines += threads_section(counts, args.rounds, args.seconds)
     print("\n".join(lines))
     return 0
 

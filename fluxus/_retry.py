@@ -1,18 +1,29 @@
 """``@fluxus.retry``: try again, over tenacity.
 
-The happy path is one ``try`` around the call. Only after a failure does
-fluxus build tenacity's per-call state (:class:`tenacity.RetryCallState`)
-and ask tenacity's state machine (:meth:`tenacity.BaseRetrying.iter`, pure,
-no I/O) what to do next; two small drivers, one sync and one async, carry
-out its answers. The budget, the enclosing deadline and the events are
-checked in :meth:`Retry._schedule`, which both drivers share.
+The happy path is one ``try`` around the call (and, with ``on_result``, one
+call of the predicate). Only after a failed attempt does fluxus build
+tenacity's per-call state (:class:`tenacity.RetryCallState`), which
+tenacity's stop and wait strategies read. :meth:`Retry._schedule` makes the
+one decision that follows a failed attempt, in this order: attempts left
+(tenacity's ``stop``), the wait (the ``backoff``, asked only for a wait that
+can happen), the enclosing deadline, the budget; then it reports the retry
+or the give-up. Three small drivers carry its answers out: one sync and one
+async for decorated functions, and :class:`Attempts` for the block form,
+sync and async, so a behaviour is decided in one place for all of them.
+
+A failed attempt is an exception that ``on`` and ``should_retry`` accept,
+or a returned value that ``on_result`` rejects. Giving up re-raises the
+last exception as itself (with a PEP 678 note) or returns the last value.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+from datetime import timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import tenacity
 from tenacity.stop import stop_base
@@ -21,9 +32,10 @@ from tenacity.wait import wait_base
 from ._budget import RetryBudget
 from ._config import CONFIG
 from ._core import RETRY, Policy, qualified_name, type_name
-from ._deadline import effective_wait, remaining, wait_async, wait_sync
+from ._deadline import DEADLINE, effective_wait, remaining, wait_async, wait_sync
 from ._validate import check_callable, positive_int, raise_replacement
-from .exceptions import REJECTIONS
+from .backoff import takes_error
+from .exceptions import REJECTIONS, DeadlineExceeded
 from .instrumentation._events import RetriesExhausted, RetryScheduled
 from .instrumentation._hooks import emit
 from .instrumentation._observe import (
@@ -34,40 +46,63 @@ from .instrumentation._observe import (
 )
 
 if TYPE_CHECKING:
-    from .backoff import Backoff
+    from types import FrameType
+
+    from .backoff import Backoff, ErrorBackoff
 
 ExceptionTypes = type[Exception] | tuple[type[Exception], ...]
 
-
-class _GiveUp:
-    """What tenacity's ``retry_error_callback`` answers once attempts run out."""
+_NOTE = "fluxus.retry gave up after {attempts} attempt{plural}: {reason}"
 
 
-_GIVE_UP = _GiveUp()
+class _Note(str):  # noqa: SLOT000 - the owner tag lives in the instance dict
+    """A give-up note, tagged with (the id of) the policy that wrote it."""
+
+    owner: int
 
 
-def _give_up_marker(_state: tenacity.RetryCallState) -> _GiveUp:
-    return _GIVE_UP
+def _add_note(error: Exception, text: str, owner: object) -> None:
+    """Add *text* to *error*, replacing the note *owner* left there before.
+
+    An exception object raised again and again (a module-level constant, a
+    cached error) would otherwise carry one more note per call; the notes of
+    other retry policies (nested ones) stay.
+    """
+    notes = getattr(error, "__notes__", None)
+    if notes:
+        notes[:] = [n for n in notes if getattr(n, "owner", None) != id(owner)]
+    note = _Note(text)
+    note.owner = id(owner)
+    error.add_note(note)
 
 
-def _checked_delay(value: object) -> float:
+def _checked_delay(value: object, error: Exception | None) -> float:
+    """Return *value*, the wait a backoff returned, as seconds, or raise."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
     if not isinstance(value, int | float) or isinstance(value, bool):
         msg = f"backoff must return seconds as a number, got {value!r}"
-        raise TypeError(msg)
+        raise TypeError(msg) from error
     if math.isnan(value) or value < 0:
         msg = f"backoff must return seconds >= 0, got {value!r}"
-        raise ValueError(msg)
+        raise ValueError(msg) from error
     return float(value)
 
 
 class _IndexWait(wait_base):
-    """Adapt ``backoff(retry_index) -> seconds`` to a tenacity wait."""
+    """Adapt ``backoff(retry_index)`` or ``backoff(retry_index, error)``."""
 
-    def __init__(self, backoff: Backoff) -> None:
+    def __init__(self, backoff: Callable[..., Any]) -> None:
         self.backoff = backoff
+        self.with_error = takes_error(backoff)
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        return _checked_delay(self.backoff(retry_state.attempt_number - 1))
+        index = retry_state.attempt_number - 1
+        if not self.with_error:
+            return self.backoff(index)  # type: ignore[no-any-return]
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None and outcome.failed else None
+        return self.backoff(index, error)  # type: ignore[no-any-return]
 
 
 class _StopAfterAttempts(stop_base):
@@ -91,15 +126,6 @@ def _to_wait(backoff: object) -> wait_base:
             f"a fluxus.backoff strategy or a tenacity wait, got {backoff!r}"
         )
         raise TypeError(msg)
-    try:
-        first = backoff(0)  # a bad strategy fails now, not mid-incident
-    except Exception as exc:
-        msg = (
-            f"backoff must be a callable backoff(retry_index) -> seconds, but "
-            f"backoff(0) raised {exc!r}"
-        )
-        raise TypeError(msg) from exc
-    _checked_delay(first)
     return _IndexWait(backoff)
 
 
@@ -115,11 +141,32 @@ def _to_exception_types(on: object) -> tuple[type[Exception], ...]:
                 f"(fluxus never retries BaseExceptions), got {kind!r}"
             )
             raise TypeError(msg)
+    if all(issubclass(kind, REJECTIONS) for kind in types):
+        msg = (
+            "on must name an exception type that can be retried, got "
+            f"{on!r}: fluxus's own rejections (fluxus.is_rejection) are never "
+            "retried"
+        )
+        raise ValueError(msg)
     return types
 
 
+def _check_attempts(attempts: object) -> int:
+    if callable(attempts):
+        msg = (
+            f"attempts must be an int, got {attempts!r}: to decorate with the "
+            "defaults, use @fluxus.retry() with parentheses"
+        )
+        raise TypeError(msg)
+    return positive_int(attempts, "attempts", what="the total number of calls")
+
+
 class Retry(Policy):
-    """Call again when the call fails; see :func:`retry`."""
+    """Call again when the call fails; see :func:`retry`.
+
+    Decorate functions with it, or retry a block with :meth:`attempts`; both
+    share the policy's budget, events and :attr:`stats`.
+    """
 
     _kind: ClassVar[str] = "retry"
     _rank: ClassVar[int] = RETRY
@@ -129,59 +176,118 @@ class Retry(Policy):
         self,
         attempts: int = 3,
         *,
-        backoff: Backoff | wait_base | None = None,
+        backoff: Backoff | ErrorBackoff | wait_base | None = None,
         on: ExceptionTypes = Exception,
         should_retry: Callable[[Exception], bool] | None = None,
+        on_result: Callable[[Any], bool] | None = None,
         on_exhausted: Callable[[Exception], BaseException | None] | None = None,
         budget: RetryBudget | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
-        positive_int(attempts, "attempts", what="the total number of calls")
+        self._attempts = _check_attempts(attempts)
         check_callable(should_retry, "should_retry")
+        check_callable(on_result, "on_result")
         check_callable(on_exhausted, "on_exhausted")
         if budget is not None and not isinstance(budget, RetryBudget):
             msg = f"budget must be a fluxus.RetryBudget or None, got {budget!r}"
             raise TypeError(msg)
-        self.attempts = attempts
         self.backoff = backoff
         self.budget = budget
         self._on = _to_exception_types(on)
         self._should_retry = should_retry
+        self._on_result = on_result
         self._on_exhausted = on_exhausted
+        # Only tenacity's stop and wait are used, in fluxus's order (the wait
+        # is computed only when an attempt is left); the Retrying object is
+        # what RetryCallState and tenacity's strategies expect to find.
         self._retrying = tenacity.Retrying(
             stop=_StopAfterAttempts(attempts),
             wait=_to_wait(backoff),
             retry=tenacity.retry_always,
-            retry_error_callback=_give_up_marker,
         )
+
+    @property
+    def max_attempts(self) -> int:
+        """The total number of calls, the first included."""
+        return self._attempts
+
+    def attempts(self) -> Attempts:
+        """Return the attempts of a block to retry, sharing this policy's decisions.
+
+        ::
+
+            for attempt in policy.attempts():
+                with attempt:
+                    ...
+
+        ``async for`` works the same in async code. Failures are retried as
+        for a decorated function (``on``, ``should_retry``, ``backoff``, the
+        budget, the deadline, the events and :attr:`stats` alike); when
+        retrying stops, the last failure leaves the ``with`` as itself.
+        ``on_result`` does not apply: a block returns no value.
+        """
+        return Attempts(self)
 
     def _retryable(self, exc: Exception) -> bool:
         if not isinstance(exc, self._on) or isinstance(exc, REJECTIONS):
             return False
         return self._should_retry is None or bool(self._should_retry(exc))
 
+    def _refusal(self, exc: Exception) -> str:
+        """Say why *exc*, which :meth:`_retryable` refused, is not retried."""
+        kind = type_name(type(exc))
+        if isinstance(exc, REJECTIONS):
+            return f"{kind} is a fluxus rejection, never retried"
+        if not isinstance(exc, self._on):
+            return f"{kind} is not in on"
+        return f"should_retry returned False for {kind}"
+
+    def _state(self) -> tenacity.RetryCallState:
+        return tenacity.RetryCallState(self._retrying, None, (), {})
+
     def _schedule(
-        self, state: tenacity.RetryCallState, exc: Exception, function: str
-    ) -> float:
-        """Decide after a failed attempt: return the wait, or raise to give up."""
-        state.set_exception((type(exc), exc, exc.__traceback__))
-        action = self._retrying.iter(state)
+        self,
+        state: tenacity.RetryCallState,
+        error: Exception | None,
+        result: object,
+        function: str,
+    ) -> float | None:
+        """Decide after a failed attempt: return the wait, or ``None`` to give up.
+
+        Args:
+            state: The call's tenacity state, at the attempt that failed.
+            error: The exception the attempt raised, or ``None`` when
+                ``on_result`` rejected the value it returned.
+            result: That value (ignored when *error* is given).
+            function: The protected function's name, for the events.
+
+        Raises:
+            Exception: What ``on_exhausted`` returns on giving up; a
+                :class:`TypeError` or :class:`ValueError` for a bad wait.
+        """
+        if error is None:
+            state.set_result(result)
+        else:
+            state.set_exception((type(error), error, error.__traceback__))
         attempts = state.attempt_number
-        if not isinstance(action, tenacity.DoSleep):  # it is _GIVE_UP
-            self._give_up(exc, attempts, function, "no attempts left")
-        delay = float(action)
+        retrying = self._retrying
+        if retrying.stop(state):
+            self._give_up(error, attempts, function, "no attempts left")
+            return None
+        delay = _checked_delay(retrying.wait(state), error)
         left = remaining()
         if left is not None and effective_wait(delay) >= left:
-            self._give_up(
-                exc,
-                attempts,
-                function,
+            reason = (
                 f"the next attempt would start past the deadline "
-                f"({left:.3f}s left, backoff {delay:.3f}s)",
+                f"({left:.3f}s left, backoff {delay:.3f}s)"
             )
+            self._give_up(error, attempts, function, reason)
+            return None
         if self.budget is not None and not self.budget.try_spend():
-            self._give_up(exc, attempts, function, "the retry budget is spent")
+            reason = "the retry budget is spent"
+            self._give_up(error, attempts, function, reason)
+            return None
         next(self._counters.retries)
         emit(
             RetryScheduled(
@@ -189,44 +295,67 @@ class Retry(Policy):
                 function=function,
                 attempt=attempts,
                 delay=delay,
-                error_type=type_name(type(exc)),
-                error_message=str(exc),
+                error_type=None if error is None else type_name(type(error)),
+                error_message=None if error is None else str(error),
             )
         )
+        state.idle_for += delay
         state.prepare_for_next_attempt()
         return delay
 
-    def _check_deadline(
-        self, state: tenacity.RetryCallState, exc: Exception, function: str
-    ) -> None:
+    def _late(
+        self, state: tenacity.RetryCallState, error: Exception | None, function: str
+    ) -> bool:
         """Give up if the deadline passed during the wait (a late wake-up)."""
         left = remaining()
+        if left is None or left > 0:
+            return False
+        reason = "the deadline passed during the backoff wait"
+        self._give_up(error, state.attempt_number - 1, function, reason)
+        return True
+
+    def _refuse(
+        self, state: tenacity.RetryCallState, error: Exception, function: str
+    ) -> None:
+        """Give up on *error*, which is not retried, met after a retry."""
+        reason = self._refusal(error)
+        self._give_up(error, state.attempt_number, function, reason)
+
+    def _refuse_when_expired(self) -> None:
+        """Start no first attempt once the enclosing deadline has passed."""
+        left = remaining()
         if left is not None and left <= 0:
-            self._give_up(
-                exc,
-                state.attempt_number - 1,
-                function,
-                "the deadline passed during the backoff wait",
-            )
+            error = DeadlineExceeded(self.name, 0.0)
+            error.add_note("fluxus.retry started no attempt: the deadline had passed")
+            raise error
 
     def _give_up(
-        self, exc: Exception, attempts: int, function: str, reason: str
-    ) -> NoReturn:
-        plural = "" if attempts == 1 else "s"
-        exc.add_note(f"fluxus.retry gave up after {attempts} attempt{plural}: {reason}")
+        self, error: Exception | None, attempts: int, function: str, reason: str
+    ) -> None:
+        """Report giving up; the caller then raises *error* or returns the value.
+
+        Raises:
+            Exception: What ``on_exhausted`` returns for *error*.
+        """
         next(self._counters.failures)
+        if error is None:
+            reason = f"on_result rejected the result; {reason}"
+        else:
+            plural = "" if attempts == 1 else "s"
+            note = _NOTE.format(attempts=attempts, plural=plural, reason=reason)
+            _add_note(error, note, self)
         emit(
             RetriesExhausted(
                 policy=self.name,
                 function=function,
                 attempts=attempts,
                 reason=reason,
-                error_type=type_name(type(exc)),
-                error_message=str(exc),
+                error_type=None if error is None else type_name(type(error)),
+                error_message=None if error is None else str(error),
             )
         )
-        raise_replacement(self._on_exhausted, exc, "on_exhausted")
-        raise exc
+        if error is not None:
+            raise_replacement(self._on_exhausted, error, "on_exhausted")
 
     def _wrap_sync(
         self, func: Callable[..., Any], observe: Observe | None
@@ -236,26 +365,36 @@ class Retry(Policy):
             # The plain wrapper, run by the observers: each attempt too.
             func = attempts_sync(func)
         retryable = self._retryable
+        on_result = self._on_result
         again = self._again_sync
         budget = self.budget
         calls = self._counters.calls
         failures = self._counters.failures
         watch = watch_for(observe)
+        deadline, expired = DEADLINE.get, self._refuse_when_expired
 
         def retry_wrapper(*args: Any, **kwargs: Any) -> Any:
             if watch.observers:
                 return observe(args, kwargs)  # type: ignore[misc]
             next(calls)
+            if deadline() is not None:
+                expired()
             if budget is not None:
                 budget.record_attempt()
+            error: Exception | None  # an annotation: no run-time cost
             try:
-                return func(*args, **kwargs)
+                result = func(*args, **kwargs)
             except Exception as exc:
                 if not retryable(exc):
                     next(failures)
                     raise
-                first = exc
-            return again(func, function, args, kwargs, first)
+                error, result = exc, None
+            else:
+                if on_result is None or not on_result(result):
+                    return result
+                error = None
+            # Outside the except block: later errors do not chain to this one.
+            return again(func, function, args, kwargs, error=error, result=result)
 
         return retry_wrapper
 
@@ -265,20 +404,32 @@ class Retry(Policy):
         function: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        exc: Exception,
+        *,
+        error: Exception | None,
+        result: Any,
     ) -> Any:
-        self._retrying.begin()
-        state = tenacity.RetryCallState(self._retrying, func, args, kwargs)
+        state, on_result = self._state(), self._on_result
         while True:
-            wait_sync(self._schedule(state, exc, function))
-            self._check_deadline(state, exc, function)
+            delay = self._schedule(state, error, result, function)
+            if delay is None:
+                break
+            wait_sync(delay)
+            if self._late(state, error, function):
+                break
             try:
-                return func(*args, **kwargs)
-            except Exception as error:
-                if not self._retryable(error):
-                    next(self._counters.failures)
+                result = func(*args, **kwargs)
+            except Exception as exc:
+                if not self._retryable(exc):
+                    self._refuse(state, exc, function)
                     raise
-                exc = error
+                error = exc
+                continue
+            if on_result is None or not on_result(result):
+                return result
+            error = None
+        if error is None:
+            return result
+        raise error
 
     def _wrap_async(
         self, func: Callable[..., Awaitable[Any]], observe: Observe | None
@@ -287,26 +438,35 @@ class Retry(Policy):
         if observe is None:
             func = attempts_async(func)
         retryable = self._retryable
+        on_result = self._on_result
         again = self._again_async
         budget = self.budget
         calls = self._counters.calls
         failures = self._counters.failures
         watch = watch_for(observe)
+        deadline, expired = DEADLINE.get, self._refuse_when_expired
 
         async def retry_wrapper(*args: Any, **kwargs: Any) -> Any:
             if watch.observers:
                 return await observe(args, kwargs)  # type: ignore[misc]
             next(calls)
+            if deadline() is not None:
+                expired()
             if budget is not None:
                 budget.record_attempt()
+            error: Exception | None
             try:
-                return await func(*args, **kwargs)
+                result = await func(*args, **kwargs)
             except Exception as exc:
                 if not retryable(exc):
                     next(failures)
                     raise
-                first = exc
-            return await again(func, function, args, kwargs, first)
+                error, result = exc, None
+            else:
+                if on_result is None or not on_result(result):
+                    return result
+                error = None
+            return await again(func, function, args, kwargs, error=error, result=result)
 
         return retry_wrapper
 
@@ -316,28 +476,153 @@ class Retry(Policy):
         function: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        exc: Exception,
+        *,
+        error: Exception | None,
+        result: Any,
     ) -> Any:
-        self._retrying.begin()
-        state = tenacity.RetryCallState(self._retrying, func, args, kwargs)
+        state, on_result = self._state(), self._on_result
         while True:
-            await wait_async(self._schedule(state, exc, function))
-            self._check_deadline(state, exc, function)
+            delay = self._schedule(state, error, result, function)
+            if delay is None:
+                break
+            await wait_async(delay)
+            if self._late(state, error, function):
+                break
             try:
-                return await func(*args, **kwargs)
-            except Exception as error:
-                if not self._retryable(error):
-                    next(self._counters.failures)
+                result = await func(*args, **kwargs)
+            except Exception as exc:
+                if not self._retryable(exc):
+                    self._refuse(state, exc, function)
                     raise
-                exc = error
+                error = exc
+                continue
+            if on_result is None or not on_result(result):
+                return result
+            error = None
+        if error is None:
+            return result
+        raise error
+
+
+class Attempt:
+    """One attempt of a retried block; ``with attempt:`` goes around the body.
+
+    Attributes:
+        number: 1 for the first attempt, 2 for the first retry, and so on.
+    """
+
+    __slots__ = ("_attempts", "number")
+
+    def __init__(self, attempts: Attempts, number: int) -> None:
+        self._attempts = attempts
+        self.number = number
+
+    def __repr__(self) -> str:
+        return f"<fluxus.retry attempt {self.number}>"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        """Swallow a failure that will be retried; let anything else through."""
+        if error is None:
+            return False
+        # The frame that runs the block: events name it as they name a
+        # decorated function. Looked up only after a failure.
+        block = sys._getframe(1)  # noqa: SLF001 - one frame up, no walk
+        return self._attempts._failed(error, block)  # noqa: SLF001
+
+
+class Attempts:
+    """The attempts of one run of a retried block, from :meth:`Retry.attempts`.
+
+    Iterate over it with ``for`` in sync code and ``async for`` in async
+    code, and put ``with attempt:`` around the body. A failure that will be
+    retried is swallowed by the ``with`` and the loop goes on after the
+    backoff wait; a success ends the loop; giving up lets the last failure
+    out of the ``with``, as itself.
+    """
+
+    __slots__ = ("_delay", "_error", "_function", "_number", "_policy", "_state")
+
+    def __init__(self, policy: Retry) -> None:
+        self._policy = policy
+        self._number = 0
+        self._delay: float | None = None
+        # Set at the first failure, with the block's name and tenacity's state.
+        self._function = ""
+        self._state: tenacity.RetryCallState | None = None
+        self._error: Exception | None = None
+
+    def __repr__(self) -> str:
+        return f"<fluxus.retry attempts of {self._policy.name!r} at {self._number}>"
+
+    def __iter__(self) -> Attempts:
+        return self
+
+    def __next__(self) -> Attempt:
+        if self._number:
+            if self._delay is None:
+                raise StopIteration
+            wait_sync(self._delay)
+        return self._next()
+
+    def __aiter__(self) -> Attempts:
+        return self
+
+    async def __anext__(self) -> Attempt:
+        if self._number:
+            if self._delay is None:
+                raise StopAsyncIteration
+            await wait_async(self._delay)
+        return self._next()
+
+    def _next(self) -> Attempt:
+        policy = self._policy
+        if not self._number:
+            next(policy._counters.calls)  # noqa: SLF001
+            if policy.budget is not None:
+                policy.budget.record_attempt()
+        elif policy._late(self._state, self._error, self._function):  # type: ignore[arg-type]  # noqa: SLF001
+            self._delay = None
+            raise self._error  # type: ignore[misc]
+        self._delay = None
+        self._number += 1
+        return Attempt(self, self._number)
+
+    def _failed(self, error: BaseException, block: FrameType) -> bool:
+        """Decide after attempt :attr:`_number` raised *error*: retry it or not."""
+        policy = self._policy
+        if not isinstance(error, Exception):
+            return False
+        if self._state is None:
+            self._state = policy._state()  # noqa: SLF001
+            module = block.f_globals.get("__name__")
+            name = block.f_code.co_qualname
+            self._function = f"{module}.{name}" if module else name
+        if not policy._retryable(error):  # noqa: SLF001
+            if self._number > 1:
+                policy._refuse(self._state, error, self._function)  # noqa: SLF001
+            else:
+                next(policy._counters.failures)  # noqa: SLF001
+            return False
+        self._delay = policy._schedule(self._state, error, None, self._function)  # noqa: SLF001
+        self._error = error
+        return self._delay is not None
 
 
 def retry(
     attempts: int = 3,
     *,
-    backoff: Backoff | wait_base | None = None,
+    backoff: Backoff | ErrorBackoff | wait_base | None = None,
     on: ExceptionTypes = Exception,
     should_retry: Callable[[Exception], bool] | None = None,
+    on_result: Callable[[Any], bool] | None = None,
     on_exhausted: Callable[[Exception], BaseException | None] | None = None,
     budget: RetryBudget | None = None,
     name: str | None = None,
@@ -348,33 +633,47 @@ def retry(
         attempts: The total number of calls, the first included.
         backoff: How long to wait between calls: ``None`` (no wait), a
             callable ``backoff(retry_index) -> seconds`` (``retry_index`` is
-            0 before the second call), a :mod:`fluxus.backoff` strategy or a
-            tenacity ``wait_*`` object.
+            0 before the second call) or ``backoff(retry_index, error)``
+            (two positional parameters; ``error`` is ``None`` after a
+            rejected result), a :mod:`fluxus.backoff` strategy such as
+            :func:`fluxus.backoff.retry_after`, or a tenacity ``wait_*``
+            object. It is called only for waits that happen.
         on: The exception type(s) that are retried.
         should_retry: ``should_retry(exc) -> bool`` narrows *on* further.
-        on_exhausted: Called with the last exception once fluxus gives up; an
-            exception it returns is raised ``from`` the last one.
+        on_result: ``on_result(value) -> bool``: a call that returns a value
+            for which it is true is retried like a failure; when attempts
+            run out, the last value is returned.
+        on_exhausted: Called with the last exception whenever fluxus gives
+            up on one (attempts spent, deadline, budget, or ``on`` or
+            *should_retry* refusing after a retry); an exception it returns
+            is raised ``from`` the last one.
         budget: A :class:`~fluxus.RetryBudget` shared with other functions.
         name: The name in events; by default the first decorated function's.
 
     Returns:
-        A :class:`Retry` policy; decorate functions with it.
+        A :class:`Retry` policy; decorate functions with it, or retry a block
+        with :meth:`Retry.attempts`.
 
     Raises:
-        TypeError: If a parameter has the wrong type.
-        ValueError: If *attempts* is below 1 or *backoff* gives a negative wait.
+        TypeError: If a parameter has the wrong type (``@fluxus.retry``
+            without parentheses included).
+        ValueError: If *attempts* is below 1 or *on* names only rejections.
 
     fluxus's own rejections (:func:`~fluxus.is_rejection`) and
-    ``BaseException``\\ s such as
-    cancellation are never retried. When fluxus gives up, the last exception
-    is re-raised as itself with a note saying how many attempts were made.
-    Waits never run past an enclosing :func:`fluxus.timeout` deadline.
+    ``BaseException``\\ s such as cancellation are never retried. When fluxus
+    gives up on an exception after retrying, it re-raises it as itself with
+    a note saying how many attempts were made and why it stopped, and emits
+    :class:`~fluxus.instrumentation.RetriesExhausted`. A wait the backoff
+    returns that is negative, NaN or not a number raises a
+    :class:`ValueError` or :class:`TypeError` naming ``backoff``. Waits
+    never run past an enclosing :func:`fluxus.timeout` deadline.
     """
     return Retry(
         attempts,
         backoff=backoff,
         on=on,
         should_retry=should_retry,
+        on_result=on_result,
         on_exhausted=on_exhausted,
         budget=budget,
         name=name,

@@ -73,7 +73,7 @@ def positive_int(value: object, param: str, *, what: str = "") -> int:
     """
     unit = f" ({what})" if what else ""
     if not isinstance(value, int) or isinstance(value, bool):
-        msg = f"{param} must be an int{unit}, got {value!r}"
+        msg = f"{param} must be an int, got {value!r}"
         raise TypeError(msg)
     if value < 1:
         msg = f"{param} must be >= 1{unit}, got {value}"

@@ -71,3 +71,24 @@ def test_timedelta_durations():
 def test_bad_input_names_the_parameter(build, error, param):
     with pytest.raises(error, match=param):
         build()
+
+
+def test_which_callables_see_the_error():
+    def index_only(retry_index, *, jitter=0.5):
+        return jitter
+
+    assert not backoff.takes_error(index_only)
+    assert backoff.takes_error(lambda i, error: 0.0)
+    assert backoff.takes_error(lambda *args: 0.0)
+    assert not backoff.takes_error(backoff.constant(1))
+    assert backoff.takes_error(backoff.retry_after())
+    assert not backoff.takes_error(max)  # no signature: called with the index
+
+
+def test_retry_after_reads_timedeltas():
+    class Throttled(Exception):
+        retry_after = timedelta(seconds=4)
+
+    strategy = backoff.retry_after(lambda i: timedelta(seconds=1.5))
+    assert 4.0 == strategy(0, Throttled())
+    assert 1.5 == strategy(0, OSError())

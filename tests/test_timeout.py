@@ -13,11 +13,13 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import fluxus
 import pytest
 import structlog
-from fluxus import _deadline, _timeout
+from fluxus import _deadline
+from fluxus._timeout import _pool
 from fluxus.instrumentation import TimedOut
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -116,7 +118,7 @@ def test_retry_belongs_inside_a_timeout():
         fluxus.retry(2)(fluxus.timeout(1)(lambda: 1))
 
 
-def test_one_policy_on_a_class_shares_one_pool():
+def test_one_policy_on_a_class_runs_in_the_callers_worker():
     policy = fluxus.timeout(1.0, max_threads=1)
 
     @policy
@@ -137,8 +139,7 @@ def test_one_policy_on_a_class_shares_one_pool():
     assert ("fluxus-timeout", "k") == (name, key)
     assert "fluxus-timeout" == Client.build()
     assert "pong" == asyncio.run(Client.ping())
-    assert policy._pool is not None
-    assert 1 == policy._pool.threads
+    assert 0 == policy._bound.abandoned
 
 
 @pytest.mark.parametrize("strategy", SYNC_STRATEGIES)
@@ -517,6 +518,31 @@ def test_retry_starts_no_attempt_after_a_late_wake_up(mode, monkeypatch, events)
     assert [note + "backoff wait"] == cause.__notes__
 
 
+def test_retry_starts_no_attempt_under_an_expired_deadline(mode):
+    calls = []
+    inner = fluxus.retry(3)(mode.make(lambda: calls.append(1)))
+
+    def late_caller():
+        time.sleep(0.03)
+        return inner()
+
+    if mode.is_async:
+
+        async def late_caller():
+            await asyncio.sleep(0.03)
+            return await inner()
+
+    fn = fluxus.timeout(0.01, strategy="cooperative")(late_caller)
+
+    with pytest.raises(fluxus.DeadlineExceeded) as info:
+        mode.run(fn)
+
+    assert [] == calls
+    assert ["fluxus.retry started no attempt: the deadline had passed"] == (
+        info.value.__notes__
+    )
+
+
 def test_retry_in_abandoned_work_stops_at_the_deadline():
     calls = []
 
@@ -568,6 +594,67 @@ def test_signal_strategy_is_not_swallowed_by_except_exception():
 
     with pytest.raises(fluxus.DeadlineExceeded):
         stubborn()
+
+
+def test_signal_strategy_never_returns_a_late_result(events):
+    @fluxus.timeout(0.03, strategy="signal")
+    def catches_once():
+        with contextlib.suppress(BaseException):  # the point of the test
+            time.sleep(2)
+        return "late"
+
+    start = time.monotonic()
+    with pytest.raises(fluxus.DeadlineExceeded):
+        catches_once()
+
+    assert time.monotonic() - start < 0.03 + SLACK
+    assert ["the deadline passed during the call"] == [e.reason for e in events]
+
+
+def test_signal_strategy_interrupts_a_catching_loop_again():
+    interrupts = []
+
+    @fluxus.timeout(0.03, strategy="signal")
+    def catches_in_a_loop():
+        for _ in range(100):
+            try:
+                time.sleep(1)
+            except BaseException as exc:  # the point of the test
+                interrupts.append(exc)
+        return "late"
+
+    start = time.monotonic()
+    with pytest.raises(fluxus.DeadlineExceeded):
+        catches_in_a_loop()
+
+    # 100 s of sleeps without re-arming; one interrupt per REARM_SECONDS.
+    assert time.monotonic() - start < 0.03 + 100 * 0.01 + SLACK
+    assert 100 == len(interrupts)
+
+
+def test_signal_strategy_late_failure_becomes_the_cause():
+    error = ConnectionError("gave up")
+
+    @fluxus.timeout(0.03, strategy="signal")
+    def converts():
+        try:
+            time.sleep(2)
+        except BaseException:
+            raise error from None
+
+    with pytest.raises(fluxus.DeadlineExceeded) as info:
+        converts()
+
+    assert error is info.value.__cause__
+
+
+def test_signal_strategy_failure_in_time_passes_through():
+    @fluxus.timeout(1.0, strategy="signal")
+    def refuses():
+        raise ConnectionError("refused")
+
+    with pytest.raises(ConnectionError):
+        refuses()
 
 
 def test_signal_strategy_restores_the_handler_and_an_outer_timer():
@@ -697,18 +784,33 @@ def test_on_timeout_returning_garbage_is_a_type_error(mode):
         mode.run(fn)
 
 
-# -- the worker pool -----------------------------------------------------------
+# -- the worker threads ----------------------------------------------------------
 
 
-def test_workers_are_reused_across_calls():
-    policy = fluxus.timeout(1.0)
-    names = policy(lambda: threading.current_thread().name)
+def seated_worker():
+    """Return the calling thread's worker."""
+    return _pool.HUB.local.seat.worker
 
-    seen = {names() for _ in range(20)}
 
-    assert 1 == len(seen)
-    assert policy._pool is not None
-    assert 1 == policy._pool.threads
+def wait_until(predicate, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return predicate()
+
+
+def alive(thread_id):
+    return any(t.native_id == thread_id for t in threading.enumerate())
+
+
+def test_a_caller_keeps_one_worker_for_every_policy():
+    first = fluxus.timeout(1.0)(threading.get_native_id)
+    second = fluxus.timeout(2.0)(threading.get_native_id)
+
+    seen = {first() for _ in range(10)} | {second() for _ in range(10)}
+
+    assert {seated_worker().thread_id} == seen
+    assert threading.get_native_id() not in seen
 
 
 def test_many_threads_share_one_policy():
@@ -727,6 +829,68 @@ def test_many_threads_share_one_policy():
     assert sorted(2 * i for i in range(8) for _ in range(50)) == sorted(results)
 
 
+def test_callers_are_not_bounded_by_max_threads():
+    fn = fluxus.timeout(5.0, max_threads=1)(lambda x: time.sleep(0.005) or x)
+    gate = threading.Barrier(16)
+    results, errors = [], []
+
+    def caller(i):
+        gate.wait(5)
+        try:
+            results.extend(fn(i) for _ in range(5))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    assert [] == errors
+    assert 80 == len(results)
+
+
+@pytest.mark.parametrize("callers", [8, 32, 64])
+def test_healthy_calls_never_fail_beside_hanging_ones(callers):
+    # Every tenth call hangs until the end; the bound is just above the
+    # abandoned calls' peak, far below callers + abandoned.
+    release = threading.Event()
+    hanging = 2 * callers
+    policy = fluxus.timeout(1.0, max_threads=hanging + 1, name="mixed")
+    fn = policy(lambda hang, x: release.wait(30) if hang else time.sleep(0.001) or x)
+    gate = threading.Barrier(callers)
+    healthy, timed_out, errors = [], [], []
+
+    def caller(i):
+        gate.wait(10)
+        for n in range(20):
+            try:
+                result = fn(n % 10 == 4, (i, n))
+            except fluxus.DeadlineExceeded:
+                timed_out.append((i, n))
+            except Exception as exc:  # reported below
+                errors.append(exc)
+            else:
+                healthy.append(result)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert [] == errors
+        assert 18 * callers == len(healthy)
+        assert sorted((i, n) for i in range(callers) for n in (4, 14)) == sorted(
+            timed_out
+        )
+        assert hanging == policy._bound.abandoned
+    finally:
+        release.set()
+    assert wait_until(lambda: 0 == policy._bound.abandoned)
+
+
 def test_hanging_calls_exhaust_the_bound_then_fail_fast(events):
     release = threading.Event()
     policy = fluxus.timeout(0.1, max_threads=2, name="hangs")
@@ -741,20 +905,34 @@ def test_hanging_calls_exhaust_the_bound_then_fail_fast(events):
             quick()
         assert time.monotonic() - start < 0.05
         assert fluxus.is_rejection(info.value)
+        assert not isinstance(info.value, fluxus.DeadlineExceeded)
         assert 2 == info.value.threads
         assert "2 calls" in str(info.value)
-        assert "all 2 worker threads are busy" == events[-1].reason
-        assert policy._pool is not None
-        assert 2 == policy._pool.abandoned
+        assert "2 abandoned calls still hold their worker threads" == (
+            events[-1].reason
+        )
+        assert (1, 2) == (policy.stats.rejections, policy.stats.timeouts)
+        assert 2 == policy._bound.abandoned
     finally:
         release.set()
-    deadline = time.monotonic() + 2
-    while policy._pool.abandoned and time.monotonic() < deadline:
-        time.sleep(0.005)
 
-    assert 0 == policy._pool.abandoned
+    assert wait_until(lambda: 0 == policy._bound.abandoned)
     assert "ok" == quick()
-    assert 2 == policy._pool.threads
+
+
+def test_on_timeout_leaves_threads_exhausted_alone():
+    release = threading.Event()
+    policy = fluxus.timeout(
+        0.05, max_threads=1, on_timeout=lambda exc: ServiceUnavailable()
+    )
+    fn = policy(release.wait)
+    try:
+        with pytest.raises(ServiceUnavailable):
+            fn()
+        with pytest.raises(fluxus.ThreadsExhausted):
+            fn()
+    finally:
+        release.set()
 
 
 def test_threads_exhausted_pickles():
@@ -766,6 +944,42 @@ def test_threads_exhausted_pickles():
     assert (str(error), 4) == (str(clone), clone.threads)
 
 
+def test_an_exhausted_pool_never_opens_the_breaker():
+    release = threading.Event()
+    breaker = fluxus.circuit_breaker(failure_threshold=2, name="upstream")
+    letters = fluxus.sinks.Memory()
+    calls = []
+
+    def body(hang):
+        calls.append(hang)
+        if hang:
+            release.wait(10)
+        return "ok"
+
+    fn = fluxus.stack(
+        fluxus.dead_letter(letters),
+        breaker,
+        fluxus.timeout(0.05, max_threads=1),
+        fluxus.retry(3, on=Exception),
+    )(body)
+    try:
+        with pytest.raises(fluxus.DeadlineExceeded):
+            fn(True)
+        for _ in range(10):
+            with pytest.raises(fluxus.ThreadsExhausted):
+                fn(False)
+        assert fluxus.CircuitState.CLOSED == breaker.state
+        assert 1 == breaker.stats.failures
+        assert [True] == calls
+    finally:
+        release.set()
+    timeouts = fluxus.layers(fn)[2]
+    assert wait_until(lambda: 0 == timeouts._bound.abandoned)
+    assert "ok" == fn(False)
+    assert fluxus.CircuitState.CLOSED == breaker.state
+    assert 11 == len(letters)
+
+
 def test_interrupted_caller_walks_away(monkeypatch):
     release = threading.Event()
     policy = fluxus.timeout(5.0)
@@ -775,87 +989,150 @@ def test_interrupted_caller_walks_away(monkeypatch):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(_timeout._Worker, "wait", interrupted)
+        patch.setattr(_pool.Worker, "wait", interrupted)
         with pytest.raises(KeyboardInterrupt):
             fn()
-    assert policy._pool is not None
-    assert 1 == policy._pool.abandoned
+    assert 1 == policy._bound.abandoned
     release.set()
-    deadline = time.monotonic() + 2
-    while policy._pool.abandoned and time.monotonic() < deadline:
-        time.sleep(0.005)
 
+    assert wait_until(lambda: 0 == policy._bound.abandoned)
     assert True is fn()
-    assert 1 == policy._pool.threads
 
 
 def test_interrupted_caller_after_the_call_finished(monkeypatch):
     policy = fluxus.timeout(5.0)
     fn = policy(lambda: "ok")
-    real_wait = _timeout._Worker.wait
+    real_wait = _pool.Worker.wait
 
     def interrupted(self, now, deadline):
-        while policy._pool is not None and not self.poller.poll(0):
+        while not self.poller.poll(0):
             time.sleep(0.001)
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(_timeout._Worker, "wait", interrupted)
+        patch.setattr(_pool.Worker, "wait", interrupted)
         with pytest.raises(KeyboardInterrupt):
             fn()
-    assert real_wait is _timeout._Worker.wait
+    assert real_wait is _pool.Worker.wait
     assert "ok" == fn()
-    assert policy._pool is not None
-    assert (1, 0) == (policy._pool.threads, policy._pool.abandoned)
+    assert 0 == policy._bound.abandoned
 
 
-def test_call_finishing_as_the_caller_gives_up_returns_its_result(monkeypatch):
-    policy = fluxus.timeout(5.0)
-    fn = policy(lambda: "ok")
+def finished_as_the_caller_gives_up(self, now, deadline):
+    """A wait that misses the done signal: the caller gives up as it comes."""
+    while not self.poller.poll(0):
+        time.sleep(0.001)
+    return False
 
-    def gave_up(self, now, deadline):
-        while not self.poller.poll(0):
-            time.sleep(0.001)
-        return False
+
+def test_call_finishing_in_time_as_the_caller_gives_up_returns(monkeypatch):
+    fn = fluxus.timeout(5.0)(lambda: "ok")
 
     with monkeypatch.context() as patch:
-        patch.setattr(_timeout._Worker, "wait", gave_up)
+        patch.setattr(_pool.Worker, "wait", finished_as_the_caller_gives_up)
         assert "ok" == fn()
     assert "ok" == fn()
 
 
-def test_idle_workers_are_retired(monkeypatch):
-    policy = fluxus.timeout(2.0, max_threads=4)
-    gate = threading.Barrier(3)
-    fn = policy(lambda wait: gate.wait(1) if wait else "ok")
-    threads = [threading.Thread(target=fn, args=(True,)) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(5)
-    assert policy._pool is not None
-    assert 3 == policy._pool.threads
-
-    monkeypatch.setattr(_timeout, "IDLE_SECONDS", -1.0)
-    fn(False)
-    fn(False)
-
-    assert 1 == policy._pool.threads
-    assert 1 == len(policy._pool.idle)
-
-
-def test_a_worker_that_cannot_start_frees_its_slot(monkeypatch):
-    policy = fluxus.timeout(1.0, max_threads=1)
-    fn = policy(lambda: "ok")
-
-    def broken(self, pool):
-        raise OSError("too many open files")
+def test_call_finishing_late_as_the_caller_gives_up_times_out(monkeypatch, events):
+    fn = fluxus.timeout(0.02)(lambda: time.sleep(0.05) or "late")
 
     with monkeypatch.context() as patch:
-        patch.setattr(_timeout._Worker, "__init__", broken)
-        with pytest.raises(OSError, match="too many open files"):
+        patch.setattr(_pool.Worker, "wait", finished_as_the_caller_gives_up)
+        with pytest.raises(fluxus.DeadlineExceeded):
             fn()
-    assert "ok" == fn()
+    assert ["the deadline passed during the call"] == [e.reason for e in events]
+    assert "ok" == fluxus.timeout(5.0)(lambda: "ok")()
+
+
+def run_in_thread(fn):
+    """Call *fn* in a new thread that then ends; return what it returned."""
+    out = []
+    thread = threading.Thread(target=lambda: out.append(fn()))
+    thread.start()
+    thread.join(10)
+    return out[0]
+
+
+def test_an_ended_caller_leaves_its_worker_to_the_next(monkeypatch):
+    monkeypatch.setattr(_pool.HUB, "idle", [])
+    fn = fluxus.timeout(1.0)(threading.get_native_id)
+
+    first = run_in_thread(fn)
+    assert wait_until(lambda: [first] == [w.thread_id for w in _pool.HUB.idle])
+    second = run_in_thread(fn)
+
+    assert first == second
+
+
+def test_idle_workers_are_retired(monkeypatch):
+    monkeypatch.setattr(_pool.HUB, "idle", [])
+    fn = fluxus.timeout(1.0)(threading.get_native_id)
+    seated, leave = threading.Event(), threading.Event()
+    kept = []
+
+    def stays():
+        kept.append(fn())
+        seated.set()
+        leave.wait(10)
+
+    staying = threading.Thread(target=stays)
+    staying.start()
+    assert seated.wait(10)
+    old = run_in_thread(fn)
+    assert wait_until(lambda: [old] == [w.thread_id for w in _pool.HUB.idle])
+
+    monkeypatch.setattr(_pool, "IDLE_SECONDS", -1.0)
+    leave.set()
+    staying.join(10)
+
+    assert wait_until(lambda: not alive(old))
+    assert kept == [w.thread_id for w in _pool.HUB.idle]
+
+
+def test_a_worker_that_cannot_start_leaves_nothing_behind(monkeypatch):
+    monkeypatch.setattr(_pool.HUB, "idle", [])
+    fn = fluxus.timeout(1.0)(lambda: "ok")
+
+    def fail_to_start(self):
+        raise RuntimeError("can't start new thread")
+
+    def first_call():
+        with monkeypatch.context() as patch:
+            patch.setattr(threading.Thread, "start", fail_to_start)
+            with pytest.raises(RuntimeError, match="can't start new thread"):
+                fn()
+        return fn()
+
+    assert "ok" == run_in_thread(first_call)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_threads_and_files_stay_bounded_after_10000_timeouts():
+    policy = fluxus.timeout(0.001, max_threads=64)
+    fn = policy(time.sleep)
+
+    def open_files():
+        return len(list(Path("/proc/self/fd").iterdir()))
+
+    def caller():
+        for _ in range(2500):
+            with contextlib.suppress(fluxus.DeadlineExceeded):
+                fn(0.003)
+
+    run_in_thread(lambda: None)
+    threads_before, files_before = threading.active_count(), open_files()
+    callers = [threading.Thread(target=caller) for _ in range(4)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join(120)
+    assert wait_until(lambda: 0 == policy._bound.abandoned)
+
+    assert policy.stats.timeouts + policy.stats.rejections == 10_000
+    grown = threading.active_count() - threads_before
+    assert 0 <= grown <= 64 + 4
+    assert 4 * grown == open_files() - files_before
 
 
 FORK = """
@@ -876,6 +1153,47 @@ def test_a_forked_child_starts_its_own_workers():
     )
 
     assert 0 == result.returncode
+
+
+WITHOUT_FORK_HOOKS = """
+import os
+import random, logging, threading  # the stdlib guards with hasattr(os, "fork")
+del os.register_at_fork
+import fluxus
+assert fluxus.timeout(1.0)(lambda: 1)() == 1
+"""
+
+
+def test_imports_where_fork_hooks_are_missing():
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", WITHOUT_FORK_HOOKS],
+        timeout=30,
+        check=False,
+    )
+
+    assert 0 == result.returncode
+
+
+EXIT = """
+import threading, fluxus
+fn = fluxus.timeout(1.0)(lambda: 1)
+thread = threading.Thread(target=fn)
+thread.start()
+thread.join()
+assert fn() == 1
+"""
+
+
+def test_the_interpreter_exits_quietly():
+    result = subprocess.run(
+        [sys.executable, "-c", EXIT],
+        timeout=30,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+
+    assert (0, "") == (result.returncode, result.stderr)
 
 
 # -- bad input -----------------------------------------------------------------
@@ -918,7 +1236,7 @@ def test_the_policy_class_is_exported():
 # -- worker placement (Linux) --------------------------------------------------
 
 pinning = pytest.mark.skipif(
-    _timeout._cpu_of_caller is None, reason="workers are pinned on Linux only"
+    _pool.cpu_of_caller is None, reason="workers are pinned on Linux only"
 )
 
 
@@ -929,13 +1247,12 @@ def test_a_worker_follows_its_callers_cpu_and_is_released_when_abandoned():
     fn = policy(lambda wait: release.wait(1) if wait else "ok")
 
     assert "ok" == fn(False)
-    assert policy._pool is not None
-    (worker,) = policy._pool.idle
+    worker = seated_worker()
     assert {worker.cpu} == os.sched_getaffinity(worker.thread_id)
     try:
         with pytest.raises(fluxus.DeadlineExceeded):
             fn(True)
-        assert _timeout._ANY_CPU == worker.cpu
+        assert _pool.ANY_CPU == worker.cpu
         assert os.sched_getaffinity(0) == os.sched_getaffinity(worker.thread_id)
     finally:
         release.set()
@@ -952,46 +1269,5 @@ def test_a_worker_that_cannot_be_pinned_stops_trying(monkeypatch):
 
     monkeypatch.setattr(os, "sched_setaffinity", refuse)
 
-    assert ["ok", "ok"] == [fn(), fn()]
+    assert ["ok", "ok"] == run_in_thread(lambda: [fn(), fn()])
     assert 1 == len(tries)
-
-
-def alive(thread_id):
-    return any(t.native_id == thread_id for t in threading.enumerate())
-
-
-def wait_until(predicate, seconds=2.0):
-    deadline = time.monotonic() + seconds
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return predicate()
-
-
-def test_a_collected_policy_leaves_no_threads_behind():
-    import gc
-
-    release = threading.Event()
-    ids = []
-
-    def body(wait):
-        ids.append(threading.get_native_id())
-        if wait:
-            release.wait(2)
-
-    policy = fluxus.timeout(0.03)
-    fn = policy(body)
-    with pytest.raises(fluxus.DeadlineExceeded):
-        fn(True)
-    fn(False)
-    busy, idle = ids
-    assert idle != busy
-    pool = policy._pool
-    assert pool is not None
-    del fn, policy
-    gc.collect()
-
-    assert wait_until(lambda: not alive(idle))
-    assert alive(busy)
-    release.set()
-    assert wait_until(lambda: not alive(busy))
-    assert (0, 0, []) == (pool.threads, pool.abandoned, pool.idle)

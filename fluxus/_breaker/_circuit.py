@@ -143,10 +143,10 @@ class Circuit:
         minimum_calls: int = 10,
         slow_call_rate: float | None = None,
     ) -> None:
-        self.failure_threshold = failure_threshold
-        self.reset_timeout = reset_timeout
-        self.success_threshold = success_threshold
-        self.max_trials = max_trials
+        self.failure_threshold: int | None = failure_threshold
+        self.reset_timeout: float = reset_timeout
+        self.success_threshold: int = success_threshold
+        self.max_trials: int = max_trials
         self.failure_rate = failure_rate
         self.minimum_calls = minimum_calls
         #: ``None`` unless slow calls are told apart (``slow_call_duration``).
@@ -155,13 +155,13 @@ class Circuit:
         self.window = (
             None if failure_rate is None and slow_call_rate is None else Window(window)
         )
-        self.state = CLOSED
-        self.epoch = 0
-        self.failures = 0
-        self.successes = 0
-        self.trials = 0
-        self.opened_at = 0.0
-        self.forced = False
+        self.state: CircuitState = CLOSED
+        self.epoch: int = 0
+        self.failures: int = 0
+        self.successes: int = 0
+        self.trials: int = 0
+        self.opened_at: float = 0.0
+        self.forced: bool = False
 
     def _move(self, new: CircuitState, reason: str) -> Transition:
         old = self.state

@@ -32,7 +32,7 @@ from fluxus._core import CIRCUIT_BREAKER, Policy, qualified_name, type_name
 from fluxus._lazy import Lazy
 from fluxus._redis import scheme_of
 from fluxus._validate import Duration, check_callable, positive_int, positive_seconds
-from fluxus.exceptions import CircuitOpenError
+from fluxus.exceptions import REJECTIONS, CircuitOpenError
 from fluxus.instrumentation._events import CircuitRejected, CircuitStateChanged
 from fluxus.instrumentation._hooks import emit, get_hooks
 from fluxus.instrumentation._observe import Observe, watch_for
@@ -453,8 +453,10 @@ class CircuitBreaker(Policy):
         return CircuitOpenError(name, retry_after)
 
     def _counts(self, exc: BaseException) -> bool:
-        """Return whether *exc* counts as a failure."""
-        if not isinstance(exc, Exception) or isinstance(exc, self._excluded_types):
+        """Return whether *exc* counts as a failure (a rejection never does)."""
+        if not isinstance(exc, Exception) or isinstance(exc, REJECTIONS):
+            return False
+        if isinstance(exc, self._excluded_types):
             return False
         return not any(predicate(exc) for predicate in self._excluded_predicates)
 

@@ -38,6 +38,7 @@ import limits.util
 from fluxus._config import CONFIG, default_storage
 from fluxus._core import RATE_LIMIT, Policy, qualified_name
 from fluxus._deadline import DEADLINE, effective_wait, remaining, wait_async, wait_sync
+from fluxus._gate import AdmitGate
 from fluxus._lazy import Lazy
 from fluxus._redis import StorageHealth, mask_password, scheme_of, url_password
 from fluxus._validate import (
@@ -130,10 +131,10 @@ class RateLimiter(Policy):
             choices = ", ".join(STRATEGIES)
             msg = f"strategy must be one of {choices} or None, got {strategy!r}"
             raise ValueError(msg)
-        self.key_prefix = non_empty_str(key_prefix, "key_prefix")
+        self.key_prefix: str = non_empty_str(key_prefix, "key_prefix")
         check_callable(clock, "clock")
-        self.timeout = optional_seconds(timeout, "timeout")
-        self.fail_open = bool(fail_open)
+        self.timeout: float | None = optional_seconds(timeout, "timeout")
+        self.fail_open: bool = bool(fail_open)
         self._key = key
         #: The storage given to the policy, or ``None``: the default storage.
         self._given = None if storage is None else check_storage(storage)
@@ -646,7 +647,7 @@ class RateLimiter(Policy):
         return rate_limit_wrapper
 
 
-class RateLimitGate:
+class RateLimitGate(AdmitGate):
     """The limiter's gate for one function, as ``fluxus.stack`` runs it."""
 
     __slots__ = ("_call_key", "_function", "_limiter")

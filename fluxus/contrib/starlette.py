@@ -19,6 +19,12 @@ Key functions find the :class:`~starlette.requests.Request` (or
 limited per client declares one (``request: Request``). Under uvicorn,
 ``--forwarded-allow-ips`` may already have rewritten the client address
 from ``X-Forwarded-For``; trust proxies in one place only.
+
+Timeouts: ``async def`` endpoints are cancelled at the deadline whatever the
+strategy. Sync endpoints run in Starlette's thread pool, where
+``strategy="signal"`` is unavailable; ``"thread"`` works, and
+``"cooperative"`` keeps thread-bound database sessions in their thread. See
+``docs/howto/timeouts.rst``.
 """
 
 from __future__ import annotations
@@ -26,9 +32,14 @@ from __future__ import annotations
 import os
 from typing import Any, Final, Protocol
 
-from starlette.requests import HTTPConnection
-from starlette.responses import JSONResponse, Response
-from starlette.websockets import WebSocket
+from fluxus._extras import missing_extra
+
+try:
+    from starlette.requests import HTTPConnection
+    from starlette.responses import JSONResponse, Response
+    from starlette.websockets import WebSocket
+except ImportError as _missing:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "fastapi") from _missing
 
 from fluxus.contrib._http import (
     DEFAULT_STORAGE_URI,

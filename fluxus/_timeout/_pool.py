@@ -1,0 +1,370 @@
+"""The worker threads of the ``"thread"`` strategy: one hot worker per caller.
+
+Every thread that calls a thread-strategy function gets a worker thread of
+its own, shared by all timeout policies and kept for as long as the caller
+lives. A call is handed to the caller's worker and the caller waits for it
+until the deadline. So:
+
+- Callers never contend: the happy path takes no shared lock and touches no
+  shared list, and a caller waiting within its deadline always has a
+  worker, however many callers there are.
+- A worker whose caller walked away (an ABANDONED call) leaves the caller's
+  seat and counts against its policy's :class:`Bound` until the call
+  returns; the caller takes an idle worker, or starts one, for its next
+  call. A finished abandoned worker joins the idle ones, which the next
+  caller in need takes (newest first) and which retire after
+  :data:`IDLE_SECONDS` unused. A caller thread that ends leaves its worker
+  to the idle ones too.
+
+The hand-off is two thread switches through a pair of pipes per worker. A
+pipe write is a "sync" wake-up that favours the writer's CPU; it measured
+faster than a hand-off through :class:`threading.Lock` (a futex) from 1 to
+64 callers (``benchmarks/bench_timeout.py``). On Linux the worker is also
+kept on the CPU of its caller (``sched_setaffinity``, one system call only
+when the caller moved): each wake-up that has to rouse another CPU makes a
+call several times slower in a virtual machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from contextvars import Context
+from typing import Any, cast
+
+from fluxus._db import call_in_worker
+from fluxus._deadline import DEADLINE, keep_held, monotonic
+
+#: Idle worker threads unused for longer than this are retired.
+IDLE_SECONDS = 30.0
+
+_GO, _STOP = b"g", b"s"
+
+#: The longest single ``poll()`` (its timeout is a C int of milliseconds).
+_MAX_POLL_MS = 2**31 - 1
+
+Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Context, float]
+
+
+def _cpu_probe() -> Callable[[], int] | None:
+    """Return ``sched_getcpu`` where threads can be pinned (Linux), else None."""
+    if not hasattr(os, "sched_setaffinity"):  # pragma: no cover - not Linux
+        return None
+    try:
+        import ctypes  # noqa: PLC0415 - only where pinning is possible
+
+        # PyDLL keeps the GIL: a vDSO call needs no release, and every
+        # release is a wait for the GIL again when many threads call.
+        probe = ctypes.PyDLL(None).sched_getcpu
+    except (ImportError, OSError, AttributeError):  # pragma: no cover
+        return None
+    probe.restype = ctypes.c_int
+    probe.argtypes = []
+    return cast("Callable[[], int]", probe)
+
+
+#: The CPU the calling thread runs on, or None where workers are not pinned.
+cpu_of_caller = _cpu_probe()
+
+#: ``Worker.cpu`` when the worker may run anywhere / is never pinned.
+ANY_CPU, NEVER_PINNED = -1, -2
+
+
+class Bound:
+    """One policy's bound on the worker threads held by its abandoned calls.
+
+    Attributes:
+        max_threads: The bound.
+        abandoned: How many of its calls outlived their deadline and still run.
+    """
+
+    __slots__ = ("__weakref__", "abandoned", "max_threads")
+
+    def __init__(self, max_threads: int) -> None:
+        self.max_threads = max_threads
+        self.abandoned = 0
+        _BOUNDS.add(self)
+
+
+class Worker:
+    """A daemon thread that runs the calls of one caller, fed through pipes.
+
+    Between :meth:`start` and the caller reading :meth:`outcome` (or, once
+    the caller walked away, until the call returns) the worker serves one
+    call, so the call's outcome can live on the worker itself.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "abandoned",
+        "cpu",
+        "cpus",
+        "done_r",
+        "done_w",
+        "ended",
+        "error",
+        "finished",
+        "go_r",
+        "go_w",
+        "idle_since",
+        "job",
+        "kept",
+        "lock",
+        "poller",
+        "result",
+        "thread_id",
+    )
+
+    def __init__(self, hub: Hub) -> None:
+        self.job: Job | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.ended = 0.0
+        self.finished = False
+        self.abandoned: Bound | None = None
+        #: What an abandoned call holds until it returns (bulkhead slots).
+        self.kept: tuple[Callable[[], None], ...] = ()
+        self.idle_since = 0.0
+        self.lock = threading.Lock()
+        self.go_r, self.go_w = os.pipe()
+        self.done_r, self.done_w = os.pipe()
+        self.poller = select.poll()
+        self.poller.register(self.done_r, select.POLLIN)
+        # Daemon: a call that hangs forever must not keep the process alive.
+        thread = threading.Thread(
+            target=self._loop, args=(hub,), name="fluxus-timeout", daemon=True
+        )
+        try:
+            thread.start()
+        except BaseException:
+            self.close()
+            raise
+        self.thread_id = thread.native_id or 0
+        pinnable = cpu_of_caller is not None and self.thread_id
+        self.cpu = ANY_CPU if pinnable else NEVER_PINNED
+        self.cpus: set[int] = set()
+
+    def start(self, job: Job) -> None:
+        """Hand *job* to the thread (caller side)."""
+        if cpu_of_caller is not None and self.cpu != NEVER_PINNED:
+            self._follow(cpu_of_caller())
+        self.finished = False
+        self.job = job
+        os.write(self.go_w, _GO)
+
+    def _follow(self, cpu: int) -> None:
+        """Keep the worker on the caller's CPU (a system call only on a move)."""
+        if cpu == self.cpu or cpu < 0:
+            return
+        try:
+            if not self.cpus:
+                self.cpus = os.sched_getaffinity(self.thread_id)
+            os.sched_setaffinity(self.thread_id, {cpu})
+        except OSError:  # a CPU outside the worker's cpuset: stop following
+            self.cpu = NEVER_PINNED
+        else:
+            self.cpu = cpu
+
+    def release(self) -> None:
+        """Let an abandoned worker run on any of its CPUs again."""
+        if self.cpu >= 0:
+            self.cpu = ANY_CPU
+            with contextlib.suppress(OSError):  # the thread may have exited
+                os.sched_setaffinity(self.thread_id, self.cpus)
+
+    def wait(self, now: float, deadline: float) -> bool:
+        """Wait until the call is done or *deadline*; return whether it is done."""
+        poll = self.poller.poll
+        left = deadline - now
+        while left > 0:
+            if left >= 0.001:  # noqa: PLR2004 - poll() counts whole milliseconds
+                # Rounded down: poll() must never wait past the deadline.
+                ready = poll(min(int(left * 1000.0), _MAX_POLL_MS))
+            else:
+                time.sleep(left)
+                ready = poll(0)
+            if ready:
+                os.read(self.done_r, 1)
+                return True
+            left = deadline - monotonic()
+        return False
+
+    def outcome(self) -> tuple[Any, BaseException | None, float]:
+        """Return and forget the call's result, exception and end time."""
+        result, error = self.result, self.error
+        self.result = self.error = None
+        return result, error, self.ended
+
+    def consume(self) -> None:
+        """Read the done signal of a call that finished as its caller gave up."""
+        os.read(self.done_r, 1)
+
+    def stop(self) -> None:
+        """Ask the idle thread to exit; it closes the pipes."""
+        os.write(self.go_w, _STOP)
+
+    def close(self) -> None:
+        """Close the pipes."""
+        for fd in (self.go_r, self.go_w, self.done_r, self.done_w):
+            with contextlib.suppress(OSError):  # closed already (after a fork)
+                os.close(fd)
+
+    def _loop(self, hub: Hub) -> None:
+        read, write, publish = os.read, os.write, DEADLINE.set
+        while read(self.go_r, 1) == _GO:
+            job, self.job = self.job, None
+            if job is None:  # pragma: no cover - start() always sets it
+                continue
+            func, args, kwargs, context, deadline = job
+            del job
+            try:
+                # Inside the caller's copied context: the deadline never leaks.
+                context.run(publish, deadline)
+                # call_in_worker: the call's own database connections (_db.py).
+                self.result = context.run(call_in_worker, func, *args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                self.error = exc
+            self.ended = monotonic()
+            del func, args, kwargs, context
+            kept = hub.finish(self)
+            if kept is None:
+                write(self.done_w, _GO)
+            for give_back in kept or ():
+                give_back()
+        self.close()
+
+
+class _Seat:
+    """A caller thread's hold on its worker, given back when the thread ends."""
+
+    __slots__ = ("generation", "hub", "worker")
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.generation = hub.generation
+        self.worker: Worker | None = None
+
+    def __del__(self) -> None:
+        worker = self.worker
+        if worker is not None and self.generation == self.hub.generation:
+            self.hub.park(worker)
+
+
+class Hub:
+    """Every worker of the process: one seated per caller thread, the idle ones."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.idle: list[Worker] = []
+        self.local = threading.local()
+        self.generation = 0
+        self.workers: weakref.WeakSet[Worker] = weakref.WeakSet()
+
+    def take(self) -> Worker:
+        """Return the calling thread's worker, seating one if it has none."""
+        try:
+            worker: Worker | None = self.local.seat.worker
+        except AttributeError:
+            worker = None
+        if worker is None:
+            worker = self._seat()
+        return worker
+
+    def _seat(self) -> Worker:
+        with self.lock:
+            worker = self.idle.pop() if self.idle else None
+        if worker is None:
+            worker = Worker(self)
+            self.workers.add(worker)
+        seat: _Seat | None = getattr(self.local, "seat", None)
+        if seat is None:
+            seat = self.local.seat = _Seat(self)
+        seat.worker = worker
+        return worker
+
+    def abandon(self, worker: Worker, bound: Bound) -> bool:
+        """Walk away from *worker*'s call; ``False`` if it has just finished.
+
+        The worker leaves the caller's seat and counts against *bound* until
+        its call returns; what the call holds (bulkhead slots) stays held
+        until then too.
+        """
+        kept = keep_held()
+        with worker.lock:
+            if worker.finished:
+                for give_back in kept:
+                    give_back()
+                return False
+            worker.abandoned = bound
+            worker.kept = kept
+            with self.lock:
+                bound.abandoned += 1
+        self.local.seat.worker = None
+        worker.release()
+        return True
+
+    def finish(self, worker: Worker) -> tuple[Callable[[], None], ...] | None:
+        """Record that the call returned (worker side).
+
+        The worker of an abandoned call drops the outcome and goes idle.
+
+        Returns:
+            ``None`` when the caller waits for the outcome (signal it); for
+            an abandoned call, what it held, to give back now.
+        """
+        with worker.lock:
+            worker.finished = True
+            bound = worker.abandoned
+            if bound is None:
+                return None
+            worker.abandoned = None
+            worker.result = worker.error = None
+            kept, worker.kept = worker.kept, ()
+            with self.lock:
+                bound.abandoned -= 1
+        self.park(worker)
+        return kept
+
+    def park(self, worker: Worker) -> None:
+        """Add *worker* to the idle ones and retire those idle too long."""
+        now = monotonic()
+        worker.idle_since = now
+        retired = []
+        with self.lock:
+            idle = self.idle
+            while idle and now - idle[0].idle_since > IDLE_SECONDS:
+                retired.append(idle.pop(0))
+            idle.append(worker)
+        for old in retired:
+            old.stop()
+
+    def forget(self) -> None:
+        """Drop every worker: after a fork their threads no longer exist."""
+        self.lock = threading.Lock()
+        self.generation += 1
+        self.local = threading.local()
+        self.idle = []
+        for worker in list(self.workers):
+            worker.close()
+        self.workers = weakref.WeakSet()
+        for bound in list(_BOUNDS):
+            bound.abandoned = 0
+
+
+_BOUNDS: weakref.WeakSet[Bound] = weakref.WeakSet()
+
+#: The process's workers, shared by every thread-strategy timeout.
+HUB = Hub()
+
+
+def _forget_workers_after_fork() -> None:
+    HUB.forget()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows
+    os.register_at_fork(after_in_child=_forget_workers_after_fork)

@@ -1,0 +1,268 @@
+"""How each strategy bounds a call: small drivers of :class:`Verdicts`.
+
+Every driver publishes the deadline, runs the call its way and hands the
+ending to :meth:`Verdicts.settle`, so the rule for a late call is written
+once. What differs is only how the caller gets control back:
+
+- ``"cooperative"`` (sync and async): it does not; the call runs to its end.
+- ``"signal"``: ``SIGALRM`` raises :class:`_Alarm` inside the call, and keeps
+  raising it every :data:`REARM_SECONDS` until the call ends, so a callee
+  that catches the interrupt once (or in a retry loop) is interrupted
+  again. The call runs in the caller's thread: one that swallows every
+  interrupt and goes on forever cannot be walked away from.
+- ``"thread"``: the call runs in the caller's worker thread
+  (:mod:`._pool`); the caller waits until the deadline and walks away.
+- ``async def``: :func:`asyncio.timeout` cancels the awaited work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import Awaitable, Callable
+from contextvars import copy_context
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from fluxus._core import Policy, qualified_name
+from fluxus._db import caller_in_transaction, warn_in_transaction
+from fluxus._deadline import DEADLINE, monotonic
+from fluxus.instrumentation._observe import WATCH, observe_async, observe_sync, outside
+
+from ._pool import HUB, Bound
+
+if TYPE_CHECKING:
+    from ._verdicts import Verdicts
+
+#: How often ``"signal"`` interrupts a call again that caught the interrupt.
+REARM_SECONDS = 0.01
+
+
+def cooperative(
+    policy: Policy, verdicts: Verdicts, func: Callable[..., Any]
+) -> Callable[..., Any]:
+    """Publish the deadline; a call that ends late raises once it ends."""
+    function = qualified_name(func)
+    start, settle = verdicts.start, verdicts.settle
+    calls = verdicts.counters.calls
+
+    def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if WATCH.observers and outside(timeout_wrapper):
+            return observe_sync(policy, function, timeout_wrapper, args, kwargs)
+        next(calls)
+        now = monotonic()
+        deadline = start(now, function, "cooperative")
+        token = DEADLINE.set(deadline)
+        try:
+            result = func(*args, **kwargs)
+        except Exception as exc:
+            settle(function, "cooperative", now, deadline, monotonic(), exc)
+            raise
+        finally:
+            DEADLINE.reset(token)
+        settle(function, "cooperative", now, deadline, monotonic(), None)
+        return result
+
+    return timeout_wrapper
+
+
+class _Alarm(BaseException):
+    """Raised by a signal timeout's ``SIGALRM`` handler inside the callee.
+
+    A ``BaseException``, so that the callee's ``except Exception`` blocks do
+    not swallow it.
+    """
+
+    def __init__(self, owner: object) -> None:
+        super().__init__()
+        self.owner = owner
+
+
+def signal_alarm(
+    policy: Policy, verdicts: Verdicts, func: Callable[..., Any]
+) -> Callable[..., Any]:
+    """Interrupt the call with ``SIGALRM`` at the deadline (main thread only)."""
+    function = qualified_name(func)
+    start, settle, late = verdicts.start, verdicts.settle, verdicts.late
+    calls = verdicts.counters.calls
+
+    def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if WATCH.observers and outside(timeout_wrapper):
+            return observe_sync(policy, function, timeout_wrapper, args, kwargs)
+        next(calls)
+        if threading.current_thread() is not threading.main_thread():
+            msg = (
+                f"fluxus.timeout {policy.name!r} uses strategy='signal', which "
+                "works only in the main thread (SIGALRM); "
+                f"{function} was called in {threading.current_thread().name!r}. "
+                "Use strategy='thread' (the default) instead"
+            )
+            raise ValueError(msg)
+        now = monotonic()
+        deadline = start(now, function, "signal")
+        owner = object()
+        armed = [True]
+
+        def on_alarm(_signum: int, _frame: FrameType | None) -> None:
+            if armed:
+                raise _Alarm(owner)
+
+        token = DEADLINE.set(deadline)
+        previous_handler = signal.signal(signal.SIGALRM, on_alarm)
+        previous_timer = signal.getitimer(signal.ITIMER_REAL)
+        try:
+            try:
+                signal.setitimer(signal.ITIMER_REAL, deadline - now, REARM_SECONDS)
+                result = func(*args, **kwargs)
+            finally:
+                armed.clear()  # before the timer: an alarm now does nothing
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except _Alarm as alarm:
+            if alarm.owner is not owner:
+                raise
+            late(function, "signal", now, deadline, None)
+        except Exception as exc:
+            settle(function, "signal", now, deadline, monotonic(), exc)
+            raise
+        finally:
+            DEADLINE.reset(token)
+            signal.signal(signal.SIGALRM, previous_handler)
+            _rearm(previous_timer, monotonic() - now)
+        settle(function, "signal", now, deadline, monotonic(), None)
+        return result
+
+    return timeout_wrapper
+
+
+def _rearm(previous: tuple[float, float], elapsed: float) -> None:
+    """Restore the interval timer an enclosing signal timeout had set."""
+    delay, interval = previous
+    if delay > 0:
+        # A timer that would have fired already fires now.
+        signal.setitimer(signal.ITIMER_REAL, max(delay - elapsed, 1e-6), interval)
+
+
+def runs_inline(func: Callable[..., Any]) -> bool:  # noqa: ARG001 - the hook's shape
+    """Tell whether a ``"thread"`` call of *func* must stay in the calling thread.
+
+    The one place where the thread strategy decides not to hand a call over
+    (it then runs as ``"cooperative"`` does, its deadline published): when
+    the calling thread is inside a database transaction, which a worker
+    thread would leave (:func:`fluxus._db.caller_in_transaction`).
+    """
+    return caller_in_transaction()
+
+
+def thread(
+    policy: Policy, verdicts: Verdicts, bound: Bound, func: Callable[..., Any]
+) -> Callable[..., Any]:
+    """Run the call in the caller's worker thread; walk away at the deadline."""
+    function = qualified_name(func)
+    start, settle, late = verdicts.start, verdicts.settle, verdicts.late
+    calls = verdicts.counters.calls
+    inline = cooperative(policy, verdicts, func)
+    take, abandon = HUB.take, HUB.abandon
+
+    def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if runs_inline(func):
+            warn_in_transaction(policy.name, function)  # once per function
+            return inline(*args, **kwargs)
+        if WATCH.observers and outside(timeout_wrapper):
+            return observe_sync(policy, function, timeout_wrapper, args, kwargs)
+        next(calls)
+        now = monotonic()
+        deadline = start(now, function, "thread")
+        if bound.abandoned >= bound.max_threads:
+            verdicts.exhausted(function, now, deadline, bound.max_threads)
+        worker = take()
+        # The caller's context variables (request context, structlog's
+        # contextvars, the enclosing deadline) are visible in the callee.
+        worker.start((func, args, kwargs, copy_context(), deadline))
+        try:
+            done = worker.wait(now, deadline)
+        except BaseException:
+            # Interrupted while waiting (KeyboardInterrupt): walk away.
+            if not abandon(worker, bound):
+                worker.consume()
+                worker.outcome()
+            raise
+        if not done:
+            if abandon(worker, bound):
+                late(function, "thread", now, deadline, None)
+            worker.consume()  # it finished as we gave up: settle decides
+        result, error, ended = worker.outcome()
+        settle(function, "thread", now, deadline, ended, error)
+        if error is not None:
+            try:
+                raise error
+            finally:
+                del error
+        return result
+
+    return timeout_wrapper
+
+
+# -- async drivers -------------------------------------------------------------
+
+
+def cancelling(
+    policy: Policy, verdicts: Verdicts, func: Callable[..., Awaitable[Any]]
+) -> Callable[..., Awaitable[Any]]:
+    """Cancel the awaited call at the deadline with :func:`asyncio.timeout`."""
+    function = qualified_name(func)
+    seconds = verdicts.seconds
+    start, late = verdicts.start, verdicts.late
+    calls = verdicts.counters.calls
+
+    async def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if WATCH.observers and outside(timeout_wrapper):
+            return await observe_async(policy, function, timeout_wrapper, args, kwargs)
+        next(calls)
+        now = monotonic()
+        deadline = now + seconds
+        outer = DEADLINE.get()
+        if outer is not None and outer < deadline:
+            # Shrunk by an enclosing deadline: the rare, slower path.
+            deadline = start(now, function, "asyncio")
+        token = DEADLINE.set(deadline)
+        scope = asyncio.timeout(deadline - now)
+        try:
+            async with scope:
+                return await func(*args, **kwargs)
+        except TimeoutError as exc:
+            if not scope.expired():
+                raise  # the function's own TimeoutError
+            late(function, "asyncio", now, deadline, exc.__cause__ or exc)
+        finally:
+            DEADLINE.reset(token)
+
+    return timeout_wrapper
+
+
+def cooperative_async(
+    policy: Policy, verdicts: Verdicts, func: Callable[..., Awaitable[Any]]
+) -> Callable[..., Awaitable[Any]]:
+    """Publish the deadline; an awaited call that ends late raises once it ends."""
+    function = qualified_name(func)
+    start, settle = verdicts.start, verdicts.settle
+    calls = verdicts.counters.calls
+
+    async def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if WATCH.observers and outside(timeout_wrapper):
+            return await observe_async(policy, function, timeout_wrapper, args, kwargs)
+        next(calls)
+        now = monotonic()
+        deadline = start(now, function, "cooperative")
+        token = DEADLINE.set(deadline)
+        try:
+            result = await func(*args, **kwargs)
+        except Exception as exc:
+            settle(function, "cooperative", now, deadline, monotonic(), exc)
+            raise
+        finally:
+            DEADLINE.reset(token)
+        settle(function, "cooperative", now, deadline, monotonic(), None)
+        return result
+
+    return timeout_wrapper
