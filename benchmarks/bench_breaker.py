@@ -4,14 +4,16 @@ Run with ``tox -e bench -- ...`` or ``python benchmarks/bench_breaker.py``.
 Four measurements, each in this one process with interleaved rounds:
 
 - happy path, sync: a closed breaker around a trivial function, against
-  ``pybreaker.CircuitBreaker.call``;
+  ``pybreaker.CircuitBreaker.call``; also the windowed breaker (failure
+  rate, and failure rate plus slow calls);
 - happy path, async: against aiobreaker and purgatory;
 - rejection while open: the cost of refusing a call;
 - contention: 8 threads x 50 calls x 10 ms through ONE breaker, wall time
   against the same threads without a breaker;
 - with ``--redis URL`` (or a local ``redis-server`` started on a free port),
   the happy path with the circuit in Redis, against pybreaker's
-  ``CircuitRedisStorage``.
+  ``CircuitRedisStorage``, and the commands each call sends to Redis
+  (counted with ``MONITOR``, leaving out those a script runs).
 
 Events go to no hook during the measurements, as pybreaker has no listener:
 what is measured is the breaker, not the logging.
@@ -58,6 +60,10 @@ def happy_sync(calls, rounds):
     contenders = {
         "bare call": work,
         "fluxus.circuit_breaker": fluxus.circuit_breaker(5, 30.0)(work),
+        "fluxus, failure_rate": fluxus.circuit_breaker(5, 30.0, failure_rate=0.5)(work),
+        "fluxus, rate + slow": fluxus.circuit_breaker(
+            5, 30.0, failure_rate=0.5, slow_call_duration=1.0
+        )(work),
         "pybreaker .call": functools.partial(pb.call, work),
         "pybreaker decorator": pb(work),
     }
@@ -181,9 +187,13 @@ def happy_redis(url, calls, rounds):
         state_storage=pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, client),
     )
     ours = fluxus.circuit_breaker(5, 30.0, name="bench", storage=url)
+    windowed = fluxus.circuit_breaker(
+        5, 30.0, failure_rate=0.5, name="bench-window", storage=url
+    )
     contenders = {
         "bare call": work,
         "fluxus, Redis": ours(work),
+        "fluxus windowed, Redis": windowed(work),
         "pybreaker, Redis": functools.partial(pb.call, work),
     }
     medians = compare(
@@ -200,7 +210,37 @@ def happy_redis(url, calls, rounds):
         [time_async(async_fn, calls) for _ in range(max(3, rounds // 2))]
     )
     lines.append(f"  fluxus, Redis, async{seconds * 1e6:>14.3f}us per call")
+    lines.append("commands sent to Redis per call (MONITOR, script internals left out)")
+    for name, fn in contenders.items():
+        if name != "bare call":
+            lines.append(f"  {name:<24}{commands_per_call(url, fn, 200):>8.2f}")
     return lines
+
+
+def commands_per_call(url, fn, calls):
+    """Count the commands *fn* sends to Redis per call, with ``MONITOR``."""
+    fn()  # connections and scripts loaded before counting
+    seen = []
+    ready = threading.Event()
+
+    def watch():
+        with redis.Redis.from_url(url).monitor() as monitor:
+            ready.set()
+            for command in monitor.listen():
+                if "fluxus-bench-stop" in command["command"]:
+                    return
+                if command.get("client_type") != "lua":
+                    seen.append(command["command"])
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    ready.wait()
+    time.sleep(0.2)  # MONITOR is on once the server answered it
+    for _ in range(calls):
+        fn()
+    redis.Redis.from_url(url).echo("fluxus-bench-stop")
+    watcher.join()
+    return len(seen) / calls
 
 
 def statistics_median(values):

@@ -5,6 +5,7 @@ The error tree::
     Exception
      +-- FluxusError
           +-- CircuitOpenError      * a circuit breaker refused the call
+                                      (also a pybreaker.CircuitBreakerError)
           +-- RateLimitExceeded     * no rate-limit permit within the timeout
           +-- BulkheadFull          * no bulkhead slot within the timeout
           +-- ThreadsExhausted      * too many abandoned timeout threads
@@ -31,6 +32,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import pybreaker
+
 __all__ = [
     "BulkheadFull",
     "CircuitOpenError",
@@ -48,8 +51,11 @@ class FluxusError(Exception):
     """Base class of every error fluxus raises on its own behalf."""
 
 
-class CircuitOpenError(FluxusError):
+class CircuitOpenError(FluxusError, pybreaker.CircuitBreakerError):
     """A circuit breaker refused the call without running it.
+
+    It is also a ``pybreaker.CircuitBreakerError``, so code written against
+    pybreaker (``except pybreaker.CircuitBreakerError:``) keeps catching it.
 
     Attributes:
         name: The name of the circuit breaker.

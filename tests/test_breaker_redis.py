@@ -444,6 +444,7 @@ class RedisCircuitUnderTest:
         return self.client.zcard(self.keys[1])
 
 
+@pytest.mark.timeout(240)  # a few thousand scripts on a loaded machine
 def test_the_redis_scripts_follow_the_reference_model(redis_url):
     class RedisMachine(CircuitMachine):
         def make_circuit(self, failure_threshold, success_threshold, max_trials):

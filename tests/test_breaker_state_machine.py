@@ -207,13 +207,13 @@ class CountingStorage:
             with self.lock:
                 self.running[token >> 1] -= 1
 
-    def succeed(self, token, function):
+    def succeed(self, token, function, *, slow=False):
         self._finished(token)
-        return self.storage.succeed(token, function)
+        return self.storage.succeed(token, function, slow=slow)
 
-    def fail(self, token, function):
+    def fail(self, token, function, *, slow=False):
         self._finished(token)
-        return self.storage.fail(token, function)
+        return self.storage.fail(token, function, slow=slow)
 
     def release(self, token, function):
         self._finished(token)

@@ -9,12 +9,21 @@ from collections.abc import Callable
 from ._circuit import CLOSED, OPEN, Circuit, CircuitState, Transition
 from ._store import Admission
 
+_floor = math.floor
+
+#: Quick successes queued at most before one takes the lock (bounded memory).
+_QUEUED = 4096
+
 
 class MemoryStorage:
     """Keep the circuit in this process; each step holds a lock for microseconds.
 
     A closed circuit admits every call and a success with no failure to
-    forget changes nothing, so the happy path takes no lock at all.
+    forget changes nothing, so the happy path takes no lock at all. With a
+    window, a quick success that cannot open the circuit (same bucket, not
+    the call that completes ``minimum_calls``) is queued without the lock
+    (``list.append`` is atomic) and counted in the newest bucket by the next
+    step that takes the lock, before that step runs.
     """
 
     remote = False
@@ -23,6 +32,18 @@ class MemoryStorage:
         self.circuit = circuit
         self.clock = clock
         self.lock = threading.Lock()
+        #: Quick successes not counted yet, one epoch each.
+        self.quick: list[int] = []
+
+    def _count_quick(self) -> None:
+        """Count the queued quick successes (the lock is held)."""
+        quick = self.quick
+        taken = len(quick)
+        if taken:
+            epoch = self.circuit.epoch
+            current = sum(1 for queued in quick[:taken] if queued == epoch)
+            del quick[:taken]
+            self.circuit.count_quick(current)
 
     def admit(self, _function: str) -> Admission:
         """Admit a call or refuse it; see :meth:`Circuit.admit`."""
@@ -41,25 +62,48 @@ class MemoryStorage:
             if wait > 0:
                 return None, wait, None
         with self.lock:
+            self._count_quick()
             return circuit.admit(self.clock())
 
-    def succeed(self, token: int, _function: str) -> Transition | None:
+    def succeed(
+        self, token: int, _function: str, *, slow: bool = False
+    ) -> Transition | None:
         """Record a success; see :meth:`Circuit.succeed`."""
         circuit = self.circuit
         if not token & 1 and not circuit.failures:
-            return None
+            window = circuit.window
+            if window is None:
+                return None
+            now = self.clock()
+            queued = len(self.quick)
+            if (
+                not slow
+                and queued < _QUEUED
+                and token >> 1 == circuit.epoch
+                and _floor(now / window.width) == window.head
+                and window.calls + queued + 1 != circuit.minimum_calls
+            ):
+                self.quick.append(token >> 1)
+                return None
+        else:
+            now = self.clock()
         with self.lock:
-            return circuit.succeed(token)
+            self._count_quick()
+            return circuit.succeed(token, now, slow=slow)
 
-    def fail(self, token: int, _function: str) -> Transition | None:
+    def fail(
+        self, token: int, _function: str, *, slow: bool = False
+    ) -> Transition | None:
         """Record a failure; see :meth:`Circuit.fail`."""
         with self.lock:
-            return self.circuit.fail(token, self.clock())
+            self._count_quick()
+            return self.circuit.fail(token, self.clock(), slow=slow)
 
     def release(self, token: int, _function: str) -> None:
         """Record an outcome that counts as neither; see :meth:`Circuit.release`."""
         if token & 1:
             with self.lock:
+                self._count_quick()
                 self.circuit.release(token)
 
     def state(self) -> CircuitState:
@@ -69,11 +113,13 @@ class MemoryStorage:
     def reset(self) -> Transition | None:
         """Close the circuit by hand."""
         with self.lock:
+            self._count_quick()
             return self.circuit.reset()
 
     def force_open(self) -> Transition | None:
         """Open the circuit by hand, until :meth:`reset`."""
         with self.lock:
+            self._count_quick()
             return self.circuit.force_open(self.clock())
 
     # The Storage protocol's async steps: never awaited, since ``remote`` is
@@ -84,16 +130,16 @@ class MemoryStorage:
         return self.admit(function)
 
     async def succeed_async(  # pragma: no cover
-        self, token: int, function: str
+        self, token: int, function: str, *, slow: bool = False
     ) -> Transition | None:
         """Same as :meth:`succeed`."""
-        return self.succeed(token, function)
+        return self.succeed(token, function, slow=slow)
 
     async def fail_async(  # pragma: no cover
-        self, token: int, function: str
+        self, token: int, function: str, *, slow: bool = False
     ) -> Transition | None:
         """Same as :meth:`fail`."""
-        return self.fail(token, function)
+        return self.fail(token, function, slow=slow)
 
     async def release_async(
         self, token: int, function: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -78,10 +79,45 @@ class RedisCircuit:
         #: Seconds to use instead of the Redis server's clock (tests only).
         self.clock: Callable[[], float] | None = None
         self._scripts: dict[bool, dict[str, Any]] = {}
+        #: Whether closed successes wait for the next admission to be
+        #: reported (one round trip a call); off, each is its own.
+        self.defer_successes = True
+        #: Closed successes not reported yet: [epoch, quick, slow].
+        self._unreported = [0, 0, 0]
+        self._unreported_lock = threading.Lock()
 
     def _keys(self) -> list[str]:
         base = f"{self.storage.prefix}:{self.name()}"
-        return [f"{base}:state", f"{base}:trials"]
+        return [f"{base}:state", f"{base}:trials", f"{base}:window"]
+
+    def _window_args(self) -> list[Any]:
+        """The window's settings as the scripts take them ('' for off)."""
+        settings = self.settings
+        window = settings.window
+        if window is None:
+            return ["", 0, "", ""]
+        return [
+            repr(window.width),
+            settings.minimum_calls,
+            "" if settings.failure_rate is None else repr(settings.failure_rate),
+            "" if settings.slow_call_rate is None else repr(settings.slow_call_rate),
+        ]
+
+    def _defer(self, epoch: int, *, slow: bool) -> None:
+        """Keep a closed success for the next admission to report."""
+        with self._unreported_lock:
+            unreported = self._unreported
+            if epoch > unreported[0]:  # older ones are stale now
+                unreported[:] = [epoch, 0, 0]
+            elif epoch < unreported[0]:
+                return
+            unreported[2 if slow else 1] += 1
+
+    def _take_unreported(self) -> list[Any]:
+        with self._unreported_lock:
+            taken = list(self._unreported)
+            self._unreported[1] = self._unreported[2] = 0
+        return taken
 
     def _scripts_for(self, client: Any, *, asynchronous: bool) -> dict[str, Any]:
         # A script object only remembers its SHA; each call names its client.
@@ -157,16 +193,18 @@ class RedisCircuit:
             settings.reset_timeout,
             settings.max_trials,
             self.storage.trial_timeout,
+            *self._window_args(),
+            *self._take_unreported(),
         ]
 
     def _admission(self, reply: list[Any]) -> Admission:
-        code, epoch, trial, failures, wait, old, new = reply
+        code, epoch, trial, failures, wait, old, new, reason = reply
         transition = None
         if _text(old):
             transition = Transition(
                 CircuitState(_text(old)),
                 CircuitState(_text(new)),
-                "reset timeout elapsed",
+                _text(reason) or "reset timeout elapsed",
             )
         if not code:
             return None, float(_text(wait)), transition
@@ -178,23 +216,33 @@ class RedisCircuit:
             return _BYPASS, 0.0, None
         return None, self.storage.retry_interval, None
 
-    def _record_args(self, outcome: str, token: Any) -> list[Any] | None:
+    def _record_args(
+        self, outcome: str, token: Any, *, slow: bool = False
+    ) -> list[Any] | None:
         if token is _BYPASS:
             return None
         epoch, trial, failures, last_failure = token
+        settings = self.settings
         if outcome == "f":
             self.last_failure = next(self._failures)
         elif not (trial or failures) and last_failure == self.last_failure:
             # Nothing to forget: no failure counted when the call was
-            # admitted, none recorded by this process since.
-            return None
-        settings = self.settings
+            # admitted, none recorded by this process since. The window
+            # hears of it with the next admission (or now, if not deferred).
+            if settings.window is None or outcome == "n":
+                return None
+            if self.defer_successes:
+                self._defer(epoch, slow=slow)
+                return None
+        threshold = settings.failure_threshold
         return [
             outcome,
             epoch,
             trial,
-            settings.failure_threshold,
+            "" if threshold is None else threshold,
             settings.success_threshold,
+            "1" if slow else "",
+            *self._window_args(),
         ]
 
     @staticmethod
@@ -204,8 +252,10 @@ class RedisCircuit:
         old, new, reason = (_text(part) for part in reply)
         return Transition(CircuitState(old), CircuitState(new), reason)
 
-    def _record(self, outcome: str, token: Any, function: str) -> Transition | None:
-        args = self._record_args(outcome, token)
+    def _record(
+        self, outcome: str, token: Any, function: str, *, slow: bool = False
+    ) -> Transition | None:
+        args = self._record_args(outcome, token, slow=slow)
         if args is None:
             return None
         try:
@@ -214,9 +264,9 @@ class RedisCircuit:
             return None
 
     async def _record_async(
-        self, outcome: str, token: Any, function: str
+        self, outcome: str, token: Any, function: str, *, slow: bool = False
     ) -> Transition | None:
-        args = self._record_args(outcome, token)
+        args = self._record_args(outcome, token, slow=slow)
         if args is None:
             return None
         try:
@@ -234,13 +284,17 @@ class RedisCircuit:
         except _Down:
             return self._unreachable()
 
-    def succeed(self, token: Any, function: str) -> Transition | None:
+    def succeed(
+        self, token: Any, function: str, *, slow: bool = False
+    ) -> Transition | None:
         """Record a success."""
-        return self._record("s", token, function)
+        return self._record("s", token, function, slow=slow)
 
-    def fail(self, token: Any, function: str) -> Transition | None:
+    def fail(
+        self, token: Any, function: str, *, slow: bool = False
+    ) -> Transition | None:
         """Record a failure."""
-        return self._record("f", token, function)
+        return self._record("f", token, function, slow=slow)
 
     def release(self, token: Any, function: str) -> None:
         """Record an outcome that counts as neither; frees a trial slot."""
@@ -271,13 +325,17 @@ class RedisCircuit:
         if token is not None:
             in_background(self.release_async(token, function))
 
-    async def succeed_async(self, token: Any, function: str) -> Transition | None:
+    async def succeed_async(
+        self, token: Any, function: str, *, slow: bool = False
+    ) -> Transition | None:
         """Record a success, without blocking the loop."""
-        return await self._record_async("s", token, function)
+        return await self._record_async("s", token, function, slow=slow)
 
-    async def fail_async(self, token: Any, function: str) -> Transition | None:
+    async def fail_async(
+        self, token: Any, function: str, *, slow: bool = False
+    ) -> Transition | None:
         """Record a failure, without blocking the loop."""
-        return await self._record_async("f", token, function)
+        return await self._record_async("f", token, function, slow=slow)
 
     async def release_async(self, token: Any, function: str) -> None:
         """Record an outcome that counts as neither, without blocking the loop."""
