@@ -396,7 +396,9 @@ class RedisCircuitUnderTest:
     """The Redis scripts behind the pure Circuit's interface, on a fake clock."""
 
     def __init__(self, url, failure_threshold, success_threshold, max_trials):
-        storage = fluxus.CircuitRedisStorage(url, trial_timeout=1e9)
+        # A generous timeout: the scripts' answers are under test, not the
+        # outage handling, which a slow reply on a loaded machine would trigger.
+        storage = fluxus.CircuitRedisStorage(url, timeout=30.0, trial_timeout=1e9)
         settings = Circuit(
             failure_threshold, RESET_TIMEOUT, success_threshold, max_trials
         )
