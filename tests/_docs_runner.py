@@ -2,6 +2,7 @@
 
 ``python tests/_docs_runner.py PAGE`` runs the page's ``code-block:: python``
 blocks in order in one namespace (a page may build on its earlier blocks);
+a block after a ``.. skip: next`` comment is left out;
 ``--fresh`` runs each block alone in a new interpreter instead, the promise
 the README makes. Warnings are errors. On failure the page, the line of the
 block and the traceback are printed and the exit status is 1.
@@ -17,11 +18,13 @@ import warnings
 from pathlib import Path
 
 from sybil import Example, Sybil
-from sybil.parsers.rest import PythonCodeBlockParser
+from sybil.parsers.rest import PythonCodeBlockParser, SkipParser
 
 
 def _examples(page: Path, *, as_main: bool = False) -> list[Example]:
-    document = Sybil(parsers=[PythonCodeBlockParser()]).parse(page)
+    # ``.. skip: next`` before a block leaves it out (configuration that
+    # needs a project around it, shown but not run).
+    document = Sybil(parsers=[PythonCodeBlockParser(), SkipParser()]).parse(page)
     if as_main:
         # The page runs like a script: its namespace is the module __main__,
         # so Flask's Flask(__name__) and Django's ROOT_URLCONF=__name__ work.
@@ -47,8 +50,15 @@ def run_together(page: Path) -> int:
 
 def run_fresh(page: Path) -> int:
     """Run each block of *page* alone, in a new interpreter."""
+    skip = False
     for example in _examples(page):
         code = example.parsed
+        if not isinstance(code, str):  # a ``.. skip: next``
+            skip = True
+            continue
+        if skip:
+            skip = False
+            continue
         done = subprocess.run(
             [sys.executable, "-W", "error", "-c", code],
             capture_output=True,

@@ -242,9 +242,9 @@ def test_clients_of_either_kind_serve_both_kinds_of_function(redis_url, name):
 TWIN = textwrap.dedent(
     """
     import sys, time, fluxus
-    url, name, role = sys.argv[1:4]
+    url, name, role, reset = sys.argv[1:5]
     fluxus.instrumentation.set_hooks([])  # keep stdout for the answers
-    breaker = fluxus.circuit_breaker(2, 0.3, name=name, storage=url)
+    breaker = fluxus.circuit_breaker(2, float(reset), name=name, storage=url)
 
     @breaker
     def work(fail):
@@ -269,27 +269,32 @@ TWIN = textwrap.dedent(
 
 
 def test_two_processes_share_one_circuit(redis_url, name):
-    def twin(role, **kwargs):
+    # The reset timeout is an argument of each call (the circuit's opening
+    # time is Redis's): the opening is checked with a long one, so a slow
+    # start or exit of a process on a loaded machine cannot let it elapse,
+    # and the trial with a short one, waited out.
+    def twin(role, reset, **kwargs):
         return subprocess.Popen(
-            [sys.executable, "-c", TWIN, redis_url, name, role],
+            [sys.executable, "-c", TWIN, redis_url, name, role, str(reset)],
             stdout=subprocess.PIPE,
             text=True,
             **kwargs,
         )
 
-    breaker = fluxus.circuit_breaker(2, 0.3, name=name, storage=redis_url)
     service = Service()
-    fn = breaker(service)
+    fn = fluxus.circuit_breaker(2, 60.0, name=name, storage=redis_url)(service)
+    short = fluxus.circuit_breaker(2, 0.3, name=name, storage=redis_url)(service)
 
-    failing = twin("fail")
+    failing = twin("fail", 60.0)
     assert "open" == failing.communicate(timeout=30)[0].strip()
-    with pytest.raises(fluxus.CircuitOpenError):
+    with pytest.raises(fluxus.CircuitOpenError) as opened:
         fn()
+    assert opened.value.retry_after > 0
     time.sleep(0.3)
-    trial = twin("trial", stdin=subprocess.PIPE)
+    trial = twin("trial", 0.3, stdin=subprocess.PIPE)
     assert "trial started" == trial.stdout.readline().strip()
     with pytest.raises(fluxus.CircuitOpenError) as info:
-        fn()  # the other process holds the only trial slot
+        short()  # the other process holds the only trial slot
     out, _ = trial.communicate("go\n", timeout=30)
 
     assert 0.0 == info.value.retry_after
@@ -391,7 +396,9 @@ class RedisCircuitUnderTest:
     """The Redis scripts behind the pure Circuit's interface, on a fake clock."""
 
     def __init__(self, url, failure_threshold, success_threshold, max_trials):
-        storage = fluxus.CircuitRedisStorage(url, trial_timeout=1e9)
+        # A generous timeout: the scripts' answers are under test, not the
+        # outage handling, which a slow reply on a loaded machine would trigger.
+        storage = fluxus.CircuitRedisStorage(url, timeout=30.0, trial_timeout=1e9)
         settings = Circuit(
             failure_threshold, RESET_TIMEOUT, success_threshold, max_trials
         )

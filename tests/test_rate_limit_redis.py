@@ -17,6 +17,7 @@ from pathlib import Path
 import fluxus
 import pytest
 import redis
+from fluxus._aio import _FINISHING
 from fluxus._rate_limit import _policy as _rate_limit
 
 pytestmark = pytest.mark.redis
@@ -130,8 +131,10 @@ def test_two_processes_share_one_budget(redis_url):
     results = [json.loads(w.communicate(timeout=30)[0]) for w in workers]
     admitted = sorted(t for result in results for t in result)
     assert all(results)
-    # burst 2 + 40/s over the one second (plus the last reserved slot)
-    assert 30 <= len(admitted) <= 2 + 40 * (admitted[-1] - start) + 1
+    # burst 2 + 40/s over the one second (plus the last reserved slot); two
+    # budgets instead of one would admit about twice that. The lower bound
+    # only says that both ran for most of the second, even when starved.
+    assert 20 <= len(admitted) <= 2 + 40 * (admitted[-1] - start) + 1
 
 
 # -- outages ---------------------------------------------------------------
@@ -328,12 +331,17 @@ def test_a_cancelled_waiter_gives_its_slot_back(storage):
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
+        # A Redis refund finishes in the background: awaited, not raced.
+        while _FINISHING:
+            await asyncio.gather(*_FINISHING, return_exceptions=True)
         assert not await limiter.allow_async()
         with pytest.raises(fluxus.RateLimitExceeded) as info:
             await limiter.acquire_async(timeout=0)
         return info.value.retry_after
 
-    assert 0.8 < asyncio.run(main()) <= 1.0
+    # One interval at most (a lost slot would make it two); how much of it
+    # is left depends on the machine's speed.
+    assert 0.0 < asyncio.run(main()) <= 1.0
 
 
 def test_an_interrupted_sync_waiter_gives_its_slot_back(storage, monkeypatch):

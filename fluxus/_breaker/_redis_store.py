@@ -69,6 +69,10 @@ class CircuitRedisStorage:
             :class:`~fluxus.CircuitOpenError` (``False``).
         timeout: Socket and connect timeout, in seconds, of the clients
             fluxus builds (async calls are bounded by it whatever the client).
+            redis-py's own retries are off, so one reply later than this
+            counts as an outage and applies the fail mode for
+            *retry_interval*: the default leaves room for a busy server or
+            host, and an outage costs it once per *retry_interval*.
         retry_interval: After Redis failed, how long fluxus applies the fail
             mode without asking Redis again.
         trial_timeout: How long a half-open trial holds its slot at most: a
@@ -87,7 +91,7 @@ class CircuitRedisStorage:
         *,
         prefix: str = "fluxus:breaker",
         fail_open: bool = True,
-        timeout: Duration = 0.5,
+        timeout: Duration = 2.0,
         retry_interval: Duration = 1.0,
         trial_timeout: Duration = 60.0,
         param: str = "target",
