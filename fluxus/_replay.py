@@ -7,12 +7,12 @@ twice.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._aio import run_sync_in_thread
 from ._dead_letter import DeadLetter, Sink
 
 Progress = Callable[[int, int], object]
@@ -121,7 +121,7 @@ async def replay_async(
         TypeError: If *sink* is not a sink or *func* is not callable.
     """
     _check(sink, func, function)
-    letters = await asyncio.to_thread(lambda: list(sink.letters()))
+    letters = await run_sync_in_thread(lambda: list(sink.letters()))
     replayed = failed = skipped = 0
     for done, letter in enumerate(letters, 1):
         if not _wanted(letter, function):
@@ -134,7 +134,7 @@ async def replay_async(
             except Exception:  # noqa: BLE001 - a failure keeps the letter
                 failed += 1
             else:
-                await asyncio.to_thread(sink.remove, letter.id)
+                await run_sync_in_thread(sink.remove, letter.id)
                 replayed += 1
         if progress is not None:
             progress(done, len(letters))

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from fluxus._aio import in_background, shielded
+from fluxus._aio import asyncio_only, in_background, shielded
 from fluxus._redis import PerLoop, async_client, sync_client
 
 from ._gcra import ADMITTED, Bucket, Reservation, StorageUnavailableError
@@ -80,6 +80,10 @@ def _bucket_args(buckets: Sequence[Bucket]) -> list[str]:
     return args
 
 
+#: How the refusal under trio names this storage.
+_STORAGE = "the Redis storage of fluxus.rate_limit"
+
+
 def _max_wait_arg(max_wait: float) -> str:
     return repr(max_wait) if math.isfinite(max_wait) else "1e300"
 
@@ -135,6 +139,7 @@ class RedisTokenBuckets:
         self, key: str, buckets: Sequence[Bucket], max_wait: float
     ) -> Reservation:
         """Reserve a permit in Redis without blocking the loop."""
+        asyncio_only(_STORAGE)
         args = ["take", _max_wait_arg(max_wait), *_bucket_args(buckets)]
         step = asyncio.ensure_future(self._eval_async(key, args))
         try:
@@ -161,6 +166,7 @@ class RedisTokenBuckets:
 
     async def peek_async(self, key: str, buckets: Sequence[Bucket]) -> float:
         """Return the seconds until *key* would be admitted, without blocking."""
+        asyncio_only(_STORAGE)
         reply = await self._eval_async(key, ["peek", "0", *_bucket_args(buckets)])
         return max(0.0, float(reply[1]))
 
@@ -172,6 +178,7 @@ class RedisTokenBuckets:
         self, key: str, buckets: Sequence[Bucket], token: object
     ) -> None:
         """Give back a reserved slot without blocking the loop."""
+        asyncio_only(_STORAGE)
         await shielded(self._eval_async(key, self._refund_args(buckets, token)))
 
     @staticmethod

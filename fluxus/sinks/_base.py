@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 
+from fluxus._aio import run_sync_in_thread
 from fluxus._dead_letter import DeadLetter
 from fluxus.exceptions import FluxusError
 
@@ -20,7 +20,7 @@ class CorruptRecordWarning(UserWarning):
 class StoringSink:
     """Base of the sinks that keep letters; subclasses do the blocking I/O.
 
-    ``aput`` runs ``put`` in a worker thread, so an fsync or a network round
+    ``aput`` runs ``put`` in a worker thread (asyncio's or trio's), so an fsync or a network round
     trip never blocks the event loop.
     """
 
@@ -30,7 +30,7 @@ class StoringSink:
 
     async def aput(self, letter: DeadLetter) -> None:
         """Store *letter* from async code, without blocking the event loop."""
-        await asyncio.to_thread(self.put, letter)
+        await run_sync_in_thread(self.put, letter)
 
     def letters(self) -> Iterable[DeadLetter]:
         """Return the stored letters, oldest first."""
