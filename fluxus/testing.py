@@ -183,8 +183,9 @@ def flaky(
     the order they reach them).
 
     The delay is a real sleep (``time.sleep``, or the running library's
-    sleep: asyncio's or trio's), also in testing mode, so that :func:`fluxus.timeout` can be exercised against
-    it; use a small *delay*, or ``slow_rate=0``, in fast suites.
+    sleep: asyncio's or trio's), also in testing mode, so that
+    :func:`fluxus.timeout` can be exercised against it; use a small
+    *delay*, or ``slow_rate=0``, in fast suites.
 
     Args:
         failure_rate: The probability, from 0 to 1, that a call fails.

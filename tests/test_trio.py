@@ -10,6 +10,7 @@ and check that the policy gave back what it took.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -77,7 +78,7 @@ class Lib:
             await task
         except asyncio.CancelledError:
             return True
-        except Exception:  # noqa: BLE001 - the call ended its own way meanwhile
+        except Exception:
             return False
         return False
 
@@ -96,10 +97,8 @@ class Lib:
 
         async def runner() -> None:
             with scope:
-                try:
+                with contextlib.suppress(Exception):  # ended its own way
                     await make()
-                except Exception:  # noqa: BLE001, S110 - ended its own way
-                    pass
                 ended.append(True)
 
         async with trio.open_nursery() as nursery:
@@ -432,7 +431,7 @@ def test_the_async_stack_runs_every_policy(lib: Lib) -> None:
     calls: list[int] = []
 
     @_stack(f"trio-stack-{uuid.uuid4().hex}", sink)
-    async def work(fail: bool) -> str:  # noqa: FBT001
+    async def work(fail: bool) -> str:
         calls.append(1)
         await lib.sleep(0)
         if fail:
@@ -480,7 +479,8 @@ def test_the_async_stack_cancelled_anywhere_stays_sound(lib: Lib) -> None:
         assert fluxus.CircuitState.CLOSED == stack.policies[2].state  # type: ignore[attr-defined]
 
     cancel_everywhere(lib, work, check)
-    assert [] == [l.error for l in sink.letters()]  # a cancellation is not a dead letter
+    # A cancellation is not a dead letter.
+    assert [] == [letter.error for letter in sink.letters()]
 
 
 # -- fluxus.testing ------------------------------------------------------------

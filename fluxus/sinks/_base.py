@@ -20,8 +20,8 @@ class CorruptRecordWarning(UserWarning):
 class StoringSink:
     """Base of the sinks that keep letters; subclasses do the blocking I/O.
 
-    ``aput`` runs ``put`` in a worker thread (asyncio's or trio's), so an fsync or a network round
-    trip never blocks the event loop.
+    ``aput`` runs ``put`` in a worker thread (asyncio's or trio's), so an
+    fsync or a network round trip never blocks the event loop.
     """
 
     def put(self, letter: DeadLetter) -> None:
