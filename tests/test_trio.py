@@ -287,7 +287,41 @@ def test_retry_cancelled_in_its_backoff_sleep(lib: Lib) -> None:
     cancel_everywhere(lib, work, check)
 
 
+def test_retry_block_form_under_the_running_library(lib: Lib) -> None:
+    tries: list[int] = []
+
+    async def body() -> int:
+        async for attempt in fluxus.retry(4, backoff=constant(0.001)).attempts():
+            with attempt:
+                tries.append(attempt.number)
+                await lib.sleep(0)
+                if attempt.number < 3:
+                    raise Boom
+        return len(tries)
+
+    assert 3 == lib.run(body)
+    assert [1, 2, 3] == tries
+
+
 # -- rate limit ----------------------------------------------------------------
+
+
+def test_testing_mode_makes_the_waits_instant(lib: Lib) -> None:
+    limiter = fluxus.rate_limit(
+        1, burst=1, timeout=60, name=f"trio-instant-{uuid.uuid4().hex}"
+    )
+
+    @limiter
+    @fluxus.retry(3, backoff=constant(60))
+    async def work() -> str:
+        await lib.sleep(0)
+        return "ok"
+
+    async def body() -> list[str]:
+        return [await work() for _ in range(3)]  # waits of 1 s and 2 s: none
+
+    with fluxus.testing.testing():
+        assert ["ok"] * 3 == lib.run(body)
 
 
 def test_rate_limit_waits_with_the_running_library(lib: Lib) -> None:
