@@ -92,8 +92,12 @@ def measure(library: str, rounds: int, calls: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def _child(tree: str, rounds: int, calls: int) -> dict[str, float]:
+def _child(
+    tree: str, rounds: int, calls: int, *, with_trio: bool = False
+) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": tree}
+    if with_trio:
+        env["FLUXUS_BENCH_IMPORT_TRIO"] = "1"
     out = subprocess.run(  # noqa: S603 - our own script
         [
             sys.executable,
@@ -116,20 +120,33 @@ def _child(tree: str, rounds: int, calls: int) -> dict[str, float]:
 def compare(base: str, rounds: int, calls: int, repeats: int) -> list[str]:
     """Alternate child processes of *base* and of this tree; median of medians."""
     here = str(HERE.parent.parent)
-    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": [], "+trio": []}
+    children = [
+        ("before", base, False),
+        ("after", here, False),
+        ("+trio", here, True),
+    ]
     for _ in range(repeats):
-        for label, tree in (("before", base), ("after", here)):
-            runs[label].append(_child(tree, rounds, calls))
+        random.shuffle(children)
+        for label, tree, with_trio in children:
+            runs[label].append(_child(tree, rounds, calls, with_trio=with_trio))
     lines = [
-        "asyncio happy path, before (--compare-with) vs after (this tree)",
-        f"  {'contender':<18}{'before':>12}{'after':>12}{'after/before':>14}",
+        "asyncio happy path: before (--compare-with), after (this tree), and",
+        "after with trio imported in the process (+trio); medians of child runs",
+        (
+            f"  {'contender':<18}{'before':>12}{'after':>12}{'+trio':>12}"
+            f"{'after/before':>14}{'+trio/before':>14}"
+        ),
     ]
     for name in runs["after"][0]:
-        before = statistics.median(run[name] for run in runs["before"])
-        after = statistics.median(run[name] for run in runs["after"])
+        before, after, with_trio = (
+            statistics.median(run[name] for run in runs[label])
+            for label in ("before", "after", "+trio")
+        )
         lines.append(
             f"  {name:<18}{before * 1e6:>10.3f}us{after * 1e6:>10.3f}us"
-            f"{after / before:>14.3f}"
+            f"{with_trio * 1e6:>10.3f}us{after / before:>14.3f}"
+            f"{with_trio / before:>14.3f}"
         )
     return lines
 
@@ -144,6 +161,8 @@ def main() -> int:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     if args.child:
+        if os.environ.get("FLUXUS_BENCH_IMPORT_TRIO"):
+            import trio  # noqa: F401, PLC0415 - the asyncio path with trio imported
         print(json.dumps(measure("asyncio", args.rounds, args.calls)))
         return 0
     libraries = {

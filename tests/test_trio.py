@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -308,20 +309,27 @@ def test_retry_block_form_under_the_running_library(lib: Lib) -> None:
 
 def test_testing_mode_makes_the_waits_instant(lib: Lib) -> None:
     limiter = fluxus.rate_limit(
-        1, burst=1, timeout=60, name=f"trio-instant-{uuid.uuid4().hex}"
+        0.1, burst=1, timeout=60, name=f"trio-instant-{uuid.uuid4().hex}"
     )
+    tries: list[int] = []
 
     @limiter
     @fluxus.retry(3, backoff=constant(60))
     async def work() -> str:
+        tries.append(1)
         await lib.sleep(0)
+        if len(tries) == 1:
+            raise Boom
         return "ok"
 
     async def body() -> list[str]:
-        return [await work() for _ in range(3)]  # waits of 1 s and 2 s: none
+        # Real waits would be 60 s (backoff), then 10 s and 20 s (limiter).
+        return [await work() for _ in range(3)]
 
+    start = time.monotonic()
     with fluxus.testing.testing():
         assert ["ok"] * 3 == lib.run(body)
+    assert time.monotonic() - start < 8
 
 
 def test_rate_limit_waits_with_the_running_library(lib: Lib) -> None:
