@@ -5,9 +5,11 @@ whole stack) many times; rounds are interleaved and shuffled, medians
 reported, per library. The asyncio figures are the ones that must not move
 when trio support changes; the trio figures are shown beside them.
 
-``--compare-with PATH`` also runs the asyncio half from another checkout
-(e.g. ``git worktree add ../base main``) in alternating child processes,
-so before and after are measured side by side on the same machine.
+``--compare-with PATH`` also times, in this process and interleaved, the
+async timeout and the stack built with the timeout drivers of another
+checkout (e.g. ``git worktree add ../base main``): the only async happy
+paths that trio support touches. It does so before trio is imported and
+again after (the asyncio path of a program that also uses trio).
 
     python benchmarks/bench_trio.py [--rounds 15] [--calls 3000]
     python benchmarks/bench_trio.py --compare-with ../base
@@ -17,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
+import importlib.util
 import random
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import fluxus
+from fluxus._timeout import _policy
 from fluxus.backoff import constant
-
-HERE = Path(__file__).resolve()
 
 
 async def awork(x: int = 1) -> int:
@@ -92,62 +91,67 @@ def measure(library: str, rounds: int, calls: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def _child(
-    tree: str, rounds: int, calls: int, *, with_trio: bool = False
-) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": tree}
-    if with_trio:
-        env["FLUXUS_BENCH_IMPORT_TRIO"] = "1"
-    out = subprocess.run(  # noqa: S603 - our own script
-        [
-            sys.executable,
-            str(HERE),
-            "--child",
-            "--rounds",
-            str(rounds),
-            "--calls",
-            str(calls),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=tree,
-    ).stdout
-    return json.loads(out.splitlines()[-1])
+def _load_before(base: str) -> Any:
+    """Load *base*'s async timeout drivers beside this tree's, as a module."""
+    path = Path(base) / "fluxus" / "_timeout" / "_strategies.py"
+    spec = importlib.util.spec_from_file_location(
+        "fluxus._timeout._strategies_before", path
+    )
+    assert spec is not None  # noqa: S101
+    assert spec.loader is not None  # noqa: S101
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def compare(base: str, rounds: int, calls: int, repeats: int) -> list[str]:
-    """Alternate child processes of *base* and of this tree; median of medians."""
-    here = str(HERE.parent.parent)
-    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": [], "+trio": []}
-    children = [
-        ("before", base, False),
-        ("after", here, False),
-        ("+trio", here, True),
-    ]
-    for _ in range(repeats):
-        random.shuffle(children)
-        for label, tree, with_trio in children:
-            runs[label].append(_child(tree, rounds, calls, with_trio=with_trio))
+def before_after(base: str) -> dict[str, Callable[[], Awaitable[object]]]:
+    """Return the timeout and the stack built with *base*'s drivers and ours.
+
+    The async happy path of the other policies has no line changed by trio
+    support, so only these two are compared; the drivers of *base* run in
+    this process, interleaved with ours.
+    """
+    before = _load_before(base)
+    ours = _policy._strategies  # noqa: SLF001
+    built: dict[str, Callable[[], Awaitable[object]]] = {}
+    for label, module in (("before", before), ("after", ours)):
+        _policy._strategies = module  # noqa: SLF001
+        try:
+            funcs = contenders()
+        finally:
+            _policy._strategies = ours  # noqa: SLF001
+        built[f"timeout {label}"] = funcs["timeout"]
+        built[f"stack {label}"] = funcs["stack"]
+    return built
+
+
+def compare(base: str, rounds: int, calls: int) -> list[str]:
+    """Time *base*'s and our asyncio happy path in this process, side by side."""
+    funcs = before_after(base)
     lines = [
-        "asyncio happy path: before (--compare-with), after (this tree), and",
-        "after with trio imported in the process (+trio); medians of child runs",
-        (
-            f"  {'contender':<18}{'before':>12}{'after':>12}{'+trio':>12}"
-            f"{'after/before':>14}{'+trio/before':>14}"
-        ),
+        "asyncio happy path, before (--compare-with) and after, one process",
+        f"  {'contender':<18}{'before':>12}{'after':>12}{'after/before':>14}",
     ]
-    for name in runs["after"][0]:
-        before, after, with_trio = (
-            statistics.median(run[name] for run in runs[label])
-            for label in ("before", "after", "+trio")
-        )
-        lines.append(
-            f"  {name:<18}{before * 1e6:>10.3f}us{after * 1e6:>10.3f}us"
-            f"{with_trio * 1e6:>10.3f}us{after / before:>14.3f}"
-            f"{with_trio / before:>14.3f}"
-        )
+    for label, phase in (("", False), (" +trio", True)):
+        if phase:
+            import trio  # noqa: F401, PLC0415 - the asyncio path with trio imported
+        samples: dict[str, list[float]] = {name: [] for name in funcs}
+
+        async def all_rounds(samples: dict[str, list[float]] = samples) -> None:
+            names = list(funcs)
+            for _ in range(rounds):
+                random.shuffle(names)
+                for name in names:
+                    samples[name].append(await _timed(calls, funcs[name])())
+
+        asyncio.run(all_rounds())
+        for kind in ("timeout", "stack"):
+            before = statistics.median(samples[f"{kind} before"])
+            after = statistics.median(samples[f"{kind} after"])
+            lines.append(
+                f"  {kind + label:<18}{before * 1e6:>10.3f}us{after * 1e6:>10.3f}us"
+                f"{after / before:>14.3f}"
+            )
     return lines
 
 
@@ -156,15 +160,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=3_000)
     parser.add_argument("--compare-with", default=None)
-    parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    if args.child:
-        if os.environ.get("FLUXUS_BENCH_IMPORT_TRIO"):
-            import trio  # noqa: F401, PLC0415 - the asyncio path with trio imported
-        print(json.dumps(measure("asyncio", args.rounds, args.calls)))
-        return 0
+    before: list[str] = []
+    if args.compare_with:
+        before = compare(args.compare_with, args.rounds, args.calls)
     libraries = {
         library: measure(library, args.rounds, args.calls)
         for library in ("asyncio", "trio")
@@ -177,8 +177,7 @@ def main() -> int:
         f"  {name:<18}{seconds * 1e6:>10.3f}us{libraries['trio'][name] * 1e6:>10.3f}us"
         for name, seconds in libraries["asyncio"].items()
     )
-    if args.compare_with:
-        lines += compare(args.compare_with, args.rounds, args.calls, args.repeats)
+    lines += before
     print("\n".join(lines))
     return 0
 

@@ -1,11 +1,12 @@
 """The async primitives of fluxus, for asyncio and trio alike.
 
 Every async policy reaches the event loop through this module only: it
-finds the library running the caller (:func:`current_library`) and uses
+finds the library running the caller (:func:`running_trio`,
+:func:`current_library`) and uses
 that library's sleeps, cancellation and worker threads. trio is optional
 (``pip install 'fluxus[trio]'``); while it is not even imported, the
 library is asyncio without asking anything else, so the asyncio path pays
-one dictionary lookup.
+one dictionary lookup (and, once trio is imported, one attribute read).
 
 The storage helpers :func:`in_background` and :func:`shielded` are asyncio
 only: they serve the Redis storages, whose asyncio client does not run
@@ -27,6 +28,27 @@ _FINISHING: set[asyncio.Future[Any]] = set()
 
 _modules = sys.modules
 
+#: sniffio's per-thread marker, which trio sets while it runs (also as a
+#: guest on another loop); read once trio has been imported.
+_marker: Any = None
+
+
+def running_trio() -> bool:
+    """Return whether trio runs the caller; cheap on the asyncio path.
+
+    While trio has not been imported this is one dictionary lookup; once
+    it has, one attribute read of sniffio's thread-local marker.
+    """
+    global _marker  # noqa: PLW0603 - a cache filled once
+    if "trio" not in _modules:
+        return False
+    marker = _marker
+    if marker is None:
+        import sniffio  # noqa: PLC0415 - installed with trio
+
+        marker = _marker = sniffio.thread_local
+    return marker.name == "trio"
+
 
 def current_library() -> str:
     """Return the name of the async library running the caller.
@@ -44,7 +66,7 @@ def current_library() -> str:
 
 async def sleep(seconds: float) -> None:
     """Sleep *seconds* with the running library's sleep (cancellable)."""
-    if "trio" in _modules and current_library() == "trio":
+    if running_trio():
         import trio  # noqa: PLC0415 - optional
 
         await trio.sleep(seconds)
@@ -60,7 +82,7 @@ async def run_sync_in_thread(func: Callable[..., T], *args: Any) -> T:
     of the caller's context and is not abandoned when the caller is
     cancelled: the cancellation arrives once the call has ended.
     """
-    if "trio" in _modules and current_library() == "trio":
+    if running_trio():
         import trio  # noqa: PLC0415 - optional
 
         return await trio.to_thread.run_sync(func, *args)
@@ -69,20 +91,28 @@ async def run_sync_in_thread(func: Callable[..., T], *args: Any) -> T:
 
 async def run_trio_within(
     seconds: float, func: Callable[..., Awaitable[T]], args: Any, kwargs: Any
-) -> tuple[bool, T | None]:
+) -> tuple[BaseException | None, T | None]:
     """Await ``func(*args, **kwargs)`` under trio, cancelled after *seconds*.
 
     Returns:
-        ``(False, result)`` when the call ended in time, ``(True, None)``
-        when the deadline cancelled it (a :func:`trio.move_on_after` scope:
-        a cancellation from further out is not taken for the deadline).
+        ``(None, result)`` when the call ended in time, ``(cancelled,
+        None)`` when the deadline cancelled it, with trio's ``Cancelled``
+        that ended it (a :func:`trio.move_on_after` scope: a cancellation
+        from further out is not taken for the deadline and propagates).
     """
     import trio  # noqa: PLC0415 - only ever called under trio
 
-    with trio.move_on_after(seconds):
-        return False, await func(*args, **kwargs)
-    # Only the scope's own cancellation ends the block without a return.
-    return True, None
+    cancelled: BaseException | None = None
+    with trio.move_on_after(seconds) as scope:
+        try:
+            return None, await func(*args, **kwargs)
+        except trio.Cancelled as exc:
+            cancelled = exc
+            raise
+    try:
+        return (cancelled if scope.cancelled_caught else None), None
+    finally:
+        del cancelled
 
 
 def asyncio_only(storage: str) -> None:

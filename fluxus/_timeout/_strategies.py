@@ -27,7 +27,7 @@ from contextvars import copy_context
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from fluxus._aio import current_library, run_trio_within
+from fluxus._aio import run_trio_within, running_trio
 from fluxus._core import Policy, qualified_name
 from fluxus._deadline import DEADLINE, monotonic
 from fluxus.instrumentation._observe import WATCH, observe_async, observe_sync, outside
@@ -227,7 +227,7 @@ def cancelling(
         if WATCH.observers and outside(timeout_wrapper):
             return await observe_async(policy, function, timeout_wrapper, args, kwargs)
         next(calls)
-        if "trio" in modules and current_library() == "trio":
+        if "trio" in modules and running_trio():
             return await trio_wrapper(args, kwargs)
         now = monotonic()
         deadline = now + seconds
@@ -253,11 +253,13 @@ def cancelling(
         deadline = start(now, function, "trio")
         token = DEADLINE.set(deadline)
         try:
-            expired, result = await run_trio_within(deadline - now, func, args, kwargs)
+            cancelled, result = await run_trio_within(
+                deadline - now, func, args, kwargs
+            )
         finally:
             DEADLINE.reset(token)
-        if expired:
-            late(function, "trio", now, deadline, None)
+        if cancelled is not None:
+            late(function, "trio", now, deadline, cancelled)
         return result
 
     return timeout_wrapper
