@@ -47,6 +47,9 @@ class Mode:
 
         name = getattr(body, "__name__", type(body).__name__)
         async_body.__name__ = async_body.__qualname__ = name
+        if self.is_trio:
+            # A name of its own: policies without name= share budgets by it.
+            async_body.__qualname__ = f"trio_{name}"
         return async_body
 
     async def checkpoint(self) -> None:
