@@ -47,7 +47,7 @@ def running_trio() -> bool:
         import sniffio  # noqa: PLC0415 - installed with trio
 
         marker = _marker = sniffio.thread_local
-    return marker.name == "trio"
+    return bool(marker.name == "trio")
 
 
 def current_library() -> str:
