@@ -46,7 +46,11 @@ orders = fluxus.stack(
     fluxus.timeout(2.0),
     fluxus.circuit_breaker(failure_threshold=5, reset_timeout=30.0, name="orders"),
     fluxus.rate_limit("20/minute", key=client_ip, name="orders"),
-    fluxus.dead_letter(fluxus.sinks.JsonlFile("orders-dead-letters.jsonl")),
+    # A client refused with 429/503 is told to come back: keep real failures only.
+    fluxus.dead_letter(
+        fluxus.sinks.JsonlFile("orders-dead-letters.jsonl"),
+        should_dlq=lambda e: not fluxus.is_rejection(e),
+    ),
 )
 
 

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import fluxus
 
@@ -47,7 +48,7 @@ class InventoryClient:
         """Reserve *count* items of *sku*."""
         return bool(self._get(f"/reserve/{sku}?count={count}")["ok"])
 
-    def _get(self, path: str) -> dict[str, object]:
+    def _get(self, path: str) -> dict[str, Any]:
         # Private: called inside the protected methods, not protected twice.
         left = fluxus.remaining() or 2.0
         url = self._base_url + path

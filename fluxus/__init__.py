@@ -3,8 +3,9 @@
 fluxus protects sync and ``async def`` code with policies: :func:`retry`
 (over tenacity), :func:`timeout` (asyncio or trio cancellation, worker
 threads or signals), :func:`circuit_breaker` (over pybreaker), :func:`rate_limit` (over
-limits) and :func:`dead_letter` (durable sinks), applied in the recommended
-order by :func:`stack`.
+limits), :func:`bulkhead` (concurrency), :func:`hedge` (backup calls),
+:func:`fallback` and :func:`dead_letter` (durable sinks), applied in the
+recommended order by :func:`stack`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from __future__ import annotations
 from . import backoff, instrumentation, sinks, testing
 from ._breaker import CircuitBreaker, CircuitRedisStorage, CircuitState, circuit_breaker
 from ._budget import RetryBudget
+from ._bulkhead import Bulkhead, bulkhead
 from ._core import layers
 from ._dead_letter import DeadLetter, DeadLetterQueue, dead_letter
 from ._deadline import remaining
+from ._fallback import Fallback, fallback
+from ._hedge import Hedge, hedge
 from ._rate_limit import RateLimiter, rate_limit
 from ._replay import ReplayResult, replay, replay_async
 from ._retry import Retry, retry
@@ -34,6 +38,7 @@ from .exceptions import (
 )
 
 __all__ = [
+    "Bulkhead",
     "BulkheadFull",
     "CircuitBreaker",
     "CircuitOpenError",
@@ -42,7 +47,9 @@ __all__ = [
     "DeadLetter",
     "DeadLetterQueue",
     "DeadlineExceeded",
+    "Fallback",
     "FluxusError",
+    "Hedge",
     "LayeringWarning",
     "RateLimitExceeded",
     "RateLimiter",
@@ -55,8 +62,11 @@ __all__ = [
     "TransactionWarning",
     "__version__",
     "backoff",
+    "bulkhead",
     "circuit_breaker",
     "dead_letter",
+    "fallback",
+    "hedge",
     "instrumentation",
     "is_rejection",
     "layers",

@@ -79,8 +79,9 @@ async def run_sync_in_thread(func: Callable[..., T], *args: Any) -> T:
 
     With asyncio this is :func:`asyncio.to_thread`; with trio
     :func:`trio.to_thread.run_sync`. Either way the call runs with a copy
-    of the caller's context and is not abandoned when the caller is
-    cancelled: the cancellation arrives once the call has ended.
+    of the caller's context and runs to its end when the caller is
+    cancelled (asyncio's caller stops waiting at once; trio's cancellation
+    arrives once the call has ended).
     """
     if running_trio():
         import trio  # noqa: PLC0415 - optional

@@ -37,8 +37,8 @@ class RetryBudget:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.ratio = _non_negative(ratio, "ratio")
-        self.min_per_second = _non_negative(min_per_second, "min_per_second")
+        self.ratio: float = _non_negative(ratio, "ratio")
+        self.min_per_second: float = _non_negative(min_per_second, "min_per_second")
         if not callable(clock):
             msg = f"clock must be a callable returning seconds, got {clock!r}"
             raise TypeError(msg)

@@ -36,7 +36,22 @@ C = TypeVar("C", bound=type)
 S = TypeVar("S")
 
 #: Layer ranks, innermost first: the order :func:`fluxus.stack` applies.
-RETRY, TIMEOUT, CIRCUIT_BREAKER, RATE_LIMIT, DEAD_LETTER = range(5)
+(
+    HEDGE,
+    RETRY,
+    TIMEOUT,
+    CIRCUIT_BREAKER,
+    BULKHEAD,
+    RATE_LIMIT,
+    DEAD_LETTER,
+    FALLBACK,
+) = range(8)
+
+#: The recommended order, outermost first, as the warnings spell it.
+RECOMMENDED_ORDER = (
+    "fallback, dead_letter, rate_limit, bulkhead, circuit_breaker, timeout, "
+    "retry, hedge"
+)
 
 _LAYERS_ATTR = "__fluxus_layers__"
 
@@ -255,8 +270,7 @@ def _warn_layering(outer: Policy, inner: Policy, target: object) -> None:
     msg = (
         f"fluxus.{outer._kind} is applied outside fluxus.{inner._kind} on "  # noqa: SLF001
         f"{qualified_name(target)}; the recommended order, outermost first, is "
-        "dead_letter, rate_limit, circuit_breaker, timeout, retry "
-        "(fluxus.stack applies it)"
+        f"{RECOMMENDED_ORDER} (fluxus.stack applies it)"
     )
     warnings.warn(msg, LayeringWarning, stacklevel=_stacklevel_outside_fluxus())
 

@@ -38,7 +38,8 @@ class DeadLetter:
     Attributes:
         id: A unique id (32 hex digits).
         function: ``module.qualname`` of the function that failed.
-        args: The positional arguments (redacted names masked).
+        args: The positional arguments (redacted names masked); for a
+            method, those after ``self`` or ``cls``.
         kwargs: The keyword arguments (redacted names masked).
         error: The exception; ``None`` once the letter went through storage.
         error_type: ``module.qualname`` of the exception's class.
@@ -47,7 +48,8 @@ class DeadLetter:
         failed_at: When the call failed (timezone-aware, UTC).
         placeholders: The arguments not kept as given (``args[1]``,
             ``kwargs['token']``): redacted, or stored as their ``repr``
-            because they could not be serialized. Replay skips such letters.
+            because they could not be serialized. Replay skips such letters
+            unless its ``fill`` gives the missing values.
     """
 
     id: str
@@ -82,7 +84,10 @@ class Sink(Protocol):
         """Store *letter*; it is durable when this returns."""
 
     def letters(self) -> Iterable[DeadLetter]:
-        """Return the stored letters, oldest first."""
+        """Return the stored letters, oldest first.
+
+        The sinks of :mod:`fluxus.sinks` stream them and take ``limit=``.
+        """
 
     def remove(self, letter_id: str) -> object:
         """Remove the letter with id *letter_id*, if it is stored."""
@@ -91,31 +96,60 @@ class Sink(Protocol):
 Handler = Callable[[DeadLetter], object]
 
 
-class _Redaction:
-    """Which arguments of one function are masked, by position and by name.
+def _is_method(func: Callable[..., Any], parameters: list[inspect.Parameter]) -> bool:
+    """Whether *func* is defined in a class body and takes ``self`` or ``cls``."""
+    owner, _, _ = getattr(func, "__qualname__", "").rpartition(".")
+    return (
+        bool(owner)
+        and not owner.endswith("<locals>")
+        and bool(parameters)
+        and parameters[0].name in ("self", "cls")
+        and parameters[0].kind
+        in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    )
 
-    When a name to mask could hide in ``*args`` (or the function has no
-    signature to tell), every positional argument from there on is masked:
-    a letter that cannot be replayed is better than a leaked secret.
+
+class _Redaction:
+    """What a letter keeps of one function's arguments.
+
+    A method's ``self`` or ``cls`` is dropped (replay takes a bound method),
+    and the arguments named in ``redact`` are masked, by position and by
+    name. Built when the decorator is applied, so that a name the function
+    cannot take is an error there and then.
     """
 
-    __slots__ = ("from_index", "names", "positions")
+    __slots__ = ("from_index", "names", "positions", "skip")
 
-    def __init__(self, func: Callable[..., Any], names: frozenset[str]) -> None:
+    def __init__(
+        self, func: Callable[..., Any], names: frozenset[str], function: str
+    ) -> None:
         self.names = names
         self.positions: list[int] = []
         self.from_index: int | None = None
+        self.skip = 0
         try:
             parameters = list(inspect.signature(func).parameters.values())
         except (TypeError, ValueError):  # builtins without a signature
-            self.from_index = 0
+            self.from_index = 0 if names else None
             return
+        self.skip = int(_is_method(func, parameters))
         kind = inspect.Parameter
-        named = {p.name for p in parameters if p.kind is not kind.VAR_POSITIONAL}
-        for index, parameter in enumerate(parameters):
-            if parameter.kind is kind.VAR_POSITIONAL:
-                if names - named:
-                    self.from_index = index
+        named = {
+            p.name
+            for p in parameters[self.skip :]
+            if p.kind not in (kind.VAR_POSITIONAL, kind.VAR_KEYWORD)
+        }
+        unknown = names - named
+        if unknown and not any(p.kind is kind.VAR_KEYWORD for p in parameters):
+            msg = (
+                f"redact names {sorted(unknown)!r}, which {function} does not "
+                f"take (its parameters: {sorted(named)!r})"
+            )
+            raise ValueError(msg)
+        for index, parameter in enumerate(parameters[self.skip :]):
+            if parameter.kind is kind.VAR_POSITIONAL and unknown:
+                # A name no parameter has may reach a callee through *args.
+                self.from_index = index
                 break
             if parameter.kind not in (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD):
                 break
@@ -125,9 +159,9 @@ class _Redaction:
     def apply(
         self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any], tuple[str, ...]]:
-        """Return *args* and *kwargs* masked, and the places that were masked."""
+        """Return *args* and *kwargs* as kept, and the places that were masked."""
         masked: list[str] = []
-        new_args = list(args)
+        new_args = list(args[self.skip :])
         masked_indexes = [i for i in self.positions if i < len(new_args)]
         if self.from_index is not None:
             masked_indexes.extend(range(self.from_index, len(new_args)))
@@ -205,7 +239,7 @@ class DeadLetterQueue(Policy):
         self.handler = handler
         self.reraise = reraise
         self.default = default
-        self.redact = _to_names(redact)
+        self.redact: frozenset[str] = _to_names(redact)
         self._should_dlq = should_dlq
         self._on_handler_error = on_handler_error
         self._async_handler = self._aput is None and inspect.iscoroutinefunction(
@@ -258,13 +292,13 @@ class DeadLetterQueue(Policy):
         )
 
     def _record_handler_failure(
-        self, function: str, letter_id: str, failure: Exception
+        self, function: str, letter_id: str | None, failure: Exception
     ) -> None:
         emit(
             DeadLetterHandlerFailed(
                 policy=self.name,
                 function=function,
-                letter_id=letter_id,
+                letter_id=letter_id or "",
                 error_type=type_name(type(failure)),
                 error_message=_message(failure),
             )
@@ -278,6 +312,23 @@ class DeadLetterQueue(Policy):
                     self._on_handler_error,
                 )
 
+    def _prepare(
+        self,
+        function: str,
+        redaction: _Redaction | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        exc: Exception,
+    ) -> DeadLetter | None:
+        """Decide and build: the letter for *exc*, or ``None`` if it is not kept.
+
+        The one step both drivers share; only the delivery differs.
+        """
+        next(self._counters.failures)
+        if not self._accepts(exc):
+            return None
+        return self._letter(function, redaction, args, kwargs, exc)
+
     def _capture_sync(
         self,
         function: str,
@@ -287,16 +338,16 @@ class DeadLetterQueue(Policy):
         exc: Exception,
     ) -> bool:
         """Deliver the letter for *exc*; return whether the handler took it."""
-        next(self._counters.failures)
-        letter_id = ""
+        letter = None
         try:
-            if not self._accepts(exc):
+            letter = self._prepare(function, redaction, args, kwargs, exc)
+            if letter is None:
                 return False
-            letter = self._letter(function, redaction, args, kwargs, exc)
-            letter_id = letter.id
             self._put(letter)
         except Exception as failure:  # noqa: BLE001 - reported, never raised
-            self._record_handler_failure(function, letter_id, failure)
+            self._record_handler_failure(
+                function, letter.id if letter else None, failure
+            )
             return False
         self._record_delivered(letter, exc)
         return True
@@ -310,27 +361,32 @@ class DeadLetterQueue(Policy):
         exc: Exception,
     ) -> bool:
         """Deliver the letter for *exc* without blocking the event loop."""
-        next(self._counters.failures)
-        letter_id = ""
+        letter = None
         try:
-            if not self._accepts(exc):
+            letter = self._prepare(function, redaction, args, kwargs, exc)
+            if letter is None:
                 return False
-            letter = self._letter(function, redaction, args, kwargs, exc)
-            letter_id = letter.id
-            if self._aput is not None:
-                await self._aput(letter)
-            else:
-                result = self._put(letter)
-                if inspect.isawaitable(result):
-                    await result
+            result = (self._aput or self._put)(letter)
+            if inspect.isawaitable(result):
+                await result
         except Exception as failure:  # noqa: BLE001 - reported, never raised
-            self._record_handler_failure(function, letter_id, failure)
+            self._record_handler_failure(
+                function, letter.id if letter else None, failure
+            )
             return False
         self._record_delivered(letter, exc)
         return True
 
     def _redaction(self, func: Callable[..., Any]) -> _Redaction | None:
-        return _Redaction(func, self.redact) if self.redact else None
+        """Return what letters of *func* keep, or ``None`` to keep every argument.
+
+        Raises:
+            ValueError: If ``redact`` names a parameter *func* does not take.
+        """
+        redaction = _Redaction(func, self.redact, qualified_name(func))
+        if redaction.skip or redaction.names:
+            return redaction
+        return None
 
     def _require_sync_handler(self, func: Callable[..., Any]) -> None:
         if self._async_handler:
@@ -466,6 +522,8 @@ def dead_letter(
         default: What the call returns when ``reraise`` is ``False``.
         redact: Names of arguments to mask (``"password"``, ``"token"``),
             given by keyword or by position, before the handler sees them.
+            Give the values back when replaying with ``fluxus.replay(...,
+            fill={"token": ...})``.
         name: The name in events; by default the first decorated function's.
 
     Returns:
@@ -473,6 +531,13 @@ def dead_letter(
 
     Raises:
         TypeError: If a parameter has the wrong type.
+        ValueError: When the policy decorates a function: if ``redact``
+            names a parameter the function does not take (and it takes no
+            ``**kwargs``).
+
+    For a method, ``letter.args`` holds the arguments after ``self`` (or
+    ``cls``); replay it with the bound method,
+    ``fluxus.replay(sink, client.get_quote)``.
 
     ``BaseException``\\ s that are not ``Exception``\\ s (cancellation,
     ``KeyboardInterrupt``) are never kept. If the handler fails, the call's

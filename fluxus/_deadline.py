@@ -6,13 +6,20 @@ and rate-limit waits go through :func:`wait_sync` and :func:`wait_async`,
 which are instant in testing mode and never last past the deadline, so a
 wait inside a call that a thread timeout has abandoned ends when its caller
 walked away.
+
+A call abandoned by a thread timeout keeps running in its worker thread,
+and keeps what it holds: :data:`HELD` lists the bulkhead slots the current
+call holds, and the thread timeout asks each of them to stay taken until the
+abandoned work really returns (:func:`keep_held`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
+from typing import Protocol
 
 from ._aio import sleep
 from ._config import CONFIG
@@ -20,6 +27,27 @@ from ._config import CONFIG
 DEADLINE: ContextVar[float | None] = ContextVar("fluxus_deadline", default=None)
 
 monotonic = time.monotonic
+
+
+class Held(Protocol):
+    """Something the current call holds (a bulkhead slot)."""
+
+    def keep(self) -> Callable[[], None]:
+        """Stay held past the caller; return what gives it back later."""
+
+
+#: What the current call holds, innermost last.
+HELD: ContextVar[tuple[Held, ...]] = ContextVar("fluxus_held", default=())
+
+
+def keep_held() -> tuple[Callable[[], None], ...]:
+    """Keep what the current call holds for work about to be abandoned.
+
+    Returns:
+        The callables that give each thing back; call them once the
+        abandoned work has returned.
+    """
+    return tuple(held.keep() for held in HELD.get())
 
 
 def remaining() -> float | None:

@@ -2,12 +2,16 @@
 
 The service listens on a free port of 127.0.0.1 and goes through phases: it
 is healthy, then slow, then down, then throttling, then healthy again. A
-client calls it from two threads through one full ``fluxus.stack`` and the
-demo prints, live, what each layer does, then a summary.
+client calls it from two threads through one full ``fluxus.stack``, and an
+``asyncio`` client through the same policies plus a hedge; the demo prints,
+live, what each layer does, then a summary, and the command that replays the
+calls it kept as dead letters against a healthy service
+(:func:`healthy_client`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import random
@@ -15,9 +19,10 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -49,6 +54,15 @@ SCHEDULE = (
 SLOW_SECONDS = 0.6
 ATTEMPT_TIMEOUT = 0.3
 RUSH_EVERY, RUSH_LENGTH = 50, 8
+#: What the fallback answers for a failed call: the quote of the cache.
+CACHED = 0
+#: How each refusal or failure the fallback answered is counted.
+_ANSWERED = {
+    "RateLimitExceeded": "throttled",
+    "CircuitOpenError": "refused by the open circuit",
+    "BulkheadFull": "refused by the full bulkhead",
+    "DeadlineExceeded": "out of time",
+}
 
 
 class FlakyService:
@@ -119,6 +133,51 @@ class FlakyService:
         self._thread.join(5)
 
 
+class HealthyService:
+    """A quote service on loopback that always answers at once with 200."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = json.dumps({"status": 200}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                """Keep stderr for the replay's own report."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_port}/quote"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+
+def healthy_client() -> QuoteClient:
+    """Return a client of a healthy service started for this process.
+
+    The demo's replay command reaches the method through it:
+    ``--call 'fluxus._demo:healthy_client().get_quote'``.
+    """
+    return QuoteClient(HealthyService().url)
+
+
+#: What the demo prints for replaying its letters.
+REPLAY_CALL = "fluxus._demo:healthy_client().get_quote"
+
+_REJECTIONS = frozenset(
+    f"fluxus.exceptions.{name}"
+    for name in (
+        "CircuitOpenError",
+        "RateLimitExceeded",
+        "BulkheadFull",
+        "ThreadsExhausted",
+    )
+)
+
+
 def _worth_retrying(exc: Exception) -> bool:
     """Retry 5xx and 429 answers and transport errors, never other 4xx."""
     if isinstance(exc, urllib.error.HTTPError):
@@ -139,6 +198,9 @@ class Tally:
     def __call__(self, event: Event) -> None:
         with self._lock:
             self.kinds[event.kind] += 1
+            if event.kind == "fallback_used":
+                error = event.fields()["error_type"].rpartition(".")[2]
+                self.outcomes[_ANSWERED.get(error, "failed after retries")] += 1
         if event.kind == "circuit_state_changed":
             fields = event.fields()
             self.say(
@@ -162,6 +224,8 @@ class Protection:
     stack: fluxus.Stack
     breaker: fluxus.CircuitBreaker
     sink: fluxus.sinks.JsonlFile
+    bulkhead: fluxus.Bulkhead
+    hedged: fluxus.Stack
 
 
 def protection(
@@ -175,7 +239,11 @@ def protection(
         storage=redis_url,
     )
     sink = fluxus.sinks.JsonlFile(letters_path)
-    stack = fluxus.stack(
+    bulkhead = fluxus.bulkhead(2, name="demo.quotes", storage=redis_url)
+    answered = fluxus.fallback(value=CACHED)
+    policies = (
+        answered,
+        bulkhead,
         fluxus.retry(
             3,
             on=(urllib.error.URLError, TimeoutError),
@@ -193,7 +261,9 @@ def protection(
         ),
         fluxus.dead_letter(sink),
     )
-    return Protection(stack, breaker, sink)
+    # The asyncio client shares every policy, and races stragglers.
+    hedged = fluxus.stack(*policies, fluxus.hedge(0.1))
+    return Protection(fluxus.stack(*policies), breaker, sink, bulkhead, hedged)
 
 
 class QuoteClient:
@@ -217,6 +287,25 @@ class QuoteClient:
         with response:
             return int(json.load(response)["status"])
 
+    async def get_quote_async(self, request_id: int) -> int:
+        """Fetch one quote over a plain asyncio connection."""
+        parts = urllib.parse.urlsplit(self._url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(
+                f"GET {parts.path}?id={request_id} HTTP/1.1\r\nHost: {host}\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            await writer.drain()
+            status = int((await reader.readline()).split()[1])
+            await reader.read()
+        finally:
+            writer.close()
+        if status >= 400:  # noqa: PLR2004 - an HTTP error
+            raise urllib.error.HTTPError(self._url, status, "error", None, None)  # type: ignore[arg-type] # no headers to give
+        return status
+
 
 def _drive(
     get_quote: Callable[[int], int], tally: Tally, end: float, ids: Iterator[int]
@@ -228,20 +317,27 @@ def _drive(
     """
     while time.monotonic() < end:
         request_id = next(ids)
-        try:
-            get_quote(request_id)
-        except fluxus.RateLimitExceeded:
-            tally.outcome("throttled")
-        except fluxus.CircuitOpenError:
-            tally.outcome("refused by the open circuit")
-        except fluxus.DeadlineExceeded:
-            tally.outcome("out of time")
-        except (urllib.error.URLError, TimeoutError):
-            tally.outcome("failed after retries")
-        else:
+        if get_quote(request_id) != CACHED:  # the fallback counts the others
             tally.outcome("ok")
         if request_id % RUSH_EVERY >= RUSH_LENGTH:
             time.sleep(0.05)
+
+
+def _drive_async(
+    get_quote: Callable[[int], Awaitable[int]],
+    tally: Tally,
+    end: float,
+    ids: Iterator[int],
+) -> None:
+    """Call the service from an asyncio task until *end*."""
+
+    async def main() -> None:
+        while time.monotonic() < end:
+            if await get_quote(next(ids)) != CACHED:
+                tally.outcome("ok")
+            await asyncio.sleep(0.05)
+
+    asyncio.run(main())
 
 
 def run(
@@ -259,14 +355,18 @@ def run(
     where = f"Redis at {mask_password(redis_url)}" if redis_url else "memory"
 
     with FlakyService(duration, seed) as service:
-        get_quote = protect.stack(QuoteClient(service.url).get_quote)
+        client = QuoteClient(service.url)
+        get_quote = protect.stack(client.get_quote)
+        get_quote_async = protect.hedged(client.get_quote_async)
         tally = Tally(out, time.monotonic())
         print(
             f"fluxus demo: a flaky service on {service.url}, {duration:g}s, "
             f"state in {where}.\n"
-            "Client stack, outermost first: dead_letter -> rate_limit(30/s, "
-            "burst 5) -> circuit_breaker(3 failures) -> timeout(0.5s) -> "
-            "retry(3 attempts, exponential backoff)\n",
+            "Client stack, outermost first: fallback(cached quote) -> "
+            "dead_letter -> rate_limit(30/s, burst 5) -> bulkhead(2 at once) -> "
+            "circuit_breaker(3 failures) -> timeout(0.5s) -> "
+            "retry(3 attempts, exponential backoff); the asyncio client adds "
+            "hedge(0.1s) innermost\n",
             file=out,
             flush=True,
         )
@@ -280,6 +380,13 @@ def run(
             )
             for _ in range(2)
         ]
+        threads.append(
+            threading.Thread(
+                target=_drive_async,
+                args=(get_quote_async, tally, end, ids),
+                daemon=True,
+            )
+        )
         try:
             for thread in threads:
                 thread.start()
@@ -332,7 +439,10 @@ def _summary(
 ) -> None:
     kinds, outcomes = tally.kinds, tally.outcomes
     breaker = protect.breaker
-    stored = sum(1 for _ in protect.sink.letters())
+    stored = rejected = 0
+    for letter in protect.sink.letters():
+        stored += 1
+        rejected += letter.error_type in _REJECTIONS
     answers = service.answers
     rows = [
         (
@@ -361,13 +471,42 @@ def _summary(
             ),
         ),
         ("rate limit", f"{kinds['rate_limited']} calls throttled"),
+        (
+            "bulkhead",
+            (
+                f"{kinds['bulkhead_rejected']} calls refused, at most "
+                f"{protect.bulkhead.max_concurrent} ran at once"
+            ),
+        ),
+        (
+            "hedge",
+            (
+                f"{kinds['hedge_started']} backup calls raced stragglers, "
+                f"{kinds['hedge_won']} won"
+            ),
+        ),
+        (
+            "fallback",
+            f"{kinds['fallback_used']} failed calls answered with a cached quote",
+        ),
         ("dead letter", f"{stored} failed calls kept in {letters_path}"),
     ]
     print("\nSummary", file=out)
     for layer, text in rows:
         print(f"  {layer:<16} {text}", file=out)
     print(
-        f"\nInspect them with:  python -m fluxus dlq list {letters_path}",
+        f"\n{rejected} of the {stored} letters are fluxus's own rejections (the "
+        "rate limit or the open circuit refused the call): dead_letter keeps "
+        "every failure by default, so that a batch job loses nothing and can "
+        "replay them. A web view would rather pass should_dlq=lambda e: not "
+        "fluxus.is_rejection(e): its client is told to come back (429/503), "
+        "and a replay would run the work twice.",
+        file=out,
+    )
+    print(
+        f"\nInspect them with:  python -m fluxus dlq list {letters_path}\n"
+        "Replay them against a healthy service with:\n"
+        f"  python -m fluxus dlq replay {letters_path} --call '{REPLAY_CALL}'",
         file=out,
         flush=True,
     )

@@ -11,7 +11,17 @@ import itertools
 import threading
 from dataclasses import dataclass
 
-_FIELDS = ("calls", "failures", "retries", "rejections", "timeouts", "dead_letters")
+_FIELDS = (
+    "calls",
+    "failures",
+    "retries",
+    "rejections",
+    "timeouts",
+    "dead_letters",
+    "fallbacks",
+    "hedges",
+    "hedges_won",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +38,14 @@ class Stats:
             ``circuit_breaker`` the failures it counts against the circuit,
             for ``dead_letter`` every ``Exception`` it saw.
         retries: Retries ``retry`` scheduled.
-        rejections: Calls refused by an open circuit or a rate limit.
+        rejections: Calls refused by an open circuit, a rate limit or a
+            full bulkhead.
         timeouts: Calls ``timeout`` gave up on.
         dead_letters: Letters ``dead_letter`` handed to its handler.
+        fallbacks: Failed calls ``fallback`` answered with its value or
+            handler.
+        hedges: Extra calls ``hedge`` started.
+        hedges_won: Calls won by one of those extra calls.
     """
 
     calls: int = 0
@@ -39,6 +54,9 @@ class Stats:
     rejections: int = 0
     timeouts: int = 0
     dead_letters: int = 0
+    fallbacks: int = 0
+    hedges: int = 0
+    hedges_won: int = 0
 
 
 class Counters:
@@ -59,6 +77,9 @@ class Counters:
         self.rejections = itertools.count()
         self.timeouts = itertools.count()
         self.dead_letters = itertools.count()
+        self.fallbacks = itertools.count()
+        self.hedges = itertools.count()
+        self.hedges_won = itertools.count()
         self._snapshots = 0
         self._lock = threading.Lock()
 

@@ -28,6 +28,9 @@ to come back; replaying it would run the work twice).
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 __all__ = [
     "BulkheadFull",
     "CircuitOpenError",
@@ -142,21 +145,37 @@ class BulkheadFull(FluxusError):
     Attributes:
         name: The name of the bulkhead.
         max_concurrent: The bulkhead's limit on calls running at once.
+        storage: The shared storage that could not be reached (with
+            ``fail_open=False``), its password masked; ``None`` when the
+            bulkhead was simply full.
         retry_after: Always ``None``: when a slot frees depends on the calls.
     """
 
     retry_after: float | None = None
 
-    def __init__(self, name: str, max_concurrent: int) -> None:
+    def __init__(
+        self, name: str, max_concurrent: int, *, storage: str | None = None
+    ) -> None:
         self.name = name
         self.max_concurrent = max_concurrent
-        super().__init__(
-            f"bulkhead {name!r} is full: {max_concurrent} calls already run "
-            "and no waiting place was free in time"
-        )
+        self.storage = storage
+        if storage is None:
+            message = (
+                f"bulkhead {name!r} is full: {max_concurrent} calls already run "
+                "and no waiting place was free in time"
+            )
+        else:
+            message = (
+                f"bulkhead {name!r} refused the call: its storage {storage} is "
+                "unreachable (fail_open=False)"
+            )
+        super().__init__(message)
 
-    def __reduce__(self) -> tuple[type[BulkheadFull], tuple[str, int]]:
-        return (type(self), (self.name, self.max_concurrent))
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            functools.partial(type(self), storage=self.storage),
+            (self.name, self.max_concurrent),
+        )
 
 
 REJECTIONS: tuple[type[FluxusError], ...] = (
@@ -190,8 +209,9 @@ def is_rejection(exc: BaseException) -> bool:
 class LayeringWarning(UserWarning):
     """Policies were stacked by hand in an order that defeats one of them.
 
-    The recommended order, outermost first, is dead letter, rate limit,
-    circuit breaker, timeout, retry; :func:`fluxus.stack` applies it.
+    The recommended order, outermost first, is fallback, dead letter, rate
+    limit, bulkhead, circuit breaker, timeout, retry, hedge;
+    :func:`fluxus.stack` applies it.
     """
 
 

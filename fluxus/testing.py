@@ -202,6 +202,12 @@ def flaky(
         TypeError: If a parameter has the wrong type.
         ValueError: If a rate is outside 0..1 or *delay* is negative.
     """
+    if callable(failure_rate):  # @flaky without parentheses
+        msg = (
+            f"failure_rate must be a number between 0 and 1, got {failure_rate!r}: "
+            "use @fluxus.testing.flaky() with parentheses"
+        )
+        raise TypeError(msg)
     failure_rate = _rate(failure_rate, "failure_rate")
     slow_rate = _rate(slow_rate, "slow_rate")
     seconds = to_seconds(delay, "delay")

@@ -1,7 +1,7 @@
 """The figures the reliability suite reports: calls, faults, losses.
 
 Tests add to the counters; ``conftest.py`` prints them at the end of the
-run, which is how the README's "Reliability" figures are reproduced.
+run, which is how the figures of docs/reliability.rst are reproduced.
 """
 
 from __future__ import annotations

@@ -6,8 +6,10 @@ import asyncio
 import functools
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -158,6 +160,98 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _postgres_binaries() -> tuple[str, str] | None:
+    """Return the paths of ``initdb`` and ``postgres``, or None if not installed."""
+    initdb, server = shutil.which("initdb"), shutil.which("postgres")
+    if initdb and server:
+        return initdb, server
+    # Debian keeps them out of PATH.
+    for bindir in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (bindir / "initdb").exists() and (bindir / "postgres").exists():
+            return str(bindir / "initdb"), str(bindir / "postgres")
+    return None
+
+
+def _as_postgres_user() -> dict[str, Any]:
+    """PostgreSQL refuses to run as root: as root, run it as ``postgres``."""
+    if os.geteuid() != 0:
+        return {}
+    return {"user": "postgres", "group": "postgres", "extra_groups": []}
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[dict[str, Any]]:
+    """Yield the connection settings of a throwaway PostgreSQL on loopback.
+
+    A cluster is made in a temporary directory and started on a free port
+    (``fsync`` off: nothing in it needs to survive). Without the binaries
+    the test is skipped, or fails when ``FLUXUS_REQUIRE_POSTGRES=1``.
+    The settings are ``HOST``, ``PORT``, ``USER`` and ``NAME`` (database
+    ``postgres``, user ``fluxus``, trusted on loopback).
+    """
+    binaries = _postgres_binaries()
+    if binaries is None:
+        if os.environ.get("FLUXUS_REQUIRE_POSTGRES") == "1":
+            pytest.fail("FLUXUS_REQUIRE_POSTGRES=1 but PostgreSQL is not installed")
+        pytest.skip("PostgreSQL (initdb, postgres) is not installed")
+    initdb, server = binaries
+    workdir = Path(tempfile.mkdtemp(prefix="fluxus-pg-"))
+    data = workdir / "data"
+    if os.geteuid() == 0:
+        shutil.chown(workdir, "postgres")
+    init = subprocess.run(
+        [initdb, "-D", str(data), "-U", "fluxus", "--auth=trust", "-E", "UTF8"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=workdir,
+        **_as_postgres_user(),
+    )
+    if init.returncode != 0:
+        pytest.fail(f"initdb failed: {init.stderr[-2000:]}")
+    port = _free_port()
+    options = {
+        "listen_addresses": "127.0.0.1",
+        "unix_socket_directories": str(workdir),
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        "max_connections": "60",
+    }
+    proc = subprocess.Popen(
+        [server, "-D", str(data), "-p", str(port)]
+        + [arg for name, value in options.items() for arg in ("-c", f"{name}={value}")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=workdir,
+        **_as_postgres_user(),
+    )
+    ready = [
+        str(Path(initdb).resolve().with_name("pg_isready")),
+        "-q",
+        "-h",
+        "127.0.0.1",
+    ]
+    deadline = time.monotonic() + 30
+    # Accepting connections, not merely listening ("the database system is
+    # starting up" until then).
+    while subprocess.run([*ready, "-p", str(port)], check=False).returncode != 0:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail("PostgreSQL did not start")
+        time.sleep(0.05)
+    try:
+        yield {"HOST": "127.0.0.1", "PORT": str(port), "USER": "fluxus"}
+    finally:
+        proc.send_signal(signal.SIGINT)  # a "fast" shutdown: clients cut off
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a stuck server
+            proc.kill()
+            proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

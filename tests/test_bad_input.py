@@ -252,7 +252,7 @@ def _letter_line(n: int) -> str:
 
     with pytest.raises(ValueError, match=str(n)):
         fail(n)
-    return fluxus.sinks._codec.encode(sink.letters()[0])
+    return fluxus.sinks._codec.encode(next(iter(sink.letters())))
 
 
 def _dlq(*args: str) -> subprocess.CompletedProcess[str]:

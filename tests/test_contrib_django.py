@@ -1,7 +1,7 @@
 """fluxus.contrib.django through Django's Client and AsyncClient.
 
-Django is configured once, here, for this module only: it serves the URLs
-below and no other test file touches Django.
+Django is configured once per process, by ``_django_project``; this
+module's URLs are its ``ROOT_URLCONF``.
 """
 
 from __future__ import annotations
@@ -15,38 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import django
 import fluxus
 import pytest
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="fluxus-tests",
-        ALLOWED_HOSTS=["testserver"],
-        ROOT_URLCONF=__name__,
-        INSTALLED_APPS=[],
-        MIDDLEWARE=[
-            f"{__name__}.fake_auth_middleware",
-            "fluxus.contrib.django.FluxusMiddleware",
-        ],
-        TEMPLATES=[
-            {
-                "BACKEND": "django.template.backends.django.DjangoTemplates",
-                "OPTIONS": {
-                    "loaders": [
-                        (
-                            "django.template.loaders.locmem.Loader",
-                            {"429.html": "slow down {{ retry_after }}: {{ detail }}"},
-                        )
-                    ]
-                },
-            }
-        ],
-    )
-    django.setup()
+import _django_project  # noqa: F401 - configures Django first
+
+# isort: split
 
 from django.http import HttpRequest, HttpResponse
 from django.test import AsyncClient, Client, RequestFactory
@@ -570,3 +546,75 @@ def test_the_storage_setting_reaches_policies_decorated_at_import(redis_url):
     name = f"django-{RUN}"
     assert b"open" == store.hget(f"fluxus:breaker:{name}:state", "state")
     assert 1 == len(store.keys(f"*{name}/*"))
+
+
+class Hops:
+    """Counts Django's process_exception path (a thread hop in async stacks)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from django.core.handlers.base import BaseHandler
+
+        self.calls = 0
+        original = BaseHandler.process_exception_by_middleware
+
+        def counted(handler: Any, exception: Exception, request: Any) -> Any:
+            self.calls += 1
+            return original(handler, exception, request)
+
+        monkeypatch.setattr(BaseHandler, "process_exception_by_middleware", counted)
+
+
+def test_async_rejections_are_answered_without_process_exception(monkeypatch):
+    hops = Hops(monkeypatch)
+    response = get("async", "/async/limited")
+    assert response.status_code == 429
+    assert response["Retry-After"] == "2"
+    assert hops.calls == 0
+    # A sync view in the async stack runs in Django's thread: Django's path.
+    assert get("async", "/sync/limited").status_code == 429
+    assert hops.calls == 1
+    # Other errors are still Django's to answer.
+    other = get("async", "/async/other", raise_request_exception=False)
+    assert other.status_code == 500
+
+
+class ReportingMiddleware:
+    sync_capable = async_capable = True
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            from asgiref.sync import markcoroutinefunction
+
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exc: Exception) -> None:
+        return None
+
+
+def test_another_process_exception_keeps_django_s_path(monkeypatch):
+    hops = Hops(monkeypatch)
+    with override_settings(
+        MIDDLEWARE=[f"{__name__}.ReportingMiddleware", *settings.MIDDLEWARE]
+    ):
+        assert get("async", "/async/limited").status_code == 429
+    assert hops.calls == 1
+
+
+calls_of_none_view = [0]
+
+
+async def async_none(request: HttpRequest) -> None:
+    calls_of_none_view[0] += 1
+
+
+urlpatterns.append(path("none", async_none))
+
+
+def test_an_async_view_returning_none_is_called_once_and_refused():
+    response = get("async", "/none", raise_request_exception=False)
+    assert response.status_code == 500
+    assert calls_of_none_view == [1]

@@ -35,7 +35,7 @@ def test_success_passes_through_without_a_letter(mode, events):
     fn = fluxus.dead_letter(sink)(mode.make(ok))
 
     assert "ok" == mode.run(fn, 1, key="v")
-    assert [] == sink.letters()
+    assert [] == list(sink.letters())
     assert [] == events
 
 
@@ -325,10 +325,10 @@ def test_redact_one_name_as_a_string():
 
     with pytest.raises(OSError):
         call("t")
-    assert ("<redacted>",) == sink.letters()[0].args
+    assert ("<redacted>",) == next(iter(sink.letters())).args
 
 
-def test_redact_in_methods_counts_self():
+def test_redact_in_methods_leaves_self_out():
     sink = Memory()
 
     class Client:
@@ -338,8 +338,8 @@ def test_redact_in_methods_counts_self():
 
     with pytest.raises(OSError):
         Client().send("xyz", "hello")
-    letter = sink.letters()[0]
-    assert ("<redacted>", "hello") == letter.args[1:]
+    letter = next(iter(sink.letters()))
+    assert ("<redacted>", "hello") == letter.args
 
 
 def test_redact_masks_every_positional_when_the_name_may_hide_in_varargs(mode):
@@ -349,7 +349,7 @@ def test_redact_masks_every_positional_when_the_name_may_hide_in_varargs(mode):
     with pytest.raises(OSError):
         mode.run(fn, "ann", "hunter2", password="pw", other=1)
 
-    letter = sink.letters()[0]
+    letter = next(iter(sink.letters()))
     assert (("<redacted>", "<redacted>"), {"password": "<redacted>", "other": 1}) == (
         letter.args,
         letter.kwargs,
@@ -362,7 +362,7 @@ def test_redact_masks_every_positional_without_a_signature():
 
     with pytest.raises(TypeError):
         fn(5)
-    assert ("<redacted>",) == sink.letters()[0].args
+    assert ("<redacted>",) == next(iter(sink.letters())).args
 
 
 def test_redact_leaves_varargs_alone_when_the_names_are_named():
@@ -374,7 +374,7 @@ def test_redact_leaves_varargs_alone_when_the_names_are_named():
 
     with pytest.raises(OSError):
         call("t", 1, 2)
-    assert ("<redacted>", 1, 2) == sink.letters()[0].args
+    assert ("<redacted>", 1, 2) == next(iter(sink.letters())).args
 
 
 def test_keeps_signature_and_coroutine_function():
@@ -396,7 +396,7 @@ def test_broken_str_does_not_lose_the_letter(mode):
     fn = fluxus.dead_letter(sink)(mode.make(Boom(Weird())))
     with pytest.raises(Weird):
         mode.run(fn)
-    assert "Weird" in sink.letters()[0].error_message
+    assert "Weird" in next(iter(sink.letters())).error_message
 
 
 @pytest.mark.parametrize(
@@ -423,7 +423,7 @@ def test_letter_replace_and_repr_of_policy():
     fn = policy(Boom(OSError("x")))
     with pytest.raises(OSError):
         fn()
-    letter = sink.letters()[0]
+    letter = next(iter(sink.letters()))
     assert () == letter.replace(args=()).args
     assert "<fluxus.DeadLetterQueue 'orders'>" == repr(policy)
     assert "orders" == policy.name

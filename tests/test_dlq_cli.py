@@ -71,7 +71,7 @@ def test_list_show_replay_purge_in_process(store, capsys, target):
     sink, where = store
     fill(sink, "a", "b")
     fill(sink, "c", secret=True)
-    first = sink.letters()[0]
+    first = next(iter(sink.letters()))
 
     code, out, _ = cli(capsys, "list", *where)
     assert 0 == code
@@ -128,12 +128,12 @@ def test_purge_asks_first(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
     code, out, _ = cli(capsys, "purge", str(sink.path))
     assert 1 == code
-    assert "remove 1 letters from" in out
-    assert 1 == len(sink.letters())
+    assert "remove these 1 letters from" in out
+    assert 1 == len(list(sink.letters()))
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("yes\n"))
     assert 0 == cli(capsys, "purge", str(sink.path))[0]
-    assert [] == sink.letters()
+    assert [] == list(sink.letters())
 
 
 @pytest.mark.parametrize(
@@ -245,7 +245,7 @@ def test_the_command_line_through_a_real_subprocess(tmp_path):
     listed = run("list", str(path))
     assert 0 == listed.returncode
     assert "2 letters" in listed.stdout
-    shown = run("show", str(path), sink.letters()[1].id)
+    shown = run("show", str(path), list(sink.letters())[1].id)
     assert "args:         ('b',)" in shown.stdout
     replayed = run("replay", str(path), "--call", "dlq_target:ok")
     assert (0, "replayed 2, failed 0 (kept), skipped 0 (kept)\n") == (
@@ -256,7 +256,165 @@ def test_the_command_line_through_a_real_subprocess(tmp_path):
     refused = run("purge", str(path), stdin="\n")
     assert 1 == refused.returncode
     assert 0 == run("purge", str(path), "--yes").returncode
-    assert [] == sink.letters()
+    assert [] == list(sink.letters())
     missing = run("list", str(tmp_path / "nope.jsonl"))
     assert (2, "") == (missing.returncode, missing.stdout)
     assert "no dead letter store" in missing.stderr
+
+
+def test_purge_removes_only_the_letters_it_listed(store, capsys, monkeypatch):
+    sink, where = store
+    fill(sink, "a", "b")
+
+    class ArrivesWhileAsking(io.StringIO):
+        def readline(self, *args):
+            fill(sink, "late")  # stored between the listing and the answer
+            return "y\n"
+
+    monkeypatch.setattr(sys, "stdin", ArrivesWhileAsking())
+    code, out, _ = cli(capsys, "purge", *where)
+    assert 0 == code
+    assert "remove these 2 letters" in out
+    assert "removed 2 letters" in out
+    assert [("late",)] == [x.args for x in sink.letters()]
+
+
+def test_list_filters_limit_and_json(tmp_path, capsys):
+    sink = SQLite(tmp_path / "a.db")
+    fill(sink, "a", "b", "c")
+
+    @fluxus.dead_letter(sink)
+    def refund(order):
+        raise KeyError(order)
+
+    with pytest.raises(KeyError):
+        refund("r")
+    code, out, _ = cli(capsys, "list", str(sink.path), "--function", "*refund")
+    assert (0, 3) == (code, len(out.splitlines()))  # header, one row, count
+    assert "refund" in out.splitlines()[1]
+    _, out, _ = cli(capsys, "list", str(sink.path), "--error", "KeyError", "--json")
+    (line,) = out.splitlines()
+    assert ["r"] == __import__("json").loads(line)["args"]
+    _, out, _ = cli(capsys, "list", str(sink.path), "--error", "builtins.OSError")
+    assert "3 letters" in out
+    _, out, _ = cli(capsys, "list", str(sink.path), "--json", "--limit", "2")
+    assert 2 == len(out.splitlines())
+    _, out, _ = cli(capsys, "list", str(sink.path), "--error", "Nope")
+    assert out.endswith("0 letters\n")
+
+
+def test_progress_lines_without_a_terminal(tmp_path, monkeypatch):
+    from fluxus import _dlq
+
+    monkeypatch.setattr(_dlq, "PROGRESS_ABOVE", 2)
+    sink = JsonlFile(tmp_path / "a.jsonl")
+    fill(sink, "a", "b", "c")
+    out, err = io.StringIO(), io.StringIO()
+    args = main.__globals__["argparse"].Namespace(
+        sink=str(sink.path),
+        stream=None,
+        action="list",
+        json=True,
+        limit=None,
+        function=None,
+        error=None,
+    )
+    assert 0 == _dlq.run(args, out, err, io.StringIO())
+    assert 3 == len(out.getvalue().splitlines())  # stdout: the result only
+    assert err.getvalue().endswith("listing: 3/3 letters\n")
+
+
+TARGET_WITH_CLIENT = """
+import os
+
+calls = []
+
+class Client:
+    def __init__(self, base):
+        self.base = base
+
+    def get_quote(self, symbol, token=None):
+        assert token == os.environ["QUOTE_TOKEN"], token
+        calls.append((self.base, symbol))
+        with open(os.environ["CALLS_FILE"], "a") as file:
+            file.write(symbol + "\\n")
+
+def make_client():
+    return Client("https://quotes.example")
+"""
+
+
+@pytest.mark.timeout(60)
+def test_replay_a_method_with_a_factory_and_fill_through_a_subprocess(tmp_path):
+    (tmp_path / "quotes_target.py").write_text(TARGET_WITH_CLIENT)
+    path = tmp_path / "letters.db"
+    sink = SQLite(path)
+
+    class Client:
+        @fluxus.dead_letter(sink, redact=["token"])
+        def get_quote(self, symbol, token=None):
+            raise ConnectionError(f"no quote for {symbol}")
+
+    for symbol in ("ACME", "INITECH"):
+        with pytest.raises(ConnectionError):
+            Client().get_quote(symbol, token="s3cret")
+    (first, _) = sink.letters()
+    assert (("ACME",), {"token": "<redacted>"}) == (first.args, first.kwargs)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tmp_path),
+        "QUOTE_TOKEN": "s3cret",
+        "CALLS_FILE": str(tmp_path / "calls.txt"),
+    }
+
+    def run(*argv):
+        return subprocess.run(
+            [sys.executable, "-m", "fluxus", "dlq", *argv],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=30,
+            check=False,
+        )
+
+    call = ["--call", "quotes_target:make_client().get_quote"]
+    skipped = run("replay", str(path), *call)
+    assert (0, "replayed 0, failed 0 (kept), skipped 2 (kept)\n") == (
+        skipped.returncode,
+        skipped.stdout,
+    )
+    listed = run("list", str(path), "--json")
+    assert 2 == len(listed.stdout.splitlines())
+    assert "s3cret" not in listed.stdout
+    replayed = run("replay", str(path), *call, "--fill", "token=QUOTE_TOKEN")
+    assert (0, "replayed 2, failed 0 (kept), skipped 0 (kept)\n") == (
+        replayed.returncode,
+        replayed.stdout,
+    ), replayed.stderr
+    assert "ACME\nINITECH\n" == (tmp_path / "calls.txt").read_text()
+    missing = run("replay", str(path), *call, "--fill", "token=NOT_SET_ANYWHERE")
+    assert 2 == missing.returncode
+    assert "NOT_SET_ANYWHERE is not set" in missing.stderr
+    bad = run("replay", str(path), "--call", "quotes_target:make_client(1).get")
+    assert 2 == bad.returncode
+    assert "must be module:function" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_a_missing_extra_is_one_line_naming_it(tmp_path):
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "from fluxus.__main__ import main\n"
+        "sys.exit(main(['dlq', 'list', 'redis://127.0.0.1:1/0']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert 2 == proc.returncode
+    assert "pip install 'fluxus[redis]'" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -235,13 +235,10 @@ def test_a_read_only_filesystem(tmp_path: Path, kind: str, mode: Any) -> None:
         subprocess.run([MOUNT, "--bind", str(disk), str(view)], check=True)
         try:
             _remount(view, "bind,ro")
-            _, reported, _ = _capture(SINKS[kind](view), mode)
-            (failure,) = reported
-            assert isinstance(failure, Exception)
-            # SQLite says "readonly database", or cannot open its -shm file.
-            clear = ("readonly", "unable to open")
-            message = str(failure).lower().replace("-", "")
-            assert any(words in message for words in clear), failure
+            # The sink fails when built, not at the first letter it loses.
+            with pytest.raises(OSError, match="Read-only file system"):
+                SINKS[kind](view)
+            assert mode is not None
             # The letter stored before is intact. (It is read through the
             # writable mount: SQLite cannot always open a WAL database on a
             # read-only mount while its writer's -shm is held elsewhere.)
@@ -280,4 +277,4 @@ def test_a_record_cut_short_by_a_full_disk_is_removed_again(
     monkeypatch.undo()
     assert [errno.ENOSPC] == [getattr(f, "errno", None) for f in reported]
     assert before == sink.path.read_bytes()
-    assert 1 == len(sink.letters())
+    assert 1 == len(list(sink.letters()))

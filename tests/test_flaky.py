@@ -117,3 +117,16 @@ def test_keeps_the_function_kind_and_signature():
 def test_bad_configuration(kwargs, error, match):
     with pytest.raises(error, match=match):
         flaky(**kwargs)
+
+
+def test_a_bare_decorator_says_to_add_parentheses():
+    def fetch():
+        return 1
+
+    with pytest.raises(TypeError) as caught:
+        flaky(fetch)
+
+    assert str(caught.value).startswith(
+        "failure_rate must be a number between 0 and 1, got <function"
+    )
+    assert str(caught.value).endswith(": use @fluxus.testing.flaky() with parentheses")

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import subprocess
+import sys
+import textwrap
 
 import fluxus
 import pytest
@@ -142,6 +145,85 @@ def test_stdlib_logging_when_structlog_is_not_configured(caplog, instant):
         r.getMessage().split()[0] for r in caplog.records
     ]
     assert "plain" == caplog.records[0].fluxus_event["policy"]
+
+
+#: Retries, a breaker opening and rejecting, a rate limit, a timeout and a
+#: dead letter, in a program that configures neither structlog nor logging.
+NOISY_PROGRAM = """
+import contextlib, threading
+import fluxus
+
+def fail():
+    raise OSError("upstream said no")
+
+def slow():
+    threading.Event().wait(2.0)
+
+calls = [
+    fluxus.retry(3, name="re")(fail),
+    fluxus.circuit_breaker(1, 60.0, name="cb")(fail),
+    fluxus.rate_limit("1/minute", name="rl")(lambda: None),
+    fluxus.timeout(0.01, name="to")(slow),
+    fluxus.dead_letter(fluxus.sinks.Memory(), name="dl")(fail),
+]
+for fn in calls:
+    for _ in range(2):
+        with contextlib.suppress(Exception):
+            fn()
+"""
+
+
+def run_program(prelude=""):
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(prelude) + NOISY_PROGRAM],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=True,
+    )
+
+
+def test_events_never_reach_stdout_when_nothing_is_configured():
+    done = run_program()
+
+    assert "" == done.stdout
+    # Python's last-resort handler: warnings and errors on stderr.
+    for kind in (
+        "retry_scheduled",
+        "retries_exhausted",
+        "circuit_state_changed",
+        "rate_limited",
+        "timed_out",
+        "dead_lettered",
+    ):
+        assert f"fluxus.{kind} " in done.stderr
+    assert "fluxus.circuit_rejected" not in done.stderr  # info
+
+
+def test_the_applications_logging_configuration_decides():
+    done = run_program(
+        """
+        import logging, sys
+        logging.basicConfig(stream=sys.stdout, level=logging.INFO,
+                            format="%(name)s %(levelname)s %(message)s")
+        """
+    )
+
+    assert "" == done.stderr
+    assert "fluxus INFO fluxus.circuit_rejected " in done.stdout
+    assert "fluxus ERROR fluxus.retries_exhausted " in done.stdout
+
+
+def test_a_configured_structlog_receives_the_events():
+    done = run_program(
+        """
+        import structlog
+        structlog.configure(processors=[structlog.processors.JSONRenderer()])
+        """
+    )
+
+    assert "" == done.stderr
+    assert '"event": "fluxus.timed_out"' in done.stdout
 
 
 def test_storage_outages_share_one_shape():

@@ -117,3 +117,28 @@ def test_install_is_idempotent(spans):
     replaced = otel.install(TracerProvider())
     assert tracing not in WATCH.observers
     assert replaced in WATCH.observers
+
+
+def test_bulkhead_fallback_and_hedge_attributes(spans):
+    import asyncio
+
+    bh = fluxus.bulkhead(1, name="pool")
+    guarded = bh(lambda: "ok")
+    with bh, pytest.raises(fluxus.BulkheadFull):
+        guarded()
+    assert 0 == fluxus.fallback(value=0, name="cache")(failing(10))()
+    state = {"calls": 0}
+
+    @fluxus.hedge(0.01, name="edge")
+    async def slow_first():
+        state["calls"] += 1
+        await asyncio.sleep(5 if state["calls"] == 1 else 0)
+        return state["calls"]
+
+    assert 2 == asyncio.run(slow_first())
+
+    found = by_name(spans)
+    assert found["fluxus.bulkhead pool"].attributes["fluxus.bulkhead.rejected"] is True
+    assert found["fluxus.fallback cache"].attributes["fluxus.fallback.used"] is True
+    edge = found["fluxus.hedge edge"].attributes
+    assert (1, 1) == (edge["fluxus.hedge.hedges"], edge["fluxus.hedge.winner"])

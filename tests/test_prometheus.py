@@ -125,6 +125,9 @@ def test_names_follow_prometheus_conventions(registry):
         "fluxus_dead_letters_total",
         "fluxus_dead_letter_handler_failures_total",
         "fluxus_storage_unavailable_total",
+        "fluxus_fallbacks_total",
+        "fluxus_hedges_total",
+        "fluxus_hedges_won_total",
     } == set(counters)
     assert "# TYPE fluxus_call_duration_seconds histogram" in text
     assert "# TYPE fluxus_circuit_state gauge" in text
@@ -171,3 +174,35 @@ def test_multiprocess_mode(tmp_path):
         for s in metric.samples
     ]
     assert [2.0, 2.0] == states  # one series per process, each saw it open
+
+
+def test_fallbacks_bulkhead_rejections_and_hedges(mode, registry):
+    import asyncio
+
+    bh = fluxus.bulkhead(1, name="pool")
+    answered = fluxus.fallback(value="cached", name="cache")(mode.make(failing(10)))
+    guarded = bh(mode.make(lambda: "ok"))
+    with bh, pytest.raises(fluxus.BulkheadFull):
+        mode.run(guarded)
+    assert "cached" == mode.run(answered)
+
+    state = {"calls": 0}
+
+    @fluxus.hedge(0.01, name="edge")
+    async def slow_first():
+        state["calls"] += 1
+        await asyncio.sleep(5 if state["calls"] == 1 else 0)
+        return state["calls"]
+
+    assert 2 == asyncio.run(slow_first())
+
+    assert 1.0 == value(
+        registry, "fluxus_rejections_total", policy="pool", kind="bulkhead"
+    )
+    assert 1.0 == value(registry, "fluxus_calls_total", policy="pool", kind="bulkhead")
+    assert 1.0 == value(registry, "fluxus_fallbacks_total", policy="cache")
+    assert 0.0 == value(
+        registry, "fluxus_failures_total", policy="cache", kind="fallback"
+    )
+    assert 1.0 == value(registry, "fluxus_hedges_total", policy="edge")
+    assert 1.0 == value(registry, "fluxus_hedges_won_total", policy="edge")

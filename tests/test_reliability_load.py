@@ -359,7 +359,7 @@ def _traced_growth(run_batch: Any, batches: int) -> int:
     return sum(stat.size_diff for stat in after.compare_to(before, "filename"))
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)  # tracemalloc slows every allocation down
 @pytest.mark.parametrize("is_async", [False, True], ids=["threads", "tasks"])
 def test_memory_stays_flat_from_one_batch_to_the_next(is_async: bool) -> None:
     h, call = harness(is_async=is_async, seed=7)
@@ -370,17 +370,26 @@ def test_memory_stays_flat_from_one_batch_to_the_next(is_async: bool) -> None:
             if is_async:
                 drive_tasks(h, call, batch, tasks=100)
             else:
-                drive_threads(h, call, batch)
+                # Eight callers, not 32: every thread caught in a call holds a
+                # timeout worker (a thread, its pipes, tenacity's per-thread
+                # statistics: about 2.5 kB), and how many are alive when a
+                # snapshot is taken depends on the machine's load. With 32
+                # callers that swung by up to 150 kB between batches on a
+                # loaded 2-core machine; with eight it stays within about
+                # 20 kB, while a leak still grows with every call.
+                drive_threads(h, call, batch, threads=8)
         assert [] == h.lost
         h.sink.clear()
         h.failed.clear()
         h.admissions.times.clear()
 
     growth = _traced_growth(run_batch, batches)
-    # Under 40 bytes a call, noise included (CPython's traceback formatting
-    # keeps ~30 kB of its own): a leaked letter, exception, frame or dict per
-    # call would be hundreds of bytes a call.
-    assert growth < 40 * batch * batches, growth
+    # Under 60 bytes a call, noise included (CPython's traceback formatting
+    # keeps ~30 kB of its own, worker threads come and go with the load;
+    # measured under two busy-loop processes on 2 cores: under 15 bytes a
+    # call): a leaked letter, exception, frame or dict per call would be
+    # hundreds of bytes a call.
+    assert growth < 60 * batch * batches, growth
     record(load_calls=batch * (batches + 2))
 
 

@@ -65,12 +65,12 @@ def test_skips_letters_it_cannot_rebuild(tmp_path, mode):
 
     assert [("ok",)] == calls
     assert (1, 0, 2) == (result.replayed, result.failed, result.skipped)
-    assert 2 == len(sink.letters())
+    assert 2 == len(list(sink.letters()))
 
 
 def test_function_filter_and_progress(sink, mode):
     fill(sink, (("a",), {}))
-    sink.put(sink.letters()[0].replace(id="other", function="shop.refund"))
+    sink.put(next(iter(sink.letters())).replace(id="other", function="shop.refund"))
     seen = []
 
     result = run_replay(
@@ -151,3 +151,60 @@ def test_a_custom_sink_works_with_the_policy_and_replay():
     fill(sink, (("a",), {}))
     assert 1 == fluxus.replay(sink, lambda order: None).replayed
     assert [] == sink.items
+
+
+def test_a_method_letter_replays_through_the_bound_method():
+    sink = Memory()
+
+    class Client:
+        def __init__(self, up):
+            self.up, self.seen = up, []
+
+        @fluxus.dead_letter(sink)
+        def get_quote(self, symbol, *, currency="EUR"):
+            if not self.up:
+                raise ConnectionError(symbol)
+            self.seen.append((symbol, currency))
+
+    with pytest.raises(ConnectionError):
+        Client(up=False).get_quote("ACME", currency="USD")
+    (letter,) = sink.letters()
+    assert (("ACME",), {"currency": "USD"}) == (letter.args, letter.kwargs)
+    healthy = Client(up=True)
+    assert 1 == fluxus.replay(sink, healthy.get_quote).replayed
+    assert [("ACME", "USD")] == healthy.seen
+
+
+@pytest.mark.parametrize("as_callable", [False, True])
+def test_fill_gives_redacted_arguments_back(as_callable):
+    sink = Memory()
+
+    @fluxus.dead_letter(sink, redact=["token", "pin"])
+    def pay(order, token, *, pin=None):
+        raise OSError(order)
+
+    with pytest.raises(OSError):
+        pay("o1", "t0k3n", pin=1234)
+    (letter,) = sink.letters()
+    assert ("args[1]", "kwargs['pin']") == letter.placeholders
+    calls = []
+
+    def target(order, token, *, pin=None):
+        calls.append((order, token, pin))
+
+    values = {"token": "fresh", "pin": 9}
+    fill = (lambda stored: values) if as_callable else values
+    partial = fluxus.replay(sink, target, fill={"token": "fresh"})
+    assert (0, 1) == (partial.replayed, partial.skipped)
+    assert 1 == fluxus.replay(sink, target, fill=fill).replayed
+    assert [("o1", "fresh", 9)] == calls
+
+
+def test_fill_and_redact_must_name_parameters():
+    with pytest.raises(ValueError, match="tokn"):
+        fluxus.dead_letter(Memory(), redact=["tokn"])(lambda order, token: None)
+    fluxus.dead_letter(Memory(), redact=["tokn"])(lambda order, **kw: None)
+    with pytest.raises(ValueError, match="tokn"):
+        fluxus.replay(Memory(), lambda order, token: None, fill={"tokn": 1})
+    with pytest.raises(TypeError, match="fill"):
+        fluxus.replay(Memory(), lambda order: None, fill=3)

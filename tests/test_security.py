@@ -202,7 +202,7 @@ def _sinks(
 ) -> Iterator[tuple[Any, Callable[[], str]]]:
     """Yield (sink, raw) pairs: raw() returns everything the sink stored."""
     memory = fluxus.sinks.Memory()
-    yield memory, lambda: repr(memory.letters())
+    yield memory, lambda: repr(list(memory.letters()))
     jsonl = fluxus.sinks.JsonlFile(tmp_path / "letters.jsonl")
     yield jsonl, (tmp_path / "letters.jsonl").read_text
     db = tmp_path / "letters.db"

@@ -126,13 +126,13 @@ def test_letters_oldest_first_remove_and_clear(opener):
     assert letter(2).id == sink.get(letter(2).id).id
     assert sink.get("nope") is None
     assert 2 == opener().clear()
-    assert [] == opener().letters()
+    assert [] == list(opener().letters())
 
 
 def test_the_same_letter_read_twice_is_equal(opener):
     sink = opener()
     sink.put(letter(1, "a", k=[1]))
-    first, second = opener().letters()[0], opener().letters()[0]
+    first, second = next(iter(opener().letters())), next(iter(opener().letters()))
     assert first == second
     assert letter(1, "a", k=[1]).replace(error=None) == first
 
@@ -192,7 +192,7 @@ def test_redaction_reaches_every_sink(opener, mode):
 
 def test_missing_store_holds_nothing(tmp_path):
     for sink in (JsonlFile(tmp_path / "none.jsonl"), SQLite(tmp_path / "none.db")):
-        assert [] == sink.letters()
+        assert [] == list(sink.letters())
         assert not sink.remove("x")
         assert 0 == sink.clear()
         assert not sink.path.exists()
@@ -239,7 +239,7 @@ def test_sqlite_foreign_database_without_our_table(tmp_path):
     path = tmp_path / "other.db"
     with sqlite3.connect(path) as connection:
         connection.execute("CREATE TABLE t (x)")
-    assert [] == SQLite(path).letters()
+    assert [] == list(SQLite(path).letters())
     assert not SQLite(path).remove("x")
 
 
@@ -281,28 +281,19 @@ def test_jsonl_blank_lines_and_unknown_versions(tmp_path):
     record["v"] = 99
     path.write_text("\n\n" + json.dumps(record) + "\n[1, 2]\n")
     with pytest.warns(CorruptRecordWarning) as caught:
-        assert [] == JsonlFile(path).letters()
+        assert [] == list(JsonlFile(path).letters())
     assert 2 == len(caught)
     assert "unknown record version 99" in str(caught[0].message)
 
 
-def test_jsonl_unwritable_location_goes_to_on_handler_error(tmp_path, mode):
+def test_a_sink_that_cannot_write_fails_when_built(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    reported = []
 
-    def work():
-        raise ValueError("original")
-
-    fn = fluxus.dead_letter(
-        JsonlFile(blocker / "letters.jsonl"), on_handler_error=reported.append
-    )(mode.make(work))
-    with pytest.raises(ValueError, match="original"):
-        mode.run(fn)
-
-    (failure,) = reported
-    assert isinstance(failure, NotADirectoryError)
-    assert "letters.jsonl" in str(failure)
+    with pytest.raises(NotADirectoryError, match=r"letters\.jsonl"):
+        JsonlFile(blocker / "letters.jsonl")
+    with pytest.raises(FileNotFoundError, match=r"letters\.db"):
+        SQLite(tmp_path / "missing" / "letters.db")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
@@ -460,7 +451,7 @@ def test_memory_keeps_the_exception():
     fn = fluxus.dead_letter(sink)(lambda: (_ for _ in ()).throw(error))
     with pytest.raises(OSError):
         fn()
-    assert error is sink.letters()[0].error
+    assert error is next(iter(sink.letters())).error
     assert "<fluxus.sinks.Memory 1 letters>" == repr(sink)
     asyncio.run(sink.aput(letter(9)))
     assert 2 == sink.clear()
@@ -484,7 +475,7 @@ def test_log_sink_logs_without_arguments_by_default(caplog, mode):
     assert "Traceback" in record.getMessage()
     assert "hunter2" not in record.getMessage()
     assert "args" not in record.fluxus_dead_letter
-    assert [] == sink.letters()
+    assert [] == list(sink.letters())
     assert not sink.remove("x")
     assert 0 == sink.clear()
 
@@ -522,7 +513,7 @@ def test_redis_removes_without_a_prior_listing(redis_url):
     sink.client.xadd(stream, {"other": "x"})
     assert sink.remove(letter(1).id)
     with pytest.warns(CorruptRecordWarning):
-        assert [] == sink.letters()
+        assert [] == list(sink.letters())
     assert 2 == sink.clear()
 
 
@@ -613,7 +604,7 @@ def test_a_forked_child_shares_the_sink(tmp_path, make):
 def test_import_fluxus_alone_makes_the_sinks_usable(tmp_path):
     code = (
         "import fluxus, sys; s = fluxus.sinks.JsonlFile(sys.argv[1]); "
-        "fluxus.dead_letter(s); print(len(s.letters()))"
+        "fluxus.dead_letter(s); print(len(list(s.letters())))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "a.jsonl")],
@@ -680,7 +671,7 @@ def test_a_failed_rewrite_leaves_the_file_as_it_was(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "replace", refuse)
     with pytest.raises(OSError, match="disk full"):
-        sink.remove(letter(1).id)
+        sink.clear()
     assert before == sink.path.read_bytes()
     assert ["a.jsonl"] == [p.name for p in tmp_path.iterdir()]
 
@@ -707,3 +698,197 @@ def test_switching_to_wal_waits_out_another_process_creating_the_store(tmp_path)
     finally:
         contender.close()
         blocker.close()
+
+
+class _BrokenRepr:
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+
+def _cycle():
+    items = [1]
+    items.append(items)
+    return items
+
+
+def _deep(depth=5000):
+    root = node = []
+    for _ in range(depth):
+        node.append([])
+        node = node[0]
+    return root
+
+
+SURROGATE = os.fsdecode(b"caf\xe9.txt")  # a non-UTF-8 file name, as Python sees it
+
+
+@pytest.mark.parametrize(
+    ("value", "kept", "placeholder"),
+    [
+        pytest.param(_cycle(), None, True, id="cycle"),
+        pytest.param(_deep(), None, True, id="nested-5000"),
+        pytest.param(10**5000, 10**5000, False, id="huge-int"),
+        pytest.param(-(2**64), -(2**64), False, id="big-negative-int"),
+        pytest.param(SURROGATE, SURROGATE, False, id="lone-surrogate"),
+        pytest.param(
+            {"k": [SURROGATE]}, {"k": [SURROGATE]}, False, id="nested-surrogate"
+        ),
+        pytest.param(_BrokenRepr(), None, True, id="repr-raises"),
+    ],
+)
+def test_hostile_arguments_are_stored_and_listed(
+    tmp_path, capsys, value, kept, placeholder
+):
+    from fluxus.__main__ import main
+
+    for sink in (JsonlFile(tmp_path / "a.jsonl"), SQLite(tmp_path / "a.db")):
+
+        @fluxus.dead_letter(sink)
+        def upload(item, name):
+            raise OSError(f"cannot open {SURROGATE}")
+
+        with pytest.raises(OSError, match="cannot open"):
+            upload(value, name=value)
+        (stored,) = sink.letters()
+        assert SURROGATE in stored.error_message
+        if placeholder:
+            assert ("args[0]", "kwargs['name']") == stored.placeholders
+            assert not stored.replayable
+        else:
+            assert ((kept,), {"name": kept}) == (stored.args, stored.kwargs)
+            assert stored.replayable
+        capsys.readouterr()
+        assert 0 == main(["dlq", "list", str(sink.path)])
+        out = capsys.readouterr().out
+        assert stored.id in out
+        assert "1 letter" in out
+        assert 0 == main(["dlq", "list", str(sink.path), "--json"])
+        assert stored.id in capsys.readouterr().out
+        assert 0 == main(["dlq", "show", str(sink.path), stored.id])
+        assert "args:" in capsys.readouterr().out
+
+
+def test_a_web_request_can_be_stored_as_data(tmp_path):
+    from fluxus.sinks._codec import register_encoder
+
+    class Request:
+        def __init__(self, path):
+            self.path = path
+
+    register_encoder(Request, lambda r: {"method": "GET", "path": r.path})
+    sink = JsonlFile(tmp_path / "a.jsonl")
+
+    @fluxus.dead_letter(sink)
+    def view(request):
+        raise OSError
+
+    with pytest.raises(OSError):
+        view(Request("/orders"))
+    (stored,) = sink.letters()
+    assert ({"method": "GET", "path": "/orders"},) == stored.args
+    assert stored.replayable
+    with pytest.raises(TypeError, match="register_encoder"):
+        register_encoder("Request", repr)
+
+
+def test_letters_stream_and_stop_at_limit(tmp_path):
+    for sink in (JsonlFile(tmp_path / "a.jsonl"), SQLite(tmp_path / "a.db")):
+        for n in range(1200):
+            sink.put(letter(n))
+        assert [0, 1, 2] == [int(x.id, 16) for x in sink.letters(limit=3)]
+        assert [] == list(sink.letters(limit=0))
+        assert 1200 == sum(1 for _ in sink.letters())
+        assert 1200 == sink.count()
+        with pytest.raises(ValueError, match="limit"):
+            list(sink.letters(limit=-1))
+
+
+def test_web_requests_are_stored_as_data_without_credentials(tmp_path):
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request as WerkzeugRequest
+
+    sink = JsonlFile(tmp_path / "a.jsonl")
+
+    @fluxus.dead_letter(sink)
+    def view(request):
+        raise OSError("upstream down")
+
+    request = WerkzeugRequest(
+        EnvironBuilder(
+            method="POST",
+            path="/orders/7",
+            query_string="rush=1",
+            data=b'{"qty": 2}',
+            headers={"Authorization": "Bearer s3cret", "Cookie": "sid=x", "X-Id": "42"},
+        ).get_environ()
+    )
+    with pytest.raises(OSError, match="upstream"):
+        view(request)
+    (stored,) = sink.letters()
+    assert stored.replayable
+    (data,) = stored.args
+    assert ("POST", "/orders/7", "rush=1", '{"qty": 2}') == (
+        data["method"],
+        data["path"],
+        data["query"],
+        data["body"],
+    )
+    assert "42" == data["headers"]["X-Id"]
+    assert not {"Authorization", "Cookie"} & set(data["headers"])
+    assert "s3cret" not in sink.path.read_text()
+
+
+def test_starlette_and_django_requests_are_stored_as_data(tmp_path):
+    from fluxus.contrib._request_data import starlette_request
+    from starlette.requests import Request
+
+    request = Request(
+        {
+            "type": "http",
+            "method": "GET",
+            "path": "/q",
+            "query_string": b"a=1",
+            "headers": [(b"cookie", b"sid=x"), (b"x-id", b"7")],
+        }
+    )
+    assert {
+        "method": "GET",
+        "path": "/q",
+        "query": "a=1",
+        "headers": {"x-id": "7"},
+        "body": None,
+        "user": None,
+    } == starlette_request(request)
+
+    code = (
+        "import django, json, sys\n"
+        "from django.conf import settings\n"
+        "settings.configure(ALLOWED_HOSTS=['*'])\n"
+        "django.setup()\n"
+        "from django.test import RequestFactory\n"
+        "import fluxus\n"
+        f"sink = fluxus.sinks.JsonlFile({str(tmp_path / 'd.jsonl')!r})\n"
+        "view = fluxus.dead_letter(sink)(lambda request: 1 / 0)\n"
+        "request = RequestFactory().post('/p?x=1', data=b'hi', "
+        "content_type='text/plain', HTTP_AUTHORIZATION='Bearer s3cret')\n"
+        "try:\n    view(request)\nexcept ZeroDivisionError:\n    pass\n"
+        "(letter,) = sink.letters()\n"
+        "print(json.dumps(letter.args[0]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert 0 == proc.returncode, proc.stderr
+    data = json.loads(proc.stdout.splitlines()[-1])
+    assert ("POST", "/p", "x=1", "hi", None) == (
+        data["method"],
+        data["path"],
+        data["query"],
+        data["body"],
+        data["user"],
+    )
+    assert "Authorization" not in data["headers"]

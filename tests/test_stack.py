@@ -214,3 +214,178 @@ def test_repr_lists_the_policies_outermost_first():
     )
     text = repr(fluxus.stack(retry, dead_letter))
     assert text.index("DeadLetter") < text.index("Retry")
+
+
+# -- the eight kinds ------------------------------------------------------------
+
+EIGHT = [
+    "fallback",
+    "dead_letter",
+    "rate_limit",
+    "bulkhead",
+    "circuit_breaker",
+    "timeout",
+    "retry",
+    "hedge",
+]
+
+
+def eight(sink=None, **overrides):
+    """One policy of each of the eight kinds, recommended order, outermost first."""
+    made = {
+        "fallback": fluxus.fallback(value="fallback"),
+        "dead_letter": fluxus.dead_letter(sink if sink is not None else Memory()),
+        "rate_limit": fluxus.rate_limit(1000, burst=1000),
+        "bulkhead": fluxus.bulkhead(4),
+        "circuit_breaker": fluxus.circuit_breaker(
+            failure_threshold=3, reset_timeout=60
+        ),
+        "timeout": fluxus.timeout(5),
+        "retry": fluxus.retry(2),
+        "hedge": fluxus.hedge(0.05),
+    }
+    made.update(overrides)
+    return [made[kind] for kind in EIGHT]
+
+
+async def answer():
+    return "ok"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_eight_kinds_in_any_order_give_the_recommended_order(seed):
+    import random
+
+    policies = eight()
+    shuffled = random.Random(seed).sample(policies, len(policies))  # noqa: S311 - reproducible, not secret
+
+    protected = fluxus.stack(*shuffled)(answer)
+
+    assert policies == list(fluxus.layers(protected))
+    assert EIGHT == [p._kind for p in fluxus.layers(protected)]
+    assert "ok" == asyncio.run(protected())
+
+
+@pytest.mark.parametrize(("outer", "inner"), list(itertools.combinations(range(8), 2)))
+def test_every_wrong_pair_of_the_eight_by_hand_warns(outer, inner):
+    policies = eight()
+    with pytest.warns(fluxus.LayeringWarning, match="fallback, dead_letter") as record:
+        policies[inner](policies[outer](answer))
+    assert __file__ == record[0].filename
+
+
+def test_the_eight_applied_in_order_by_hand_are_silent():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        protected = answer
+        for policy in reversed(eight()):
+            protected = policy(protected)
+    assert "ok" == asyncio.run(protected())
+
+
+def test_a_stack_with_a_hedge_refuses_plain_functions():
+    with pytest.raises(TypeError, match="async def functions only"):
+        fluxus.stack(*eight())(lambda: 1)
+
+
+@pytest.mark.parametrize("observed", [False, True])
+def test_the_eight_kind_stack_end_to_end(observed, instant):
+    """Each layer does its work in one async call path through all eight."""
+    from fluxus.instrumentation import Stats, add_observer, remove_observer
+
+    sink = Memory()
+    bulkhead = fluxus.bulkhead(1)
+    # The hedge races stragglers only; failures go to the retry.
+    policies = eight(sink, bulkhead=bulkhead, hedge=fluxus.hedge(0.05, on=TimeoutError))
+    fallback, dead_letter, limiter, _, breaker, _, retry, hedge = policies
+    plan = []  # what each call of the function does: ("sleep", s) or error
+
+    @fluxus.stack(*policies)
+    async def fetch(item):
+        delay, outcome = plan.pop(0)
+        await asyncio.sleep(delay)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return f"{item}:{outcome}"
+
+    class Watch:
+        attempts = False
+
+        def start(self, policy, function, attempt):
+            return policy
+
+        def end(self, state, error):
+            seen.append(state._kind)
+
+    seen = []
+    watch = Watch()
+    if observed:
+        add_observer(watch)
+    try:
+
+        async def main():
+            # A straggler: the hedge wins.
+            plan[:] = [(10, "slow"), (0, "fast")]
+            first = await fetch(1)
+            # A failure, retried: the retry's second attempt succeeds.
+            plan[:] = [(0, OSError("flaky")), (0, "again")]
+            second = await fetch(2)
+            # Failing for good: a dead letter AND the fallback's answer.
+            plan[:] = [(0, OSError("down"))] * 4
+            third = await fetch(3)
+            # The bulkhead is full: refused, kept as a letter, answered.
+            async with bulkhead:
+                fourth = await fetch(4)
+            return first, second, third, fourth
+
+        results = asyncio.run(main())
+    finally:
+        remove_observer(watch)
+
+    assert ("1:fast", "2:again", "fallback", "fallback") == results
+    assert ["OSError", "BulkheadFull"] == [
+        letter.error_type.rpartition(".")[2] for letter in sink.letters()
+    ]
+    assert Stats(calls=4, failures=2, fallbacks=2) == fallback.stats
+    assert Stats(calls=4, failures=2, dead_letters=2) == dead_letter.stats
+    assert 4 == limiter.stats.calls
+    assert Stats(calls=5, rejections=1) == bulkhead.stats  # the block too
+    assert (0, 0) == (bulkhead.in_use, bulkhead.waiting)
+    assert 1 == breaker.stats.failures
+    assert 2 == retry.stats.retries
+    assert (1, 1) == (hedge.stats.hedges, hedge.stats.hedges_won)
+    if observed:
+        assert "fallback" == seen[-1]
+        assert {"fallback", "bulkhead", "hedge", "retry"} <= set(seen)
+
+
+def test_a_sync_stack_keeps_the_slot_of_abandoned_work():
+    import threading
+
+    release = threading.Event()
+    bulkhead = fluxus.bulkhead(1)
+    sink = Memory()
+
+    @fluxus.stack(
+        fluxus.fallback(value="busy"),
+        fluxus.dead_letter(sink),
+        bulkhead,
+        fluxus.timeout(0.05),
+    )
+    def hang():
+        release.wait(10)
+        return "done"
+
+    try:
+        assert "busy" == hang()  # timed out: DeadlineExceeded, answered
+        assert 1 == bulkhead.in_use  # the abandoned work still runs
+        assert "busy" == hang()  # BulkheadFull, answered
+    finally:
+        release.set()
+    deadline = time.monotonic() + 5
+    while bulkhead.in_use and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert 0 == bulkhead.in_use
+    assert ["DeadlineExceeded", "BulkheadFull"] == [
+        letter.error_type.rpartition(".")[2] for letter in sink.letters()
+    ]

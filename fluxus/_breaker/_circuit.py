@@ -73,17 +73,17 @@ class Circuit:
         success_threshold: int,
         max_trials: int,
     ) -> None:
-        self.failure_threshold = failure_threshold
-        self.reset_timeout = reset_timeout
-        self.success_threshold = success_threshold
-        self.max_trials = max_trials
-        self.state = CLOSED
-        self.epoch = 0
-        self.failures = 0
-        self.successes = 0
-        self.trials = 0
-        self.opened_at = 0.0
-        self.forced = False
+        self.failure_threshold: int = failure_threshold
+        self.reset_timeout: float = reset_timeout
+        self.success_threshold: int = success_threshold
+        self.max_trials: int = max_trials
+        self.state: CircuitState = CLOSED
+        self.epoch: int = 0
+        self.failures: int = 0
+        self.successes: int = 0
+        self.trials: int = 0
+        self.opened_at: float = 0.0
+        self.forced: bool = False
 
     def _move(self, new: CircuitState, reason: str) -> Transition:
         old = self.state

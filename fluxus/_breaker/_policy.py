@@ -77,9 +77,13 @@ class CircuitBreaker(Policy):
         super().__init__(name)
         seconds = positive_seconds(reset_timeout, "reset_timeout")
         check_callable(clock, "clock", optional=False)
-        self.failure_threshold = positive_int(failure_threshold, "failure_threshold")
-        self.success_threshold = positive_int(success_threshold, "success_threshold")
-        self.half_open_max_requests = positive_int(
+        self.failure_threshold: int = positive_int(
+            failure_threshold, "failure_threshold"
+        )
+        self.success_threshold: int = positive_int(
+            success_threshold, "success_threshold"
+        )
+        self.half_open_max_requests: int = positive_int(
             half_open_max_requests, "half_open_max_requests"
         )
         self.reset_timeout = seconds

@@ -69,7 +69,7 @@ class RedisCircuit:
         self.storage = storage
         self.settings = circuit
         self.name = name
-        self.health = StorageHealth(
+        self.health: StorageHealth = StorageHealth(
             fail_open=storage.fail_open,
             retry_interval=storage.retry_interval,
             on_down=self._went_down,
@@ -78,7 +78,7 @@ class RedisCircuit:
         )
         self._failures = itertools.count(1)  # next() is atomic: threads share it
         #: The number of the last failure this process recorded.
-        self.last_failure = 0
+        self.last_failure: int = 0
         #: Seconds to use instead of the Redis server's clock (tests only).
         self.clock: Callable[[], float] | None = None
         self._scripts: dict[bool, dict[str, Any]] = {}

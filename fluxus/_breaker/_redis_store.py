@@ -99,11 +99,11 @@ class CircuitRedisStorage:
         except ImportError as exc:  # pragma: no cover - redis is a test dependency
             msg = "a Redis circuit storage needs the redis package: fluxus[redis]"
             raise ImportError(msg) from exc
-        self.prefix = non_empty_str(prefix, "prefix")
-        self.fail_open = bool(fail_open)
-        self.timeout = positive_seconds(timeout, "timeout")
-        self.retry_interval = to_seconds(retry_interval, "retry_interval")
-        self.trial_timeout = positive_seconds(trial_timeout, "trial_timeout")
+        self.prefix: str = non_empty_str(prefix, "prefix")
+        self.fail_open: bool = bool(fail_open)
+        self.timeout: float = positive_seconds(timeout, "timeout")
+        self.retry_interval: float = to_seconds(retry_interval, "retry_interval")
+        self.trial_timeout: float = positive_seconds(trial_timeout, "trial_timeout")
         self._url: str | None = None
         self._sync: Any = None
         self._async: Any = None
@@ -123,7 +123,7 @@ class CircuitRedisStorage:
             # The clients are built on first use, and again in a forked
             # child: a connection is never shared by two processes.
             self._url = target
-            self.description = mask_password(target)
+            self.description: str = mask_password(target)
             self._secret = url_password(target)
             track(self)
             return

@@ -131,10 +131,10 @@ class RateLimiter(Policy):
             choices = ", ".join(STRATEGIES)
             msg = f"strategy must be one of {choices} or None, got {strategy!r}"
             raise ValueError(msg)
-        self.key_prefix = non_empty_str(key_prefix, "key_prefix")
+        self.key_prefix: str = non_empty_str(key_prefix, "key_prefix")
         check_callable(clock, "clock")
-        self.timeout = optional_seconds(timeout, "timeout")
-        self.fail_open = bool(fail_open)
+        self.timeout: float | None = optional_seconds(timeout, "timeout")
+        self.fail_open: bool = bool(fail_open)
         self._key = key
         #: The storage given to the policy, or ``None``: the default storage.
         self._given = None if storage is None else check_storage(storage)

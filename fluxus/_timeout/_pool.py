@@ -37,7 +37,8 @@ from collections.abc import Callable
 from contextvars import Context
 from typing import Any, cast
 
-from fluxus._deadline import DEADLINE, monotonic
+from fluxus._db import call_in_worker
+from fluxus._deadline import DEADLINE, keep_held, monotonic
 
 #: Idle worker threads unused for longer than this are retired.
 IDLE_SECONDS = 30.0
@@ -112,6 +113,7 @@ class Worker:
         "go_w",
         "idle_since",
         "job",
+        "kept",
         "lock",
         "poller",
         "result",
@@ -125,6 +127,8 @@ class Worker:
         self.ended = 0.0
         self.finished = False
         self.abandoned: Bound | None = None
+        #: What an abandoned call holds until it returns (bulkhead slots).
+        self.kept: tuple[Callable[[], None], ...] = ()
         self.idle_since = 0.0
         self.lock = threading.Lock()
         self.go_r, self.go_w = os.pipe()
@@ -221,13 +225,17 @@ class Worker:
             try:
                 # Inside the caller's copied context: the deadline never leaks.
                 context.run(publish, deadline)
-                self.result = context.run(func, *args, **kwargs)
+                # call_in_worker: the call's own database connections (_db.py).
+                self.result = context.run(call_in_worker, func, *args, **kwargs)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 self.error = exc
             self.ended = monotonic()
             del func, args, kwargs, context
-            if hub.finish(self):
+            kept = hub.finish(self)
+            if kept is None:
                 write(self.done_w, _GO)
+            for give_back in kept or ():
+                give_back()
         self.close()
 
 
@@ -283,34 +291,44 @@ class Hub:
         """Walk away from *worker*'s call; ``False`` if it has just finished.
 
         The worker leaves the caller's seat and counts against *bound* until
-        its call returns.
+        its call returns; what the call holds (bulkhead slots) stays held
+        until then too.
         """
+        kept = keep_held()
         with worker.lock:
             if worker.finished:
+                for give_back in kept:
+                    give_back()
                 return False
             worker.abandoned = bound
+            worker.kept = kept
             with self.lock:
                 bound.abandoned += 1
         self.local.seat.worker = None
         worker.release()
         return True
 
-    def finish(self, worker: Worker) -> bool:
-        """Record that the call returned (worker side); return whether to signal.
+    def finish(self, worker: Worker) -> tuple[Callable[[], None], ...] | None:
+        """Record that the call returned (worker side).
 
         The worker of an abandoned call drops the outcome and goes idle.
+
+        Returns:
+            ``None`` when the caller waits for the outcome (signal it); for
+            an abandoned call, what it held, to give back now.
         """
         with worker.lock:
             worker.finished = True
             bound = worker.abandoned
             if bound is None:
-                return True
+                return None
             worker.abandoned = None
             worker.result = worker.error = None
+            kept, worker.kept = worker.kept, ()
             with self.lock:
                 bound.abandoned -= 1
         self.park(worker)
-        return False
+        return kept
 
     def park(self, worker: Worker) -> None:
         """Add *worker* to the idle ones and retire those idle too long."""

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from fluxus._aio import run_trio_within, running_trio
 from fluxus._core import Policy, qualified_name
+from fluxus._db import caller_in_transaction, warn_in_transaction
 from fluxus._deadline import DEADLINE, monotonic
 from fluxus.instrumentation._observe import WATCH, observe_async, observe_sync, outside
 
@@ -151,11 +152,11 @@ def runs_inline(func: Callable[..., Any]) -> bool:  # noqa: ARG001 - the hook's 
     """Tell whether a ``"thread"`` call of *func* must stay in the calling thread.
 
     The one place where the thread strategy decides not to hand a call over
-    (it then runs as ``"cooperative"`` does, its deadline published). Today
-    no call stays; work bound to the calling thread's state, such as an open
-    database transaction, is the reason one would.
+    (it then runs as ``"cooperative"`` does, its deadline published): when
+    the calling thread is inside a database transaction, which a worker
+    thread would leave (:func:`fluxus._db.caller_in_transaction`).
     """
-    return False
+    return caller_in_transaction()
 
 
 def thread(
@@ -170,6 +171,7 @@ def thread(
 
     def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
         if runs_inline(func):
+            warn_in_transaction(policy.name, function)  # once per function
             return inline(*args, **kwargs)
         if WATCH.observers and outside(timeout_wrapper):
             return observe_sync(policy, function, timeout_wrapper, args, kwargs)

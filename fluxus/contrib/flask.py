@@ -40,13 +40,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-import flask
-from werkzeug.exceptions import (
-    GatewayTimeout,
-    HTTPException,
-    ServiceUnavailable,
-    TooManyRequests,
-)
+from fluxus._extras import missing_extra
+
+try:
+    import flask
+    from werkzeug.exceptions import (
+        GatewayTimeout,
+        HTTPException,
+        ServiceUnavailable,
+        TooManyRequests,
+    )
+except ImportError as _missing:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "flask") from _missing
 
 from fluxus.contrib._http import (
     DEFAULT_STORAGE_URI,
@@ -105,7 +110,7 @@ class Fluxus:
         if current_user is not None and not callable(current_user):
             msg = f"current_user must be a callable or None, got {current_user!r}"
             raise TypeError(msg)
-        self.current_user = current_user or _default_current_user
+        self.current_user: Callable[[], object] = current_user or _default_current_user
         if app is not None:
             self.init_app(app)
 

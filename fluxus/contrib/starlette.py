@@ -32,9 +32,14 @@ from __future__ import annotations
 import os
 from typing import Any, Final, Protocol
 
-from starlette.requests import HTTPConnection
-from starlette.responses import JSONResponse, Response
-from starlette.websockets import WebSocket
+from fluxus._extras import missing_extra
+
+try:
+    from starlette.requests import HTTPConnection
+    from starlette.responses import JSONResponse, Response
+    from starlette.websockets import WebSocket
+except ImportError as _missing:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "fastapi") from _missing
 
 from fluxus.contrib._http import (
     DEFAULT_STORAGE_URI,

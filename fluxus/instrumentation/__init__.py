@@ -8,8 +8,9 @@ logger::
     fluxus.instrumentation.add_hook(lambda event: print(event))
     fluxus.instrumentation.set_hooks([fluxus.instrumentation.LoggingHook()])
 
-The default hook logs through structlog, or through :mod:`logging` while
-structlog is not configured and logging is (see :class:`StructlogHook`).
+The default hook logs through structlog once the application has configured
+it, and through the :mod:`logging` logger ``fluxus`` until then, so nothing
+reaches stdout unless the application says so (see :class:`StructlogHook`).
 Metrics and traces also watch calls that succeed: the backends
 :mod:`fluxus.instrumentation.prometheus` and
 :mod:`fluxus.instrumentation.otel` (imported on demand, never by
@@ -23,6 +24,9 @@ from __future__ import annotations
 from fluxus._stats import Stats
 
 from ._events import (
+    BulkheadRejected,
+    BulkheadStorageRecovered,
+    BulkheadStorageUnavailable,
     CircuitRejected,
     CircuitStateChanged,
     CircuitStorageRecovered,
@@ -30,6 +34,9 @@ from ._events import (
     DeadLettered,
     DeadLetterHandlerFailed,
     Event,
+    FallbackUsed,
+    HedgeStarted,
+    HedgeWon,
     RateLimited,
     RateLimitStorageRecovered,
     RateLimitStorageUnavailable,
@@ -45,6 +52,9 @@ from ._observe import Observer, add_observer, remove_observer
 from ._structlog import StructlogHook
 
 __all__ = [
+    "BulkheadRejected",
+    "BulkheadStorageRecovered",
+    "BulkheadStorageUnavailable",
     "CircuitRejected",
     "CircuitStateChanged",
     "CircuitStorageRecovered",
@@ -52,6 +62,9 @@ __all__ = [
     "DeadLetterHandlerFailed",
     "DeadLettered",
     "Event",
+    "FallbackUsed",
+    "HedgeStarted",
+    "HedgeWon",
     "Hook",
     "LoggingHook",
     "Observer",

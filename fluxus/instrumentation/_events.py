@@ -268,3 +268,90 @@ class TimedOut(Event):
     seconds: float
     strategy: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FallbackUsed(Event):
+    """A call failed and the caller got the fallback's value or handler's answer.
+
+    Attributes:
+        error_type: ``module.qualname`` of the call's exception.
+        error_message: ``str()`` of the call's exception.
+    """
+
+    kind: ClassVar[str] = "fallback_used"
+    level: ClassVar[int] = logging.WARNING
+
+    error_type: str
+    error_message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BulkheadRejected(Event):
+    """A full bulkhead refused a call: :class:`~fluxus.BulkheadFull`.
+
+    Attributes:
+        max_concurrent: The bulkhead's limit on calls running at once.
+        max_waiting: How many callers may wait for a slot.
+        waited: Seconds the caller waited before it was refused (0 when
+            every waiting place was taken).
+    """
+
+    kind: ClassVar[str] = "bulkhead_rejected"
+    level: ClassVar[int] = logging.WARNING
+
+    max_concurrent: int
+    max_waiting: int
+    waited: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BulkheadStorageUnavailable(StorageUnavailable):
+    """A bulkhead could not reach its storage; see :class:`StorageUnavailable`.
+
+    Calls run without a slot (``fail_open``) or are refused until it answers.
+    """
+
+    kind: ClassVar[str] = "bulkhead_storage_unavailable"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BulkheadStorageRecovered(StorageRecovered):
+    """A bulkhead reached its storage again; see :class:`StorageRecovered`."""
+
+    kind: ClassVar[str] = "bulkhead_storage_recovered"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HedgeStarted(Event):
+    """A call was slow (or failed), so a hedge started another one.
+
+    Attributes:
+        hedge: The number of the extra call (1 for the first hedge).
+        after: Seconds since the original call started.
+        reason: ``"slow"`` (the delay passed) or ``"failed"`` (the latest
+            call failed with an error matching ``on``).
+    """
+
+    kind: ClassVar[str] = "hedge_started"
+    level: ClassVar[int] = logging.INFO
+
+    hedge: int
+    after: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HedgeWon(Event):
+    """An extra call started by a hedge returned first; the others were cancelled.
+
+    Attributes:
+        hedge: The number of the winning extra call (1 for the first hedge).
+        after: Seconds since the original call started.
+    """
+
+    kind: ClassVar[str] = "hedge_won"
+    level: ClassVar[int] = logging.INFO
+
+    hedge: int
+    after: float

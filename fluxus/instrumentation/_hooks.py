@@ -37,7 +37,7 @@ def get_hooks() -> tuple[Hook, ...]:
 
 
 def set_hooks(hooks: Iterable[Hook] | None) -> None:
-    """Replace every hook; ``None`` restores the default (structlog).
+    """Replace every hook; ``None`` restores the default (:class:`StructlogHook`).
 
     Raises:
         TypeError: If a hook is not callable.

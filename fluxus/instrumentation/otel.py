@@ -19,7 +19,11 @@ attributes:
   changes state or refuses a call;
 - ``fluxus.rate_limit.throttled`` and ``fluxus.rate_limit.retry_after`` when a
   rate limit refuses a call;
-- ``fluxus.timeout.timed_out`` and ``fluxus.timeout.seconds`` on a timeout.
+- ``fluxus.timeout.timed_out`` and ``fluxus.timeout.seconds`` on a timeout;
+- ``fluxus.bulkhead.rejected`` when a full bulkhead refuses a call;
+- ``fluxus.fallback.used`` when a fallback answers a failed call;
+- ``fluxus.hedge.hedges`` (extra calls started) and ``fluxus.hedge.winner``
+  (the number of the extra call that won) on hedge spans.
 
 A span whose call raises an ``Exception`` records it and gets the ERROR
 status. Call arguments never become attributes.
@@ -33,15 +37,24 @@ import threading
 from contextvars import Token
 from typing import TYPE_CHECKING
 
-from opentelemetry import context, trace
-from opentelemetry.trace import Status, StatusCode, Tracer, TracerProvider
+from fluxus._extras import missing_extra
+
+try:
+    from opentelemetry import context, trace
+    from opentelemetry.trace import Status, StatusCode, Tracer, TracerProvider
+except ImportError as _missing:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "otel") from _missing
 
 from fluxus._version import __version__
 
 from ._events import (
+    BulkheadRejected,
     CircuitRejected,
     CircuitStateChanged,
     Event,
+    FallbackUsed,
+    HedgeStarted,
+    HedgeWon,
     RateLimited,
     RetriesExhausted,
     RetryScheduled,
@@ -108,7 +121,7 @@ class OpenTelemetryTracing:
             span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
         span.end()
 
-    def __call__(self, event: Event) -> None:
+    def __call__(self, event: Event) -> None:  # noqa: C901 - one branch per event kind
         """Add *event* to the current span, as a span event and attributes."""
         span = trace.get_current_span()
         if not span.is_recording():
@@ -129,6 +142,14 @@ class OpenTelemetryTracing:
         elif isinstance(event, TimedOut):
             span.set_attribute("fluxus.timeout.timed_out", True)  # noqa: FBT003
             span.set_attribute("fluxus.timeout.seconds", event.seconds)
+        elif isinstance(event, BulkheadRejected):
+            span.set_attribute("fluxus.bulkhead.rejected", True)  # noqa: FBT003
+        elif isinstance(event, FallbackUsed):
+            span.set_attribute("fluxus.fallback.used", True)  # noqa: FBT003
+        elif isinstance(event, HedgeStarted):
+            span.set_attribute("fluxus.hedge.hedges", event.hedge)
+        elif isinstance(event, HedgeWon):
+            span.set_attribute("fluxus.hedge.winner", event.hedge)
 
 
 def _attributes(event: Event) -> dict[str, _Primitive]:

@@ -8,7 +8,7 @@
 
 Metrics, each labelled with the policy's ``policy`` name and its ``kind``
 (``retry``, ``timeout``, ``circuit_breaker``, ``rate_limit``,
-``dead_letter``) unless noted:
+``bulkhead``, ``hedge``, ``dead_letter``, ``fallback``) unless noted:
 
 - ``fluxus_calls_total``: calls that entered a policy.
 - ``fluxus_failures_total``: calls that left it with an exception
@@ -18,7 +18,9 @@ Metrics, each labelled with the policy's ``policy`` name and its ``kind``
 - ``fluxus_retries_total``, ``fluxus_rejections_total``,
   ``fluxus_timeouts_total``, ``fluxus_dead_letters_total``,
   ``fluxus_dead_letter_handler_failures_total``,
-  ``fluxus_storage_unavailable_total``: one per decision.
+  ``fluxus_storage_unavailable_total``, ``fluxus_fallbacks_total``,
+  ``fluxus_hedges_total`` (extra calls started),
+  ``fluxus_hedges_won_total`` (calls an extra call won): one per decision.
 - ``fluxus_circuit_state`` (labels ``policy``): 0 closed, 1 half-open,
   2 open, as this process last saw it.
 
@@ -37,14 +39,23 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from fluxus._extras import missing_extra
+
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+except ImportError as _missing:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "prometheus") from _missing
 
 from ._events import (
+    BulkheadRejected,
     CircuitRejected,
     CircuitStateChanged,
     DeadLettered,
     DeadLetterHandlerFailed,
     Event,
+    FallbackUsed,
+    HedgeStarted,
+    HedgeWon,
     RateLimited,
     RetryScheduled,
     StorageUnavailable,
@@ -95,34 +106,50 @@ class PrometheusMetrics:
         def counter(name: str, doc: str, labels: Sequence[str] = _LABELS) -> Counter:
             return Counter(name, doc, labels, registry=registry)
 
-        self.calls = counter("fluxus_calls", "Calls that entered a fluxus policy.")
-        self.failures = counter(
+        self.calls: Counter = counter(
+            "fluxus_calls", "Calls that entered a fluxus policy."
+        )
+        self.failures: Counter = counter(
             "fluxus_failures", "Calls that left a fluxus policy with an exception."
         )
-        self.retries = counter("fluxus_retries", "Retries scheduled.", ("policy",))
-        self.rejections = counter(
-            "fluxus_rejections", "Calls refused by an open circuit or a rate limit."
+        self.retries: Counter = counter(
+            "fluxus_retries", "Retries scheduled.", ("policy",)
         )
-        self.timeouts = counter("fluxus_timeouts", "Calls that timed out.", ("policy",))
-        self.dead_letters = counter(
+        self.rejections: Counter = counter(
+            "fluxus_rejections",
+            "Calls refused by an open circuit, a rate limit or a full bulkhead.",
+        )
+        self.timeouts: Counter = counter(
+            "fluxus_timeouts", "Calls that timed out.", ("policy",)
+        )
+        self.dead_letters: Counter = counter(
             "fluxus_dead_letters", "Failed calls kept as dead letters.", ("policy",)
         )
-        self.handler_failures = counter(
+        self.handler_failures: Counter = counter(
             "fluxus_dead_letter_handler_failures",
             "Dead letters lost because the handler failed.",
             ("policy",),
         )
-        self.storage_unavailable = counter(
+        self.fallbacks: Counter = counter(
+            "fluxus_fallbacks", "Failed calls answered by a fallback.", ("policy",)
+        )
+        self.hedges: Counter = counter(
+            "fluxus_hedges", "Extra calls hedges started.", ("policy",)
+        )
+        self.hedges_won: Counter = counter(
+            "fluxus_hedges_won", "Calls won by an extra call of a hedge.", ("policy",)
+        )
+        self.storage_unavailable: Counter = counter(
             "fluxus_storage_unavailable", "Outages of a policy's shared storage."
         )
-        self.circuit_state = Gauge(
+        self.circuit_state: Gauge = Gauge(
             "fluxus_circuit_state",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
             ("policy",),
             registry=registry,
             multiprocess_mode="liveall",
         )
-        self.duration = Histogram(
+        self.duration: Histogram = Histogram(
             "fluxus_call_duration_seconds",
             "Latency of calls through a fluxus policy, retries and waits included.",
             _LABELS,
@@ -165,7 +192,7 @@ class PrometheusMetrics:
 
     # -- the event hook ----------------------------------------------------
 
-    def __call__(self, event: Event) -> None:
+    def __call__(self, event: Event) -> None:  # noqa: C901 - one branch per event kind
         """Count *event*: retries, rejections, timeouts, dead letters, states."""
         policy = event.policy
         if isinstance(event, RetryScheduled):
@@ -174,6 +201,14 @@ class PrometheusMetrics:
             self.rejections.labels(policy, "circuit_breaker").inc()
         elif isinstance(event, RateLimited):
             self.rejections.labels(policy, "rate_limit").inc()
+        elif isinstance(event, BulkheadRejected):
+            self.rejections.labels(policy, "bulkhead").inc()
+        elif isinstance(event, FallbackUsed):
+            self.fallbacks.labels(policy).inc()
+        elif isinstance(event, HedgeStarted):
+            self.hedges.labels(policy).inc()
+        elif isinstance(event, HedgeWon):
+            self.hedges_won.labels(policy).inc()
         elif isinstance(event, TimedOut):
             self.timeouts.labels(policy).inc()
         elif isinstance(event, DeadLettered):
@@ -183,7 +218,10 @@ class PrometheusMetrics:
         elif isinstance(event, CircuitStateChanged):
             self.circuit_state.labels(policy).set(CIRCUIT_STATES[event.new_state])
         elif isinstance(event, StorageUnavailable):
-            kind = "circuit_breaker" if "circuit" in event.kind else "rate_limit"
+            kind = next(
+                (k for k in ("circuit_breaker", "bulkhead") if k[:7] in event.kind),
+                "rate_limit",
+            )
             self.storage_unavailable.labels(policy, kind).inc()
 
 

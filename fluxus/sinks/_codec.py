@@ -13,10 +13,14 @@ import json
 import math
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from fluxus._core import type_name
 from fluxus._dead_letter import DeadLetter
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: The key that marks a tagged value; chosen so that no plain dict has it.
 TAG = "__fluxus__"
@@ -24,52 +28,159 @@ TAG = "__fluxus__"
 VERSION = 1
 
 
-def _encode(value: Any, path: str, reprs: list[str]) -> Any:  # noqa: C901, PLR0911, PLR0912 - one case per JSON-less type
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
-        return value if type(value) is int else _repr(value, path, reprs)
-    if isinstance(value, float):
-        if type(value) is not float:
-            return _repr(value, path, reprs)
-        return value if math.isfinite(value) else {TAG: "float", "v": repr(value)}
-    if type(value) is list:
-        return [_encode(item, path, reprs) for item in value]
-    if type(value) is tuple:
-        return {TAG: "tuple", "v": [_encode(item, path, reprs) for item in value]}
-    if type(value) is dict:
-        if all(type(key) is str for key in value) and TAG not in value:
-            return {key: _encode(item, path, reprs) for key, item in value.items()}
-        return {
-            TAG: "dict",
-            "v": [
-                [_encode(key, path, reprs), _encode(item, path, reprs)]
+#: How deep containers may nest before the rest is kept as a placeholder;
+#: far below the interpreter's recursion limit, so writing never overflows.
+MAX_DEPTH = 100
+#: Ints beyond 64 bits are stored as tagged hex text: JSON readers (and
+#: Python's own, past 4,300 digits) refuse or round huge numbers.
+_INT_LIMIT = 1 << 63
+
+#: Converters for types a sink should store as data rather than a ``repr``
+#: (a web request, for instance): ``register_encoder(cls, to_data)``.
+_CONVERTERS: dict[type, Callable[[Any], Any]] = {}
+
+
+def register_encoder(cls: type, to_data: Callable[[Any], Any]) -> None:
+    """Store instances of *cls* as ``to_data(value)`` rather than a placeholder.
+
+    ``to_data`` returns plain data (dicts, lists, strings, numbers); the
+    letter then holds that data, decoded as such, and the argument is not a
+    placeholder. Integrations use it for the objects they hand to views
+    (a web request is stored as its method, path, headers and body).
+
+    Args:
+        cls: The type to convert (subclasses included).
+        to_data: Called with the value; what it returns is stored.
+
+    Raises:
+        TypeError: If *cls* is not a type or *to_data* is not callable.
+    """
+    if not isinstance(cls, type) or not callable(to_data):
+        msg = f"register_encoder needs a type and a callable, got {cls!r}, {to_data!r}"
+        raise TypeError(msg)
+    _CONVERTERS[cls] = to_data
+
+
+#: Packages whose requests :mod:`fluxus.contrib._request_data` converts; it
+#: is imported the first time a value of theirs is met.
+_WEB_PACKAGES = frozenset({"django", "werkzeug", "flask", "starlette", "fastapi"})
+
+
+def _converter(kind: type) -> Callable[[Any], Any] | None:
+    for cls, to_data in _CONVERTERS.items():
+        if issubclass(kind, cls):
+            return to_data
+    if kind.__module__.partition(".")[0] in _WEB_PACKAGES:
+        import fluxus.contrib._request_data  # noqa: F401, PLC0415 - registers, once
+
+        for cls, to_data in _CONVERTERS.items():
+            if issubclass(kind, cls):
+                return to_data
+    return None
+
+
+class _Writer:
+    """Turn one letter's arguments into JSON-ready values; never raises.
+
+    What JSON cannot hold losslessly is kept as a placeholder (its ``repr``)
+    and its place recorded: cycles, nesting deeper than :data:`MAX_DEPTH`,
+    types fluxus does not know.
+    """
+
+    __slots__ = ("active", "placeholders")
+
+    def __init__(self) -> None:
+        self.placeholders: list[str] = []
+        self.active: set[int] = set()
+
+    def value(self, value: Any, path: str, depth: int = 0) -> Any:  # noqa: C901, PLR0911, PLR0912 - one case per JSON-less type
+        kind = type(value)
+        if value is None or kind is bool or kind is str:
+            return value
+        if kind is int:
+            if -_INT_LIMIT <= value <= _INT_LIMIT:
+                return value
+            return {TAG: "int", "v": hex(value)}
+        if kind is float:
+            return value if math.isfinite(value) else {TAG: "float", "v": repr(value)}
+        if kind in _CONTAINERS:
+            if depth >= MAX_DEPTH:
+                return self.placeholder(
+                    value, path, f"<nested deeper than {MAX_DEPTH}>"
+                )
+            if id(value) in self.active:
+                return self.placeholder(value, path, f"<cycle: {kind.__name__}>")
+            self.active.add(id(value))
+            try:
+                return self.container(value, path, depth + 1)
+            finally:
+                self.active.discard(id(value))
+        if kind in (bytes, bytearray):
+            text = base64.b64encode(value).decode("ascii")
+            return {TAG: kind.__name__, "v": text}
+        if kind in (datetime, date, time):
+            return {TAG: kind.__name__, "v": value.isoformat()}
+        if kind is timedelta:
+            return {
+                TAG: "timedelta",
+                "v": [value.days, value.seconds, value.microseconds],
+            }
+        if kind is Decimal or kind is UUID:
+            return {TAG: kind.__name__, "v": str(value)}
+        to_data = _converter(kind)
+        if to_data is not None:
+            return self.converted(value, to_data, path, depth)
+        return self.placeholder(value, path)
+
+    def container(self, value: Any, path: str, depth: int) -> Any:
+        kind = type(value)
+        if kind is list:
+            return [self.value(item, path, depth) for item in value]
+        if kind is tuple:
+            return {
+                TAG: "tuple",
+                "v": [self.value(item, path, depth) for item in value],
+            }
+        if kind is dict:
+            if TAG not in value and all(type(key) is str for key in value):
+                return {
+                    key: self.value(item, path, depth) for key, item in value.items()
+                }
+            pairs = [
+                [self.value(key, path, depth), self.value(item, path, depth)]
                 for key, item in value.items()
-            ],
+            ]
+            return {TAG: "dict", "v": pairs}
+        return {
+            TAG: kind.__name__,
+            "v": [self.value(item, path, depth) for item in value],
         }
-    if type(value) in (set, frozenset):
-        items = [_encode(item, path, reprs) for item in value]
-        return {TAG: type(value).__name__, "v": items}
-    if type(value) in (bytes, bytearray):
-        text = base64.b64encode(value).decode("ascii")
-        return {TAG: type(value).__name__, "v": text}
-    if type(value) in (datetime, date, time):
-        return {TAG: type(value).__name__, "v": value.isoformat()}
-    if type(value) is timedelta:
-        return {TAG: "timedelta", "v": [value.days, value.seconds, value.microseconds]}
-    if type(value) in (Decimal, UUID):
-        return {TAG: type(value).__name__, "v": str(value)}
-    return _repr(value, path, reprs)
+
+    def converted(
+        self, value: Any, to_data: Callable[[Any], Any], path: str, depth: int
+    ) -> Any:
+        try:
+            data = to_data(value)
+        except Exception:  # noqa: BLE001 - a failing converter must not lose the letter
+            return self.placeholder(value, path)
+        return {
+            TAG: "data",
+            "type": type_name(type(value)),
+            "v": self.value(data, path, depth),
+        }
+
+    def placeholder(self, value: object, path: str, text: str | None = None) -> Any:
+        if path not in self.placeholders:
+            self.placeholders.append(path)
+        if text is None:
+            try:
+                text = repr(value)
+            except Exception:  # noqa: BLE001 - a broken __repr__ must not lose the letter
+                text = f"<unrepresentable {type(value).__qualname__}>"
+        return {TAG: "repr", "v": text}
 
 
-def _repr(value: object, path: str, reprs: list[str]) -> dict[str, str]:
-    if path not in reprs:
-        reprs.append(path)
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not lose the letter
-        text = f"<unrepresentable {type(value).__qualname__}>"
-    return {TAG: "repr", "v": text}
+_CONTAINERS = frozenset({list, tuple, dict, set, frozenset})
 
 
 _DECODERS: dict[str, Any] = {
@@ -85,10 +196,11 @@ _DECODERS: dict[str, Any] = {
     "Decimal": Decimal,
     "UUID": UUID,
     "repr": lambda v: v,
+    "int": lambda v: int(v, 16),
 }
 
 
-def _decode(value: Any) -> Any:
+def _decode(value: Any) -> Any:  # noqa: PLR0911 - one case per tag
     if isinstance(value, list):
         return [_decode(item) for item in value]
     if not isinstance(value, dict):
@@ -100,19 +212,23 @@ def _decode(value: Any) -> Any:
         return tuple(_decode(item) for item in value["v"])
     if tag == "dict":
         return {_decode(key): _decode(item) for key, item in value["v"]}
+    if tag == "data":
+        return _decode(value["v"])
     return _DECODERS[tag](value["v"])
 
 
 def encode(letter: DeadLetter) -> str:
-    """Return *letter* as one line of JSON (no newline in it).
+    r"""Return *letter* as one line of JSON (no newline in it); never raises.
 
     Arguments JSON cannot hold are written as their ``repr`` and named in
-    the record's ``placeholders``.
+    the record's ``placeholders``. Text that UTF-8 cannot carry (a lone
+    surrogate, as ``os.fsdecode`` makes of a non-UTF-8 file name) is written
+    with JSON's ``\\u`` escapes, so every ``str`` comes back as it was.
     """
-    reprs: list[str] = []
-    args = [_encode(arg, f"args[{i}]", reprs) for i, arg in enumerate(letter.args)]
+    writer = _Writer()
+    args = [writer.value(arg, f"args[{i}]") for i, arg in enumerate(letter.args)]
     kwargs = {
-        name: _encode(value, f"kwargs[{name!r}]", reprs)
+        name: writer.value(value, f"kwargs[{name!r}]")
         for name, value in letter.kwargs.items()
     }
     record = {
@@ -125,9 +241,14 @@ def encode(letter: DeadLetter) -> str:
         "traceback": letter.traceback,
         "args": args,
         "kwargs": kwargs,
-        "placeholders": [*letter.placeholders, *reprs],
+        "placeholders": [*letter.placeholders, *writer.placeholders],
     }
-    return json.dumps(record, ensure_ascii=False, allow_nan=False)
+    text = json.dumps(record, ensure_ascii=False, allow_nan=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = json.dumps(record, ensure_ascii=True, allow_nan=False)
+    return text
 
 
 def decode(text: str | bytes) -> DeadLetter:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 from fluxus._dead_letter import DeadLetter
 
-from ._base import StoringSink
+from ._base import StoringSink, check_limit
 
 
 class Log(StoringSink):
@@ -33,7 +34,7 @@ class Log(StoringSink):
         if not isinstance(level, int) or isinstance(level, bool):
             msg = f"level must be a logging level (an int), got {level!r}"
             raise TypeError(msg)
-        self.logger = logger or logging.getLogger("fluxus.dead_letter")
+        self.logger: logging.Logger = logger or logging.getLogger("fluxus.dead_letter")
         self.level = level
         self.include_args = include_args
 
@@ -67,9 +68,10 @@ class Log(StoringSink):
         """Log *letter*; logging handlers are expected not to block for long."""
         self.put(letter)
 
-    def letters(self) -> list[DeadLetter]:
-        """Return no letters: a log keeps nothing to replay."""
-        return []
+    def letters(self, limit: int | None = None) -> Iterator[DeadLetter]:
+        """Yield no letters: a log keeps nothing to replay."""
+        check_limit(limit)
+        return iter(())
 
     def remove(self, letter_id: str) -> bool:  # noqa: ARG002 - the sink protocol
         """Do nothing: a log keeps nothing; return ``False``."""

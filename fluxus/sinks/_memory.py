@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 from fluxus._dead_letter import DeadLetter
 
-from ._base import StoringSink
+from ._base import StoringSink, check_limit, first
 
 
 class Memory(StoringSink):
@@ -35,10 +36,11 @@ class Memory(StoringSink):
         """Keep *letter*; nothing blocks, so no thread is needed."""
         self.put(letter)
 
-    def letters(self) -> list[DeadLetter]:
-        """Return the letters, oldest first."""
+    def letters(self, limit: int | None = None) -> Iterator[DeadLetter]:
+        """Return the letters, oldest first (a snapshot), at most *limit*."""
+        check_limit(limit)
         with self._lock:
-            return list(self._letters.values())
+            return first(list(self._letters.values()), limit)
 
     def remove(self, letter_id: str) -> bool:
         """Forget the letter *letter_id*; return whether it was kept."""

@@ -109,3 +109,35 @@ async def ablock() -> int:
 
 
 assert_type(status_of("x"), int)
+
+
+@fluxus.fallback(value=b"")
+def cached(url: str, *, timeout: float = 1.0) -> bytes:
+    return url.encode()
+
+
+pool = fluxus.bulkhead(4, max_waiting=2, timeout=1.0)
+
+
+@pool
+def pooled(n: int) -> str:
+    return str(n)
+
+
+@fluxus.hedge(0.05, max_hedges=2, on=OSError)
+async def hedged(key: str) -> int:
+    return len(key)
+
+
+assert_type(cached("x", timeout=2.0), bytes)
+assert_type(pooled(1), str)
+assert_type(pool.in_use, int)
+assert_type(pool.waiting, int)
+with pool:
+    pass
+
+
+async def awaited_new_kinds() -> None:
+    assert_type(await hedged("k"), int)
+    async with pool:
+        pass

@@ -45,14 +45,19 @@ outside the caller's transaction. ``"thread"`` suits outbound calls. See
 from __future__ import annotations
 
 import copy
-from typing import Any, Final
+from typing import Any, Final, cast
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.conf import settings
-from django.core.exceptions import SynchronousOnlyOperation
-from django.http import HttpRequest, HttpResponse
-from django.template import TemplateDoesNotExist, loader
-from django.views.defaults import ERROR_PAGE_TEMPLATE
+from fluxus._extras import missing_extra
+
+try:
+    from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+    from django.conf import settings
+    from django.core.exceptions import SynchronousOnlyOperation
+    from django.http import HttpRequest, HttpResponse
+    from django.template import TemplateDoesNotExist, loader
+    from django.views.defaults import ERROR_PAGE_TEMPLATE
+except ImportError as _missing:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(__name__, "django") from _missing
 
 from fluxus.contrib._http import (
     DEFAULT_STORAGE_URI,
@@ -94,13 +99,50 @@ class FluxusMiddleware:
 
     def __init__(self, get_response: Any) -> None:
         self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
+        self.is_async: bool = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
         if hasattr(settings, "FLUXUS_STORAGE_URI"):
             use_storage_uri(settings.FLUXUS_STORAGE_URI, "FLUXUS_STORAGE_URI")
         _trusted_proxies()
-        self.resolve_user = bool(getattr(settings, "FLUXUS_RESOLVE_USER", False))
+        self.resolve_user: bool = bool(getattr(settings, "FLUXUS_RESOLVE_USER", False))
+        if self.is_async and _answers_async_views():
+            # Django would answer through process_exception, which it calls
+            # in a thread of its own (sync_to_async): a hop per rejection.
+            self.process_view = self._call_async_view
+
+    async def _call_async_view(
+        self,
+        request: HttpRequest,
+        view: Any,
+        view_args: tuple[Any, ...],
+        view_kwargs: dict[str, Any],
+    ) -> HttpResponse | None:
+        """Call an async view here and answer its rejections in the event loop.
+
+        Only installed when nothing is lost by it (see
+        :func:`_answers_async_views`): no later middleware has a
+        ``process_view``, no other one a ``process_exception``, and no
+        database asks for ``ATOMIC_REQUESTS``.
+        """
+        if not iscoroutinefunction(view):
+            return None  # a sync view: Django runs it in its thread
+        try:
+            response = await view(request, *view_args, **view_kwargs)
+        except Exception as exc:
+            answer = rejection_response(request, exc)
+            if answer is None:
+                raise  # Django answers it as it would have (500)
+            return answer
+        if response is None:
+            # Returning None would make Django call the view a second time.
+            name = getattr(view, "__qualname__", type(view).__qualname__)
+            msg = (
+                f"The view {view.__module__}.{name} didn't return an "
+                "HttpResponse object. It returned None instead."
+            )
+            raise ValueError(msg)
+        return cast("HttpResponse", response)
 
     def __call__(self, request: HttpRequest) -> Any:
         """Handle *request*, returning a coroutine in an async stack."""
@@ -123,6 +165,35 @@ class FluxusMiddleware:
     ) -> HttpResponse | None:
         """Answer a fluxus rejection; leave other exceptions to Django."""
         return rejection_response(request, exception)
+
+
+def _answers_async_views() -> bool:
+    """Tell whether the middleware may call async views itself.
+
+    True when the project's ``MIDDLEWARE`` lists no ``process_view`` after
+    :class:`FluxusMiddleware` (which calling the view would skip), no other
+    ``process_exception`` (which an error raised there would skip), and no
+    database has ``ATOMIC_REQUESTS`` (Django refuses it for async views).
+    """
+    from django.db import connections  # noqa: PLC0415 - read at start only
+    from django.utils.module_loading import import_string  # noqa: PLC0415
+
+    if any(db.get("ATOMIC_REQUESTS") for db in connections.settings.values()):
+        return False
+    after = False
+    for entry in getattr(settings, "MIDDLEWARE", None) or ():
+        try:
+            cls = import_string(entry)
+        except Exception:  # noqa: BLE001 - Django reports these itself
+            return False
+        if isinstance(cls, type) and issubclass(cls, FluxusMiddleware):
+            after = True
+            continue
+        if hasattr(cls, "process_exception") or (
+            after and hasattr(cls, "process_view")
+        ):
+            return False
+    return after
 
 
 def rejection_response(request: HttpRequest, exc: Exception) -> HttpResponse | None:

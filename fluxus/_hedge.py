@@ -1,0 +1,259 @@
+"""``@fluxus.hedge``: when a call is slow, race a second one against it.
+
+Tail latency often comes from one slow server, queue or packet, not from
+the request: asking again elsewhere answers sooner. A hedged call starts the
+function; if it has not finished after ``delay`` seconds, another call with
+the same arguments starts, and so on up to ``max_hedges`` extra calls, each
+``delay`` after the previous one. The first call to return wins; the others
+are cancelled, and their cancellation is awaited, so no call outlives the
+hedged one. A failure matching ``on`` starts the next hedge at once; any
+other failure is raised at once and the others are cancelled. When every
+call failed, the last failure is raised.
+
+Hedges cost extra calls, so hedge only idempotent work, and pick ``delay``
+near the latency percentile beyond which waiting is worse than asking again
+(the p95 is the usual choice: about 5% extra calls). No hedge starts once an
+enclosing :func:`fluxus.timeout` deadline has passed.
+
+Only ``async def`` functions can be hedged: a sync call cannot be
+cancelled. :meth:`Hedge._next` decides when the next call starts; the
+driver is one loop over :func:`asyncio.wait`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from ._budget import RetryBudget
+from ._core import HEDGE, Policy, qualified_name
+from ._deadline import DEADLINE, monotonic
+from ._fallback import ExceptionTypes, check_exception_types
+from ._validate import positive_int, to_seconds
+from .instrumentation._events import HedgeStarted, HedgeWon
+from .instrumentation._hooks import emit
+from .instrumentation._observe import Observe, watch_for
+
+_SLOW, _FAILED = "slow", "failed"
+
+
+class Hedge(Policy):
+    """Race backup calls against a slow one; see :func:`hedge`."""
+
+    _kind: ClassVar[str] = "hedge"
+    _rank: ClassVar[int] = HEDGE
+    _observed_here: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        delay: float | timedelta,
+        *,
+        max_hedges: int = 1,
+        on: ExceptionTypes = Exception,
+        budget: RetryBudget | None = None,
+        name: str | None = None,
+    ) -> None:
+        """Build the policy; see :func:`hedge` for the parameters.
+
+        Args:
+            delay: See :func:`hedge`.
+            max_hedges: See :func:`hedge`.
+            on: See :func:`hedge`.
+            budget: See :func:`hedge`.
+            name: See :func:`hedge`.
+        """
+        super().__init__(name)
+        self.delay = to_seconds(delay, "delay")
+        self.max_hedges = positive_int(max_hedges, "max_hedges")
+        self.on = check_exception_types(on)
+        if budget is not None and not isinstance(budget, RetryBudget):
+            msg = f"budget must be a fluxus.RetryBudget or None, got {budget!r}"
+            raise TypeError(msg)
+        self.budget = budget
+
+    def _next(
+        self, now: float, last_start: float, started: int, *, failed: bool
+    ) -> float | None:
+        """Return when the next call is due, or ``None`` if none may start.
+
+        The next call is due *delay* after the last one started, or at once
+        after a failure; none starts once ``max_hedges`` extra calls have
+        started, nor at or after the enclosing deadline.
+        """
+        if started > self.max_hedges:
+            return None
+        due = now if failed else max(now, last_start + self.delay)
+        deadline = DEADLINE.get()
+        if deadline is not None and due >= deadline:
+            return None
+        return due
+
+    def _wrap_sync(
+        self, func: Callable[..., Any], observe: Observe | None
+    ) -> Callable[..., Any]:
+        del observe  # never built: the function is refused
+        msg = (
+            f"fluxus.hedge protects async def functions only; "
+            f"{qualified_name(func)} is a plain function, whose call cannot "
+            "be cancelled when another one wins"
+        )
+        raise TypeError(msg)
+
+    def _wrap_async(
+        self, func: Callable[..., Awaitable[Any]], observe: Observe | None
+    ) -> Callable[..., Awaitable[Any]]:
+        function = qualified_name(func)
+        watch = watch_for(observe)
+        race = self._race
+        calls = self._counters.calls
+
+        async def hedge_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if watch.observers:
+                return await observe(args, kwargs)  # type: ignore[misc] # set when watched
+            next(calls)
+            return await race(func, function, args, kwargs)
+
+        return hedge_wrapper
+
+    async def _race(
+        self,
+        func: Callable[..., Awaitable[Any]],
+        function: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Run *func*, hedged; return the first result or raise."""
+        began = last_start = monotonic()
+        order: dict[asyncio.Future[Any], int] = {
+            asyncio.ensure_future(func(*args, **kwargs)): 0
+        }
+        running = set(order)
+        error: BaseException | None = None
+        failed = spent = False
+        budget = self.budget
+        if budget is not None:
+            budget.record_attempt()
+        try:
+            while True:
+                now = monotonic()
+                due = (
+                    None
+                    if spent
+                    else self._next(now, last_start, len(order), failed=failed)
+                )
+                if (
+                    due is not None
+                    and (failed or due <= now)
+                    and budget is not None
+                    and not budget.try_spend()
+                ):
+                    due, spent = None, True  # the shared budget is spent
+                if due is not None and (failed or due <= now):
+                    reason, failed = (_FAILED if failed else _SLOW), False
+                    last_start = now
+                    self._started(len(order), now - began, reason, function)
+                    backup = asyncio.ensure_future(func(*args, **kwargs))
+                    order[backup] = len(order)
+                    running.add(backup)
+                    continue
+                if not running:
+                    raise error  # type: ignore[misc] # every call failed, so it is set
+                done, running = await asyncio.wait(
+                    running,
+                    timeout=None if due is None else due - now,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for task in done:
+                    outcome = task.exception()
+                    if outcome is None:
+                        return self._won(task, order[task], function, began)
+                    if not isinstance(outcome, self.on):
+                        raise outcome
+                    error, failed = outcome, True
+        finally:
+            await _cancel(running)
+
+    def _won(
+        self, task: asyncio.Future[Any], number: int, function: str, began: float
+    ) -> Any:
+        if number:
+            next(self._counters.hedges_won)
+            emit(
+                HedgeWon(
+                    policy=self.name,
+                    function=function,
+                    hedge=number,
+                    after=monotonic() - began,
+                )
+            )
+        return task.result()
+
+    def _started(self, number: int, after: float, reason: str, function: str) -> None:
+        next(self._counters.hedges)
+        emit(
+            HedgeStarted(
+                policy=self.name,
+                function=function,
+                hedge=number,
+                after=after,
+                reason=reason,
+            )
+        )
+
+
+async def _cancel(tasks: set[asyncio.Future[Any]]) -> None:
+    """Cancel *tasks* and wait until each has really ended."""
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    try:
+        await asyncio.wait(tasks)
+    except asyncio.CancelledError:
+        # Cancelled while waiting for them: still let them end first.
+        await asyncio.wait(tasks)
+        raise
+    for task in tasks:  # retrieved, so asyncio does not log them
+        if not task.cancelled():
+            task.exception()
+
+
+def hedge(
+    delay: float | timedelta,
+    *,
+    max_hedges: int = 1,
+    on: ExceptionTypes = Exception,
+    budget: RetryBudget | None = None,
+    name: str | None = None,
+) -> Hedge:
+    """Return a policy that starts backup calls when an ``async`` call is slow.
+
+    Args:
+        delay: Seconds (or a timedelta) to wait for a call before the next
+            one starts; ``0`` starts every call at once.
+        max_hedges: The most extra calls one call may start (an int >= 1).
+        on: The exception type, or tuple of types, after which the next
+            hedge starts at once instead of waiting for *delay*; any other
+            exception is raised at once and the other calls are cancelled.
+        budget: A :class:`~fluxus.RetryBudget` shared with retries: every
+            hedged call counts as a first attempt, every extra call spends
+            one retry, and no extra call starts once the budget is spent.
+        name: The name in events; by default the first decorated function's.
+
+    Returns:
+        A :class:`Hedge` policy; decorate ``async def`` functions with it.
+
+    Raises:
+        TypeError: If a parameter has the wrong type, or (when the policy is
+            applied) the function is not an ``async def`` function.
+        ValueError: If *delay* is negative or *max_hedges* below 1.
+
+    The first call to return wins and the others are cancelled; the hedged
+    call returns only once their cancellation has ended. No hedge starts
+    once an enclosing :func:`fluxus.timeout` deadline has passed. The
+    testing mode does not change the delay: a hedge never makes a call
+    slower, only costs an extra call.
+    """
+    return Hedge(delay, max_hedges=max_hedges, on=on, budget=budget, name=name)

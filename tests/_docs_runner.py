@@ -1,0 +1,68 @@
+"""Run the Python blocks of one reStructuredText page, as a reader would.
+
+``python tests/_docs_runner.py PAGE`` runs the page's ``code-block:: python``
+blocks in order in one namespace (a page may build on its earlier blocks);
+``--fresh`` runs each block alone in a new interpreter instead, the promise
+the README makes. Warnings are errors. On failure the page, the line of the
+block and the traceback are printed and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import traceback
+import types
+import warnings
+from pathlib import Path
+
+from sybil import Example, Sybil
+from sybil.parsers.rest import PythonCodeBlockParser
+
+
+def _examples(page: Path, *, as_main: bool = False) -> list[Example]:
+    document = Sybil(parsers=[PythonCodeBlockParser()]).parse(page)
+    if as_main:
+        # The page runs like a script: its namespace is the module __main__,
+        # so Flask's Flask(__name__) and Django's ROOT_URLCONF=__name__ work.
+        module = types.ModuleType("__main__")
+        module.__file__ = str(page)
+        sys.modules["__main__"] = module
+        document.namespace = module.__dict__
+    return list(document)
+
+
+def run_together(page: Path) -> int:
+    """Run every block of *page* in one namespace, in order."""
+    warnings.simplefilter("error")
+    for example in _examples(page, as_main=True):
+        try:
+            example.evaluate()
+        except BaseException:  # report whatever the block raised
+            print(f"{page}:{example.line}: this block failed:", file=sys.stderr)  # noqa: T201
+            traceback.print_exc()
+            return 1
+    return 0
+
+
+def run_fresh(page: Path) -> int:
+    """Run each block of *page* alone, in a new interpreter."""
+    for example in _examples(page):
+        code = example.parsed
+        done = subprocess.run(
+            [sys.executable, "-W", "error", "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode:
+            print(f"{page}:{example.line}: this block failed alone:", file=sys.stderr)  # noqa: T201
+            print(done.stdout, done.stderr, file=sys.stderr)  # noqa: T201
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]).resolve()
+    sys.exit(run_fresh(target) if "--fresh" in sys.argv else run_together(target))
