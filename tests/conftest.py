@@ -87,7 +87,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     A module opts in to running its async bodies under trio as well with
     ``MODES = ("sync", "async", "trio")``.
     """
-    if "mode" in metafunc.fixturenames:
+    given = {
+        name.strip()
+        for marker in metafunc.definition.iter_markers("parametrize")
+        for name in (
+            marker.args[0].split(",")
+            if isinstance(marker.args[0], str)
+            else marker.args[0]
+        )
+    }
+    if "mode" in metafunc.fixturenames and "mode" not in given:
         names = getattr(metafunc.module, "MODES", ("sync", "async"))
         metafunc.parametrize("mode", [Mode(name) for name in names], ids=list(names))
 
