@@ -1,8 +1,8 @@
 """Resilient Python in a few decorators.
 
 fluxus protects sync and ``async def`` code with policies: :func:`retry`
-(over tenacity), :func:`timeout` (asyncio cancellation, worker threads or
-signals), :func:`circuit_breaker` (over pybreaker), :func:`rate_limit` (over
+(over tenacity), :func:`timeout` (asyncio or trio cancellation, worker
+threads or signals), :func:`circuit_breaker` (over pybreaker), :func:`rate_limit` (over
 limits), :func:`bulkhead` (concurrency), :func:`hedge` (backup calls),
 :func:`fallback` and :func:`dead_letter` (durable sinks), applied in the
 recommended order by :func:`stack`.

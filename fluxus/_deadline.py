@@ -15,13 +15,13 @@ abandoned work really returns (:func:`keep_held`).
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Protocol
 
+from ._aio import sleep
 from ._config import CONFIG
 
 DEADLINE: ContextVar[float | None] = ContextVar("fluxus_deadline", default=None)
@@ -86,7 +86,8 @@ def wait_sync(seconds: float) -> None:
 async def wait_async(seconds: float) -> None:
     """Sleep for *seconds*, not past the enclosing deadline; cancellable.
 
-    In testing mode it still yields to the loop once, so cancellation and
-    other tasks behave as they do with real waits.
+    It sleeps with the running library (asyncio or trio). In testing mode
+    it still yields to the loop once, so cancellation and other tasks
+    behave as they do with real waits.
     """
-    await asyncio.sleep(max(0.0, _capped(seconds)))
+    await sleep(max(0.0, _capped(seconds)))

@@ -13,7 +13,6 @@ sync and the async driver only call, remove and release.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import math
 import re
@@ -22,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._aio import run_sync_in_thread
 from ._core import to_seconds
 from ._dead_letter import DeadLetter, Sink
 
@@ -364,11 +364,11 @@ async def replay_async(
     """
     claims, timeout = _start(sink, func, function, fill, claim_timeout)
     plan = _Plan(func, function, fill)
-    tally = _Tally(timeout, await asyncio.to_thread(_total, sink), progress)
+    tally = _Tally(timeout, await run_sync_in_thread(_total, sink), progress)
     durability = _Durability()
     pending: list[DeadLetter] = []
     try:
-        while pending := await asyncio.to_thread(claims.take, tally.batch()):
+        while pending := await run_sync_in_thread(claims.take, tally.batch()):
             expires = time.monotonic() + timeout
             while pending:
                 letter = pending[0]
@@ -384,15 +384,15 @@ async def replay_async(
                         failure = exc
                     tally.timed(started)
                 if call is not None and failure is None:
-                    await asyncio.to_thread(claims.remove, [letter.id])
+                    await run_sync_in_thread(claims.remove, [letter.id])
                     durability.removed()
                 else:
-                    await asyncio.to_thread(claims.release, letter.id)
+                    await run_sync_in_thread(claims.release, letter.id)
                 tally.done(letter, call is not None, failure, expires)
                 pending.pop(0)
                 if durability.due():
-                    await asyncio.to_thread(claims.flush)
+                    await run_sync_in_thread(claims.flush)
                     durability.synced()
     finally:
-        await asyncio.to_thread(_settle_interrupted, claims, durability, pending)
+        await run_sync_in_thread(_settle_interrupted, claims, durability, pending)
     return tally.result()

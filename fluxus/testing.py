@@ -13,7 +13,6 @@ Installing fluxus also gives pytest two fixtures (see
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import math
@@ -25,6 +24,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import ParamSpec, TypeVar, cast
 
+from . import _aio
 from ._config import CONFIG, TestingMode
 from ._validate import to_seconds
 from .instrumentation._events import Event
@@ -182,9 +182,10 @@ def flaky(
     on every run (calls made from several threads at once take the draws in
     the order they reach them).
 
-    The delay is a real sleep (``time.sleep`` / ``asyncio.sleep``), also in
-    testing mode, so that :func:`fluxus.timeout` can be exercised against
-    it; use a small *delay*, or ``slow_rate=0``, in fast suites.
+    The delay is a real sleep (``time.sleep``, or the running library's
+    sleep: asyncio's or trio's), also in testing mode, so that
+    :func:`fluxus.timeout` can be exercised against it; use a small
+    *delay*, or ``slow_rate=0``, in fast suites.
 
     Args:
         failure_rate: The probability, from 0 to 1, that a call fails.
@@ -255,7 +256,7 @@ def _flaky_async(
     async def flaky_wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         fails, slow = faults.draw()
         if slow:
-            await asyncio.sleep(delay)
+            await _aio.sleep(delay)
         if fails:
             raise make_error()
         return await func(*args, **kwargs)

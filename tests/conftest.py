@@ -1,8 +1,9 @@
-"""Shared fixtures: sync/async modes, a real redis-server, captured events."""
+"""Shared fixtures: sync/async/trio modes, a real redis-server, captured events."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import signal
@@ -16,6 +17,8 @@ from typing import Any
 
 import fluxus
 import pytest
+import trio
+import trio.lowlevel
 from fluxus.testing import capture_events
 
 
@@ -24,12 +27,14 @@ class Mode:
 
     ``make(body)`` turns a sync body into the function under test: the body
     itself, or an ``async def`` that yields to the loop and then runs it.
-    ``run(fn, ...)`` calls it the way its mode needs.
+    ``run(fn, ...)`` calls it the way its mode needs: ``"async"`` under
+    asyncio, ``"trio"`` under trio (the same async bodies).
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.is_async = name == "async"
+        self.is_async = name in {"async", "trio"}
+        self.is_trio = name == "trio"
 
     def __repr__(self) -> str:
         return self.name
@@ -39,22 +44,61 @@ class Mode:
             return body
 
         async def async_body(*args: Any, **kwargs: Any) -> Any:
-            await asyncio.sleep(0)
+            await self.checkpoint()
             return body(*args, **kwargs)
 
         name = getattr(body, "__name__", type(body).__name__)
         async_body.__name__ = async_body.__qualname__ = name
+        if self.is_trio:
+            # A name of its own: policies without name= share budgets by it.
+            async_body.__qualname__ = f"trio_{name}"
         return async_body
 
+    async def checkpoint(self) -> None:
+        """Yield to the running library's scheduler once."""
+        if self.is_trio:
+            await trio.lowlevel.checkpoint()
+        else:
+            await asyncio.sleep(0)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep with the running library."""
+        if self.is_trio:
+            await trio.sleep(seconds)
+        else:
+            await asyncio.sleep(seconds)
+
+    @property
+    def cancelled(self) -> type[BaseException]:
+        """The running library's cancellation exception."""
+        return trio.Cancelled if self.is_trio else asyncio.CancelledError
+
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.is_trio:
+            return trio.run(functools.partial(fn, *args, **kwargs))
         if self.is_async:
             return asyncio.run(fn(*args, **kwargs))
         return fn(*args, **kwargs)
 
 
-@pytest.fixture(params=["sync", "async"])
-def mode(request: pytest.FixtureRequest) -> Mode:
-    return Mode(request.param)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Give ``mode`` its values: a module's ``MODES``, else sync and async.
+
+    A module opts in to running its async bodies under trio as well with
+    ``MODES = ("sync", "async", "trio")``.
+    """
+    given = {
+        name.strip()
+        for marker in metafunc.definition.iter_markers("parametrize")
+        for name in (
+            marker.args[0].split(",")
+            if isinstance(marker.args[0], str)
+            else marker.args[0]
+        )
+    }
+    if "mode" in metafunc.fixturenames and "mode" not in given:
+        names = getattr(metafunc.module, "MODES", ("sync", "async"))
+        metafunc.parametrize("mode", [Mode(name) for name in names], ids=list(names))
 
 
 @pytest.fixture

@@ -12,6 +12,9 @@ import pytest
 from fluxus import CircuitState
 from fluxus.instrumentation import CircuitRejected, CircuitStateChanged
 
+#: The ``mode`` fixture runs the async bodies under trio as well.
+MODES = ("sync", "async", "trio")
+
 
 class Clock:
     def __init__(self) -> None:

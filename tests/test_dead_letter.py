@@ -10,6 +10,9 @@ import pytest
 from fluxus.instrumentation import DeadLettered, DeadLetterHandlerFailed
 from fluxus.sinks import Memory
 
+#: The ``mode`` fixture runs the async bodies under trio as well.
+MODES = ("sync", "async", "trio")
+
 
 class Boom:
     """Raise the given exception on every call; count the calls."""

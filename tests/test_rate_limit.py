@@ -19,6 +19,9 @@ from fluxus._redis import mask_password
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+#: The ``mode`` fixture runs the async bodies under trio as well.
+MODES = ("sync", "async", "trio")
+
 
 class Clock:
     """A fake monotonic clock the tests move by hand."""

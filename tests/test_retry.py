@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 
 from conftest import Mode
 
+#: The ``mode`` fixture runs the async bodies under trio as well.
+MODES = ("sync", "async", "trio")
+
 
 class Flaky:
     """Fail with the given exceptions, one per call, then return "ok"."""

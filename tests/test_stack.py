@@ -12,6 +12,9 @@ import fluxus
 import pytest
 from fluxus.sinks import Memory
 
+#: The ``mode`` fixture runs the async bodies under trio as well.
+MODES = ("sync", "async", "trio")
+
 KINDS = ["dead_letter", "rate_limit", "circuit_breaker", "timeout", "retry"]
 
 

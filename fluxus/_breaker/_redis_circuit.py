@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from fluxus._aio import in_background, shielded
+from fluxus._aio import asyncio_only, in_background, shielded
 from fluxus._redis import StorageHealth
 from fluxus.instrumentation._events import (
     CircuitStorageRecovered,
@@ -38,6 +38,10 @@ class RedisOptions(Protocol):
 
     async def async_client(self) -> Any:
         """Return the asyncio client of the running loop."""
+
+
+#: How the refusal under trio names this storage.
+_STORAGE = "the Redis storage of fluxus.circuit_breaker"
 
 
 class _Down(Exception):
@@ -177,6 +181,7 @@ class RedisCircuit:
     async def _run_async(
         self, script: str, args: list[Any], function: str
     ) -> list[Any]:
+        asyncio_only(_STORAGE)
         with self._reaching(function):
             client = await self.storage.async_client()
             async with asyncio.timeout(self.storage.timeout):
@@ -310,6 +315,7 @@ class RedisCircuit:
 
     async def admit_async(self, function: str) -> Admission:
         """Admit a call or refuse it, in one script, without blocking the loop."""
+        asyncio_only(_STORAGE)
         step = asyncio.ensure_future(self._admit_step(function))
         try:
             return await shielded(step)

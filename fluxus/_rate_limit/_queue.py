@@ -14,12 +14,15 @@ import contextlib
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fluxus._aio import running_trio
 
 
 class Ticket:
     """One waiter's reserved slot: when it is due, and how to wake it early."""
 
-    __slots__ = ("_event", "_future", "_loop", "back", "cost", "due", "key")
+    __slots__ = ("_event", "_future", "_loop", "_trio", "back", "cost", "due", "key")
 
     def __init__(self, key: str, due: float, cost: int, back: Sequence[float]) -> None:
         self.key = key
@@ -32,6 +35,7 @@ class Ticket:
         self._event: threading.Event | None = None
         self._future: asyncio.Future[bool] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._trio: tuple[Any, Any] | None = None  # (trio.Event, its TrioToken)
 
     @property
     def shift(self) -> float:
@@ -52,6 +56,8 @@ class Ticket:
 
     async def wait_async(self, seconds: float) -> bool:
         """Sleep up to *seconds*; return whether the slot moved forward meanwhile."""
+        if running_trio():
+            return await self._wait_trio(seconds)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         self._loop, self._future = loop, future
@@ -66,10 +72,28 @@ class Ticket:
             timer.cancel()
             self._future = None
 
+    async def _wait_trio(self, seconds: float) -> bool:
+        import trio  # noqa: PLC0415 - only under trio, which is then imported
+
+        event = trio.Event()
+        self._trio = (event, trio.lowlevel.current_trio_token())
+        try:
+            with trio.move_on_after(max(0.0, min(self.left(), seconds))):
+                await event.wait()
+                return True
+            return False
+        finally:
+            self._trio = None
+
     def wake(self) -> None:
         """Wake the waiter so it sleeps its new, shorter wait."""
         if self._event is not None:
             self._event.set()
+        waiting = self._trio
+        if waiting is not None:
+            event, token = waiting
+            with contextlib.suppress(RuntimeError):  # its run has ended
+                token.run_sync_soon(event.set)
         future, loop = self._future, self._loop
         if future is not None and loop is not None:
             with contextlib.suppress(RuntimeError):  # its loop is closed

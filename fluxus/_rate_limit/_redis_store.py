@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fluxus._aio import in_background, shielded
+from fluxus._aio import asyncio_only, in_background, shielded
 from fluxus._redis import PerLoop, async_client, sync_client
 
 from ._gcra import ADMITTED, Bucket, Reservation, StorageUnavailableError
@@ -114,6 +114,10 @@ def _refund_args(ticket: Ticket, now: str) -> list[str]:
     return ["refund", "0", str(ticket.cost), now, str(n), *(["0", "0"] * n), "-inf"]
 
 
+#: How the refusal under trio names this storage.
+_STORAGE = "the Redis storage of fluxus.rate_limit"
+
+
 def _max_wait_arg(max_wait: float) -> str:
     return repr(max_wait) if math.isfinite(max_wait) else "1e300"
 
@@ -184,6 +188,7 @@ class RedisTokenBuckets:
         self, key: str, buckets: Sequence[Bucket], max_wait: float, cost: int = 1
     ) -> Reservation:
         """Reserve *cost* tokens in Redis without blocking the loop."""
+        asyncio_only(_STORAGE)
         args = [
             "take",
             _max_wait_arg(max_wait),
@@ -220,6 +225,7 @@ class RedisTokenBuckets:
         self, key: str, buckets: Sequence[Bucket], cost: int = 1
     ) -> float:
         """Return the seconds until *key* would be admitted, without blocking."""
+        asyncio_only(_STORAGE)
         reply = await self._eval_async(
             key, ["peek", "0", *_bucket_args(buckets, cost, self._now())]
         )

@@ -12,19 +12,22 @@ once. What differs is only how the caller gets control back:
   interrupt and goes on forever cannot be walked away from.
 - ``"thread"``: the call runs in the caller's worker thread
   (:mod:`._pool`); the caller waits until the deadline and walks away.
-- ``async def``: :func:`asyncio.timeout` cancels the awaited work.
+- ``async def``: :func:`asyncio.timeout` (or, under trio, a cancel scope)
+  cancels the awaited work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from contextvars import copy_context
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from fluxus._aio import run_trio_within, running_trio
 from fluxus._core import Policy, qualified_name
 from fluxus._db import caller_in_transaction, warn_in_transaction
 from fluxus._deadline import DEADLINE, monotonic
@@ -34,6 +37,8 @@ from ._pool import HUB, Bound
 
 if TYPE_CHECKING:
     from ._verdicts import Verdicts
+
+modules = sys.modules
 
 #: How often ``"signal"`` interrupts a call again that caught the interrupt.
 REARM_SECONDS = 0.01
@@ -209,7 +214,12 @@ def thread(
 def cancelling(
     policy: Policy, verdicts: Verdicts, func: Callable[..., Awaitable[Any]]
 ) -> Callable[..., Awaitable[Any]]:
-    """Cancel the awaited call at the deadline with :func:`asyncio.timeout`."""
+    """Cancel the awaited call at the deadline.
+
+    Under asyncio with :func:`asyncio.timeout`; under trio with a
+    :func:`trio.move_on_after` cancel scope (:mod:`fluxus._aio`). Either way
+    a call cut short raises :class:`~fluxus.DeadlineExceeded`.
+    """
     function = qualified_name(func)
     seconds = verdicts.seconds
     start, late = verdicts.start, verdicts.late
@@ -219,6 +229,8 @@ def cancelling(
         if WATCH.observers and outside(timeout_wrapper):
             return await observe_async(policy, function, timeout_wrapper, args, kwargs)
         next(calls)
+        if "trio" in modules and running_trio():
+            return await trio_wrapper(args, kwargs)
         now = monotonic()
         deadline = now + seconds
         outer = DEADLINE.get()
@@ -236,6 +248,21 @@ def cancelling(
             late(function, "asyncio", now, deadline, exc.__cause__ or exc)
         finally:
             DEADLINE.reset(token)
+
+    async def trio_wrapper(args: Any, kwargs: Any) -> Any:
+        """The same bound under trio: a cancel scope instead of asyncio.timeout."""
+        now = monotonic()
+        deadline = start(now, function, "trio")
+        token = DEADLINE.set(deadline)
+        try:
+            cancelled, result = await run_trio_within(
+                deadline - now, func, args, kwargs
+            )
+        finally:
+            DEADLINE.reset(token)
+        if cancelled is not None:
+            late(function, "trio", now, deadline, cancelled)
+        return result
 
     return timeout_wrapper
 

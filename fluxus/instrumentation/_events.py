@@ -256,7 +256,8 @@ class TimedOut(Event):
     Attributes:
         seconds: The time budget that ran out (shrunk by an enclosing deadline).
         strategy: How the timeout was enforced: ``"thread"``, ``"signal"``,
-            ``"cooperative"`` or ``"asyncio"``.
+            ``"cooperative"``, ``"asyncio"`` or ``"trio"`` (an ``async def``
+            call cancelled under that library).
         reason: What happened: the deadline passed during the call, had
             passed before it started, or no worker thread was free.
     """

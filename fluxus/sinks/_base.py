@@ -11,7 +11,6 @@ consumer group (Redis streams).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import tempfile
@@ -22,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import ClassVar, Protocol
 
+from fluxus._aio import run_sync_in_thread
 from fluxus._dead_letter import DeadLetter
 from fluxus.exceptions import FluxusError
 
@@ -71,7 +71,7 @@ class StoringSink:
 
     async def aput(self, letter: DeadLetter) -> None:
         """Store *letter* from async code, without blocking the event loop."""
-        await asyncio.to_thread(self.put, letter)
+        await run_sync_in_thread(self.put, letter)
 
     def letters(self, limit: int | None = None) -> Iterator[DeadLetter]:
         """Yield the stored letters, oldest first, at most *limit* of them.
