@@ -72,7 +72,8 @@ def run_fresh(page: Path) -> int:
             try:
                 compile_only(example, page)
             except SyntaxError:
-                print(f"{page}:{example.line}: this block does not compile:", file=sys.stderr)  # noqa: T201
+                where = f"{page}:{example.line}"
+                print(f"{where}: this block does not compile:", file=sys.stderr)  # noqa: T201
                 traceback.print_exc()
                 return 1
             continue
