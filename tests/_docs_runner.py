@@ -6,10 +6,15 @@ a block after a ``.. skip: next`` comment is left out;
 ``--fresh`` runs each block alone in a new interpreter instead, the promise
 the README makes. Warnings are errors. On failure the page, the line of the
 block and the traceback are printed and the exit status is 1.
+
+A block marked ``:class: configuration`` (a Django settings excerpt, say,
+that needs a project around it) is compiled, not run; its ``[..., `` stands
+for the project's own entries.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import traceback
@@ -35,12 +40,26 @@ def _examples(page: Path, *, as_main: bool = False) -> list[Example]:
     return list(document)
 
 
+def is_configuration(example: Example) -> bool:
+    """Whether *example* is marked ``:class: configuration`` (compile only)."""
+    options = example.region.lexemes.get("options") or {}
+    return "configuration" in str(options.get("class", "")).split()
+
+
+def compile_only(example: Example, page: Path) -> None:
+    """Compile a configuration block; ``[..., `` stands for the project's entries."""
+    compile(re.sub(r"\[\.\.\., ", "[", example.parsed), str(page), "exec")
+
+
 def run_together(page: Path) -> int:
     """Run every block of *page* in one namespace, in order."""
     warnings.simplefilter("error")
     for example in _examples(page, as_main=True):
         try:
-            example.evaluate()
+            if is_configuration(example):
+                compile_only(example, page)
+            else:
+                example.evaluate()
         except BaseException:  # report whatever the block raised
             print(f"{page}:{example.line}: this block failed:", file=sys.stderr)  # noqa: T201
             traceback.print_exc()
@@ -58,6 +77,15 @@ def run_fresh(page: Path) -> int:
             continue
         if skip:
             skip = False
+            continue
+        if is_configuration(example):
+            try:
+                compile_only(example, page)
+            except SyntaxError:
+                where = f"{page}:{example.line}"
+                print(f"{where}: this block does not compile:", file=sys.stderr)  # noqa: T201
+                traceback.print_exc()
+                return 1
             continue
         done = subprocess.run(
             [sys.executable, "-W", "error", "-c", code],

@@ -69,6 +69,28 @@ def test_a_failing_block_fails_the_page(tmp_path: Path, request: pytest.FixtureR
         _run(page, tmp_path, request)
 
 
+def test_a_configuration_block_is_compiled_not_run(
+    tmp_path: Path, request: pytest.FixtureRequest
+):
+    page = tmp_path / "settings.rst"
+    page.write_text(
+        "Title\n=====\n\n.. code-block:: python\n   :class: configuration\n\n"
+        "   from a_project_not_here import settings\n   APPS = [..., 'x']\n",
+        encoding="utf-8",
+    )
+    _run(page, tmp_path, request)
+    _run(page, tmp_path, request, "--fresh")
+    page.write_text(
+        "Title\n=====\n\n.. code-block:: python\n   :class: configuration\n\n"
+        "   APPS = [\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(AssertionError, match=r"settings.rst:4: this block"):
+        _run(page, tmp_path, request)
+    with pytest.raises(AssertionError, match=r"settings.rst:4: this block"):
+        _run(page, tmp_path, request, "--fresh")
+
+
 def test_readme_gives_two_commands_and_ci_runs_the_second():
     readme = (ROOT / "README.rst").read_text(encoding="utf-8")
     commands = [

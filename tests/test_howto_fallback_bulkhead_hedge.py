@@ -1,26 +1,15 @@
-"""The code blocks of docs/howto/fallback-bulkhead-hedge.rst run as written."""
+"""docs/howto/fallback-bulkhead-hedge.rst keeps its examples.
+
+Its blocks run in tests/test_docs.py, like every page's; this file checks
+only that the page still has them.
+"""
 
 from __future__ import annotations
 
-import re
-import textwrap
 from pathlib import Path
-
-import pytest
 
 PAGE = Path(__file__).parent.parent / "docs" / "howto" / "fallback-bulkhead-hedge.rst"
 
 
-def blocks():
-    text = PAGE.read_text()
-    found = re.findall(r"\.\. code-block:: python\n\n((?:    .*\n|\n)+)", text)
-    return [textwrap.dedent(block) for block in found]
-
-
 def test_the_page_has_its_examples():
-    assert len(blocks()) >= 6
-
-
-@pytest.mark.parametrize("index", range(6))
-def test_each_example_runs(index):
-    exec(compile(blocks()[index], f"{PAGE.name}[{index}]", "exec"), {})  # noqa: S102 - our own docs
+    assert PAGE.read_text(encoding="utf-8").count(".. code-block:: python") >= 6

@@ -1,24 +1,15 @@
-"""The code blocks of docs/howto/retry.rst run as written."""
+"""docs/howto/retry.rst keeps its examples.
+
+Its blocks run in tests/test_docs.py, like every page's; this file checks
+only that the page still has them.
+"""
 
 from __future__ import annotations
 
-import re
-import textwrap
 from pathlib import Path
 
-import pytest
-
 PAGE = Path(__file__).parent.parent / "docs" / "howto" / "retry.rst"
-BLOCKS = re.findall(
-    r"\.\. code-block:: python\n\n((?:    .*\n|\n)+)", PAGE.read_text(encoding="utf-8")
-)
 
 
 def test_the_page_has_code_blocks():
-    assert len(BLOCKS) >= 5
-
-
-@pytest.mark.parametrize("number", range(len(BLOCKS)))
-def test_code_block_runs(number):
-    code = textwrap.dedent(BLOCKS[number])
-    exec(compile(code, f"{PAGE.name}[{number}]", "exec"), {"__name__": "howto"})  # noqa: S102 - our own docs
+    assert PAGE.read_text(encoding="utf-8").count(".. code-block:: python") >= 5
