@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from fluxus._aio import in_background, shielded
-from fluxus._redis import StorageHealth
+from fluxus._redis import StorageHealth, tagged_key
 from fluxus.instrumentation._events import (
     CircuitStorageRecovered,
     CircuitStorageUnavailable,
@@ -80,8 +80,8 @@ class RedisCircuit:
         self._scripts: dict[bool, dict[str, Any]] = {}
 
     def _keys(self) -> list[str]:
-        base = f"{self.storage.prefix}:{self.name()}"
-        return [f"{base}:state", f"{base}:trials"]
+        prefix, name = self.storage.prefix, self.name()
+        return [tagged_key(prefix, name, "state"), tagged_key(prefix, name, "trials")]
 
     def _scripts_for(self, client: Any, *, asynchronous: bool) -> dict[str, Any]:
         # A script object only remembers its SHA; each call names its client.

@@ -6,7 +6,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, cast
 
 from fluxus._dead_letter import DeadLetter
-from fluxus._redis import mask_password
+from fluxus._redis import check_url, mask_password, sync_client
 
 from ._base import CorruptRecordWarning, SinkFull, StoringSink
 from ._codec import decode, encode
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 _FIELD = "letter"
 _PAGE = 500
+#: Seconds a Redis I/O of the sink may block.
+_TIMEOUT = 10.0
 
 # XLEN and XADD in one step, so that two writers cannot both see room for
 # the last letter.
@@ -35,8 +37,10 @@ class RedisStream(StoringSink):
     survive a server crash. Needs ``pip install fluxus[redis]``.
 
     Args:
-        url: A Redis URL (``redis://``, ``rediss://``, ``unix://``) or a
-            ready ``redis.Redis`` client.
+        url: A Redis URL (``redis://``, ``rediss://``, ``unix://``,
+            ``redis+cluster://host:port[,...]``,
+            ``redis+sentinel://host:port[,...]/service``) or a ready
+            ``redis.Redis`` client.
         stream: The stream's key.
         maxlen: The most letters the stream may hold, or ``None``. When it
             is full, ``put`` raises :class:`~fluxus.sinks.SinkFull` rather
@@ -70,13 +74,13 @@ class RedisStream(StoringSink):
             msg = f"stream must be a non-empty string, got {stream!r}"
             raise ValueError(msg)
         try:
-            import redis  # noqa: PLC0415 - an optional dependency
+            import redis  # noqa: F401, PLC0415 - an optional dependency
         except ImportError as exc:  # pragma: no cover - the test extra has redis
             msg = "fluxus.sinks.RedisStream needs redis: pip install 'fluxus[redis]'"
             raise ImportError(msg) from exc
         if isinstance(url, str):
             self.url = mask_password(url)
-            self.client: redis.Redis = redis.Redis.from_url(url)
+            self.client: redis.Redis = sync_client(check_url(url, "url"), _TIMEOUT)
         else:
             self.url = "<client>"
             self.client = url
