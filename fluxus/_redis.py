@@ -303,6 +303,12 @@ class PerLoop:
 
 async def _aclose(client: Any) -> None:
     await client.aclose()
+    # A cluster client whose first topology discovery was cut short (by a
+    # caller's deadline) thinks it holds nothing: disconnect its nodes anyway.
+    nodes = getattr(client, "nodes_manager", None)
+    if nodes is not None:
+        await nodes.aclose("nodes_cache")
+        await nodes.aclose("startup_nodes")
 
 
 async def _close_at_shutdown(
