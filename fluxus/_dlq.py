@@ -34,14 +34,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ._dead_letter import DeadLetter
-from ._redis import mask_password
+from ._redis import SCHEMES, mask_password
 from ._replay import ReplayResult, replay, replay_async
 from .sinks import JsonlFile, RedisStream, SQLite
 from .sinks._base import CorruptRecordWarning, StoringSink
 from .sinks._codec import encode
 
 _DEFAULT_STREAM = "fluxus:dead-letters"
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_REDIS_SCHEMES = tuple(f"{scheme}://" for scheme in sorted(SCHEMES))
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 #: Above this many letters, list, replay and purge report progress.
 PROGRESS_ABOVE = 1000

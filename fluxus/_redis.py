@@ -1,7 +1,10 @@
 """Redis plumbing shared by every fluxus storage: URLs, clients, outages.
 
 - :data:`SCHEMES` and :func:`normalize_url`: the URL schemes accepted, limits'
-  ``redis+unix://`` spelling included;
+  ``redis+unix://``, ``redis+cluster://`` and ``redis+sentinel://`` spellings
+  included; :func:`check_url` validates one;
+- :func:`tagged_key`: keys with a hash tag, so one script's keys share a
+  Redis Cluster slot;
 - :func:`mask_password` and :func:`mask_secret`: passwords never shown, in
   URLs (user info or ``?password=``) and inside driver error messages;
 - :func:`sync_client` and :func:`async_client`: one way to build a client,
@@ -24,8 +27,12 @@ from typing import Any
 
 from ._core import type_name
 
+#: Redis Cluster, in limits' notation: ``redis+cluster://host:port[,host:port]``.
+CLUSTER = "redis+cluster"
+#: Sentinel, in limits' notation: ``redis+sentinel://host:port[,...]/service``.
+SENTINEL = "redis+sentinel"
 #: Redis URL schemes; ``redis+unix`` is limits' spelling of ``unix``.
-SCHEMES = frozenset({"redis", "rediss", "unix", "redis+unix"})
+SCHEMES = frozenset({"redis", "rediss", "unix", "redis+unix", CLUSTER, SENTINEL})
 
 _LIMITS_UNIX = "redis+unix://"
 
@@ -40,6 +47,73 @@ def normalize_url(url: str) -> str:
     if url.startswith(_LIMITS_UNIX):
         return "unix://" + url.removeprefix(_LIMITS_UNIX)
     return url
+
+
+def _locations(url: str) -> list[tuple[str, int]]:
+    """Return the ``host:port`` pairs of a cluster or Sentinel URL.
+
+    Raises:
+        ValueError: If a location lacks its host or port.
+    """
+    netloc = urllib.parse.urlsplit(url).netloc.rpartition("@")[2]
+    locations = []
+    for location in netloc.split(","):
+        parts = urllib.parse.urlsplit(f"//{location.strip()}")
+        if not parts.hostname or parts.port is None:
+            msg = f"location {location!r} needs a host and a port"
+            raise ValueError(msg)
+        locations.append((parts.hostname, parts.port))
+    return locations
+
+
+def _service(url: str) -> str:
+    service = urllib.parse.urlsplit(url).path.strip("/")
+    if not service:
+        msg = "a redis+sentinel:// URL ends with the service name: /mymaster"
+        raise ValueError(msg)
+    return service
+
+
+def check_url(url: str, param: str) -> str:
+    """Return *url* if it is a Redis URL fluxus can connect with.
+
+    Raises:
+        ValueError: If its scheme is not one of :data:`SCHEMES`, or it cannot
+            be parsed (a cluster or Sentinel location without a port, a
+            Sentinel URL without its service name).
+    """
+    if "://" not in url or scheme_of(url) not in SCHEMES:
+        msg = (
+            f"{param} must be a Redis URL ({', '.join(sorted(SCHEMES))}) or a "
+            f"Redis client, got {mask_password(url)!r}"
+        )
+        raise ValueError(msg)
+    try:
+        scheme = scheme_of(url)
+        if scheme in {CLUSTER, SENTINEL}:
+            _locations(url)
+            if scheme == SENTINEL:
+                _service(url)
+        else:
+            import redis.connection  # noqa: PLC0415 - an optional dependency
+
+            redis.connection.parse_url(normalize_url(url))  # type: ignore[no-untyped-call] # redis-py leaves it unannotated
+    except ValueError as exc:
+        msg = f"{param} is not a usable Redis URL: {mask_password(url)!r} ({exc})"
+        raise ValueError(msg) from None
+    return url
+
+
+def tagged_key(prefix: str, name: str, part: str) -> str:
+    """Return the key ``<prefix>:{<name>}:<part>``, *name* escaped.
+
+    Redis Cluster hashes only the text between the first ``{`` and the next
+    ``}``, so every part of one *name* lands in one slot and one Lua script
+    may touch them all. ``%``, ``{`` and ``}`` in *name* are percent-escaped:
+    the tag is exactly the name, and two names never share a key.
+    """
+    escaped = name.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+    return f"{prefix}:{{{escaped}}}:{part}"
 
 
 def url_password(url: str) -> str | None:
@@ -112,12 +186,53 @@ def client_options(url: str, timeout: float) -> dict[str, Any]:
     return options
 
 
+def _topology_options(url: str, timeout: float) -> dict[str, Any]:
+    """Return the node options of a cluster or Sentinel URL's clients."""
+    parts = urllib.parse.urlsplit(url)
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+    }
+    for name, value in urllib.parse.parse_qsl(parts.query):
+        if name in options:
+            options[name] = float(value)
+    if parts.username:
+        options["username"] = urllib.parse.unquote(parts.username)
+    if password := url_password(url):
+        options["password"] = password
+    return options
+
+
 def sync_client(url: str, timeout: float) -> Any:
-    """Return a ``redis.Redis`` for *url*, built the fluxus way."""
+    """Return a sync client for *url*, built the fluxus way.
+
+    A ``redis.Redis`` for one server, a ``redis.cluster.RedisCluster`` for
+    ``redis+cluster://`` and the master of a ``redis+sentinel://`` service.
+    """
     import redis  # noqa: PLC0415 - an optional dependency
     import redis.backoff  # noqa: PLC0415
     import redis.retry  # noqa: PLC0415
 
+    scheme = scheme_of(url)
+    if scheme == CLUSTER:
+        import redis.cluster  # noqa: PLC0415
+
+        return redis.cluster.RedisCluster(
+            startup_nodes=[redis.cluster.ClusterNode(*n) for n in _locations(url)],  # type: ignore[no-untyped-call]
+            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+            **_topology_options(url, timeout),
+        )
+    if scheme == SENTINEL:
+        import redis.sentinel  # noqa: PLC0415
+
+        # As limits does, the sentinels get the master's credentials too.
+        options = _topology_options(url, timeout)
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            _locations(url), sentinel_kwargs=dict(options), **options
+        )
+        return sentinel.master_for(  # type: ignore[no-untyped-call]
+            _service(url), retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0)
+        )
     return redis.Redis.from_pool(
         redis.BlockingConnectionPool.from_url(
             normalize_url(url),
@@ -128,11 +243,33 @@ def sync_client(url: str, timeout: float) -> Any:
 
 
 def async_client(url: str, timeout: float) -> Any:
-    """Return a ``redis.asyncio.Redis`` for *url*, built the fluxus way."""
+    """Return an asyncio client for *url*, built as :func:`sync_client` does."""
     import redis.asyncio  # noqa: PLC0415 - an optional dependency
     import redis.asyncio.retry  # noqa: PLC0415
     import redis.backoff  # noqa: PLC0415
 
+    scheme = scheme_of(url)
+    if scheme == CLUSTER:
+        import redis.asyncio.cluster  # noqa: PLC0415
+
+        return redis.asyncio.cluster.RedisCluster(
+            startup_nodes=[
+                redis.asyncio.cluster.ClusterNode(*n) for n in _locations(url)
+            ],
+            retry=redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0),
+            **_topology_options(url, timeout),
+        )
+    if scheme == SENTINEL:
+        import redis.asyncio.sentinel  # noqa: PLC0415
+
+        options = _topology_options(url, timeout)
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            _locations(url), sentinel_kwargs=dict(options), **options
+        )
+        return sentinel.master_for(
+            _service(url),
+            retry=redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0),
+        )
     return redis.asyncio.Redis.from_pool(
         redis.asyncio.BlockingConnectionPool.from_url(
             normalize_url(url),
@@ -181,6 +318,12 @@ class PerLoop:
 
 async def _aclose(client: Any) -> None:
     await client.aclose()
+    # A cluster client whose first topology discovery was cut short (by a
+    # caller's deadline) thinks it holds nothing: disconnect its nodes anyway.
+    nodes = getattr(client, "nodes_manager", None)
+    if nodes is not None:
+        await nodes.aclose("nodes_cache")
+        await nodes.aclose("startup_nodes")
 
 
 async def _close_at_shutdown(

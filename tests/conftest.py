@@ -21,6 +21,8 @@ import trio
 import trio.lowlevel
 from fluxus.testing import capture_events
 
+import _topologies
+
 
 class Mode:
     """Run one test body as a plain function or as an ``async def``.
@@ -261,6 +263,50 @@ def postgres() -> Iterator[dict[str, Any]]:
             proc.kill()
             proc.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _topology_binaries() -> tuple[str, str]:
+    found = _topologies.binaries()
+    if found is None:
+        if _topologies.required():
+            pytest.fail("FLUXUS_REQUIRE_REDIS=1 but redis-server/redis-cli are missing")
+        pytest.skip("redis-server and redis-cli are not installed")
+    return found
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[_topologies.Cluster]:
+    """Yield a real 3-master/3-replica Redis Cluster on loopback."""
+    server, cli = _topology_binaries()
+    cluster = _topologies.start_cluster(server, cli, tmp_path_factory.mktemp("cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[_topologies.SentinelSetup]:
+    """Yield a real master, replica and three sentinels on loopback."""
+    server, _ = _topology_binaries()
+    setup = _topologies.start_sentinel(server, tmp_path_factory.mktemp("sentinel"))
+    try:
+        yield setup
+    finally:
+        setup.stop()
+
+
+@pytest.fixture(params=["single", "cluster", "sentinel"])
+def any_redis_url(request: pytest.FixtureRequest) -> str:
+    """The URL of a single server, a cluster or a Sentinel service."""
+    if request.param == "single":
+        return str(request.getfixturevalue("redis_url"))
+    fixture = "redis_cluster" if request.param == "cluster" else "redis_sentinel"
+    return str(request.getfixturevalue(fixture).url)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -489,7 +489,7 @@ def test_calls_through_one_breaker_run_concurrently():
         ({"exclude": [3]}, TypeError, "exclude must hold"),
         ({"name": ""}, TypeError, "name must be"),
         ({"clock": 3}, TypeError, "clock must be"),
-        ({"storage": "memcached://x"}, ValueError, "storage must be a redis://"),
+        ({"storage": "memcached://x"}, ValueError, "storage must be a Redis URL"),
         ({"storage": "redis://:pw@host:bad"}, ValueError, "storage is not a usable"),
         ({"storage": 42}, TypeError, "storage must be None, a Redis URL"),
     ],

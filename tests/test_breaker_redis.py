@@ -88,7 +88,7 @@ def test_the_circuit_lives_in_redis(mode, redis_url, name, events):
         if isinstance(e, CircuitStateChanged)
     ]
     client = redis.Redis.from_url(redis_url)
-    assert b"closed" == client.hget(f"fluxus:breaker:{name}:state", "state")
+    assert b"closed" == client.hget(f"fluxus:breaker:{{{name}}}:state", "state")
 
 
 def test_a_success_forgets_failures_and_exclusions_count_neither(mode, redis_url, name):
@@ -147,8 +147,8 @@ def test_open_and_reset_by_hand_are_shared(mode, redis_url, name):
     assert isinstance(rejected, fluxus.CircuitOpenError)
     assert math.inf == rejected.retry_after
     assert "ok" == mode.run(fn)
-    keys = redis.Redis.from_url(redis_url).keys(f"fluxus-test:{name}:*")
-    assert [f"fluxus-test:{name}:state".encode()] == keys
+    keys = redis.Redis.from_url(redis_url).keys(f"fluxus-test:{{{name}}}:*")
+    assert [f"fluxus-test:{{{name}}}:state".encode()] == keys
 
 
 def test_the_trial_limit_holds_across_breakers(mode, redis_url, name, events):
@@ -388,7 +388,7 @@ def test_bad_storage_options_fail_when_built(redis_url):
         fluxus.CircuitRedisStorage(redis_url, prefix="")
     with pytest.raises(ValueError, match="timeout"):
         fluxus.CircuitRedisStorage(redis_url, timeout=0)
-    with pytest.raises(ValueError, match="target must be a redis://"):
+    with pytest.raises(ValueError, match="target must be a Redis URL"):
         fluxus.CircuitRedisStorage("http://user:pw@host/")
 
 

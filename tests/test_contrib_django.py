@@ -544,7 +544,7 @@ def test_the_storage_setting_reaches_policies_decorated_at_import(redis_url):
     assert [200, 200, 429, 500, 503] == statuses
     store = redis.Redis.from_url(redis_url)
     name = f"django-{RUN}"
-    assert b"open" == store.hget(f"fluxus:breaker:{name}:state", "state")
+    assert b"open" == store.hget(f"fluxus:breaker:{{{name}}}:state", "state")
     assert 1 == len(store.keys(f"*{name}/*"))
 
 

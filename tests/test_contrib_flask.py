@@ -427,7 +427,7 @@ def test_storage_uri_reaches_policies_decorated_before_init_app(redis_url):
     statuses += [client.get(path).status_code for path in ["/local"] * 2]
     assert [200, 200, 429, 500, 503, 200, 429] == statuses
     store = redis.Redis.from_url(redis_url)
-    assert b"open" == store.hget(f"fluxus:breaker:{name}:state", "state")
+    assert b"open" == store.hget(f"fluxus:breaker:{{{name}}}:state", "state")
     assert 1 == len(store.keys(f"*{name}/*"))  # the Redis limiter; not the local
     assert [redis_url, redis_url, "memory://"] == [
         limiter.storage,

@@ -412,7 +412,7 @@ def test_install_storage_uri_reaches_policies_decorated_before(redis_url):
     statuses += [client.get(path).status_code for path in ["/broken"] * 2]
     assert [200, 200, 429, 500, 503] == statuses
     store = redis.Redis.from_url(redis_url)
-    assert b"open" == store.hget(f"fluxus:breaker:{name}:state", "state")
+    assert b"open" == store.hget(f"fluxus:breaker:{{{name}}}:state", "state")
     assert 1 == len(store.keys(f"*{name}/*"))
 
 

@@ -104,7 +104,7 @@ def test_policies_built_before_the_default_follow_it(mode, redis_url):
     assert ["ok", "ok", "RateLimitExceeded"] == results[:3]
     assert ["ConnectionError", "CircuitOpenError"] == results[3:]
     store = redis.Redis.from_url(redis_url)
-    assert b"open" == store.hget(f"fluxus:breaker:{name}:state", "state")
+    assert b"open" == store.hget(f"fluxus:breaker:{{{name}}}:state", "state")
     assert 1 == len(store.keys(f"*{name}/*"))
     assert redis_url == limiter.storage
 

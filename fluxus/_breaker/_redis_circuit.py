@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from fluxus._aio import asyncio_only, in_background, shielded
-from fluxus._redis import StorageHealth
+from fluxus._redis import StorageHealth, tagged_key
 from fluxus.instrumentation._events import (
     CircuitStorageRecovered,
     CircuitStorageUnavailable,
@@ -91,8 +91,12 @@ class RedisCircuit:
         self._unreported_lock = threading.Lock()
 
     def _keys(self) -> list[str]:
-        base = f"{self.storage.prefix}:{self.name()}"
-        return [f"{base}:state", f"{base}:trials", f"{base}:window"]
+        prefix, name = self.storage.prefix, self.name()
+        return [
+            tagged_key(prefix, name, "state"),
+            tagged_key(prefix, name, "trials"),
+            tagged_key(prefix, name, "window"),
+        ]
 
     def _window_args(self) -> list[Any]:
         """The window's settings as the scripts take them ('' for off)."""

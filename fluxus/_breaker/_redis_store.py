@@ -9,11 +9,12 @@ process shares; the half-open trials are entries of a sorted set scored by
 their expiry, so the trial limit holds across processes and a process that
 dies mid-trial frees its slot after ``trial_timeout``.
 
-Keys (``prefix`` defaults to ``fluxus:breaker``)::
+Keys (``prefix`` defaults to ``fluxus:breaker``; the braces are a hash tag,
+so on Redis Cluster both keys of one breaker share a slot)::
 
-    <prefix>:<name>:state    hash: state, epoch, failures, successes,
-                             opened_at, forced, seq
-    <prefix>:<name>:trials   sorted set: running trials, scored by expiry
+    <prefix>:{<name>}:state    hash: state, epoch, failures, successes,
+                               opened_at, forced, seq
+    <prefix>:{<name>}:trials   sorted set: running trials, scored by expiry
 
 A happy call costs one round trip: a success is written back only when there
 may be failures to forget (the admission saw some, or this process recorded
@@ -28,11 +29,10 @@ from typing import Any
 
 from fluxus._config import track
 from fluxus._redis import (
-    SCHEMES,
     PerLoop,
     async_client,
+    check_url,
     mask_password,
-    scheme_of,
     sync_client,
     url_password,
 )
@@ -57,7 +57,9 @@ class CircuitRedisStorage:
     each shared breaker an explicit one.
 
     Args:
-        target: A ``redis://``, ``rediss://`` or ``unix://`` URL, a
+        target: A ``redis://``, ``rediss://``, ``unix://`` (or
+            ``redis+unix://``), ``redis+cluster://host:port[,host:port...]``
+            or ``redis+sentinel://host:port[,host:port...]/service`` URL, a
             ``redis.Redis`` or a ``redis.asyncio.Redis`` client. Sync
             functions use a sync client and ``async def`` functions an
             asyncio one; fluxus builds the missing one from the URL or the
@@ -99,7 +101,6 @@ class CircuitRedisStorage:
         try:
             import redis  # noqa: PLC0415
             import redis.asyncio  # noqa: PLC0415
-            import redis.connection  # noqa: PLC0415
         except ImportError as exc:  # pragma: no cover - redis is a test dependency
             msg = "a Redis circuit storage needs the redis package: fluxus[redis]"
             raise ImportError(msg) from exc
@@ -113,17 +114,7 @@ class CircuitRedisStorage:
         self._async: Any = None
         self._per_loop = PerLoop(self._make_async)
         if isinstance(target, str):
-            if "://" not in target or scheme_of(target) not in SCHEMES:
-                msg = (
-                    f"{param} must be a redis://, rediss:// or unix:// URL or a "
-                    f"Redis client, got {mask_password(target)!r}"
-                )
-                raise ValueError(msg)
-            try:
-                redis.connection.parse_url(target)  # type: ignore[no-untyped-call] # redis-py leaves it unannotated
-            except ValueError:
-                msg = f"{param} is not a usable Redis URL: {mask_password(target)!r}"
-                raise ValueError(msg) from None
+            check_url(target, param)
             # The clients are built on first use, and again in a forked
             # child: a connection is never shared by two processes.
             self._url = target

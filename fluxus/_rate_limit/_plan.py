@@ -25,7 +25,9 @@ from fluxus._validate import positive_int
 from ._gcra import Bucket
 
 #: limits' Redis schemes (``redis+unix`` is its spelling of ``unix``).
-REDIS_SCHEMES = frozenset({"redis", "rediss", "redis+unix"})
+REDIS_SCHEMES = frozenset(
+    {"redis", "rediss", "redis+unix", "redis+cluster", "redis+sentinel"}
+)
 TOKEN_BUCKET_SCHEMES = frozenset({"memory", *REDIS_SCHEMES})
 
 TOKEN_BUCKET = "token-bucket"  # noqa: S105 - a strategy, not a password

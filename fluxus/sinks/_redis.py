@@ -44,8 +44,10 @@ class RedisStream(StoringSink):
     survive a server crash. Needs ``pip install fluxus[redis]``.
 
     Args:
-        url: A Redis URL (``redis://``, ``rediss://``, ``unix://``) or a
-            ready ``redis.Redis`` client.
+        url: A Redis URL (``redis://``, ``rediss://``, ``unix://``,
+            ``redis+cluster://host:port[,...]``,
+            ``redis+sentinel://host:port[,...]/service``) or a ready
+            ``redis.Redis`` client.
         stream: The stream's key.
         maxlen: The most letters the stream may hold, or ``None``. When it
             is full, ``put`` raises :class:`~fluxus.sinks.SinkFull` rather
