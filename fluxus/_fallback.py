@@ -100,7 +100,7 @@ class Fallback(Policy):
         check_callable(should_fallback, "should_fallback")
         self.handler = handler
         self.value = value
-        self.on = check_exception_types(on)
+        self.on: tuple[type[Exception], ...] = check_exception_types(on)
         self._should_fallback = should_fallback
         self._async_handler = handler is not None and inspect.iscoroutinefunction(
             handler

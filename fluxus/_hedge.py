@@ -65,9 +65,9 @@ class Hedge(Policy):
             name: See :func:`hedge`.
         """
         super().__init__(name)
-        self.delay = to_seconds(delay, "delay")
-        self.max_hedges = positive_int(max_hedges, "max_hedges")
-        self.on = check_exception_types(on)
+        self.delay: float = to_seconds(delay, "delay")
+        self.max_hedges: int = positive_int(max_hedges, "max_hedges")
+        self.on: tuple[type[Exception], ...] = check_exception_types(on)
         if budget is not None and not isinstance(budget, RetryBudget):
             msg = f"budget must be a fluxus.RetryBudget or None, got {budget!r}"
             raise TypeError(msg)

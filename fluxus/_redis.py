@@ -376,8 +376,8 @@ class StorageHealth:
         secret: str | None = None,
         every_failure: bool = False,
     ) -> None:
-        self.fail_open = fail_open
-        self.retry_interval = retry_interval
+        self.fail_open: bool = fail_open
+        self.retry_interval: float = retry_interval
         self.down_until: float | None = None
         self._on_down = on_down
         self._on_up = on_up

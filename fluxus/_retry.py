@@ -515,7 +515,7 @@ class Attempt:
 
     def __init__(self, attempts: Attempts, number: int) -> None:
         self._attempts = attempts
-        self.number = number
+        self.number: int = number
 
     def __repr__(self) -> str:
         return f"<fluxus.retry attempt {self.number}>"

@@ -61,6 +61,14 @@ class Window:
 
     __slots__ = ("calls", "current", "failures", "head", "slots", "slow", "width")
 
+    calls: int
+    current: list[int]
+    failures: int
+    head: float
+    slots: list[list[int]]
+    slow: int
+    width: float
+
     def __init__(self, span: float) -> None:
         self.width = span / BUCKETS
         self.clear()
@@ -147,12 +155,12 @@ class Circuit:
         self.reset_timeout: float = reset_timeout
         self.success_threshold: int = success_threshold
         self.max_trials: int = max_trials
-        self.failure_rate = failure_rate
-        self.minimum_calls = minimum_calls
+        self.failure_rate: float | None = failure_rate
+        self.minimum_calls: int = minimum_calls
         #: ``None`` unless slow calls are told apart (``slow_call_duration``).
-        self.slow_call_rate = slow_call_rate
+        self.slow_call_rate: float | None = slow_call_rate
         #: The closed circuit's recent calls, when a rate rule is on.
-        self.window = (
+        self.window: Window | None = (
             None if failure_rate is None and slow_call_rate is None else Window(window)
         )
         self.state: CircuitState = CLOSED

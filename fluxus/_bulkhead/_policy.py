@@ -162,9 +162,9 @@ class Bulkhead(Policy):
             lease: See :func:`bulkhead`.
         """
         super().__init__(name)
-        self.max_concurrent = positive_int(max_concurrent, "max_concurrent")
-        self.max_waiting = check_max_waiting(max_waiting)
-        self.timeout = (
+        self.max_concurrent: int = positive_int(max_concurrent, "max_concurrent")
+        self.max_waiting: int = check_max_waiting(max_waiting)
+        self.timeout: float | None = (
             None if timeout is None else to_seconds(timeout, "timeout", allow_none=True)
         )
         if self.max_waiting and self.timeout == 0:
@@ -179,8 +179,8 @@ class Bulkhead(Policy):
                 "max_waiting > 0 callers a place to wait"
             )
             raise ValueError(msg)
-        self.fail_open = bool(fail_open)
-        self.lease = to_seconds(lease, "lease")
+        self.fail_open: bool = bool(fail_open)
+        self.lease: float = to_seconds(lease, "lease")
         if self.lease <= 0:
             msg = f"lease must be > 0 seconds, got {lease!r}"
             raise ValueError(msg)

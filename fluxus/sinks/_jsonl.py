@@ -138,7 +138,7 @@ class JsonlFile(StoringSink):
             raise NotImplementedError(msg)
         self.path: Path = Path(path)
         self.fsync = fsync
-        self.claims_path = self.path.with_name(self.path.name + ".claims")
+        self.claims_path: Path = self.path.with_name(self.path.name + ".claims")
         check_writable(self.path)
         self._ledger = _Ledger()
         self._ledger_lock = threading.Lock()
