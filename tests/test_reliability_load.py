@@ -84,13 +84,13 @@ class TrialWatch:
                 if not self._running[token >> 1]:
                     del self._running[token >> 1]
 
-    def succeed(self, token: int, function: str) -> Any:
+    def succeed(self, token: int, function: str, *, slow: bool = False) -> Any:
         self._done(token)
-        return self._storage.succeed(token, function)
+        return self._storage.succeed(token, function, slow=slow)
 
-    def fail(self, token: int, function: str) -> Any:
+    def fail(self, token: int, function: str, *, slow: bool = False) -> Any:
         self._done(token)
-        return self._storage.fail(token, function)
+        return self._storage.fail(token, function, slow=slow)
 
     def release(self, token: int, function: str) -> None:
         self._done(token)
