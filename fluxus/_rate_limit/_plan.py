@@ -7,7 +7,6 @@ it is counted in; the stores themselves are shared per process
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import threading
@@ -19,6 +18,7 @@ import limits
 import limits.storage
 import limits.util
 
+from fluxus._extras import require
 from fluxus._redis import mask_password, scheme_of
 from fluxus._validate import positive_int
 
@@ -134,8 +134,9 @@ def check_storage(storage: object, param: str = "storage") -> str:
 
     Raises:
         TypeError: If *storage* is not a string.
-        ValueError: If its scheme is unknown, or needs a package that is
-            not installed.
+        ValueError: If its scheme is unknown.
+        ImportError: If it is a Redis URL and redis is not installed (the
+            message names the extra).
     """
     if not isinstance(storage, str):
         msg = (
@@ -151,10 +152,6 @@ def check_storage(storage: object, param: str = "storage") -> str:
             "on their own)"
         )
         raise ValueError(msg)
-    if scheme in REDIS_SCHEMES and importlib.util.find_spec("redis") is None:
-        msg = (
-            f"{param} {mask_password(storage)!r} needs the redis package: "
-            "pip install 'fluxus[redis]'"
-        )
-        raise ValueError(msg)
+    if scheme in REDIS_SCHEMES:
+        require("redis", "redis", "a Redis rate limit storage")
     return storage

@@ -50,8 +50,10 @@ from fluxus._validate import (
     Duration,
     check_callable,
     non_empty_str,
+    not_bare,
     optional_seconds,
 )
+from fluxus._validate import check_fail_open as validate_fail_open
 from fluxus.exceptions import RateLimitExceeded
 from fluxus.instrumentation._events import (
     RateLimited,
@@ -126,12 +128,8 @@ def _own_name(default: str) -> str:
 
 def check_fail_open(fail_open: object) -> FailOpen:
     """Return *fail_open* if it is ``True``, ``False`` or ``"local"``."""
-    if isinstance(fail_open, bool):
-        return fail_open
-    if fail_open == LOCAL:
-        return LOCAL
-    msg = f"fail_open must be True, False or 'local', got {fail_open!r}"
-    raise ValueError(msg)
+    checked: FailOpen = validate_fail_open(fail_open, local=True)
+    return checked
 
 
 def check_cost(cost: object, param: str = "cost") -> Cost:
@@ -196,6 +194,12 @@ class RateLimiter(Policy):
                 own (tests use a fake clock); ``None`` shares the process's.
         """
         super().__init__(name)
+        not_bare(
+            limit,
+            "limit",
+            "a rate string such as '10/second' or a number of calls per second",
+            "@fluxus.rate_limit('10/second')",
+        )
         check_callable(key, "key")
         if strategy is not None and strategy not in STRATEGIES:
             choices = ", ".join(STRATEGIES)
