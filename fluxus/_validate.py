@@ -15,7 +15,7 @@ from typing import Any, TypeAlias
 Duration: TypeAlias = float | timedelta
 
 #: What a duration must be, as messages say it.
-SECONDS = "a number of seconds (int or float) or a timedelta"
+SECONDS = "seconds (int, float or timedelta)"
 
 
 def to_seconds(value: object, param: str, *, allow_none: bool = False) -> float:

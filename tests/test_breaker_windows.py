@@ -347,7 +347,7 @@ def test_the_window_starts_empty_after_the_circuit_closes(mode):
             ValueError,
             r"slow_call_rate must be > 0 and <= 1, got 2.0",
         ),
-        ({"window": 0}, ValueError, "window must be > 0 seconds, got 0"),
+        ({"window": 0}, ValueError, "window must be finite and > 0 seconds, got 0"),
         ({"minimum_calls": 0}, ValueError, "minimum_calls must be >= 1, got 0"),
         ({"slow_call_duration": -1}, ValueError, "slow_call_duration"),
         ({"failure_threshold": None}, ValueError, "failure_threshold=None needs"),

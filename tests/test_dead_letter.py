@@ -408,7 +408,7 @@ def test_broken_str_does_not_lose_the_letter(mode):
         ({"handler": print, "reraise": 0}, TypeError, "reraise"),
         ({"handler": print, "redact": 5}, TypeError, "redact"),
         ({"handler": print, "redact": ["not a name"]}, TypeError, "redact"),
-        ({"handler": print, "name": ""}, TypeError, "name"),
+        ({"handler": print, "name": ""}, ValueError, "name"),
     ],
 )
 def test_bad_configuration_is_refused(kwargs, error, match):
