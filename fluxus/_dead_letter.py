@@ -142,8 +142,9 @@ class _Redaction:
         unknown = names - named
         if unknown and not any(p.kind is kind.VAR_KEYWORD for p in parameters):
             msg = (
-                f"redact names {sorted(unknown)!r}, which {function} does not "
-                f"take (its parameters: {sorted(named)!r})"
+                f"redact must name parameters of {function} "
+                f"({', '.join(sorted(named)) or 'it takes none'}), "
+                f"got {sorted(unknown)!r}"
             )
             raise ValueError(msg)
         for index, parameter in enumerate(parameters[self.skip :]):
@@ -391,8 +392,8 @@ class DeadLetterQueue(Policy):
     def _require_sync_handler(self, func: Callable[..., Any]) -> None:
         if self._async_handler:
             msg = (
-                f"the async handler {self._put!r} cannot serve the sync function "
-                f"{qualified_name(func)}; give it a sync handler or a sink"
+                f"handler must be a sync callable or a sink to serve the sync "
+                f"function {qualified_name(func)}, got the async {self._put!r}"
             )
             raise TypeError(msg)
 

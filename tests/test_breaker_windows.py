@@ -350,7 +350,11 @@ def test_the_window_starts_empty_after_the_circuit_closes(mode):
         ({"window": 0}, ValueError, "window must be finite and > 0 seconds, got 0"),
         ({"minimum_calls": 0}, ValueError, "minimum_calls must be >= 1, got 0"),
         ({"slow_call_duration": -1}, ValueError, "slow_call_duration"),
-        ({"failure_threshold": None}, ValueError, "failure_threshold=None needs"),
+        (
+            {"failure_threshold": None},
+            ValueError,
+            "failure_threshold must be an int >= 1 when",
+        ),
     ],
 )
 def test_bad_window_settings_fail_when_built(kwargs, error, match):

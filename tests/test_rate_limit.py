@@ -439,15 +439,19 @@ def test_acquire_timeout_accepts_a_timedelta():
         ({"limit": 10, "timeout": -1}, ValueError, "timeout must be finite"),
         ({"limit": 10, "timeout": "1s"}, TypeError, "timeout must be seconds"),
         ({"limit": 10, "key": "user"}, TypeError, "key must be a callable"),
-        ({"limit": 10, "storage": "nosql://x"}, ValueError, "unknown scheme 'nosql'"),
+        ({"limit": 10, "storage": "nosql://x"}, ValueError, "scheme limits knows"),
         ({"limit": 10, "storage": 6379}, TypeError, "storage must be a limits"),
         ({"limit": 10, "strategy": "leaky"}, ValueError, "strategy must be one of"),
         ({"limit": 10, "key_prefix": ""}, ValueError, "key_prefix must be"),
-        ({"limit": 1.5, "strategy": "fixed-window"}, ValueError, "whole calls"),
+        (
+            {"limit": 1.5, "strategy": "fixed-window"},
+            ValueError,
+            "whole number of calls",
+        ),
         (
             {"limit": 10, "storage": "memcached://localhost:11211"},
             ValueError,
-            "strategy='token-bucket' needs storage",
+            r"storage must be 'memory://' or a Redis URL .* strategy='token-bucket'",
         ),
     ],
 )
@@ -457,7 +461,7 @@ def test_bad_configuration_fails_when_built_naming_the_parameter(kwargs, error, 
 
 
 def test_unknown_scheme_message_never_shows_the_password():
-    with pytest.raises(ValueError, match="unknown scheme") as info:
+    with pytest.raises(ValueError, match="scheme limits knows") as info:
         fluxus.rate_limit(1, storage="nosql://:hunter2@host:1")
     assert "hunter2" not in str(info.value)
 

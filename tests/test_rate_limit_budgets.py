@@ -262,7 +262,7 @@ def test_a_string_rate_counts_the_cost():
 @pytest.mark.parametrize(
     ("cost", "error", "match"),
     [
-        (0, ValueError, "cost must be at least 1 token, got 0"),
+        (0, ValueError, "cost must be >= 1 (tokens), got 0"),
         (1.5, TypeError, "cost must be an int >= 1 or a callable"),
         (True, TypeError, "cost must be an int"),
         (11, ValueError, "cost=11 exceeds"),

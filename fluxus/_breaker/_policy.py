@@ -119,8 +119,9 @@ def _settings(
         and checked["slow_call_duration"] is None
     ):
         msg = (
-            "failure_threshold=None needs failure_rate or slow_call_duration: "
-            "with no rule the circuit would never open"
+            "failure_threshold must be an int >= 1 when failure_rate and "
+            "slow_call_duration are None (with no rule the circuit would "
+            "never open), got None"
         )
         raise ValueError(msg)
     return checked

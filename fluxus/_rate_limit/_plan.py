@@ -147,9 +147,9 @@ def check_storage(storage: object, param: str = "storage") -> str:
     if scheme not in _LIMITS_SCHEMES:
         known = ", ".join(sorted(_LIMITS_SCHEMES))
         msg = (
-            f"{param} has an unknown scheme {scheme!r} in {mask_password(storage)!r}; "
-            f"use one of {known} (async functions use the async storages "
-            "on their own)"
+            f"{param} must be a storage URI with a scheme limits knows ({known}; "
+            "async functions use the async storages on their own), got "
+            f"{mask_password(storage)!r}"
         )
         raise ValueError(msg)
     if scheme in REDIS_SCHEMES:

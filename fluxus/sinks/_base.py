@@ -150,9 +150,14 @@ def check_writable(path: Path) -> None:
     if path.exists():
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))
         return
-    fd, probe = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".probe"
-    )
+    try:
+        fd, probe = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".probe"
+        )
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        what = f"path must be a file that can be written, {reason}"
+        raise type(exc)(exc.errno, what, str(path)) from exc
     os.close(fd)
     Path(probe).unlink()
 
