@@ -153,5 +153,10 @@ def check_storage(storage: object, param: str = "storage") -> str:
         )
         raise ValueError(msg)
     if scheme in REDIS_SCHEMES:
-        require("redis", "redis", "a Redis rate limit storage")
+        what = (
+            "a Redis rate limit storage"
+            if param == "storage"
+            else f"{param} {mask_password(storage)!r}"
+        )
+        require("redis", "redis", what)
     return storage
