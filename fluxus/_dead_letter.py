@@ -184,9 +184,12 @@ def _to_names(redact: object) -> frozenset[str]:
         raise TypeError(msg)
     result = frozenset(names)
     for name in result:
-        if not isinstance(name, str) or not name.isidentifier():
-            msg = f"redact must be argument names (identifiers), got {name!r}"
+        if not isinstance(name, str):
+            msg = f"redact must be argument names (strings), got {name!r}"
             raise TypeError(msg)
+        if not name.isidentifier():
+            msg = f"redact must be argument names (identifiers), got {name!r}"
+            raise ValueError(msg)
     return result
 
 

@@ -407,7 +407,7 @@ def test_broken_str_does_not_lose_the_letter(mode):
         ({"handler": print, "on_handler_error": "x"}, TypeError, "on_handler_error"),
         ({"handler": print, "reraise": 0}, TypeError, "reraise"),
         ({"handler": print, "redact": 5}, TypeError, "redact"),
-        ({"handler": print, "redact": ["not a name"]}, TypeError, "redact"),
+        ({"handler": print, "redact": ["not a name"]}, ValueError, "redact"),
         ({"handler": print, "name": ""}, ValueError, "name"),
     ],
 )

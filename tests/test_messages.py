@@ -569,6 +569,20 @@ BUILT: list[tuple[str, tuple[Any, ...], dict[str, Any], type[Exception], str]] =
     (
         "dead_letter",
         (print,),
+        {"redact": ""},
+        ValueError,
+        "redact must be argument names (identifiers), got ''",
+    ),
+    (
+        "dead_letter",
+        (print,),
+        {"redact": [3]},
+        TypeError,
+        "redact must be argument names (strings), got 3",
+    ),
+    (
+        "dead_letter",
+        (print,),
         {"reraise": "no"},
         TypeError,
         "reraise must be a bool, got 'no'",
@@ -751,6 +765,24 @@ OTHERS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
         lambda: sinks.SQLite(":memory:", table="a b"),
         ValueError,
         "table must be an SQL identifier (letters, digits, _), got 'a b'",
+    ),
+    (
+        "sinks.SQLite(path, table=3)",
+        lambda: sinks.SQLite(":memory:", table=3),
+        TypeError,
+        "table must be an SQL identifier (letters, digits, _), got 3",
+    ),
+    (
+        "sinks.JsonlFile('')",
+        lambda: sinks.JsonlFile(""),
+        ValueError,
+        "path must be a file path (str or os.PathLike), got ''",
+    ),
+    (
+        "sinks.SQLite(3)",
+        lambda: sinks.SQLite(3),
+        TypeError,
+        "path must be a file path (str or os.PathLike), got 3",
     ),
     (
         "sinks.Log(level='x')",
