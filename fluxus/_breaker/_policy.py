@@ -683,7 +683,6 @@ class CircuitBreaker(Policy):
         store = self._store
         refusal = self._refusal
         announce = self._announce
-        succeed = self._record_success
         fail = self._record_failure
         calls = self._counters.calls
 
@@ -701,10 +700,30 @@ class CircuitBreaker(Policy):
             except BaseException as exc:
                 fail(token, exc, function)
                 raise
-            succeed(token, function)
+            # _record_success, inlined: no listeners on this path.
+            transition = store.succeed(token, function)
+            if transition is not None:
+                announce(transition, function, None)
             return result
 
         return breaker_wrapper
+
+    def _full_async(
+        self,
+        func: Callable[..., Awaitable[Any]],
+        function: str,
+        observe: Observe | None,
+    ) -> Callable[..., Awaitable[Any]]:
+        """The async wrapper of the full path (listeners or slow calls)."""
+        watch = watch_for(observe)
+        call = self._call_async
+
+        async def full_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if watch.observers:
+                return await observe(args, kwargs)  # type: ignore[misc]
+            return await call(func, function, args, kwargs)
+
+        return full_wrapper
 
     def _wrap_async(
         self, func: Callable[..., Awaitable[Any]], observe: Observe | None
@@ -712,19 +731,11 @@ class CircuitBreaker(Policy):
         function = qualified_name(func)
         watch = watch_for(observe)
         if self._full_path():
-            call = self._call_async
-
-            async def full_wrapper(*args: Any, **kwargs: Any) -> Any:
-                if watch.observers:
-                    return await observe(args, kwargs)  # type: ignore[misc]
-                return await call(func, function, args, kwargs)
-
-            return full_wrapper
+            return self._full_async(func, function, observe)
         store = self._store
         run = self._gate(func).run_async
         refusal = self._refusal
         announce = self._announce
-        succeed = self._record_success
         fail = self._record_failure
         calls = self._counters.calls
 
@@ -745,7 +756,9 @@ class CircuitBreaker(Policy):
             except BaseException as exc:
                 fail(token, exc, function)
                 raise
-            succeed(token, function)
+            transition = store.succeed(token, function)
+            if transition is not None:
+                announce(transition, function, None)
             return result
 
         return breaker_wrapper
