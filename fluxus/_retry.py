@@ -626,14 +626,14 @@ class Attempts:
         policy = self._policy
         if not self._number:
             next(policy._counters.calls)  # noqa: SLF001
-            if policy.budget is not None:
-                policy.budget.record_attempt()
             if DEADLINE.get() is not None:
                 try:
                     policy._refuse_when_expired()  # noqa: SLF001
                 except DeadlineExceeded as exc:
                     self._end(exc)
                     raise
+            if policy.budget is not None:
+                policy.budget.record_attempt()
         elif policy._late(self._state, self._error, self._function):  # type: ignore[arg-type]  # noqa: SLF001
             self._delay = None
             self._end(self._error)
