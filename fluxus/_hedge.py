@@ -16,17 +16,21 @@ near the latency percentile beyond which waiting is worse than asking again
 enclosing :func:`fluxus.timeout` deadline has passed.
 
 Only ``async def`` functions can be hedged: a sync call cannot be
-cancelled. :meth:`Hedge._next` decides when the next call starts; the
-driver is one loop over :func:`asyncio.wait`.
+cancelled. :meth:`Hedge._plan` decides when the next call starts; two
+drivers apply it: one loop over :func:`asyncio.wait` under asyncio, and
+under trio one loop over a memory channel fed by the calls, which run in a
+nursery (cancelling the nursery cancels the losers and waits for them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, ClassVar
 
+from ._aio import running_trio
 from ._budget import RetryBudget
 from ._core import HEDGE, Policy, qualified_name
 from ._deadline import DEADLINE, monotonic
@@ -90,6 +94,24 @@ class Hedge(Policy):
             return None
         return due
 
+    def _plan(
+        self, now: float, last_start: float, started: int, *, failed: bool, spent: bool
+    ) -> tuple[float | None, bool]:
+        """Return when the next call is due (``None``: never) and whether the budget is spent.
+
+        A call due now spends one retry of the shared budget, if any; once
+        the budget refused, no further call starts.
+        """
+        due = None if spent else self._next(now, last_start, started, failed=failed)
+        if (
+            due is not None
+            and (failed or due <= now)
+            and self.budget is not None
+            and not self.budget.try_spend()
+        ):
+            return None, True
+        return due, spent
+
     def _wrap_sync(
         self, func: Callable[..., Any], observe: Observe | None
     ) -> Callable[..., Any]:
@@ -113,8 +135,11 @@ class Hedge(Policy):
             if watch.observers:
                 return await observe(args, kwargs)  # type: ignore[misc] # set when watched
             next(calls)
+            if running_trio():
+                return await race_trio(func, function, args, kwargs)
             return await race(func, function, args, kwargs)
 
+        race_trio = self._race_trio
         return hedge_wrapper
 
     async def _race(
@@ -132,24 +157,14 @@ class Hedge(Policy):
         running = set(order)
         error: BaseException | None = None
         failed = spent = False
-        budget = self.budget
-        if budget is not None:
-            budget.record_attempt()
+        if self.budget is not None:
+            self.budget.record_attempt()
         try:
             while True:
                 now = monotonic()
-                due = (
-                    None
-                    if spent
-                    else self._next(now, last_start, len(order), failed=failed)
+                due, spent = self._plan(
+                    now, last_start, len(order), failed=failed, spent=spent
                 )
-                if (
-                    due is not None
-                    and (failed or due <= now)
-                    and budget is not None
-                    and not budget.try_spend()
-                ):
-                    due, spent = None, True  # the shared budget is spent
                 if due is not None and (failed or due <= now):
                     reason, failed = (_FAILED if failed else _SLOW), False
                     last_start = now
@@ -168,16 +183,77 @@ class Hedge(Policy):
                 for task in done:
                     outcome = task.exception()
                     if outcome is None:
-                        return self._won(task, order[task], function, began)
+                        return self._won(task.result(), order[task], function, began)
                     if not isinstance(outcome, self.on):
                         raise outcome
                     error, failed = outcome, True
         finally:
             await _cancel(running)
 
-    def _won(
-        self, task: asyncio.Future[Any], number: int, function: str, began: float
+    async def _race_trio(
+        self,
+        func: Callable[..., Awaitable[Any]],
+        function: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Any:
+        """Run *func*, hedged, under trio; see :meth:`_race`."""
+        import trio  # noqa: PLC0415 - only under trio, which is then imported
+
+        began = last_start = monotonic()
+        send, receive = trio.open_memory_channel[tuple[int, Exception | None, Any]](
+            math.inf
+        )
+
+        async def attempt(number: int) -> None:
+            try:
+                result = await func(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - the race decides
+                send.send_nowait((number, exc, None))
+            else:
+                send.send_nowait((number, None, result))
+
+        started = running = 1
+        error: Exception | None = None
+        failed = spent = False
+        won: tuple[int, Any] | None = None
+        if self.budget is not None:
+            self.budget.record_attempt()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(attempt, 0)
+                while True:
+                    now = monotonic()
+                    due, spent = self._plan(
+                        now, last_start, started, failed=failed, spent=spent
+                    )
+                    if due is not None and (failed or due <= now):
+                        reason, failed = (_FAILED if failed else _SLOW), False
+                        last_start = now
+                        self._started(started, now - began, reason, function)
+                        nursery.start_soon(attempt, started)
+                        started, running = started + 1, running + 1
+                        continue
+                    if not running:
+                        break  # every call failed: the last failure is raised
+                    with trio.move_on_after(math.inf if due is None else due - now):
+                        number, outcome, result = await receive.receive()
+                        running -= 1
+                        if outcome is None:
+                            won = number, result
+                            break
+                        error, failed = outcome, True
+                        if not isinstance(outcome, self.on):
+                            break
+                # The losers are cancelled; the nursery waits for them to end.
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            _raise_flat(group, trio.Cancelled)
+        if won is None:
+            raise error  # type: ignore[misc] # a call failed, so it is set
+        return self._won(won[1], won[0], function, began)
+
+    def _won(self, result: Any, number: int, function: str, began: float) -> Any:
         if number:
             next(self._counters.hedges_won)
             emit(
@@ -188,7 +264,7 @@ class Hedge(Policy):
                     after=monotonic() - began,
                 )
             )
-        return task.result()
+        return result
 
     def _started(self, number: int, after: float, reason: str, function: str) -> None:
         next(self._counters.hedges)
@@ -201,6 +277,23 @@ class Hedge(Policy):
                 reason=reason,
             )
         )
+
+
+def _raise_flat(group: BaseExceptionGroup[Any], cancelled: type[BaseException]) -> None:
+    """Raise a nursery's group of cancellations as one cancellation.
+
+    Under trio, a caller cancelled while its hedged calls run gets one
+    ``Cancelled`` from each call and the waiting loop; one of them stands
+    for all, as every other policy raises it. Any other group is raised
+    as it is.
+    """
+    _, others = group.split(cancelled)
+    if others is not None:
+        raise group
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    raise leaf from None
 
 
 async def _cancel(tasks: set[asyncio.Future[Any]]) -> None:
