@@ -280,20 +280,26 @@ class Hedge(Policy):
 
 
 def _raise_flat(group: BaseExceptionGroup[Any], cancelled: type[BaseException]) -> None:
-    """Raise a nursery's group of cancellations as one cancellation.
+    """Raise a nursery's group as the one exception it stands for.
 
     Under trio, a caller cancelled while its hedged calls run gets one
-    ``Cancelled`` from each call and the waiting loop; one of them stands
-    for all, as every other policy raises it. Any other group is raised
-    as it is.
+    ``Cancelled`` from each call and from the waiting loop: one of them is
+    raised for all, as every other policy raises it. A call that raised a
+    ``BaseException`` (``KeyboardInterrupt``) has it raised as itself, as
+    under asyncio. A group of several such exceptions is raised as it is.
     """
     _, others = group.split(cancelled)
-    if others is not None:
+    leaves = _leaves(group if others is None else others)
+    if others is not None and len(leaves) > 1:
         raise group
-    leaf: BaseException = group
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    raise leaf from None
+    raise leaves[0] from None
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 async def _cancel(tasks: set[asyncio.Future[Any]]) -> None:

@@ -11,6 +11,7 @@ user's call never runs under the lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 from typing import Final
@@ -82,10 +83,10 @@ class _TrioTicket:
         self.token = trio.lowlevel.current_trio_token()
 
     def wake(self) -> bool:
-        try:
+        # A trio run ends only once its every task has: a waiter whose run
+        # has ended was cancelled and passed on the slot it was handed.
+        with contextlib.suppress(RuntimeError):
             self.token.run_sync_soon(self.event.set)
-        except RuntimeError:  # its run has ended: nobody is waiting any more
-            return False
         return True
 
     async def wait(self, seconds: float) -> bool:
