@@ -21,7 +21,9 @@ CANCELLED = "cancelled"
 class Task:
     """One background call of either library."""
 
-    def __init__(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+    def __init__(
+        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+    ) -> None:
         self._fn, self._args = fn, args
         self._task: asyncio.Future[Any] | None = None
         self._scope = trio.CancelScope()

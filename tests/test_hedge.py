@@ -15,9 +15,7 @@ from _tasks import CANCELLED, tasks
 MODES = ("async", "trio")
 
 
-def test_a_straggler_loses_to_the_hedge_and_the_server_sees_it_cancelled(
-    mode, events
-):
+def test_a_straggler_loses_to_the_hedge_and_the_server_sees_it_cancelled(mode, events):
     # Request 0 straggles for 10 s; the hedge (request 1) answers at once.
     with straggler_server(lambda n: 10.0 if n == 0 else 0.0) as server:
         policy = fluxus.hedge(0.05)
