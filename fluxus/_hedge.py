@@ -97,7 +97,7 @@ class Hedge(Policy):
     def _plan(
         self, now: float, last_start: float, started: int, *, failed: bool, spent: bool
     ) -> tuple[float | None, bool]:
-        """Return when the next call is due (``None``: never) and whether the budget is spent.
+        """Return when the next call is due (``None``: never); is the budget spent.
 
         A call due now spends one retry of the shared budget, if any; once
         the budget refused, no further call starts.
@@ -205,14 +205,6 @@ class Hedge(Policy):
             math.inf
         )
 
-        async def attempt(number: int) -> None:
-            try:
-                result = await func(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - the race decides
-                send.send_nowait((number, exc, None))
-            else:
-                send.send_nowait((number, None, result))
-
         started = running = 1
         error: Exception | None = None
         failed = spent = False
@@ -221,7 +213,7 @@ class Hedge(Policy):
             self.budget.record_attempt()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(attempt, 0)
+                nursery.start_soon(_attempt, send, 0, func, args, kwargs)
                 while True:
                     now = monotonic()
                     due, spent = self._plan(
@@ -231,7 +223,7 @@ class Hedge(Policy):
                         reason, failed = (_FAILED if failed else _SLOW), False
                         last_start = now
                         self._started(started, now - began, reason, function)
-                        nursery.start_soon(attempt, started)
+                        nursery.start_soon(_attempt, send, started, func, args, kwargs)
                         started, running = started + 1, running + 1
                         continue
                     if not running:
@@ -277,6 +269,22 @@ class Hedge(Policy):
                 reason=reason,
             )
         )
+
+
+async def _attempt(
+    send: Any,
+    number: int,
+    func: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    """Run call *number* of a trio race and send its outcome to the race."""
+    try:
+        result = await func(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - the race decides
+        send.send_nowait((number, exc, None))
+    else:
+        send.send_nowait((number, None, result))
 
 
 def _raise_flat(group: BaseExceptionGroup[Any], cancelled: type[BaseException]) -> None:

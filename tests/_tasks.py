@@ -34,7 +34,7 @@ class Task:
         with self._scope:
             try:
                 self._outcome = ("returned", await self._fn(*self._args))
-            except Exception as exc:  # noqa: BLE001 - reported by outcome()
+            except Exception as exc:
                 self._outcome = exc
         if self._scope.cancelled_caught:
             self._outcome = CANCELLED
@@ -63,7 +63,7 @@ class Task:
             return ("returned", await self._task)
         except asyncio.CancelledError:
             return CANCELLED
-        except Exception as exc:  # noqa: BLE001 - reported
+        except Exception as exc:
             return exc
 
 

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import fluxus
 import pytest
 from fluxus._config import set_default_storage
@@ -58,7 +59,7 @@ def add_guarded_views(
     @app.get("/upstream")
     @breaker
     async def call_upstream() -> str:
-        await anyio.sleep(0)  # anyio: the app may run under trio
+        await anyio.lowlevel.checkpoint()  # anyio: the app may run under trio
         return upstream("down")
 
     @app.get("/slow")

@@ -398,6 +398,9 @@ def test_an_open_circuit_and_a_timeout_through_the_test_client(release, backend)
     assert GUARDED_ANSWERS == walk_guarded_views(answer, now)
 
 
+BUSY = "The service is temporarily unavailable. Try again later."
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bulkhead_and_hedge_endpoints_under_either_library(backend):
     # Concurrent requests through httpx's ASGI transport, in one run of
@@ -442,10 +445,10 @@ def test_bulkhead_and_hedge_endpoints_under_either_library(backend):
 
             async with anyio.create_task_group() as group:
                 group.start_soon(get, 0)
-                while gate.in_use < 1:
+                while gate.in_use < 1:  # noqa: ASYNC110 - polling the policy
                     await anyio.sleep(0.001)
                 group.start_soon(get, 1)
-                while gate.waiting < 1:
+                while gate.waiting < 1:  # noqa: ASYNC110 - polling the policy
                     await anyio.sleep(0.001)
                 await get(2)  # refused at once
                 opened[0].set()
