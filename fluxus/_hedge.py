@@ -25,6 +25,7 @@ nursery (cancelling the nursery cancels the losers and waits for them).
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -97,9 +98,10 @@ class Hedge(Policy):
     def _plan(
         self, now: float, last_start: float, started: int, *, failed: bool, spent: bool
     ) -> tuple[float | None, bool]:
-        """Return when the next call is due (``None``: never); is the budget spent.
+        """Decide when the next call is due; return ``(due, spent)``.
 
-        A call due now spends one retry of the shared budget, if any; once
+        *due* is ``None`` when no call may start. A call due now spends one
+        retry of the shared budget, if any; once
         the budget refused, no further call starts.
         """
         due = None if spent else self._next(now, last_start, started, failed=failed)
@@ -149,10 +151,18 @@ class Hedge(Policy):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        """Run *func*, hedged; return the first result or raise."""
-        began = last_start = monotonic()
+        """Run *func*, hedged; return the first result or raise.
+
+        The delay runs from the moment the last call really began (its
+        first step), not from when it was scheduled; and when the timer
+        fires, answers that arrived meanwhile are collected before a hedge
+        starts. On a busy loop both happen late, and a hedge would start
+        for calls that were not slow (benchmarks/bench_fallback_bulkhead_hedge.py).
+        """
+        began = monotonic()
+        begun: dict[int, float] = {}
         order: dict[asyncio.Future[Any], int] = {
-            asyncio.ensure_future(func(*args, **kwargs)): 0
+            asyncio.ensure_future(_begin(begun, 0, func(*args, **kwargs))): 0
         }
         running = set(order)
         error: BaseException | None = None
@@ -162,14 +172,15 @@ class Hedge(Policy):
         try:
             while True:
                 now = monotonic()
+                last_start = begun.get(len(order) - 1, now)
                 due, spent = self._plan(
                     now, last_start, len(order), failed=failed, spent=spent
                 )
                 if due is not None and (failed or due <= now):
                     reason, failed = (_FAILED if failed else _SLOW), False
-                    last_start = now
                     self._started(len(order), now - began, reason, function)
-                    backup = asyncio.ensure_future(func(*args, **kwargs))
+                    call = _begin(begun, len(order), func(*args, **kwargs))
+                    backup = asyncio.ensure_future(call)
                     order[backup] = len(order)
                     running.add(backup)
                     continue
@@ -180,6 +191,10 @@ class Hedge(Policy):
                     timeout=None if due is None else due - now,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
+                if not done:  # the timer: let answers already in land first
+                    await asyncio.sleep(0)
+                    done = {task for task in running if task.done()}
+                    running -= done
                 for task in done:
                     outcome = task.exception()
                     if outcome is None:
@@ -200,7 +215,9 @@ class Hedge(Policy):
         """Run *func*, hedged, under trio; see :meth:`_race`."""
         import trio  # noqa: PLC0415 - only under trio, which is then imported
 
-        began = last_start = monotonic()
+        began = monotonic()
+        begun: dict[int, float] = {}
+        call = functools.partial(func, *args, **kwargs)
         send, receive = trio.open_memory_channel[tuple[int, Exception | None, Any]](
             math.inf
         )
@@ -213,17 +230,17 @@ class Hedge(Policy):
             self.budget.record_attempt()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_attempt, send, 0, func, args, kwargs)
+                nursery.start_soon(_attempt, send, begun, 0, call)
                 while True:
                     now = monotonic()
+                    last_start = begun.get(started - 1, now)
                     due, spent = self._plan(
                         now, last_start, started, failed=failed, spent=spent
                     )
                     if due is not None and (failed or due <= now):
                         reason, failed = (_FAILED if failed else _SLOW), False
-                        last_start = now
                         self._started(started, now - began, reason, function)
-                        nursery.start_soon(_attempt, send, started, func, args, kwargs)
+                        nursery.start_soon(_attempt, send, begun, started, call)
                         started, running = started + 1, running + 1
                         continue
                     if not running:
@@ -271,16 +288,22 @@ class Hedge(Policy):
         )
 
 
+async def _begin(begun: dict[int, float], number: int, call: Awaitable[Any]) -> Any:
+    """Await call *number* of a race, noting when it really began."""
+    begun[number] = monotonic()
+    return await call
+
+
 async def _attempt(
     send: Any,
+    begun: dict[int, float],
     number: int,
-    func: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    call: Callable[[], Awaitable[Any]],
 ) -> None:
     """Run call *number* of a trio race and send its outcome to the race."""
+    begun[number] = monotonic()
     try:
-        result = await func(*args, **kwargs)
+        result = await call()
     except Exception as exc:  # noqa: BLE001 - the race decides
         send.send_nowait((number, exc, None))
     else:
