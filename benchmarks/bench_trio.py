@@ -9,7 +9,8 @@ when trio support changes; the trio figures are shown beside them.
 async timeout and the stack built with the timeout drivers of another
 checkout (e.g. ``git worktree add ../base main``), and the hedge built
 with its ``Hedge``: the async happy paths that trio support touches. It
-does so before trio is imported and again after (the asyncio path of a program that also uses trio).
+does so before trio is imported and again after (the asyncio path of a
+program that also uses trio).
 
     python benchmarks/bench_trio.py [--rounds 15] [--calls 3000]
     python benchmarks/bench_trio.py --compare-with ../base
