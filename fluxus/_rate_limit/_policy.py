@@ -158,7 +158,67 @@ _POLICY_TIMEOUT: Final = _UseDefault()
 
 
 class RateLimiter(Policy):
-    """Admit at most so many calls per period; see :func:`rate_limit`."""
+    """Admit at most so many calls per period.
+
+    ``fluxus.rate_limit`` is this class: decorate functions with an instance,
+    or use it as a block (``with limiter:``) or through :meth:`acquire`.
+
+    Args:
+        limit: A rate in limits' notation (``"10/second"``,
+            ``"100 per minute; 10 per second"``: every part must admit the
+            call) or a number of calls per second.
+        burst: For a numeric limit, the token bucket's capacity: the bucket
+            starts full and refills continuously at the rate, one token per
+            call. By default the rate rounded up, at least 1.
+        timeout: How long a caller may wait for a permit: ``0`` fails fast,
+            ``None`` waits as long as needed (never past an enclosing
+            :func:`fluxus.timeout` deadline). When the wait would be longer,
+            :class:`~fluxus.RateLimitExceeded` is raised at once.
+        key: ``key(*args, **kwargs) -> str`` receives the call's arguments and
+            names the client; each client has its own budget.
+        name: Limiters with the same name and storage share one budget (in
+            Redis, across processes). Without it a limiter's budget is its
+            own: it is named after the first function it decorates
+            (``module.qualname``; ``module.qualname#2``, ``#3``, ... for the
+            next limiters without a name decorating a function of that name
+            in the process, numbered in the order they decorate, so that
+            processes running the same code agree), or ``<rate_limit #N>``
+            when it only serves blocks and :meth:`~RateLimiter.acquire`.
+            Names and keys are escaped in storage keys: no name and key
+            pair can reach another pair's budget.
+        storage: A limits storage URI: ``"memory://"`` (this process),
+            ``"redis://host:port/db"`` (every process using it), or any other
+            limits storage for string limits with a window strategy. Storage
+            I/O gives up after ``socket_timeout`` (0.5 s unless the URL's
+            query sets it). ``None`` (the default) is the default storage:
+            ``"memory://"``, unless a web integration was given
+            ``FLUXUS_STORAGE_URI``; it is looked up on the first call, when
+            the app's configuration is known. The storage is built on first
+            use and again in a forked child, which shares nothing with its
+            parent (in memory, a child starts with full buckets).
+        strategy: ``"token-bucket"`` (default for numbers; memory or Redis),
+            or one of limits' ``"fixed-window"`` (default for strings),
+            ``"sliding-window-counter"``, ``"moving-window"``.
+        fail_open: While the storage is unreachable, admit calls (``True``,
+            the default), reject them with ``retry_after`` 1 s (``False``),
+            or count them in this process at the configured limit
+            (``"local"``): each process then admits up to the limit on its
+            own, so N processes admit up to N times the limit between them
+            until the storage answers again. The storage is tried again
+            once a second.
+        key_prefix: The prefix of every storage key.
+        cost: The tokens a call takes: an int >= 1, or a callable receiving
+            the call's arguments and returning one. A cost above what the
+            limit admits at once (the burst; a string item's amount) is a
+            ``ValueError``.
+        clock: Monotonic seconds for an in-memory token bucket of its own
+            (tests use a fake clock); ``None`` shares the process's.
+
+    Raises:
+        TypeError: If a parameter has the wrong type.
+        ValueError: If *limit* cannot be parsed, *burst* or *timeout* is out
+            of range, or the storage scheme or strategy is unknown or unfit.
+    """
 
     _kind: ClassVar[str] = "rate_limit"
     _rank: ClassVar[int] = RATE_LIMIT
@@ -179,22 +239,7 @@ class RateLimiter(Policy):
         cost: Cost = 1,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        """Build the policy; see :func:`rate_limit` for the parameters.
-
-        Args:
-            limit: See :func:`rate_limit`.
-            burst: See :func:`rate_limit`.
-            timeout: See :func:`rate_limit`.
-            key: See :func:`rate_limit`.
-            name: See :func:`rate_limit`.
-            storage: See :func:`rate_limit`.
-            strategy: See :func:`rate_limit`.
-            fail_open: See :func:`rate_limit`.
-            key_prefix: See :func:`rate_limit`.
-            cost: See :func:`rate_limit`.
-            clock: Monotonic seconds for an in-memory token bucket of its
-                own (tests use a fake clock); ``None`` shares the process's.
-        """
+        """Build the policy; the parameters are described on the class."""
         super().__init__(name)
         check_callable(key, "key")
         if strategy is not None and strategy not in STRATEGIES:
@@ -973,87 +1018,6 @@ def _send(
         return None
 
 
-def rate_limit(
-    limit: Limit,
-    *,
-    burst: int | None = None,
-    timeout: Duration | None = 0.0,
-    key: Callable[..., str] | None = None,
-    name: str | None = None,
-    storage: str | None = None,
-    strategy: str | None = None,
-    fail_open: FailOpen = True,
-    key_prefix: str = DEFAULT_KEY_PREFIX,
-    cost: Cost = 1,
-) -> RateLimiter:
-    """Return a policy that admits at most so many calls per period.
-
-    Args:
-        limit: A rate in limits' notation (``"10/second"``,
-            ``"100 per minute; 10 per second"``: every part must admit the
-            call) or a number of calls per second.
-        burst: For a numeric limit, the token bucket's capacity: the bucket
-            starts full and refills continuously at the rate, one token per
-            call. By default the rate rounded up, at least 1.
-        timeout: How long a caller may wait for a permit: ``0`` fails fast,
-            ``None`` waits as long as needed (never past an enclosing
-            :func:`fluxus.timeout` deadline). When the wait would be longer,
-            :class:`~fluxus.RateLimitExceeded` is raised at once.
-        key: ``key(*args, **kwargs) -> str`` receives the call's arguments and
-            names the client; each client has its own budget.
-        name: Limiters with the same name and storage share one budget (in
-            Redis, across processes). Without it a limiter's budget is its
-            own: it is named after the first function it decorates
-            (``module.qualname``; ``module.qualname#2``, ``#3``, ... for the
-            next limiters without a name decorating a function of that name
-            in the process, numbered in the order they decorate, so that
-            processes running the same code agree), or ``<rate_limit #N>``
-            when it only serves blocks and :meth:`~RateLimiter.acquire`.
-            Names and keys are escaped in storage keys: no name and key
-            pair can reach another pair's budget.
-        storage: A limits storage URI: ``"memory://"`` (this process),
-            ``"redis://host:port/db"`` (every process using it), or any other
-            limits storage for string limits with a window strategy. Storage
-            I/O gives up after ``socket_timeout`` (0.5 s unless the URL's
-            query sets it). ``None`` (the default) is the default storage:
-            ``"memory://"``, unless a web integration was given
-            ``FLUXUS_STORAGE_URI``; it is looked up on the first call, when
-            the app's configuration is known. The storage is built on first
-            use and again in a forked child, which shares nothing with its
-            parent (in memory, a child starts with full buckets).
-        strategy: ``"token-bucket"`` (default for numbers; memory or Redis),
-            or one of limits' ``"fixed-window"`` (default for strings),
-            ``"sliding-window-counter"``, ``"moving-window"``.
-        fail_open: While the storage is unreachable, admit calls (``True``,
-            the default), reject them with ``retry_after`` 1 s (``False``),
-            or count them in this process at the configured limit
-            (``"local"``): each process then admits up to the limit on its
-            own, so N processes admit up to N times the limit between them
-            until the storage answers again. The storage is tried again
-            once a second.
-        key_prefix: The prefix of every storage key.
-        cost: The tokens a call takes: an int >= 1, or a callable receiving
-            the call's arguments and returning one. A cost above what the
-            limit admits at once (the burst; a string item's amount) is a
-            ``ValueError``.
-
-    Returns:
-        A :class:`RateLimiter` policy; decorate functions with it.
-
-    Raises:
-        TypeError: If a parameter has the wrong type.
-        ValueError: If *limit* cannot be parsed, *burst* or *timeout* is out
-            of range, or the storage scheme or strategy is unknown or unfit.
-    """
-    return RateLimiter(
-        limit,
-        burst=burst,
-        timeout=timeout,
-        key=key,
-        name=name,
-        storage=storage,
-        strategy=strategy,
-        fail_open=fail_open,
-        key_prefix=key_prefix,
-        cost=cost,
-    )
+#: The factory is the class itself: ``fluxus.rate_limit(...)`` builds a
+#: :class:`RateLimiter`, so the two can never disagree on a parameter.
+rate_limit = RateLimiter
