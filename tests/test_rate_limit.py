@@ -546,3 +546,39 @@ def test_the_factory_is_the_class_so_it_takes_every_parameter_the_class_takes():
     assert not limiter.allow()
     clock.advance(1.0)
     assert limiter.allow()
+
+
+def test_a_slot_due_after_the_enclosing_deadline_is_refused_and_given_back():
+    # The store's lock held by a slow neighbour makes a wait that fit the
+    # budget when asked end after the deadline: refused, the slot given back.
+    import threading
+
+    limiter = fluxus.rate_limit(1, burst=1, timeout=None, name=unique())
+    ran = []
+
+    @fluxus.timeout(0.7, strategy="thread")
+    def call():
+        limiter.acquire()
+        ran.append(time.monotonic())
+
+    limiter.acquire()  # empty: the next token is due in 1 s
+    store = limiter._plan.store
+    held = threading.Event()
+
+    def neighbour():
+        with store._lock:
+            held.set()
+            time.sleep(0.5)
+
+    blocker = threading.Thread(target=neighbour)
+    blocker.start()
+    held.wait(10)
+    with pytest.raises((fluxus.RateLimitExceeded, fluxus.DeadlineExceeded)):
+        call()
+    blocker.join(10)
+    time.sleep(0.8)  # past the refused slot's moment
+
+    assert [] == ran
+    assert limiter.allow()  # given back: the token is there again
+    limiter.acquire()
+    assert not limiter.allow()

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -359,3 +360,52 @@ def test_an_interrupted_sync_waiter_gives_its_slot_back(storage, monkeypatch):
     with pytest.raises(fluxus.RateLimitExceeded) as info:
         limiter.acquire(timeout=0)
     assert 0.8 < info.value.retry_after <= 1.0
+
+
+#: Keep Redis busy for ARGV[1] seconds: a slow neighbour, for real.
+_BUSY_LUA = """
+local t = redis.call('TIME')
+local stop = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
+while true do
+  local n = redis.call('TIME')
+  if tonumber(n[1]) + tonumber(n[2]) / 1000000 >= stop then return 1 end
+end
+"""
+
+
+def test_a_slot_due_after_the_thread_timeouts_deadline_is_refused_and_given_back(
+    redis_url,
+):
+    # A slow Redis reply (another client's long script) makes a wait that fit
+    # the budget when asked end after the deadline: the worker of the thread
+    # timeout must give the slot back and refuse, never run the call late.
+    name = unique()
+    limiter = fluxus.rate_limit(
+        1, burst=1, timeout=None, name=name, storage=redis_url + "?socket_timeout=5"
+    )
+    ran = []
+
+    @fluxus.timeout(0.7, strategy="thread")
+    def call():
+        limiter.acquire()
+        ran.append(time.monotonic())
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        limiter.acquire()  # empty: the next token is due in 1 s
+        key = f"fluxus:ratelimit:{name}:"
+        tat = float(client.hget(key, "t1"))
+        busy = redis.Redis.from_url(redis_url)
+        blocker = threading.Thread(target=busy.eval, args=(_BUSY_LUA, 0, "0.5"))
+        blocker.start()
+        time.sleep(0.1)  # the script runs: Redis answers no one for 0.4 s more
+        with pytest.raises((fluxus.RateLimitExceeded, fluxus.DeadlineExceeded)):
+            call()
+        blocker.join(timeout=10)
+        busy.close()
+        time.sleep(max(0.0, tat - time.time()) + 0.3)  # past the slot's moment
+
+        assert [] == ran
+        assert tat == pytest.approx(float(client.hget(key, "t1")), abs=1e-3)
+    finally:
+        client.close()

@@ -754,9 +754,11 @@ class RateLimiter(Policy):
 
         The sync and the async driver run this one decision: it yields
         ``("take", budget)`` (the driver answers with the storage's
-        :class:`Reservation`), ``("wait", seconds)`` and ``("hold",
-        answer)``: wait for the reserved slot, giving it back (wherever it
-        stands in the queue) should the wait be cancelled.
+        :class:`Reservation`), ``("wait", seconds)``, ``("refund", answer)``
+        (give a reserved slot back) and ``("hold", answer)``: wait for the
+        reserved slot, giving it back (wherever it stands in the queue)
+        should the wait be cancelled. A slot due after the enclosing
+        deadline is given back and the call rejected at once.
         """
         until = time.monotonic() + budget
         while not answer.admitted:
@@ -769,8 +771,16 @@ class RateLimiter(Policy):
             taken = yield _TAKE, budget
             assert taken is not None  # noqa: S101 - the drivers answer takes
             answer = taken
-        if answer.token is not None:
-            yield _HOLD, answer
+        ticket = answer.token
+        if ticket is None:
+            return
+        if isinstance(ticket, Ticket) and _past_deadline(ticket):
+            # The storage step outlasted the budget (a slow Redis, a busy
+            # lock): the slot fell due after the enclosing deadline, when
+            # the caller (a thread timeout's, say) has gone. Give it back.
+            yield _REFUND, answer
+            self._reject(function, ticket.left(), timeout)
+        yield _HOLD, answer
 
     # -- the sync driver --------------------------------------------------
 
@@ -816,6 +826,8 @@ class RateLimiter(Policy):
                 reply = self._take(plan, key, value, function, cost)
             elif kind is _WAIT:
                 wait_sync(value)
+            elif kind is _REFUND:
+                _refund(value)
             else:
                 _hold(value)
             step = _send(steps, reply)
@@ -891,6 +903,8 @@ class RateLimiter(Policy):
                 reply = await self._take_async(plan, key, value, function, cost)
             elif kind is _WAIT:
                 await wait_async(value)
+            elif kind is _REFUND:
+                await _refund_async(value)
             else:
                 await _hold_async(value)
             step = _send(steps, reply)
@@ -927,6 +941,26 @@ def _ticket_wait(ticket: Ticket, seconds: float) -> bool:
 async def _ticket_wait_async(ticket: Ticket, seconds: float) -> bool:
     """Sleep until *ticket* is due; ``True`` if woken early (it moved forward)."""
     return await ticket.wait_async(seconds)
+
+
+def _past_deadline(ticket: Ticket) -> bool:
+    """Return whether *ticket*'s slot falls due after the enclosing deadline."""
+    deadline = DEADLINE.get()
+    return deadline is not None and not CONFIG.testing.active and ticket.due > deadline
+
+
+def _refund(answer: Reservation) -> None:
+    """Give a reserved slot back before waiting for it."""
+    store: Any = answer.origin
+    with contextlib.suppress(StorageUnavailableError):
+        store.refund(answer.token)
+
+
+async def _refund_async(answer: Reservation) -> None:
+    """Give a reserved slot back before waiting for it, without blocking."""
+    store: Any = answer.origin
+    with contextlib.suppress(StorageUnavailableError):
+        await shielded(store.refund_async(answer.token))
 
 
 def _hold(answer: Reservation) -> None:
@@ -1004,6 +1038,7 @@ class RateLimitGate(AdmitGate):
 _TAKE: Final = "take"
 _WAIT: Final = "wait"
 _HOLD: Final = "hold"
+_REFUND: Final = "refund"
 #: One step of :meth:`RateLimiter._waiting`: what to do, and with what.
 _Step = tuple[str, Any]
 
