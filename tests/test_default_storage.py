@@ -19,7 +19,7 @@ import fluxus
 import pytest
 import redis
 from fluxus._config import default_storage, set_default_storage
-from fluxus._rate_limit import _policy as _rate_limit
+from fluxus._rate_limit import _hold
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -225,8 +225,8 @@ def test_a_first_use_may_peek_or_wait_and_give_its_slot_back(
     async def interrupted_async(ticket: object, seconds: float) -> bool:
         raise Interrupted
 
-    monkeypatch.setattr(_rate_limit, "_ticket_wait", interrupted)
-    monkeypatch.setattr(_rate_limit, "_ticket_wait_async", interrupted_async)
+    monkeypatch.setattr(_hold, "_ticket_wait", interrupted)
+    monkeypatch.setattr(_hold, "_ticket_wait_async", interrupted_async)
     if mode.is_async:
         allowed = asyncio.run(limiter().allow_async())
         waiter = limiter().acquire_async

@@ -10,8 +10,7 @@ from datetime import timedelta
 import fluxus
 import pytest
 from fluxus._deadline import DEADLINE
-from fluxus._rate_limit import _plan
-from fluxus._rate_limit import _policy as _rate_limit
+from fluxus._rate_limit import _hold, _plan
 from fluxus._rate_limit._gcra import Bucket, reserve
 from fluxus._rate_limit._memory import MemoryTokenBuckets
 from fluxus._rate_limit._windows import sliding_window_wait
@@ -228,8 +227,8 @@ def test_waiters_reserve_their_slots_first_come_first_served(mode, monkeypatch):
     async def record_async(ticket, seconds):
         return record(ticket, seconds)
 
-    monkeypatch.setattr(_rate_limit, "_ticket_wait", record)
-    monkeypatch.setattr(_rate_limit, "_ticket_wait_async", record_async)
+    monkeypatch.setattr(_hold, "_ticket_wait", record)
+    monkeypatch.setattr(_hold, "_ticket_wait_async", record_async)
     limiter = fluxus.RateLimiter(10, burst=1, timeout=None, clock=clock)
     fn = limiter(mode.make(lambda: None))
     for _ in range(4):

@@ -19,6 +19,7 @@ import fluxus
 import pytest
 import redis
 from fluxus._aio import _FINISHING
+from fluxus._rate_limit import _hold
 from fluxus._rate_limit import _policy as _rate_limit
 
 pytestmark = pytest.mark.redis
@@ -354,7 +355,7 @@ def test_an_interrupted_sync_waiter_gives_its_slot_back(storage, monkeypatch):
     def interrupted(ticket, seconds):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_rate_limit, "_ticket_wait", interrupted)
+    monkeypatch.setattr(_hold, "_ticket_wait", interrupted)
     with pytest.raises(KeyboardInterrupt):
         limiter.acquire()
     with pytest.raises(fluxus.RateLimitExceeded) as info:

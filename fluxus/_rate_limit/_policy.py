@@ -24,26 +24,20 @@ the wait would outlast the caller's timeout or enclosing deadline.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import itertools
 import math
-import threading
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
-from typing import Any, ClassVar, Final, Literal, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import limits
 import limits.storage
 import limits.util
 
-from fluxus._aio import shielded
 from fluxus._config import CONFIG, default_storage
 from fluxus._core import RATE_LIMIT, Policy, qualified_name
 from fluxus._deadline import DEADLINE, effective_wait, remaining, wait_async, wait_sync
-from fluxus._gate import AdmitGate
 from fluxus._lazy import Lazy
 from fluxus._redis import StorageHealth, mask_password, scheme_of, url_password
 from fluxus._validate import (
@@ -63,7 +57,30 @@ from fluxus.instrumentation._observe import Observe, watch_for
 
 from ._fixed_window import MemoryFixedWindows
 from ._gcra import ADMITTED, Bucket, Reservation, StorageUnavailableError
+from ._hold import (
+    HOLD,
+    REFUND,
+    TAKE,
+    WAIT,
+    Step,
+    hold,
+    hold_async,
+    past_deadline,
+    refund,
+    refund_async,
+    send,
+)
 from ._memory import MemoryTokenBuckets
+from ._names import _ANONYMOUS, _own_name, escape
+from ._options import (
+    _POLICY_TIMEOUT,
+    LOCAL,
+    Cost,
+    FailOpen,
+    _UseDefault,
+    check_cost,
+    check_fail_open,
+)
 from ._plan import (
     DEFAULT_KEY_PREFIX,
     DEFAULT_STRING_STRATEGY,
@@ -80,81 +97,11 @@ from ._plan import (
 )
 from ._queue import Ticket
 from ._redis_store import RedisTokenBuckets
+from ._stack_gate import RateLimitGate
 from ._windows import LimitsWindows
 
 #: Seconds an unreachable storage is left alone before it is tried again.
 STORAGE_RETRY_INTERVAL = 1.0
-
-#: ``fail_open="local"``: while the storage is down, count in this process.
-LOCAL: Final = "local"
-FailOpen = bool | Literal["local"]
-Cost = int | Callable[..., int]
-
-
-def escape(part: str) -> str:
-    """Return *part* as one unambiguous piece of a storage key.
-
-    ``:``, ``/`` and ``%`` (the separators and the escape itself) and every
-    character outside plain ASCII are percent-encoded as UTF-8, lone
-    surrogates included (``surrogatepass``: they cannot be mistaken for any
-    valid character's bytes). So no name and key pair spells another's key,
-    and every key is valid UTF-8 for Redis.
-    """
-    if part.isascii() and ":" not in part and "/" not in part and "%" not in part:
-        return part
-    return urllib.parse.quote(part, safe="", errors="surrogatepass")
-
-
-_NAMES_LOCK = threading.Lock()
-_NAMES: dict[str, int] = {}
-_ANONYMOUS = itertools.count(1)
-
-
-def _own_name(default: str) -> str:
-    """Return *default*, or ``default#N`` for its N-th limiter in this process.
-
-    Limiters built without ``name=`` never share a budget: the first one
-    bound to a function is named after it, the next ones decorating a
-    function of the same name (a factory's, instances of one callable
-    class) get ``#2``, ``#3``, ... in the order they are bound, the same in
-    every process running the same code.
-    """
-    with _NAMES_LOCK:
-        seen = _NAMES[default] = _NAMES.get(default, 0) + 1
-    return default if seen == 1 else f"{default}#{seen}"
-
-
-def check_fail_open(fail_open: object) -> FailOpen:
-    """Return *fail_open* if it is ``True``, ``False`` or ``"local"``."""
-    if isinstance(fail_open, bool):
-        return fail_open
-    if fail_open == LOCAL:
-        return LOCAL
-    msg = f"fail_open must be True, False or 'local', got {fail_open!r}"
-    raise ValueError(msg)
-
-
-def check_cost(cost: object, param: str = "cost") -> Cost:
-    """Return *cost* if it is an int >= 1 or a callable."""
-    if callable(cost):
-        return cost
-    if isinstance(cost, bool) or not isinstance(cost, int):
-        msg = f"{param} must be an int >= 1 or a callable returning one, got {cost!r}"
-        raise TypeError(msg)
-    if cost < 1:
-        msg = f"{param} must be at least 1 token, got {cost!r}"
-        raise ValueError(msg)
-    return cost
-
-
-class _UseDefault:
-    """The default of ``acquire(timeout=...)``: the policy's own timeout."""
-
-    def __repr__(self) -> str:
-        return "<the policy's timeout>"
-
-
-_POLICY_TIMEOUT: Final = _UseDefault()
 
 
 class RateLimiter(Policy):
@@ -749,7 +696,7 @@ class RateLimiter(Policy):
 
     def _waiting(
         self, answer: Reservation, budget: float, timeout: float | None, function: str
-    ) -> Generator[_Step, Reservation | None, None]:
+    ) -> Generator[Step, Reservation | None, None]:
         """Decide what a caller refused or told to wait does, step by step.
 
         The sync and the async driver run this one decision: it yields
@@ -766,21 +713,21 @@ class RateLimiter(Policy):
                 self._reject(function, answer.wait, timeout)
             if not effective_wait(answer.wait):
                 return  # testing mode: the window would have reset by now
-            yield _WAIT, answer.wait
+            yield WAIT, answer.wait
             budget = max(0.0, until - time.monotonic())
-            taken = yield _TAKE, budget
+            taken = yield TAKE, budget
             assert taken is not None  # noqa: S101 - the drivers answer takes
             answer = taken
         ticket = answer.token
         if ticket is None:
             return
-        if isinstance(ticket, Ticket) and _past_deadline(ticket):
+        if isinstance(ticket, Ticket) and past_deadline(ticket):
             # The storage step outlasted the budget (a slow Redis, a busy
             # lock): the slot fell due after the enclosing deadline, when
             # the caller (a thread timeout's, say) has gone. Give it back.
-            yield _REFUND, answer
+            yield REFUND, answer
             self._reject(function, ticket.left(), timeout)
-        yield _HOLD, answer
+        yield HOLD, answer
 
     # -- the sync driver --------------------------------------------------
 
@@ -822,15 +769,15 @@ class RateLimiter(Policy):
         while step is not None:
             kind, value = step
             reply = None
-            if kind is _TAKE:
+            if kind is TAKE:
                 reply = self._take(plan, key, value, function, cost)
-            elif kind is _WAIT:
+            elif kind is WAIT:
                 wait_sync(value)
-            elif kind is _REFUND:
-                _refund(value)
+            elif kind is REFUND:
+                refund(value)
             else:
-                _hold(value)
-            step = _send(steps, reply)
+                hold(value)
+            step = send(steps, reply)
 
     def _gate(self, func: Callable[..., Any]) -> RateLimitGate:
         return RateLimitGate(self, qualified_name(func))
@@ -899,15 +846,15 @@ class RateLimiter(Policy):
         while step is not None:
             kind, value = step
             reply = None
-            if kind is _TAKE:
+            if kind is TAKE:
                 reply = await self._take_async(plan, key, value, function, cost)
-            elif kind is _WAIT:
+            elif kind is WAIT:
                 await wait_async(value)
-            elif kind is _REFUND:
-                await _refund_async(value)
+            elif kind is REFUND:
+                await refund_async(value)
             else:
-                await _hold_async(value)
-            step = _send(steps, reply)
+                await hold_async(value)
+            step = send(steps, reply)
 
     def _wrap_async(
         self, func: Callable[..., Awaitable[Any]], observe: Observe | None
@@ -931,126 +878,6 @@ class RateLimiter(Policy):
             return await func(*args, **kwargs)
 
         return rate_limit_wrapper
-
-
-def _ticket_wait(ticket: Ticket, seconds: float) -> bool:
-    """Block until *ticket* is due; ``True`` if woken early (it moved forward)."""
-    return ticket.wait(min(seconds, threading.TIMEOUT_MAX))
-
-
-async def _ticket_wait_async(ticket: Ticket, seconds: float) -> bool:
-    """Sleep until *ticket* is due; ``True`` if woken early (it moved forward)."""
-    return await ticket.wait_async(seconds)
-
-
-def _past_deadline(ticket: Ticket) -> bool:
-    """Return whether *ticket*'s slot falls due after the enclosing deadline."""
-    deadline = DEADLINE.get()
-    return deadline is not None and not CONFIG.testing.active and ticket.due > deadline
-
-
-def _refund(answer: Reservation) -> None:
-    """Give a reserved slot back before waiting for it."""
-    store: Any = answer.origin
-    with contextlib.suppress(StorageUnavailableError):
-        store.refund(answer.token)
-
-
-async def _refund_async(answer: Reservation) -> None:
-    """Give a reserved slot back before waiting for it, without blocking."""
-    store: Any = answer.origin
-    with contextlib.suppress(StorageUnavailableError):
-        await shielded(store.refund_async(answer.token))
-
-
-def _hold(answer: Reservation) -> None:
-    """Wait for a reserved slot; give it back if the wait is interrupted.
-
-    A waiter woken early (a waiter ahead of it gave its slot back) sleeps
-    again for what is left of its shortened wait.
-    """
-    ticket: Ticket = answer.token  # type: ignore[assignment]
-    store: Any = answer.origin
-    try:
-        left = answer.wait
-        while effective_wait(left) > 0 and _ticket_wait(ticket, left):
-            left = ticket.left()
-    except BaseException:
-        with contextlib.suppress(StorageUnavailableError):
-            store.refund(ticket)
-        raise
-    store.admitted(ticket)
-
-
-async def _hold_async(answer: Reservation) -> None:
-    """Sleep until a reserved slot is due; give it back if cancelled."""
-    ticket: Ticket = answer.token  # type: ignore[assignment]
-    store: Any = answer.origin
-    try:
-        left = answer.wait
-        if left <= 0:
-            # Due now, behind waiters whose slots came earlier: its timer
-            # fires after theirs, so the loop admits them first.
-            await _ticket_wait_async(ticket, 0.0)
-        while effective_wait(left) > 0 and await _ticket_wait_async(ticket, left):
-            left = ticket.left()
-        if CONFIG.testing.active:
-            await wait_async(0)  # still a point where the caller can be cancelled
-    except BaseException:
-        with contextlib.suppress(StorageUnavailableError):
-            await shielded(store.refund_async(ticket))
-        raise
-    store.admitted(ticket)
-
-
-class RateLimitGate(AdmitGate):
-    """The limiter's gate for one function, as ``fluxus.stack`` runs it."""
-
-    __slots__ = ("_call_key", "_function", "_limiter")
-
-    def __init__(self, limiter: RateLimiter, function: str) -> None:
-        self._limiter = limiter
-        self._function = function
-        has_key = limiter._key is not None  # noqa: SLF001 - its own module
-        self._call_key = limiter._call_key if has_key else None  # noqa: SLF001
-
-    def admit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Return once the call holds a permit, or raise RateLimitExceeded."""
-        limiter, call_key = self._limiter, self._call_key
-        limiter._admit(  # noqa: SLF001 - its own module
-            call_key(args, kwargs) if call_key else "",
-            limiter.timeout,
-            self._function,
-            limiter._call_cost(args, kwargs),  # noqa: SLF001
-        )
-
-    async def admit_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Same as :meth:`admit`, without blocking the event loop."""
-        limiter, call_key = self._limiter, self._call_key
-        await limiter._admit_async(  # noqa: SLF001 - its own module
-            call_key(args, kwargs) if call_key else "",
-            limiter.timeout,
-            self._function,
-            limiter._call_cost(args, kwargs),  # noqa: SLF001
-        )
-
-
-_TAKE: Final = "take"
-_WAIT: Final = "wait"
-_HOLD: Final = "hold"
-_REFUND: Final = "refund"
-#: One step of :meth:`RateLimiter._waiting`: what to do, and with what.
-_Step = tuple[str, Any]
-
-
-def _send(
-    steps: Generator[_Step, Reservation | None, None], reply: Reservation | None
-) -> _Step | None:
-    """Answer the current step; return the next one, ``None`` at the end."""
-    try:
-        return steps.send(reply)
-    except StopIteration:
-        return None
 
 
 #: The factory is the class itself: ``fluxus.rate_limit(...)`` builds a
