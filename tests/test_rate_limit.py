@@ -8,6 +8,7 @@ import uuid
 from datetime import timedelta
 
 import fluxus
+import limits
 import pytest
 from fluxus._deadline import DEADLINE
 from fluxus._rate_limit import _hold, _plan
@@ -161,7 +162,7 @@ def test_idle_keys_are_swept_so_memory_follows_active_clients():
 
 
 def test_sliding_window_wait_solves_limits_weighting():
-    item = fluxus._rate_limit._policy.limits.RateLimitItemPerSecond(10)
+    item = limits.RateLimitItemPerSecond(10)
     assert 0.0 == sliding_window_wait(item, 0, 0.0, 5, 1.5)
     assert 0.5 == sliding_window_wait(item, 4, 0.8, 10, 1.5)
     assert 0.3 == pytest.approx(sliding_window_wait(item, 10, 0.8, 5, 1.5))

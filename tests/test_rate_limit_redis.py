@@ -19,8 +19,7 @@ import fluxus
 import pytest
 import redis
 from fluxus._aio import _FINISHING
-from fluxus._rate_limit import _hold
-from fluxus._rate_limit import _policy as _rate_limit
+from fluxus._rate_limit import _configured, _hold
 
 pytestmark = pytest.mark.redis
 
@@ -204,7 +203,7 @@ def own_redis(tmp_path: Path, redis_url: str) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def quick_retry(monkeypatch):
-    monkeypatch.setattr(_rate_limit, "STORAGE_RETRY_INTERVAL", 0.1)
+    monkeypatch.setattr(_configured, "STORAGE_RETRY_INTERVAL", 0.1)
 
 
 def test_an_outage_fails_open_emits_events_and_recovers(
