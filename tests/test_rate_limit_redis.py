@@ -409,3 +409,99 @@ def test_a_slot_due_after_the_thread_timeouts_deadline_is_refused_and_given_back
         assert tat == pytest.approx(float(client.hget(key, "t1")), abs=1e-3)
     finally:
         client.close()
+
+
+_REFUND_WORKER = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    import fluxus
+
+    url, name, role = sys.argv[1:4]
+    limiter = fluxus.rate_limit(
+        1 / 3, burst=1, timeout=None, name=name, storage=url + "?socket_timeout=5"
+    )
+    limiter.allow()  # connected before the clock matters
+    print("ready", flush=True)
+    sys.stdin.readline()
+    if role == "sync":
+        try:
+            limiter.acquire(timeout=0)
+        except fluxus.RateLimitExceeded as exc:
+            print(repr(time.time() + exc.retry_after), flush=True)
+        limiter.acquire(timeout=None)
+        print(repr(time.time()), flush=True)
+    else:
+        async def main():
+            task = asyncio.ensure_future(limiter.acquire_async(timeout=None))
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, sys.stdin.readline)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                print("refunded", flush=True)
+
+        asyncio.run(main())
+    """
+)
+
+
+def test_a_refund_in_one_process_leaves_other_processes_waiters_their_slot(
+    redis_url,
+):
+    # What the docs promise across processes: a waiter in another process is
+    # neither admitted early nor woken; the refunded token goes to the next
+    # caller that asks, whose slot is then the last queued waiter's.
+    name = unique()
+    limiter = fluxus.rate_limit(
+        1 / 3, burst=1, name=name, storage=redis_url + "?socket_timeout=5"
+    )
+
+    def next_slot() -> float:
+        with pytest.raises(fluxus.RateLimitExceeded) as info:
+            limiter.acquire(timeout=0)
+        return time.time() + info.value.retry_after
+
+    def start(role):
+        worker = subprocess.Popen(
+            [sys.executable, "-c", _REFUND_WORKER, redis_url, name, role],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert "ready\n" == worker.stdout.readline()
+        return worker
+
+    def tell(worker):
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+
+    def until_reserved(after):
+        deadline = time.monotonic() + 10
+        while next_slot() < after + 1.0:
+            assert time.monotonic() < deadline, "the worker never reserved"
+            time.sleep(0.01)
+
+    cancelled, waiting = start("async"), start("sync")
+    try:
+        limiter.acquire()  # empty: the next slot comes in 3 s
+        first = next_slot()
+        tell(cancelled)
+        until_reserved(first)  # its slot: the first; the next one 3 s later
+        tell(waiting)
+        waiter_slot = float(waiting.stdout.readline())
+        until_reserved(waiter_slot)
+        assert waiter_slot + 3.0 == pytest.approx(next_slot(), abs=0.3)
+
+        assert time.time() < first, "too slow to cancel before the slot came"
+        tell(cancelled)
+        assert "refunded\n" == cancelled.stdout.readline()
+        offered = next_slot()
+        admitted = float(waiting.stdout.readline())
+
+        assert waiter_slot == pytest.approx(offered, abs=0.3)  # the token is back
+        assert admitted >= waiter_slot - 0.05  # never early, never woken
+    finally:
+        for worker in (cancelled, waiting):
+            worker.kill()
+            worker.communicate(timeout=30)
