@@ -582,3 +582,23 @@ def test_a_slot_due_after_the_enclosing_deadline_is_refused_and_given_back():
     assert limiter.allow()  # given back: the token is there again
     limiter.acquire()
     assert not limiter.allow()
+
+
+def test_memory_fixed_windows_sweep_ended_windows_and_count_across_a_sweep():
+    from fluxus._rate_limit._fixed_window import MemoryFixedWindows
+
+    store = MemoryFixedWindows()
+    store._SWEEP_EVERY = store._until_sweep = 8
+    items = (limits.RateLimitItemPerSecond(2), limits.RateLimitItemPerMinute(3))
+    for i in range(20):  # several sweeps, every window still open
+        assert store.take(f"k{i}", items, 0.0).admitted
+    assert 40 == len(store)
+    assert store.take("k0", items, 0.0).admitted  # 2 of 2 a second, 2 of 3
+    assert not store.take("k0", items, 0.0).admitted
+    time.sleep(1.1)  # the one-second windows end; the minute's stay
+    for i in range(20, 40):
+        store.take(f"k{i}", items, 0.0)
+
+    assert 20 + 40 >= len(store)
+    assert store.take("k0", items, 0.0).admitted  # 3 of 3 this minute
+    assert not store.take("k0", items, 0.0).admitted
