@@ -213,11 +213,13 @@ def test_a_first_use_may_peek_or_wait_and_give_its_slot_back(
     storage, mode, monkeypatch
 ):
     name = unique()
-    first = fluxus.rate_limit(1, burst=1, timeout=None, storage=storage, name=name)
+    # One token every 5 s: what a loaded machine takes between two steps is
+    # far less than the one interval a slot not given back would add.
+    first = fluxus.rate_limit(0.2, burst=1, timeout=None, storage=storage, name=name)
     first.acquire()  # the budget the next limiters share is spent
 
     def limiter() -> fluxus.RateLimiter:
-        return fluxus.rate_limit(1, burst=1, timeout=None, storage=storage, name=name)
+        return fluxus.rate_limit(0.2, burst=1, timeout=None, storage=storage, name=name)
 
     def interrupted(ticket: object, seconds: float) -> bool:
         raise Interrupted
@@ -237,7 +239,7 @@ def test_a_first_use_may_peek_or_wait_and_give_its_slot_back(
         mode.run(waiter)
     with pytest.raises(fluxus.RateLimitExceeded) as info:
         first.acquire(timeout=0)
-    assert (False, True) == (allowed, 0.8 < info.value.retry_after <= 1.0)
+    assert (False, True) == (allowed, 3.0 < info.value.retry_after <= 5.0)
 
 
 # --- after a fork ------------------------------------------------------------
