@@ -51,7 +51,8 @@ class Reference:
 
     def give_back(self, cost: int, now: float) -> None:
         self.refill(now)
-        self.tokens += cost
+        # a bucket never holds more than its burst, tokens given back or not
+        self.tokens = min(float(self.burst), self.tokens + cost)
 
     def change(self, rate: float, burst: int, now: float) -> None:
         self.refill(now)
