@@ -12,8 +12,8 @@ import uuid
 import fluxus
 import pytest
 from fluxus import CircuitState
-from fluxus._breaker._circuit import BUCKETS, Circuit
-from hypothesis import HealthCheck, settings
+from fluxus._breaker._circuit import BUCKETS, Circuit, Window
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -567,3 +567,20 @@ def test_threads_lose_no_call_in_the_window():
     breaker.reset()  # a locked step: counts the queued quick successes
     window = breaker._circuit.window
     assert (window.calls, window.failures) == (4000, 400)
+
+
+@given(
+    span=st.floats(0.001, 1000, allow_nan=False),
+    now=st.floats(0, 1e6, allow_nan=False),
+    later=st.floats(0, 1e3, allow_nan=False),
+)
+def test_the_newest_buckets_end_agrees_with_the_bucket_of_a_call(span, now, later):
+    """``now < window.ends`` (the quick success's check) never errs late."""
+    window = Window(span)
+    window.add(now, False, False)
+    head = window.head
+    for instant in (now, now + later, window.ends, math.nextafter(window.ends, 0)):
+        if instant < window.ends:
+            assert math.floor(instant / window.width) == head
+    # A few float steps early at most: nearly every quick success is quick.
+    assert window.ends > (head + 1) * window.width - window.width / 2

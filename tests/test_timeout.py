@@ -565,7 +565,9 @@ def test_retry_in_abandoned_work_stops_at_the_deadline():
         time.sleep(0.03)
         raise OSError("down")
 
-    with pytest.raises(fluxus.DeadlineExceeded):
+    # Usually the deadline passes first; on a slow machine retry may see
+    # first that its next attempt would start past it, and give up.
+    with pytest.raises((fluxus.DeadlineExceeded, OSError)):
         stubborn()
     time.sleep(0.15)
     settled = len(calls)
