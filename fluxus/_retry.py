@@ -33,7 +33,7 @@ from ._budget import RetryBudget
 from ._config import CONFIG
 from ._core import RETRY, Policy, block_name, qualified_name, type_name
 from ._deadline import DEADLINE, effective_wait, remaining, wait_async, wait_sync
-from ._validate import check_callable, positive_int, raise_replacement
+from ._validate import check_callable, not_bare, positive_int, raise_replacement
 from .backoff import takes_error
 from .exceptions import REJECTIONS, DeadlineExceeded
 from .instrumentation._events import RetriesExhausted, RetryScheduled
@@ -155,12 +155,7 @@ def _to_exception_types(on: object) -> tuple[type[Exception], ...]:
 
 
 def _check_attempts(attempts: object) -> int:
-    if callable(attempts):
-        msg = (
-            f"attempts must be an int, got {attempts!r}: to decorate with the "
-            "defaults, use @fluxus.retry() with parentheses"
-        )
-        raise TypeError(msg)
+    not_bare(attempts, "attempts", "an int", "@fluxus.retry()")
     return positive_int(attempts, "attempts", what="the total number of calls")
 
 

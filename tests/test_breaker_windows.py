@@ -347,10 +347,14 @@ def test_the_window_starts_empty_after_the_circuit_closes(mode):
             ValueError,
             r"slow_call_rate must be > 0 and <= 1, got 2.0",
         ),
-        ({"window": 0}, ValueError, "window must be > 0 seconds, got 0"),
+        ({"window": 0}, ValueError, "window must be finite and > 0 seconds, got 0"),
         ({"minimum_calls": 0}, ValueError, "minimum_calls must be >= 1, got 0"),
         ({"slow_call_duration": -1}, ValueError, "slow_call_duration"),
-        ({"failure_threshold": None}, ValueError, "failure_threshold=None needs"),
+        (
+            {"failure_threshold": None},
+            ValueError,
+            "failure_threshold must be an int >= 1 when",
+        ),
     ],
 )
 def test_bad_window_settings_fail_when_built(kwargs, error, match):

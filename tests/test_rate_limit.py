@@ -11,7 +11,7 @@ import fluxus
 import limits
 import pytest
 from fluxus._deadline import DEADLINE
-from fluxus._rate_limit import _hold, _plan
+from fluxus._rate_limit import _hold
 from fluxus._rate_limit._gcra import Bucket, reserve
 from fluxus._rate_limit._memory import MemoryTokenBuckets
 from fluxus._rate_limit._windows import sliding_window_wait
@@ -440,15 +440,19 @@ def test_acquire_timeout_accepts_a_timedelta():
         ({"limit": 10, "timeout": -1}, ValueError, "timeout must be finite"),
         ({"limit": 10, "timeout": "1s"}, TypeError, "timeout must be seconds"),
         ({"limit": 10, "key": "user"}, TypeError, "key must be a callable"),
-        ({"limit": 10, "storage": "nosql://x"}, ValueError, "unknown scheme 'nosql'"),
+        ({"limit": 10, "storage": "nosql://x"}, ValueError, "scheme limits knows"),
         ({"limit": 10, "storage": 6379}, TypeError, "storage must be a limits"),
         ({"limit": 10, "strategy": "leaky"}, ValueError, "strategy must be one of"),
-        ({"limit": 10, "key_prefix": ""}, TypeError, "key_prefix must be"),
-        ({"limit": 1.5, "strategy": "fixed-window"}, ValueError, "whole calls"),
+        ({"limit": 10, "key_prefix": ""}, ValueError, "key_prefix must be"),
+        (
+            {"limit": 1.5, "strategy": "fixed-window"},
+            ValueError,
+            "whole number of calls",
+        ),
         (
             {"limit": 10, "storage": "memcached://localhost:11211"},
             ValueError,
-            "strategy='token-bucket' needs storage",
+            r"storage must be 'memory://' or a Redis URL .* strategy='token-bucket'",
         ),
     ],
 )
@@ -457,20 +461,8 @@ def test_bad_configuration_fails_when_built_naming_the_parameter(kwargs, error, 
         fluxus.rate_limit(**kwargs)
 
 
-def test_a_redis_storage_without_the_redis_package_fails_when_built(monkeypatch):
-    real = _plan.importlib.util.find_spec
-    monkeypatch.setattr(
-        _plan.importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "redis" else real(name, *a),
-    )
-    with pytest.raises(ValueError, match=r"needs the redis package") as info:
-        fluxus.rate_limit(1, storage="redis://:hunter2@host:1/0")
-    assert "hunter2" not in str(info.value)
-
-
 def test_unknown_scheme_message_never_shows_the_password():
-    with pytest.raises(ValueError, match="unknown scheme") as info:
+    with pytest.raises(ValueError, match="scheme limits knows") as info:
         fluxus.rate_limit(1, storage="nosql://:hunter2@host:1")
     assert "hunter2" not in str(info.value)
 

@@ -1216,9 +1216,9 @@ def test_the_interpreter_exits_quietly():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"seconds": 0}, ValueError, "seconds must be > 0, got 0"),
+        ({"seconds": 0}, ValueError, "seconds must be finite and > 0 seconds, got 0"),
         ({"seconds": -1.5}, ValueError, "seconds"),
-        ({"seconds": timedelta(0)}, ValueError, "seconds must be > 0"),
+        ({"seconds": timedelta(0)}, ValueError, "seconds must be finite and > 0"),
         ({"seconds": timedelta(seconds=-1)}, ValueError, "seconds"),
         ({"seconds": float("nan")}, ValueError, "seconds"),
         ({"seconds": "1"}, TypeError, "seconds"),

@@ -31,7 +31,13 @@ from fluxus._config import default_storage
 from fluxus._core import CIRCUIT_BREAKER, Policy, qualified_name, type_name
 from fluxus._lazy import Lazy
 from fluxus._redis import scheme_of
-from fluxus._validate import Duration, check_callable, positive_int, positive_seconds
+from fluxus._validate import (
+    Duration,
+    check_callable,
+    not_bare,
+    positive_int,
+    positive_seconds,
+)
 from fluxus.exceptions import REJECTIONS, CircuitOpenError
 from fluxus.instrumentation._events import CircuitRejected, CircuitStateChanged
 from fluxus.instrumentation._hooks import emit, get_hooks
@@ -113,8 +119,9 @@ def _settings(
         and checked["slow_call_duration"] is None
     ):
         msg = (
-            "failure_threshold=None needs failure_rate or slow_call_duration: "
-            "with no rule the circuit would never open"
+            "failure_threshold must be an int >= 1 when failure_rate and "
+            "slow_call_duration are None (with no rule the circuit would "
+            "never open), got None"
         )
         raise ValueError(msg)
     return checked
@@ -217,6 +224,12 @@ class CircuitBreaker(Policy):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name)
+        not_bare(
+            failure_threshold,
+            "failure_threshold",
+            "an int",
+            "@fluxus.circuit_breaker()",
+        )
         self._settings = _settings(
             failure_threshold=failure_threshold,
             reset_timeout=reset_timeout,

@@ -148,9 +148,9 @@ class _Configured(Policy):
         most = min([b.capacity for b in plan.buckets] + [i.amount for i in plan.items])
         if cost > most:
             msg = (
-                f"cost={cost!r} exceeds what rate limit {self.name!r} can ever "
-                f"admit at once ({most} tokens with limit={plan.limit!r}, "
-                f"burst={plan.burst!r})"
+                f"cost must be at most {most} (tokens), what rate limit "
+                f"{self.name!r} can ever admit at once with limit={plan.limit!r} "
+                f"and burst={plan.burst!r}, got {cost!r}"
             )
             raise ValueError(msg)
 
@@ -161,8 +161,9 @@ class _Configured(Policy):
         )
         if burst is not None and (rate is None or strategy != TOKEN_BUCKET):
             msg = (
-                f"burst applies to a numeric limit with the token bucket, not to "
-                f"limit={limit!r} with strategy={strategy!r}; got burst={burst!r}"
+                f"burst must be None with limit={limit!r} and "
+                f"strategy={strategy!r} (burst applies to a numeric limit with "
+                f"the token bucket), got {burst!r}"
             )
             raise ValueError(msg)
         if strategy == TOKEN_BUCKET:
@@ -170,8 +171,9 @@ class _Configured(Policy):
         if rate is not None:
             if rate != int(rate):
                 msg = (
-                    f"strategy={strategy!r} counts whole calls per second; "
-                    f"limit={limit!r} needs strategy='token-bucket' or a string"
+                    f"limit must be a whole number of calls per second or a "
+                    f"string with strategy={strategy!r} (or use "
+                    f"strategy='token-bucket'), got {limit!r}"
                 )
                 raise ValueError(msg)
             items = [limits.RateLimitItemPerSecond(int(rate))]
@@ -226,10 +228,10 @@ class _Configured(Policy):
         if plan.strategy == TOKEN_BUCKET and scheme_of(uri) not in TOKEN_BUCKET_SCHEMES:
             source = "storage" if self._given else "the default storage"
             msg = (
-                f"strategy='token-bucket' needs storage 'memory://' or a Redis URL "
-                f"({', '.join(sorted(REDIS_SCHEMES))}), got {source} "
-                f"{mask_password(uri)!r}; use a string limit with a window "
-                "strategy for other storages"
+                f"{source} must be 'memory://' or a Redis URL "
+                f"({', '.join(sorted(REDIS_SCHEMES))}) with strategy='token-bucket' "
+                "(use a string limit with a window strategy for other "
+                f"storages), got {mask_password(uri)!r}"
             )
             raise ValueError(msg)
 

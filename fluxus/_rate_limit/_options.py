@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final, Literal
 
+from fluxus._validate import check_fail_open as validate_fail_open
+
 #: ``fail_open="local"``: while the storage is down, count in this process.
 LOCAL: Final = "local"
 FailOpen = bool | Literal["local"]
@@ -13,12 +15,8 @@ Cost = int | Callable[..., int]
 
 def check_fail_open(fail_open: object) -> FailOpen:
     """Return *fail_open* if it is ``True``, ``False`` or ``"local"``."""
-    if isinstance(fail_open, bool):
-        return fail_open
-    if fail_open == LOCAL:
-        return LOCAL
-    msg = f"fail_open must be True, False or 'local', got {fail_open!r}"
-    raise ValueError(msg)
+    checked: FailOpen = validate_fail_open(fail_open, local=True)
+    return checked
 
 
 def check_cost(cost: object, param: str = "cost") -> Cost:
@@ -29,7 +27,7 @@ def check_cost(cost: object, param: str = "cost") -> Cost:
         msg = f"{param} must be an int >= 1 or a callable returning one, got {cost!r}"
         raise TypeError(msg)
     if cost < 1:
-        msg = f"{param} must be at least 1 token, got {cost!r}"
+        msg = f"{param} must be >= 1 (tokens), got {cost!r}"
         raise ValueError(msg)
     return cost
 

@@ -32,6 +32,7 @@ from fluxus._validate import (
     Duration,
     check_callable,
     non_empty_str,
+    not_bare,
     optional_seconds,
 )
 
@@ -141,6 +142,12 @@ class RateLimiter(_Drivers):
     ) -> None:
         """Build the policy; the parameters are described on the class."""
         super().__init__(name)
+        not_bare(
+            limit,
+            "limit",
+            "a rate string such as '10/second' or a number of calls per second",
+            "@fluxus.rate_limit('10/second')",
+        )
         check_callable(key, "key")
         if strategy is not None and strategy not in STRATEGIES:
             choices = ", ".join(STRATEGIES)

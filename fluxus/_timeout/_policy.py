@@ -9,7 +9,9 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, ClassVar, Literal
 
-from fluxus._core import TIMEOUT, Policy, check_callable, positive_int, to_seconds
+from fluxus._core import TIMEOUT, Policy, check_callable, positive_int
+from fluxus._validate import SECONDS as _SECONDS
+from fluxus._validate import not_bare, positive_seconds
 from fluxus.exceptions import DeadlineExceeded
 
 from . import _strategies
@@ -38,10 +40,8 @@ class Timeout(Policy):
         name: str | None = None,
     ) -> None:
         super().__init__(name)
-        budget = to_seconds(seconds, "seconds")
-        if budget <= 0:
-            msg = f"seconds must be > 0, got {seconds!r}"
-            raise ValueError(msg)
+        not_bare(seconds, "seconds", _SECONDS, "@fluxus.timeout(5)")
+        budget = positive_seconds(seconds, "seconds")
         if strategy not in STRATEGIES:
             choices = ", ".join(map(repr, STRATEGIES))
             msg = f"strategy must be one of {choices}, got {strategy!r}"

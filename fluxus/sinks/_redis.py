@@ -7,7 +7,9 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from fluxus._dead_letter import DeadLetter
+from fluxus._extras import require
 from fluxus._redis import mask_password
+from fluxus._validate import non_empty_str, positive_int
 
 from ._base import CorruptRecordWarning, SinkFull, StoringSink, check_limit, new_owner
 from ._codec import decode, encode
@@ -69,25 +71,16 @@ class RedisStream(StoringSink):
         maxlen: int | None = None,
         approximate_trim: bool = False,
     ) -> None:
-        if maxlen is not None and (
-            not isinstance(maxlen, int) or isinstance(maxlen, bool) or maxlen < 1
-        ):
-            msg = f"maxlen must be a positive int or None, got {maxlen!r}"
-            raise ValueError(msg)
+        if maxlen is not None:
+            positive_int(maxlen, "maxlen")
         if approximate_trim and maxlen is None:
-            msg = "approximate_trim=True needs a maxlen to trim to"
+            msg = "maxlen must be an int >= 1 with approximate_trim=True, got None"
             raise ValueError(msg)
-        if not isinstance(stream, str) or not stream:
-            msg = f"stream must be a non-empty string, got {stream!r}"
-            raise ValueError(msg)
-        try:
-            import redis  # noqa: PLC0415 - an optional dependency
-        except ImportError as exc:  # pragma: no cover - the test extra has redis
-            msg = "fluxus.sinks.RedisStream needs redis: pip install 'fluxus[redis]'"
-            raise ImportError(msg) from exc
+        non_empty_str(stream, "stream")
+        client_module = require("redis", "redis", "fluxus.sinks.RedisStream")
         if isinstance(url, str):
             self.url: str = mask_password(url)
-            self.client: redis.Redis = redis.Redis.from_url(url)
+            self.client: redis.Redis = client_module.Redis.from_url(url)
         else:
             self.url = "<client>"
             self.client = url
