@@ -25,7 +25,7 @@ from ._validate import positive_int as positive_int  # noqa: PLC0414
 from ._validate import raise_replacement as raise_replacement  # noqa: PLC0414
 from ._validate import to_seconds as to_seconds  # noqa: PLC0414
 from .exceptions import LayeringWarning
-from .instrumentation._observe import observing_async, observing_sync
+from .instrumentation._observe import Observe, observing_async, observing_sync
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -99,11 +99,6 @@ class Policy(Decorating):
 
     _kind: ClassVar[str]
     _rank: ClassVar[int]
-    #: Whether :func:`wrap_with` observes its wrappers: ``_wrap_sync(func,
-    #: observe)`` and ``_wrap_async(func, observe)`` then take ``observe``
-    #: (``None`` for the plain wrapper). ``False``: the policy observes its
-    #: calls itself and takes ``func`` alone.
-    _observed_here: ClassVar[bool] = False
 
     def __init__(self, name: str | None) -> None:
         if name is not None:
@@ -139,12 +134,22 @@ class Policy(Decorating):
         del func
         return None
 
-    def _wrap_sync(self, func: Callable[..., Any], *observe: Any) -> Callable[..., Any]:
+    def _wrap_sync(
+        self, func: Callable[..., Any], observe: Observe | None
+    ) -> Callable[..., Any]:
+        """Return the wrapper of the plain function *func*.
+
+        :func:`wrap_with` builds it twice: with ``observe=None``, the plain
+        wrapper that never looks for observers; then the one it returns,
+        which hands each call to ``observe(args, kwargs)`` while
+        ``watch_for(observe).observers`` is not empty.
+        """
         raise NotImplementedError
 
     def _wrap_async(
-        self, func: Callable[..., Awaitable[Any]], *observe: Any
+        self, func: Callable[..., Awaitable[Any]], observe: Observe | None
     ) -> Callable[..., Awaitable[Any]]:
+        """Return the wrapper of the ``async def`` *func*; see :meth:`_wrap_sync`."""
         raise NotImplementedError
 
 
@@ -247,12 +252,9 @@ def wrap_with(policy: Policy, func: Callable[..., Any]) -> Callable[..., Any]:
     policy._bind(func)  # noqa: SLF001
     is_async = inspect.iscoroutinefunction(func)
     build = policy._wrap_async if is_async else policy._wrap_sync  # noqa: SLF001
-    if policy._observed_here:  # noqa: SLF001
-        plain = build(func, None)
-        observing = observing_async if is_async else observing_sync
-        wrapper = build(func, observing(policy, qualified_name(func), plain))
-    else:
-        wrapper = build(func)
+    observing = observing_async if is_async else observing_sync
+    plain = build(func, None)
+    wrapper = build(func, observing(policy, qualified_name(func), plain))
     functools.update_wrapper(wrapper, func)
     return wrapper
 

@@ -201,7 +201,6 @@ class DeadLetterQueue(Policy):
 
     _kind: ClassVar[str] = "dead_letter"
     _rank: ClassVar[int] = DEAD_LETTER
-    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,

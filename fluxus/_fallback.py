@@ -68,7 +68,6 @@ class Fallback(Policy):
 
     _kind: ClassVar[str] = "fallback"
     _rank: ClassVar[int] = FALLBACK
-    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,

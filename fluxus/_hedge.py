@@ -44,7 +44,6 @@ class Hedge(Policy):
 
     _kind: ClassVar[str] = "hedge"
     _rank: ClassVar[int] = HEDGE
-    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -170,7 +170,6 @@ class Retry(Policy):
 
     _kind: ClassVar[str] = "retry"
     _rank: ClassVar[int] = RETRY
-    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,

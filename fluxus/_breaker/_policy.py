@@ -196,7 +196,6 @@ class CircuitBreaker(Policy):
 
     _kind: ClassVar[str] = "circuit_breaker"
     _rank: ClassVar[int] = CIRCUIT_BREAKER
-    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -135,7 +135,6 @@ class Bulkhead(Policy):
 
     _kind: ClassVar[str] = "bulkhead"
     _rank: ClassVar[int] = BULKHEAD
-    _observed_here: ClassVar[bool] = True
 
     _ids = itertools.count(1)
 

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from fluxus._core import TIMEOUT, Policy, check_callable, positive_int, to_seconds
 from fluxus.exceptions import DeadlineExceeded
+from fluxus.instrumentation._observe import Observe
 
 from . import _strategies
 from ._pool import Bound
@@ -58,19 +59,21 @@ class Timeout(Policy):
     def _own_name(self) -> str:
         return self.name
 
-    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_sync(
+        self, func: Callable[..., Any], observe: Observe | None
+    ) -> Callable[..., Any]:
         if self.strategy == "cooperative":
-            return _strategies.cooperative(self, self._verdicts, func)
+            return _strategies.cooperative(self._verdicts, func, observe)
         if self.strategy == "signal":
-            return _strategies.signal_alarm(self, self._verdicts, func)
-        return _strategies.thread(self, self._verdicts, self._bound, func)
+            return _strategies.signal_alarm(self._verdicts, func, observe)
+        return _strategies.thread(self._verdicts, self._bound, func, observe)
 
     def _wrap_async(
-        self, func: Callable[..., Awaitable[Any]]
+        self, func: Callable[..., Awaitable[Any]], observe: Observe | None
     ) -> Callable[..., Awaitable[Any]]:
         if self.strategy == "cooperative":
-            return _strategies.cooperative_async(self, self._verdicts, func)
-        return _strategies.cancelling(self, self._verdicts, func)
+            return _strategies.cooperative_async(self._verdicts, func, observe)
+        return _strategies.cancelling(self._verdicts, func, observe)
 
 
 def timeout(
