@@ -153,6 +153,34 @@ class Policy(Decorating):
         raise NotImplementedError
 
 
+def factory_of(
+    policy: Callable[P, T],
+) -> Callable[[Callable[..., object]], Callable[P, T]]:
+    """Make the decorated stub the factory of the class *policy*.
+
+    The factory takes exactly the class's parameters (mypy and pyright see
+    its ``__init__`` signature, ``inspect.signature`` shows it) and returns
+    the class built with them, so the two cannot drift. The stub gives only
+    its name and its docstring, where the parameters are documented
+    (``@factory_of(CircuitBreaker)`` over ``def circuit_breaker() -> None``
+    and its docstring).
+    """
+
+    def make(stub: Callable[..., object]) -> Callable[P, T]:
+        def build(*args: P.args, **kwargs: P.kwargs) -> T:
+            return policy(*args, **kwargs)
+
+        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+            setattr(build, attr, getattr(stub, attr))
+        signature = inspect.signature(policy)
+        build.__signature__ = signature.replace(  # type: ignore[attr-defined] # read by inspect.signature
+            return_annotation=getattr(policy, "__name__", signature.return_annotation)
+        )
+        return build
+
+    return make
+
+
 def kind_of(policy: Policy) -> str:
     """Return *policy*'s kind, such as ``"circuit_breaker"``."""
     return policy._kind  # noqa: SLF001 - Policy's own module

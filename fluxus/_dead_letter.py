@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from ._core import DEAD_LETTER, Policy, qualified_name, type_name
+from ._core import DEAD_LETTER, Policy, factory_of, qualified_name, type_name
 from ._gate import CaptureGate
 from ._validate import check_callable
 from .instrumentation._events import DeadLettered, DeadLetterHandlerFailed
@@ -494,16 +494,8 @@ class LetterGate(CaptureGate):
         return captured and not policy.reraise
 
 
-def dead_letter(
-    handler: Handler | Sink,
-    *,
-    should_dlq: Callable[[Exception], bool] | None = None,
-    on_handler_error: Callable[[Exception], object] | None = None,
-    reraise: bool = True,
-    default: Any = None,
-    redact: Iterable[str] | str = (),
-    name: str | None = None,
-) -> DeadLetterQueue:
+@factory_of(DeadLetterQueue)
+def dead_letter() -> None:
     r"""Return a policy that keeps every failed call as a :class:`DeadLetter`.
 
     Args:
@@ -543,12 +535,3 @@ def dead_letter(
     own exception is re-raised, even with ``reraise=False``: a failure that
     could not be kept is never swallowed.
     """
-    return DeadLetterQueue(
-        handler,
-        should_dlq=should_dlq,
-        on_handler_error=on_handler_error,
-        reraise=reraise,
-        default=default,
-        redact=redact,
-        name=name,
-    )

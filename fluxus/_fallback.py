@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Final, NoReturn
 
-from ._core import FALLBACK, Policy, qualified_name, type_name
+from ._core import FALLBACK, Policy, factory_of, qualified_name, type_name
 from ._validate import check_callable
 from .instrumentation._events import FallbackUsed
 from .instrumentation._hooks import emit
@@ -249,14 +249,8 @@ class AnswerGate:
         return await self._policy._answer_async(self._function, exc, args, kwargs)  # noqa: SLF001
 
 
-def fallback(
-    handler: Callable[..., Any] | None = None,
-    *,
-    value: Any = NO_VALUE,
-    on: ExceptionTypes = Exception,
-    should_fallback: Callable[[Exception], bool] | None = None,
-    name: str | None = None,
-) -> Fallback:
+@factory_of(Fallback)
+def fallback() -> None:
     """Return a policy that answers failed calls instead of raising.
 
     Args:
@@ -286,6 +280,3 @@ def fallback(
     rejections (:func:`fluxus.is_rejection`) are failures like any other:
     ``should_fallback`` can leave them out.
     """
-    return Fallback(
-        handler, value=value, on=on, should_fallback=should_fallback, name=name
-    )

@@ -28,7 +28,7 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from ._budget import RetryBudget
-from ._core import HEDGE, Policy, qualified_name
+from ._core import HEDGE, Policy, factory_of, qualified_name
 from ._deadline import DEADLINE, monotonic
 from ._fallback import ExceptionTypes, check_exception_types
 from ._validate import positive_int, to_seconds
@@ -219,14 +219,8 @@ async def _cancel(tasks: set[asyncio.Future[Any]]) -> None:
             task.exception()
 
 
-def hedge(
-    delay: float | timedelta,
-    *,
-    max_hedges: int = 1,
-    on: ExceptionTypes = Exception,
-    budget: RetryBudget | None = None,
-    name: str | None = None,
-) -> Hedge:
+@factory_of(Hedge)
+def hedge() -> None:
     """Return a policy that starts backup calls when an ``async`` call is slow.
 
     Args:
@@ -255,4 +249,3 @@ def hedge(
     testing mode does not change the delay: a hedge never makes a call
     slower, only costs an extra call.
     """
-    return Hedge(delay, max_hedges=max_hedges, on=on, budget=budget, name=name)

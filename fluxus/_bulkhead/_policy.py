@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import Any, ClassVar, NoReturn, Protocol
 
 from fluxus._config import MEMORY
-from fluxus._core import BULKHEAD, Policy, layers, qualified_name
+from fluxus._core import BULKHEAD, Policy, factory_of, layers, qualified_name
 from fluxus._deadline import DEADLINE, HELD, Held, monotonic
 from fluxus._validate import positive_int, to_seconds
 from fluxus.exceptions import BulkheadFull
@@ -458,16 +458,8 @@ class SlotGate:
         await self._policy._store.give_back_async(token)  # noqa: SLF001
 
 
-def bulkhead(
-    max_concurrent: int,
-    *,
-    max_waiting: int = 0,
-    timeout: float | None = 0.0,
-    name: str | None = None,
-    storage: object = None,
-    fail_open: bool = True,
-    lease: float = 60.0,
-) -> Bulkhead:
+@factory_of(Bulkhead)
+def bulkhead() -> None:
     """Return a policy that runs at most *max_concurrent* calls at once.
 
     Args:
@@ -514,12 +506,3 @@ def bulkhead(
     The testing mode does not change a bulkhead: its waits end when
     another call gives a slot back, not when a clock says so.
     """
-    return Bulkhead(
-        max_concurrent,
-        max_waiting=max_waiting,
-        timeout=timeout,
-        name=name,
-        storage=storage,
-        fail_open=fail_open,
-        lease=lease,
-    )

@@ -7,7 +7,14 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
-from fluxus._core import TIMEOUT, Policy, check_callable, positive_int, to_seconds
+from fluxus._core import (
+    TIMEOUT,
+    Policy,
+    check_callable,
+    factory_of,
+    positive_int,
+    to_seconds,
+)
 from fluxus.exceptions import DeadlineExceeded
 from fluxus.instrumentation._observe import Observe
 
@@ -76,14 +83,8 @@ class Timeout(Policy):
         return _strategies.cancelling(self._verdicts, func, observe)
 
 
-def timeout(
-    seconds: float | timedelta,
-    *,
-    strategy: Strategy = "thread",
-    on_timeout: Callable[[DeadlineExceeded], BaseException | None] | None = None,
-    max_threads: int = 32,
-    name: str | None = None,
-) -> Timeout:
+@factory_of(Timeout)
+def timeout() -> None:
     """Return a policy that gives the caller control back after *seconds*.
 
     Args:
@@ -140,10 +141,3 @@ def timeout(
     (:func:`fluxus.is_rejection`): never retried, never a circuit breaker
     failure, answered 503 by the web integrations.
     """
-    return Timeout(
-        seconds,
-        strategy=strategy,
-        on_timeout=on_timeout,
-        max_threads=max_threads,
-        name=name,
-    )
