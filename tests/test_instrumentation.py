@@ -278,7 +278,7 @@ def test_a_failing_observer_never_breaks_the_call_and_is_reported_once(caplog, m
         attempts = True
 
         def start(self, policy, function, attempt):
-
+            return None
 
         def end(self, state, error):
             raise RuntimeError("observer bug")
@@ -349,9 +349,7 @@ def test_observers_see_every_layer_once_and_recursion_is_observed(mode):
 
 
 @pytest.mark.parametrize("strategy", ["thread", "signal", "cooperative"])
-def test_each_timeout_strategy_observes_every_call_once_recursion_too(
-    mode, strategy
-):
+def test_each_timeout_strategy_observes_every_call_once_recursion_too(mode, strategy):
     from fluxus.instrumentation import add_observer, remove_observer
 
     if mode.name == "async" and strategy == "signal":
@@ -363,7 +361,6 @@ def test_each_timeout_strategy_observes_every_call_once_recursion_too(
 
         def start(self, policy, function, attempt):
             seen.append((policy.name, attempt))
-
 
         def end(self, state, error):
             seen.append(("end", type(error).__name__ if error else None))
