@@ -70,6 +70,17 @@ def type_name(kind: type) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
+def error_message(exc: BaseException) -> str:
+    """Return ``str(exc)`` for an event, or its ``repr`` if ``__str__`` raises.
+
+    A broken ``__str__`` must neither lose a dead letter nor break a fallback.
+    """
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - any failure of user code
+        return repr(exc)
+
+
 class Decorating:
     """What makes policies and stacks decorators, typed for mypy."""
 

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from ._core import DEAD_LETTER, Policy, factory_of, qualified_name, type_name
+from ._core import (
+    DEAD_LETTER,
+    Policy,
+    error_message,
+    factory_of,
+    qualified_name,
+    type_name,
+)
 from ._gate import CaptureGate
 from ._validate import check_callable
 from .instrumentation._events import DeadLettered, DeadLetterHandlerFailed
@@ -189,13 +196,6 @@ def _to_names(redact: object) -> frozenset[str]:
     return result
 
 
-def _message(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the letter
-        return repr(exc)
-
-
 class DeadLetterQueue(Policy):
     """Hand every failed call to a handler or sink; see :func:`dead_letter`."""
 
@@ -271,7 +271,7 @@ class DeadLetterQueue(Policy):
             kwargs=kwargs,
             error=exc,
             error_type=type_name(type(exc)),
-            error_message=_message(exc),
+            error_message=error_message(exc),
             traceback="".join(traceback.format_exception(exc)),
             failed_at=datetime.now(UTC),
             placeholders=placeholders,
@@ -299,7 +299,7 @@ class DeadLetterQueue(Policy):
                 function=function,
                 letter_id=letter_id or "",
                 error_type=type_name(type(failure)),
-                error_message=_message(failure),
+                error_message=error_message(failure),
             )
         )
         if self._on_handler_error is not None:

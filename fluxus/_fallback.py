@@ -17,7 +17,14 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Final, NoReturn
 
-from ._core import FALLBACK, Policy, factory_of, qualified_name, type_name
+from ._core import (
+    FALLBACK,
+    Policy,
+    error_message,
+    factory_of,
+    qualified_name,
+    type_name,
+)
 from ._validate import check_callable
 from .instrumentation._events import FallbackUsed
 from .instrumentation._hooks import emit
@@ -50,13 +57,6 @@ def check_exception_types(on: object, param: str = "on") -> tuple[type[Exception
         msg = f"{param} must be an Exception subclass or a tuple of them, got {on!r}"
         raise TypeError(msg)
     return kinds
-
-
-def _message(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not break the answer
-        return repr(exc)
 
 
 def _raise_from(failure: Exception, exc: Exception) -> NoReturn:
@@ -118,7 +118,7 @@ class Fallback(Policy):
                 policy=self.name,
                 function=function,
                 error_type=type_name(type(exc)),
-                error_message=_message(exc),
+                error_message=error_message(exc),
             )
         )
         return True

@@ -34,7 +34,7 @@ from typing import Any, ClassVar, NoReturn, Protocol
 from fluxus._config import MEMORY
 from fluxus._core import BULKHEAD, Policy, factory_of, layers, qualified_name
 from fluxus._deadline import DEADLINE, HELD, Held, monotonic
-from fluxus._validate import positive_int, to_seconds
+from fluxus._validate import int_at_least, positive_int, to_seconds
 from fluxus.exceptions import BulkheadFull
 from fluxus.instrumentation._events import BulkheadRejected
 from fluxus.instrumentation._hooks import emit
@@ -119,17 +119,6 @@ def _abandons(func: Callable[..., Any]) -> bool:
     )
 
 
-def check_max_waiting(value: object) -> int:
-    """Return *value*, an int of at least 0, or raise naming ``max_waiting``."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        msg = f"max_waiting must be an int, got {value!r}"
-        raise TypeError(msg)
-    if value < 0:
-        msg = f"max_waiting must be >= 0, got {value}"
-        raise ValueError(msg)
-    return value
-
-
 class Bulkhead(Policy):
     """Run at most so many calls at once; see :func:`bulkhead`."""
 
@@ -162,7 +151,7 @@ class Bulkhead(Policy):
         """
         super().__init__(name)
         self.max_concurrent: int = positive_int(max_concurrent, "max_concurrent")
-        self.max_waiting: int = check_max_waiting(max_waiting)
+        self.max_waiting: int = int_at_least(max_waiting, "max_waiting", 0)
         self.timeout: float | None = (
             None if timeout is None else to_seconds(timeout, "timeout", allow_none=True)
         )
