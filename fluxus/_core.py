@@ -17,13 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypeVar, overload
 
 from ._stats import Counters, Stats
-
-# fluxus._timeout's imports, until it imports them from fluxus._validate.
-from ._validate import check_callable as check_callable  # noqa: PLC0414
 from ._validate import non_empty_str
-from ._validate import positive_int as positive_int  # noqa: PLC0414
-from ._validate import raise_replacement as raise_replacement  # noqa: PLC0414
-from ._validate import to_seconds as to_seconds  # noqa: PLC0414
 from .exceptions import LayeringWarning
 from .instrumentation._observe import Observe, observing_async, observing_sync
 

@@ -7,14 +7,8 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
-from fluxus._core import (
-    TIMEOUT,
-    Policy,
-    check_callable,
-    factory_of,
-    positive_int,
-    to_seconds,
-)
+from fluxus._core import TIMEOUT, Policy, factory_of
+from fluxus._validate import check_callable, positive_int, to_seconds
 from fluxus.exceptions import DeadlineExceeded
 from fluxus.instrumentation._observe import Observe
 
