@@ -29,7 +29,7 @@ from ._core import (
     type_name,
 )
 from ._gate import CaptureGate
-from ._validate import check_callable
+from ._validate import check_callable, refuse_async_handler
 from .instrumentation._events import DeadLettered, DeadLetterHandlerFailed
 from .instrumentation._hooks import emit
 from .instrumentation._observe import Observe, watch_for
@@ -389,11 +389,7 @@ class DeadLetterQueue(Policy):
 
     def _require_sync_handler(self, func: Callable[..., Any]) -> None:
         if self._async_handler:
-            msg = (
-                f"the async handler {self._put!r} cannot serve the sync function "
-                f"{qualified_name(func)}; give it a sync handler or a sink"
-            )
-            raise TypeError(msg)
+            refuse_async_handler(self._put, qualified_name(func), " or a sink")
 
     def _gate(self, func: Callable[..., Any]) -> LetterGate:
         if not inspect.iscoroutinefunction(func):

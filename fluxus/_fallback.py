@@ -25,7 +25,7 @@ from ._core import (
     qualified_name,
     type_name,
 )
-from ._validate import check_callable
+from ._validate import check_callable, refuse_async_handler
 from .instrumentation._events import FallbackUsed
 from .instrumentation._hooks import emit
 from .instrumentation._observe import Observe, watch_for
@@ -128,11 +128,7 @@ class Fallback(Policy):
 
     def _require_sync_handler(self, func: Callable[..., Any]) -> None:
         if self._async_handler:
-            msg = (
-                f"handler {self.handler!r} is async and cannot answer for the "
-                f"sync function {qualified_name(func)}; give it a sync handler"
-            )
-            raise TypeError(msg)
+            refuse_async_handler(self.handler, qualified_name(func))
 
     # -- the drivers ------------------------------------------------------
 

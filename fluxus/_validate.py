@@ -91,6 +91,20 @@ def int_at_least(value: object, param: str, minimum: int, *, what: str = "") -> 
     return value
 
 
+def refuse_async_handler(handler: object, function: str, alternative: str = "") -> None:
+    """Raise the :class:`TypeError` for an async *handler* on a sync *function*.
+
+    A sync call cannot await the handler, so the decorator refuses the pair
+    when it is applied. *alternative* names what else would do (``" or a
+    sink"``).
+    """
+    msg = (
+        f"handler {handler!r} is async (an async handler cannot serve the sync "
+        f"function {function}); give it a sync handler{alternative}"
+    )
+    raise TypeError(msg)
+
+
 def check_callable(value: object, param: str, *, optional: bool = True) -> None:
     """Raise :class:`TypeError` unless *value* is a callable (or ``None``)."""
     if callable(value) or (optional and value is None):
