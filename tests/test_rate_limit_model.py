@@ -87,6 +87,13 @@ class BucketMachine(RuleBasedStateMachine):
         # changes the limit again only once a take has counted the last one.
         self.counted = True
 
+    def teardown(self) -> None:
+        # Each example has its own store: close its client now rather than
+        # leave its socket to the garbage collector (a ResourceWarning).
+        client = getattr(self.store, "_sync", None)
+        if client is not None:
+            client.close()
+
     @initialize(rate=st.sampled_from([1.0, 2.0, 5.0, 10.0]), burst=st.integers(3, 6))
     def start(self, rate: float, burst: int) -> None:
         self.buckets = (Bucket(1.0 / rate, burst),)

@@ -34,7 +34,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fluxus._aio import in_background, shielded
+from fluxus._aio import asyncio_only, in_background, shielded
 from fluxus._config import track
 from fluxus._redis import (
     SCHEMES,
@@ -140,6 +140,8 @@ PLACE_TTL = 5.0
 #: Socket timeout of the clients. (How long Redis is left alone after it
 #: failed is :data:`fluxus._redis.RETRY_INTERVAL`.)
 TIMEOUT = 0.5
+
+_STORAGE = "the Redis storage of fluxus.bulkhead"
 
 
 class _Bypass:
@@ -409,6 +411,7 @@ class RedisCompartment:
 
     async def take_async(self, budget: float) -> object | None:
         """Take a lease without blocking the loop; see :meth:`take`."""
+        asyncio_only(_STORAGE)
         lease_id = uuid.uuid4().hex
         until = time.monotonic() + budget
         step = asyncio.ensure_future(
