@@ -17,15 +17,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypeVar, overload
 
 from ._stats import Counters, Stats
-
-# fluxus._timeout's imports, until it imports them from fluxus._validate.
-from ._validate import check_callable as check_callable  # noqa: PLC0414
 from ._validate import non_empty_str
-from ._validate import positive_int as positive_int  # noqa: PLC0414
-from ._validate import raise_replacement as raise_replacement  # noqa: PLC0414
-from ._validate import to_seconds as to_seconds  # noqa: PLC0414
 from .exceptions import LayeringWarning
-from .instrumentation._observe import observing_async, observing_sync
+from .instrumentation._observe import Observe, observing_async, observing_sync
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -81,6 +75,17 @@ def type_name(kind: type) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
+def error_message(exc: BaseException) -> str:
+    """Return ``str(exc)`` for an event, or its ``repr`` if ``__str__`` raises.
+
+    A broken ``__str__`` must neither lose a dead letter nor break a fallback.
+    """
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - any failure of user code
+        return repr(exc)
+
+
 class Decorating:
     """What makes policies and stacks decorators, typed for mypy."""
 
@@ -110,11 +115,6 @@ class Policy(Decorating):
 
     _kind: ClassVar[str]
     _rank: ClassVar[int]
-    #: Whether :func:`wrap_with` observes its wrappers: ``_wrap_sync(func,
-    #: observe)`` and ``_wrap_async(func, observe)`` then take ``observe``
-    #: (``None`` for the plain wrapper). ``False``: the policy observes its
-    #: calls itself and takes ``func`` alone.
-    _observed_here: ClassVar[bool] = False
 
     def __init__(self, name: str | None) -> None:
         if name is not None:
@@ -150,13 +150,51 @@ class Policy(Decorating):
         del func
         return None
 
-    def _wrap_sync(self, func: Callable[..., Any], *observe: Any) -> Callable[..., Any]:
+    def _wrap_sync(
+        self, func: Callable[..., Any], observe: Observe | None
+    ) -> Callable[..., Any]:
+        """Return the wrapper of the plain function *func*.
+
+        :func:`wrap_with` builds it twice: with ``observe=None``, the plain
+        wrapper that never looks for observers; then the one it returns,
+        which hands each call to ``observe(args, kwargs)`` while
+        ``watch_for(observe).observers`` is not empty.
+        """
         raise NotImplementedError
 
     def _wrap_async(
-        self, func: Callable[..., Awaitable[Any]], *observe: Any
+        self, func: Callable[..., Awaitable[Any]], observe: Observe | None
     ) -> Callable[..., Awaitable[Any]]:
+        """Return the wrapper of the ``async def`` *func*; see :meth:`_wrap_sync`."""
         raise NotImplementedError
+
+
+def factory_of(
+    policy: Callable[P, T],
+) -> Callable[[Callable[..., object]], Callable[P, T]]:
+    """Make the decorated stub the factory of the class *policy*.
+
+    The factory takes exactly the class's parameters (mypy and pyright see
+    its ``__init__`` signature, ``inspect.signature`` shows it) and returns
+    the class built with them, so the two cannot drift. The stub gives only
+    its name and its docstring, where the parameters are documented
+    (``@factory_of(CircuitBreaker)`` over ``def circuit_breaker() -> None``
+    and its docstring).
+    """
+
+    def make(stub: Callable[..., object]) -> Callable[P, T]:
+        def build(*args: P.args, **kwargs: P.kwargs) -> T:
+            return policy(*args, **kwargs)
+
+        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+            setattr(build, attr, getattr(stub, attr))
+        signature = inspect.signature(policy)
+        build.__signature__ = signature.replace(  # type: ignore[attr-defined] # read by inspect.signature
+            return_annotation=getattr(policy, "__name__", signature.return_annotation)
+        )
+        return build
+
+    return make
 
 
 def kind_of(policy: Policy) -> str:
@@ -258,12 +296,9 @@ def wrap_with(policy: Policy, func: Callable[..., Any]) -> Callable[..., Any]:
     policy._bind(func)  # noqa: SLF001
     is_async = inspect.iscoroutinefunction(func)
     build = policy._wrap_async if is_async else policy._wrap_sync  # noqa: SLF001
-    if policy._observed_here:  # noqa: SLF001
-        plain = build(func, None)
-        observing = observing_async if is_async else observing_sync
-        wrapper = build(func, observing(policy, qualified_name(func), plain))
-    else:
-        wrapper = build(func)
+    observing = observing_async if is_async else observing_sync
+    plain = build(func, None)
+    wrapper = build(func, observing(policy, qualified_name(func), plain))
     functools.update_wrapper(wrapper, func)
     return wrapper
 

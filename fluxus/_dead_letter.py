@@ -20,9 +20,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from ._core import DEAD_LETTER, Policy, qualified_name, type_name
+from ._core import (
+    DEAD_LETTER,
+    Policy,
+    error_message,
+    factory_of,
+    qualified_name,
+    type_name,
+)
 from ._gate import CaptureGate
-from ._validate import check_callable
+from ._validate import check_callable, refuse_async_handler
 from .instrumentation._events import DeadLettered, DeadLetterHandlerFailed
 from .instrumentation._hooks import emit
 from .instrumentation._observe import Observe, watch_for
@@ -193,19 +200,11 @@ def _to_names(redact: object) -> frozenset[str]:
     return result
 
 
-def _message(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the letter
-        return repr(exc)
-
-
 class DeadLetterQueue(Policy):
     """Hand every failed call to a handler or sink; see :func:`dead_letter`."""
 
     _kind: ClassVar[str] = "dead_letter"
     _rank: ClassVar[int] = DEAD_LETTER
-    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -276,7 +275,7 @@ class DeadLetterQueue(Policy):
             kwargs=kwargs,
             error=exc,
             error_type=type_name(type(exc)),
-            error_message=_message(exc),
+            error_message=error_message(exc),
             traceback="".join(traceback.format_exception(exc)),
             failed_at=datetime.now(UTC),
             placeholders=placeholders,
@@ -304,7 +303,7 @@ class DeadLetterQueue(Policy):
                 function=function,
                 letter_id=letter_id or "",
                 error_type=type_name(type(failure)),
-                error_message=_message(failure),
+                error_message=error_message(failure),
             )
         )
         if self._on_handler_error is not None:
@@ -394,11 +393,7 @@ class DeadLetterQueue(Policy):
 
     def _require_sync_handler(self, func: Callable[..., Any]) -> None:
         if self._async_handler:
-            msg = (
-                f"handler must be a sync callable or a sink to serve the sync "
-                f"function {qualified_name(func)}, got the async {self._put!r}"
-            )
-            raise TypeError(msg)
+            refuse_async_handler(self._put, qualified_name(func), " or a sink")
 
     def _gate(self, func: Callable[..., Any]) -> LetterGate:
         if not inspect.iscoroutinefunction(func):
@@ -499,16 +494,8 @@ class LetterGate(CaptureGate):
         return captured and not policy.reraise
 
 
-def dead_letter(
-    handler: Handler | Sink,
-    *,
-    should_dlq: Callable[[Exception], bool] | None = None,
-    on_handler_error: Callable[[Exception], object] | None = None,
-    reraise: bool = True,
-    default: Any = None,
-    redact: Iterable[str] | str = (),
-    name: str | None = None,
-) -> DeadLetterQueue:
+@factory_of(DeadLetterQueue)
+def dead_letter() -> None:
     r"""Return a policy that keeps every failed call as a :class:`DeadLetter`.
 
     Args:
@@ -548,12 +535,3 @@ def dead_letter(
     own exception is re-raised, even with ``reraise=False``: a failure that
     could not be kept is never swallowed.
     """
-    return DeadLetterQueue(
-        handler,
-        should_dlq=should_dlq,
-        on_handler_error=on_handler_error,
-        reraise=reraise,
-        default=default,
-        redact=redact,
-        name=name,
-    )

@@ -17,8 +17,15 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Final, NoReturn
 
-from ._core import FALLBACK, Policy, qualified_name, type_name
-from ._validate import check_callable
+from ._core import (
+    FALLBACK,
+    Policy,
+    error_message,
+    factory_of,
+    qualified_name,
+    type_name,
+)
+from ._validate import check_callable, refuse_async_handler
 from .instrumentation._events import FallbackUsed
 from .instrumentation._hooks import emit
 from .instrumentation._observe import Observe, watch_for
@@ -52,13 +59,6 @@ def check_exception_types(on: object, param: str = "on") -> tuple[type[Exception
     return kinds
 
 
-def _message(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not break the answer
-        return repr(exc)
-
-
 def _raise_from(failure: Exception, exc: Exception) -> NoReturn:
     raise failure from exc
 
@@ -68,7 +68,6 @@ class Fallback(Policy):
 
     _kind: ClassVar[str] = "fallback"
     _rank: ClassVar[int] = FALLBACK
-    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -119,7 +118,7 @@ class Fallback(Policy):
                 policy=self.name,
                 function=function,
                 error_type=type_name(type(exc)),
-                error_message=_message(exc),
+                error_message=error_message(exc),
             )
         )
         return True
@@ -129,11 +128,7 @@ class Fallback(Policy):
 
     def _require_sync_handler(self, func: Callable[..., Any]) -> None:
         if self._async_handler:
-            msg = (
-                f"handler must be a sync callable to answer for the sync "
-                f"function {qualified_name(func)}, got the async {self.handler!r}"
-            )
-            raise TypeError(msg)
+            refuse_async_handler(self.handler, qualified_name(func))
 
     # -- the drivers ------------------------------------------------------
 
@@ -250,14 +245,8 @@ class AnswerGate:
         return await self._policy._answer_async(self._function, exc, args, kwargs)  # noqa: SLF001
 
 
-def fallback(
-    handler: Callable[..., Any] | None = None,
-    *,
-    value: Any = NO_VALUE,
-    on: ExceptionTypes = Exception,
-    should_fallback: Callable[[Exception], bool] | None = None,
-    name: str | None = None,
-) -> Fallback:
+@factory_of(Fallback)
+def fallback() -> None:
     """Return a policy that answers failed calls instead of raising.
 
     Args:
@@ -287,6 +276,3 @@ def fallback(
     rejections (:func:`fluxus.is_rejection`) are failures like any other:
     ``should_fallback`` can leave them out.
     """
-    return Fallback(
-        handler, value=value, on=on, should_fallback=should_fallback, name=name
-    )

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from ._aio import running_trio
 from ._budget import RetryBudget
-from ._core import HEDGE, Policy, qualified_name
+from ._core import HEDGE, Policy, factory_of, qualified_name
 from ._deadline import DEADLINE, monotonic
 from ._fallback import ExceptionTypes, check_exception_types
 from ._validate import SECONDS, not_bare, positive_int, to_seconds
@@ -49,7 +49,6 @@ class Hedge(Policy):
 
     _kind: ClassVar[str] = "hedge"
     _rank: ClassVar[int] = HEDGE
-    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -351,14 +350,8 @@ async def _cancel(tasks: set[asyncio.Future[Any]]) -> None:
             task.exception()
 
 
-def hedge(
-    delay: float | timedelta,
-    *,
-    max_hedges: int = 1,
-    on: ExceptionTypes = Exception,
-    budget: RetryBudget | None = None,
-    name: str | None = None,
-) -> Hedge:
+@factory_of(Hedge)
+def hedge() -> None:
     """Return a policy that starts backup calls when an ``async`` call is slow.
 
     Args:
@@ -387,4 +380,3 @@ def hedge(
     testing mode does not change the delay: a hedge never makes a call
     slower, only costs an extra call.
     """
-    return Hedge(delay, max_hedges=max_hedges, on=on, budget=budget, name=name)

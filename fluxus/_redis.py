@@ -341,14 +341,21 @@ async def _close_at_shutdown(
         await close(client)
 
 
+#: Seconds a storage that failed is left alone, unless its options say.
+RETRY_INTERVAL = 1.0
+
+
 class StorageHealth:
     """Whether a shared storage answers, and what to do while it does not.
 
-    After a failure the storage is left alone for *retry_interval* seconds:
-    callers get the fail mode at once instead of each paying a timeout. The
-    outage and the recovery are reported through *on_down* and *on_up*
-    (events); *every_failure* reports each failed retry too, not only the
-    first.
+    One rule for every policy's storage. A step that fails starts an
+    outage: for *retry_interval* seconds (from the latest failure) the
+    storage is not asked at all and callers get the fail mode at once,
+    instead of each paying a connection timeout. The first step after that
+    asks again: if it answers, the outage is over; if it fails, the
+    storage rests another *retry_interval*. An outage is reported once,
+    through *on_down* (an event) when it starts, and its end once, through
+    *on_up*; the failed retries in between report nothing.
 
     Attributes:
         fail_open: Whether calls pass (``True``) or are refused while down.
@@ -357,7 +364,6 @@ class StorageHealth:
     """
 
     __slots__ = (
-        "_every_failure",
         "_on_down",
         "_on_up",
         "_secret",
@@ -370,19 +376,19 @@ class StorageHealth:
         self,
         *,
         fail_open: bool,
-        retry_interval: float,
+        retry_interval: float = RETRY_INTERVAL,
         on_down: Callable[[str, str, str], None],
         on_up: Callable[[str], None],
         secret: str | None = None,
-        every_failure: bool = False,
+        every_failure: bool = False,  # ignored; goes once the limiter drops it
     ) -> None:
+        del every_failure  # every storage follows the one rule above
         self.fail_open: bool = fail_open
         self.retry_interval: float = retry_interval
         self.down_until: float | None = None
         self._on_down = on_down
         self._on_up = on_up
         self._secret = secret
-        self._every_failure = every_failure
 
     def resting(self) -> bool:
         """Return whether the storage is down and not to be asked yet."""
@@ -393,7 +399,7 @@ class StorageHealth:
         """Note that the storage failed *function*'s step with *exc*."""
         first = self.down_until is None
         self.down_until = time.monotonic() + self.retry_interval
-        if first or self._every_failure:
+        if first:
             self._on_down(
                 function, type_name(type(exc)), mask_secret(str(exc), self._secret)
             )

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._aio import run_sync_in_thread
-from ._core import to_seconds
 from ._dead_letter import DeadLetter, Sink
+from ._validate import to_seconds
 
 Progress = Callable[[int, int], object]
 Fill = Mapping[str, Any] | Callable[[DeadLetter], Mapping[str, Any]]

@@ -31,7 +31,7 @@ from tenacity.wait import wait_base
 
 from ._budget import RetryBudget
 from ._config import CONFIG
-from ._core import RETRY, Policy, block_name, qualified_name, type_name
+from ._core import RETRY, Policy, block_name, factory_of, qualified_name, type_name
 from ._deadline import DEADLINE, effective_wait, remaining, wait_async, wait_sync
 from ._validate import check_callable, not_bare, positive_int, raise_replacement
 from .backoff import takes_error
@@ -168,7 +168,6 @@ class Retry(Policy):
 
     _kind: ClassVar[str] = "retry"
     _rank: ClassVar[int] = RETRY
-    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -667,17 +666,8 @@ class Attempts:
         return self._delay is not None
 
 
-def retry(
-    attempts: int = 3,
-    *,
-    backoff: Backoff | ErrorBackoff | wait_base | None = None,
-    on: ExceptionTypes = Exception,
-    should_retry: Callable[[Exception], bool] | None = None,
-    on_result: Callable[[Any], bool] | None = None,
-    on_exhausted: Callable[[Exception], BaseException | None] | None = None,
-    budget: RetryBudget | None = None,
-    name: str | None = None,
-) -> Retry:
+@factory_of(Retry)
+def retry() -> None:
     r"""Return a policy that calls a failing function again.
 
     Args:
@@ -719,13 +709,3 @@ def retry(
     :class:`ValueError` or :class:`TypeError` naming ``backoff``. Waits
     never run past an enclosing :func:`fluxus.timeout` deadline.
     """
-    return Retry(
-        attempts,
-        backoff=backoff,
-        on=on,
-        should_retry=should_retry,
-        on_result=on_result,
-        on_exhausted=on_exhausted,
-        budget=budget,
-        name=name,
-    )

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from ._core import (
     Decorating,
     Policy,
+    factory_of,
     gate_of,
     kind_of,
     layers,
@@ -263,7 +264,8 @@ def _wrap_async(  # noqa: C901, PLR0917 - one parameter and one step per gate
     return stack_wrapper
 
 
-def stack(*policies: Policy) -> Stack:
+@factory_of(Stack)
+def stack() -> None:
     """Return a decorator that applies *policies* in the recommended order.
 
     The order they are given in does not matter: outermost first, fluxus
@@ -274,4 +276,3 @@ def stack(*policies: Policy) -> Stack:
         TypeError: If an argument is not a fluxus policy.
         ValueError: If two policies are of the same kind, or none is given.
     """
-    return Stack(*policies)

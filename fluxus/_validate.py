@@ -80,14 +80,38 @@ def positive_int(value: object, param: str, *, what: str = "") -> int:
         TypeError: If *value* is not an int (bools are refused too).
         ValueError: If it is below 1.
     """
+    return int_at_least(value, param, 1, what=what)
+
+
+def int_at_least(value: object, param: str, minimum: int, *, what: str = "") -> int:
+    """Return *value*, an int of at least *minimum*, or raise naming *param*.
+
+    Raises:
+        TypeError: If *value* is not an int (bools are refused too).
+        ValueError: If it is below *minimum*.
+    """
     unit = f" ({what})" if what else ""
     if not isinstance(value, int) or isinstance(value, bool):
         msg = f"{param} must be an int, got {value!r}"
         raise TypeError(msg)
-    if value < 1:
-        msg = f"{param} must be >= 1{unit}, got {value}"
+    if value < minimum:
+        msg = f"{param} must be >= {minimum}{unit}, got {value}"
         raise ValueError(msg)
     return value
+
+
+def refuse_async_handler(handler: object, function: str, alternative: str = "") -> None:
+    """Raise the :class:`TypeError` for an async *handler* on a sync *function*.
+
+    A sync call cannot await the handler, so the decorator refuses the pair
+    when it is applied. *alternative* names what else would do (``" or a
+    sink"``).
+    """
+    msg = (
+        f"handler must be a sync callable{alternative} to serve the sync "
+        f"function {function}, got the async {handler!r}"
+    )
+    raise TypeError(msg)
 
 
 def check_callable(value: object, param: str, *, optional: bool = True) -> None:

@@ -26,7 +26,7 @@ from typing import ParamSpec, TypeVar, cast
 
 from . import _aio
 from ._config import CONFIG, TestingMode
-from ._validate import to_seconds
+from ._validate import positive_int, to_seconds
 from .instrumentation._events import Event
 from .instrumentation._hooks import add_hook, remove_hook
 
@@ -76,12 +76,7 @@ def set_testing(on: bool, *, attempts: int | None = None) -> _Restore:  # noqa: 
         ValueError: If *attempts* is below 1.
     """
     if attempts is not None:
-        if not isinstance(attempts, int) or isinstance(attempts, bool):
-            msg = f"attempts must be an int or None, got {attempts!r}"
-            raise TypeError(msg)
-        if attempts < 1:
-            msg = f"attempts must be >= 1, got {attempts}"
-            raise ValueError(msg)
+        positive_int(attempts, "attempts")
     with CONFIG.lock:
         previous = CONFIG.testing
         CONFIG.testing = TestingMode(active=bool(on), attempts=attempts)

@@ -27,13 +27,13 @@ class Outer(Policy):
     _kind = "outer"
     _rank = TIMEOUT
 
-    def _wrap_sync(self, func):
+    def _wrap_sync(self, func, observe):
         def wrapper(*args, **kwargs):
             return func(*args, **kwargs)
 
         return wrapper
 
-    def _wrap_async(self, func):
+    def _wrap_async(self, func, observe):
         async def wrapper(*args, **kwargs):
             return await func(*args, **kwargs)
 

@@ -24,10 +24,39 @@ from typing import Any
 import fluxus
 import pytest
 
-from _faults import RedisServer, only_captured_events
+from _faults import RedisServer, _free_port, only_captured_events
 from _figures import record
 
 # -- Redis killed and restarted -------------------------------------------------
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(60)
+def test_every_storage_reports_an_outage_once_however_many_retries_fail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One rule: failed retries after the retry interval report nothing."""
+    monkeypatch.setattr(fluxus._rate_limit._policy, "STORAGE_RETRY_INTERVAL", 0.02)
+    dead = f"redis://127.0.0.1:{_free_port()}/0"
+    name = f"retries-{uuid.uuid4().hex[:8]}"
+    breaker = fluxus.circuit_breaker(
+        name=name,
+        storage=fluxus.CircuitRedisStorage(dead, timeout=0.2, retry_interval=0.02),
+    )
+    limiter = fluxus.rate_limit(10, storage=dead, name=name)
+    call = fluxus.stack(limiter, breaker)(lambda: "ok")
+    with only_captured_events() as events:
+        outcomes = []
+        for _ in range(4):
+            outcomes.append(call())
+            time.sleep(0.05)  # past the retry interval: the next call asks again
+    kinds = Counter(type(e).__name__ for e in events)
+
+    assert ["ok"] * 4 == outcomes
+    assert (1, 1) == (
+        kinds["RateLimitStorageUnavailable"],
+        kinds["CircuitStorageUnavailable"],
+    )
 
 
 class Boom(Exception):

@@ -348,6 +348,48 @@ def test_observers_see_every_layer_once_and_recursion_is_observed(mode):
     ] == seen
 
 
+# Sync "thread" is observed in the test above; nested thread timeouts seat a
+# worker inside a worker, which this test leaves to tests/test_timeout.py.
+@pytest.mark.parametrize("strategy", ["signal", "cooperative"])
+def test_each_timeout_strategy_observes_every_call_once_recursion_too(mode, strategy):
+    from fluxus.instrumentation import add_observer, remove_observer
+
+    if mode.name == "async" and strategy == "signal":
+        strategy = "thread"  # cancelled with asyncio.timeout: no worker thread
+    seen = []
+
+    class Recorder:
+        attempts = False
+
+        def start(self, policy, function, attempt):
+            seen.append((policy.name, attempt))
+
+        def end(self, state, error):
+            seen.append(("end", type(error).__name__ if error else None))
+
+    policy = fluxus.timeout(5, strategy=strategy, name="to")
+    if mode.name == "async":
+
+        async def count(n):
+            return n and await protected(n - 1)
+
+    else:
+
+        def count(n):
+            return n and protected(n - 1)
+
+    protected = policy(count)
+    recorder = Recorder()
+    add_observer(recorder)
+    try:
+        assert 0 == mode.run(protected, 2)
+    finally:
+        remove_observer(recorder)
+
+    assert [("to", 0)] * 3 + [("end", None)] * 3 == seen
+    assert 3 == policy.stats.calls
+
+
 def test_a_secret_argument_reaches_no_output(caplog, tmp_path, instant):
     """Every hook and backend at once; the secret must appear in none."""
     from fluxus.instrumentation import otel, prometheus

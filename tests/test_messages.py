@@ -696,7 +696,7 @@ OTHERS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
         lambda: fluxus.fallback(async_job)(job),
         TypeError,
         (
-            f"handler must be a sync callable to answer for the sync function "
+            f"handler must be a sync callable to serve the sync function "
             f"{__name__}.job, got the async {async_job!r}"
         ),
     ),

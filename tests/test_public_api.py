@@ -78,3 +78,34 @@ def test_new_rejections_pickle():
     for error in (fluxus.BulkheadFull("pool", 4), fluxus.ThreadsExhausted("s", 1, 2)):
         clone = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own object
         assert (type(error), str(error)) == (type(clone), str(clone))
+
+
+def test_each_factory_takes_exactly_its_class_parameters():
+    import inspect
+
+    pairs = {
+        fluxus.retry: fluxus.Retry,
+        fluxus.timeout: fluxus.Timeout,
+        fluxus.circuit_breaker: fluxus.CircuitBreaker,
+        fluxus.bulkhead: fluxus.Bulkhead,
+        fluxus.fallback: fluxus.Fallback,
+        fluxus.hedge: fluxus.Hedge,
+        fluxus.dead_letter: fluxus.DeadLetterQueue,
+        fluxus.stack: fluxus.Stack,
+    }
+    for factory, cls in pairs.items():
+        shown = inspect.signature(factory)
+        assert list(inspect.signature(cls).parameters.values()) == list(
+            shown.parameters.values()
+        ), factory.__name__
+        assert cls.__name__ == shown.return_annotation
+        assert factory.__module__ == cls.__module__
+        assert factory.__doc__.startswith("Return a ")
+    policy = fluxus.circuit_breaker(3, 1.5, name="api", success_threshold=2)
+    assert (fluxus.CircuitBreaker, 3, 1.5, 2, "api") == (
+        type(policy),
+        policy.failure_threshold,
+        policy.reset_timeout,
+        policy.success_threshold,
+        policy.name,
+    )

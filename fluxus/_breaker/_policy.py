@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Self, cast
 
 from fluxus._config import default_storage
-from fluxus._core import CIRCUIT_BREAKER, Policy, qualified_name, type_name
+from fluxus._core import CIRCUIT_BREAKER, Policy, factory_of, qualified_name, type_name
 from fluxus._lazy import Lazy
 from fluxus._redis import scheme_of
 from fluxus._validate import (
@@ -203,7 +203,6 @@ class CircuitBreaker(Policy):
 
     _kind: ClassVar[str] = "circuit_breaker"
     _rank: ClassVar[int] = CIRCUIT_BREAKER
-    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -908,23 +907,8 @@ class BreakerGate:
         return result
 
 
-def circuit_breaker(
-    failure_threshold: int | None = 5,
-    reset_timeout: Duration = 30.0,
-    *,
-    success_threshold: int = 1,
-    half_open_max_requests: int = 1,
-    failure_rate: float | None = None,
-    window: Duration = 60.0,
-    minimum_calls: int = 10,
-    slow_call_duration: Duration | None = None,
-    slow_call_rate: float = 1.0,
-    exclude: Exclude | None = (),
-    listeners: Iterable[Any] | None = None,
-    name: str | None = None,
-    storage: str | CircuitRedisStorage | Any | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> CircuitBreaker:
+@factory_of(CircuitBreaker)
+def circuit_breaker() -> None:
     r"""Return a policy that stops calling a function that keeps failing.
 
     Closed, the breaker counts consecutive failures; at *failure_threshold*
@@ -993,19 +977,3 @@ def circuit_breaker(
             a rate is not in (0, 1], no rule can open the circuit or
             *storage* is not a usable URL.
     """
-    return CircuitBreaker(
-        failure_threshold,
-        reset_timeout,
-        success_threshold=success_threshold,
-        half_open_max_requests=half_open_max_requests,
-        failure_rate=failure_rate,
-        window=window,
-        minimum_calls=minimum_calls,
-        slow_call_duration=slow_call_duration,
-        slow_call_rate=slow_call_rate,
-        exclude=exclude,
-        listeners=listeners,
-        name=name,
-        storage=storage,
-        clock=clock,
-    )

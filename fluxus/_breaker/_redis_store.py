@@ -30,6 +30,7 @@ from typing import Any
 from fluxus._config import track
 from fluxus._extras import require
 from fluxus._redis import (
+    RETRY_INTERVAL,
     PerLoop,
     async_client,
     check_url,
@@ -83,7 +84,9 @@ class CircuitRedisStorage:
             *retry_interval*: the default leaves room for a busy server or
             host, and an outage costs it once per *retry_interval*.
         retry_interval: After Redis failed, how long fluxus applies the fail
-            mode without asking Redis again.
+            mode without asking Redis again (the rule every fluxus storage
+            follows: the outage is reported once, when it starts, and its
+            end once; failed retries in between report nothing).
         trial_timeout: How long a half-open trial holds its slot at most: a
             process that dies mid-trial cannot block trials for longer.
         param: The parameter name used in error messages.
@@ -101,7 +104,7 @@ class CircuitRedisStorage:
         prefix: str = "fluxus:breaker",
         fail_open: bool = True,
         timeout: Duration = 2.0,
-        retry_interval: Duration = 1.0,
+        retry_interval: Duration = RETRY_INTERVAL,
         trial_timeout: Duration = 60.0,
         param: str = "target",
     ) -> None:

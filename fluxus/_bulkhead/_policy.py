@@ -32,10 +32,11 @@ from types import TracebackType
 from typing import Any, ClassVar, NoReturn, Protocol
 
 from fluxus._config import MEMORY
-from fluxus._core import BULKHEAD, Policy, layers, qualified_name
+from fluxus._core import BULKHEAD, Policy, factory_of, layers, qualified_name
 from fluxus._deadline import DEADLINE, HELD, Held, monotonic
 from fluxus._validate import (
     check_fail_open,
+    int_at_least,
     not_bare,
     positive_int,
     positive_seconds,
@@ -125,23 +126,11 @@ def _abandons(func: Callable[..., Any]) -> bool:
     )
 
 
-def check_max_waiting(value: object) -> int:
-    """Return *value*, an int of at least 0, or raise naming ``max_waiting``."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        msg = f"max_waiting must be an int, got {value!r}"
-        raise TypeError(msg)
-    if value < 0:
-        msg = f"max_waiting must be >= 0, got {value}"
-        raise ValueError(msg)
-    return value
-
-
 class Bulkhead(Policy):
     """Run at most so many calls at once; see :func:`bulkhead`."""
 
     _kind: ClassVar[str] = "bulkhead"
     _rank: ClassVar[int] = BULKHEAD
-    _observed_here: ClassVar[bool] = True
 
     _ids = itertools.count(1)
 
@@ -170,7 +159,7 @@ class Bulkhead(Policy):
         super().__init__(name)
         not_bare(max_concurrent, "max_concurrent", "an int", "@fluxus.bulkhead(10)")
         self.max_concurrent: int = positive_int(max_concurrent, "max_concurrent")
-        self.max_waiting: int = check_max_waiting(max_waiting)
+        self.max_waiting: int = int_at_least(max_waiting, "max_waiting", 0)
         self.timeout: float | None = (
             None if timeout is None else to_seconds(timeout, "timeout", allow_none=True)
         )
@@ -463,16 +452,8 @@ class SlotGate:
         await self._policy._store.give_back_async(token)  # noqa: SLF001
 
 
-def bulkhead(
-    max_concurrent: int,
-    *,
-    max_waiting: int = 0,
-    timeout: float | None = 0.0,
-    name: str | None = None,
-    storage: object = None,
-    fail_open: bool = True,
-    lease: float = 60.0,
-) -> Bulkhead:
+@factory_of(Bulkhead)
+def bulkhead() -> None:
     """Return a policy that runs at most *max_concurrent* calls at once.
 
     Args:
@@ -519,12 +500,3 @@ def bulkhead(
     The testing mode does not change a bulkhead: its waits end when
     another call gives a slot back, not when a clock says so.
     """
-    return Bulkhead(
-        max_concurrent,
-        max_waiting=max_waiting,
-        timeout=timeout,
-        name=name,
-        storage=storage,
-        fail_open=fail_open,
-        lease=lease,
-    )

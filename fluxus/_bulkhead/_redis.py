@@ -137,9 +137,9 @@ return redis.call('ZCARD', KEYS[1])
 FIRST_POLL, MAX_POLL = 0.002, 0.05
 #: How long a waiter that stopped asking keeps its place, at most.
 PLACE_TTL = 5.0
-#: Socket timeout of the clients, and how long Redis is left alone after
-#: it failed (the fail mode applies meanwhile).
-TIMEOUT, RETRY_INTERVAL = 0.5, 1.0
+#: Socket timeout of the clients. (How long Redis is left alone after it
+#: failed is :data:`fluxus._redis.RETRY_INTERVAL`.)
+TIMEOUT = 0.5
 
 _STORAGE = "the Redis storage of fluxus.bulkhead"
 
@@ -235,7 +235,6 @@ class RedisCompartment:
         self._per_loop = PerLoop(lambda: async_client(url, TIMEOUT))
         self.health = StorageHealth(
             fail_open=policy.fail_open,
-            retry_interval=RETRY_INTERVAL,
             on_down=self._went_down,
             on_up=self._came_back,
             secret=url_password(url),

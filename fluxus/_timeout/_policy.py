@@ -9,10 +9,16 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, ClassVar, Literal
 
-from fluxus._core import TIMEOUT, Policy, check_callable, positive_int
+from fluxus._core import TIMEOUT, Policy, factory_of
 from fluxus._validate import SECONDS as _SECONDS
-from fluxus._validate import not_bare, positive_seconds
+from fluxus._validate import (
+    check_callable,
+    not_bare,
+    positive_int,
+    positive_seconds,
+)
 from fluxus.exceptions import DeadlineExceeded
+from fluxus.instrumentation._observe import Observe
 
 from . import _strategies
 from ._block import Blocks
@@ -110,29 +116,25 @@ class Timeout(Policy):
         """Raise :class:`~fluxus.DeadlineExceeded` if the deadline cut the block."""
         return await self._blocks.aexit(kind, error, traceback)
 
-    def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_sync(
+        self, func: Callable[..., Any], observe: Observe | None
+    ) -> Callable[..., Any]:
         if self.strategy == "cooperative":
-            return _strategies.cooperative(self, self._verdicts, func)
+            return _strategies.cooperative(self._verdicts, func, observe)
         if self.strategy == "signal":
-            return _strategies.signal_alarm(self, self._verdicts, func)
-        return _strategies.thread(self, self._verdicts, self._bound, func)
+            return _strategies.signal_alarm(self._verdicts, func, observe)
+        return _strategies.thread(self._verdicts, self._bound, func, observe)
 
     def _wrap_async(
-        self, func: Callable[..., Awaitable[Any]]
+        self, func: Callable[..., Awaitable[Any]], observe: Observe | None
     ) -> Callable[..., Awaitable[Any]]:
         if self.strategy == "cooperative":
-            return _strategies.cooperative_async(self, self._verdicts, func)
-        return _strategies.cancelling(self, self._verdicts, func)
+            return _strategies.cooperative_async(self._verdicts, func, observe)
+        return _strategies.cancelling(self._verdicts, func, observe)
 
 
-def timeout(
-    seconds: float | timedelta,
-    *,
-    strategy: Strategy = "thread",
-    on_timeout: Callable[[DeadlineExceeded], BaseException | None] | None = None,
-    max_threads: int = 32,
-    name: str | None = None,
-) -> Timeout:
+@factory_of(Timeout)
+def timeout() -> None:
     """Return a policy that gives the caller control back after *seconds*.
 
     Args:
@@ -189,10 +191,3 @@ def timeout(
     (:func:`fluxus.is_rejection`): never retried, never a circuit breaker
     failure, answered 503 by the web integrations.
     """
-    return Timeout(
-        seconds,
-        strategy=strategy,
-        on_timeout=on_timeout,
-        max_threads=max_threads,
-        name=name,
-    )

@@ -28,10 +28,10 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from fluxus._aio import run_trio_within, running_trio
-from fluxus._core import Policy, qualified_name
+from fluxus._core import qualified_name
 from fluxus._db import caller_in_transaction, warn_in_transaction
 from fluxus._deadline import DEADLINE, monotonic
-from fluxus.instrumentation._observe import WATCH, observe_async, observe_sync, outside
+from fluxus.instrumentation._observe import Observe, watch_for
 
 from ._pool import HUB, Bound
 
@@ -45,16 +45,19 @@ REARM_SECONDS = 0.01
 
 
 def cooperative(
-    policy: Policy, verdicts: Verdicts, func: Callable[..., Any]
+    verdicts: Verdicts,
+    func: Callable[..., Any],
+    observe: Observe | None,
 ) -> Callable[..., Any]:
     """Publish the deadline; a call that ends late raises once it ends."""
     function = qualified_name(func)
+    watch = watch_for(observe)
     start, settle = verdicts.start, verdicts.settle
     calls = verdicts.counters.calls
 
     def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
-        if WATCH.observers and outside(timeout_wrapper):
-            return observe_sync(policy, function, timeout_wrapper, args, kwargs)
+        if watch.observers:
+            return observe(args, kwargs)  # type: ignore[misc] # set when watched
         next(calls)
         now = monotonic()
         deadline = start(now, function, "cooperative")
@@ -85,20 +88,23 @@ class _Alarm(BaseException):
 
 
 def signal_alarm(
-    policy: Policy, verdicts: Verdicts, func: Callable[..., Any]
+    verdicts: Verdicts,
+    func: Callable[..., Any],
+    observe: Observe | None,
 ) -> Callable[..., Any]:
     """Interrupt the call with ``SIGALRM`` at the deadline (main thread only)."""
     function = qualified_name(func)
+    watch = watch_for(observe)
     start, settle, late = verdicts.start, verdicts.settle, verdicts.late
     calls = verdicts.counters.calls
 
     def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
-        if WATCH.observers and outside(timeout_wrapper):
-            return observe_sync(policy, function, timeout_wrapper, args, kwargs)
+        if watch.observers:
+            return observe(args, kwargs)  # type: ignore[misc] # set when watched
         next(calls)
         if threading.current_thread() is not threading.main_thread():
             msg = (
-                f"fluxus.timeout {policy.name!r} uses strategy='signal', which "
+                f"fluxus.timeout {verdicts.name_of()!r} uses strategy='signal', which "
                 "works only in the main thread (SIGALRM); "
                 f"{function} was called in {threading.current_thread().name!r}. "
                 "Use strategy='thread' (the default) instead"
@@ -160,21 +166,25 @@ def runs_inline(func: Callable[..., Any]) -> bool:  # noqa: ARG001 - the hook's 
 
 
 def thread(
-    policy: Policy, verdicts: Verdicts, bound: Bound, func: Callable[..., Any]
+    verdicts: Verdicts,
+    bound: Bound,
+    func: Callable[..., Any],
+    observe: Observe | None,
 ) -> Callable[..., Any]:
     """Run the call in the caller's worker thread; walk away at the deadline."""
     function = qualified_name(func)
+    watch = watch_for(observe)
     start, settle, late = verdicts.start, verdicts.settle, verdicts.late
     calls = verdicts.counters.calls
-    inline = cooperative(policy, verdicts, func)
+    inline = cooperative(verdicts, func, None)
     take, abandon = HUB.take, HUB.abandon
 
     def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if watch.observers:
+            return observe(args, kwargs)  # type: ignore[misc] # set when watched
         if runs_inline(func):
-            warn_in_transaction(policy.name, function)  # once per function
+            warn_in_transaction(verdicts.name_of(), function)  # once per function
             return inline(*args, **kwargs)
-        if WATCH.observers and outside(timeout_wrapper):
-            return observe_sync(policy, function, timeout_wrapper, args, kwargs)
         next(calls)
         now = monotonic()
         deadline = start(now, function, "thread")
@@ -212,7 +222,9 @@ def thread(
 
 
 def cancelling(
-    policy: Policy, verdicts: Verdicts, func: Callable[..., Awaitable[Any]]
+    verdicts: Verdicts,
+    func: Callable[..., Awaitable[Any]],
+    observe: Observe | None,
 ) -> Callable[..., Awaitable[Any]]:
     """Cancel the awaited call at the deadline.
 
@@ -221,13 +233,14 @@ def cancelling(
     a call cut short raises :class:`~fluxus.DeadlineExceeded`.
     """
     function = qualified_name(func)
+    watch = watch_for(observe)
     seconds = verdicts.seconds
     start, late = verdicts.start, verdicts.late
     calls = verdicts.counters.calls
 
     async def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
-        if WATCH.observers and outside(timeout_wrapper):
-            return await observe_async(policy, function, timeout_wrapper, args, kwargs)
+        if watch.observers:
+            return await observe(args, kwargs)  # type: ignore[misc] # set when watched
         next(calls)
         if "trio" in modules and running_trio():
             return await trio_wrapper(args, kwargs)
@@ -268,16 +281,19 @@ def cancelling(
 
 
 def cooperative_async(
-    policy: Policy, verdicts: Verdicts, func: Callable[..., Awaitable[Any]]
+    verdicts: Verdicts,
+    func: Callable[..., Awaitable[Any]],
+    observe: Observe | None,
 ) -> Callable[..., Awaitable[Any]]:
     """Publish the deadline; an awaited call that ends late raises once it ends."""
     function = qualified_name(func)
+    watch = watch_for(observe)
     start, settle = verdicts.start, verdicts.settle
     calls = verdicts.counters.calls
 
     async def timeout_wrapper(*args: Any, **kwargs: Any) -> Any:
-        if WATCH.observers and outside(timeout_wrapper):
-            return await observe_async(policy, function, timeout_wrapper, args, kwargs)
+        if watch.observers:
+            return await observe(args, kwargs)  # type: ignore[misc] # set when watched
         next(calls)
         now = monotonic()
         deadline = start(now, function, "cooperative")

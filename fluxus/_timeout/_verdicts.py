@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
-from fluxus._core import raise_replacement
 from fluxus._deadline import DEADLINE
+from fluxus._validate import raise_replacement
 from fluxus.exceptions import DeadlineExceeded, ThreadsExhausted
 from fluxus.instrumentation._events import TimedOut
 from fluxus.instrumentation._hooks import emit

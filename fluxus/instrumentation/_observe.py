@@ -8,8 +8,7 @@ observer that is the whole cost. With one, it hands the call to the
 ``observe`` that :func:`fluxus._core.wrap_with` built for it
 (:func:`observing_sync` / :func:`observing_async`): that tells the
 observers when the call starts and ends, and runs, in between, a plain
-twin of the wrapper that never looks for observers. (The timeout still runs
-its own wrapper a second time, flagged by a thread-local: :func:`outside`.)
+twin of the wrapper that never looks for observers.
 Retry attempts are announced only to observers that ask for them
 (``attempts = True``), the only ones that pay for the context variable
 that numbers them.
@@ -78,11 +77,6 @@ class _Call:
         self.attempts = 0
 
 
-class _Entered(threading.local):
-    wrapper: object = None
-
-
-_ENTERED = _Entered()
 _CALL: ContextVar[_Call | None] = ContextVar("fluxus_call", default=None)
 
 
@@ -172,59 +166,6 @@ def observing_async(
 def watch_for(observe: Observe | None) -> _Watch:
     """Return what a wrapper reads per call: :data:`WATCH`, or never-watched."""
     return UNWATCHED if observe is None else WATCH
-
-
-# fluxus._timeout's observation, until it is built by wrap_with like the
-# other policies: the same wrapper is run a second time, flagged (a
-# thread-local) so that it takes its plain path.
-
-
-def outside(wrapper: object) -> bool:
-    """Return whether *wrapper* runs un-observed; consume the re-entry flag."""
-    entered = _ENTERED
-    if entered.wrapper is wrapper:
-        entered.wrapper = None  # so a recursive call is observed again
-        return False
-    return True
-
-
-def observe_sync(
-    policy: Policy,
-    function: str,
-    wrapper: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    """Run *wrapper* once more, its plain path, between the observers."""
-
-    def flagged(*args: Any, **kwargs: Any) -> Any:
-        _ENTERED.wrapper = wrapper
-        try:
-            return wrapper(*args, **kwargs)
-        finally:
-            _ENTERED.wrapper = None
-
-    return observing_sync(policy, function, flagged)(args, kwargs)
-
-
-async def observe_async(
-    policy: Policy,
-    function: str,
-    wrapper: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    """Await *wrapper* once more, its plain path, between the observers."""
-
-    async def flagged(*args: Any, **kwargs: Any) -> Any:
-        _ENTERED.wrapper = wrapper
-        try:
-            # The wrapper's first statement, run by this await, consumes the flag.
-            return await wrapper(*args, **kwargs)
-        finally:
-            _ENTERED.wrapper = None
-
-    return await observing_async(policy, function, flagged)(args, kwargs)
 
 
 def _next_attempt() -> tuple[_Call | None, int]:
