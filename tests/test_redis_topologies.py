@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -157,46 +158,70 @@ def test_window_limiter_works_through_limits(any_redis_url, mode):
 
 _LIMITED = textwrap.dedent(
     """
-    import json, sys, time
+    import json, sys, threading, time
     import fluxus
     fluxus.instrumentation.set_hooks([])
-    url, name, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    limiter = fluxus.rate_limit(100, burst=1, storage=url, name=name)
-    limiter.allow()  # connected before the start
+    url, name, run = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    # Callers that wait for their slot: Redis schedules each one interval
+    # after the last, whenever it asks, so the rate does not hang on how
+    # promptly a loaded machine wakes a process (a caller polling after a
+    # refusal loses every slot nobody asked for in time).
+    limiter = fluxus.rate_limit(100, burst=1, storage=url, name=name, timeout=None)
+    limiter.allow()  # imported and connected before the start
+    print("ready", flush=True)
+    start = float(sys.stdin.readline())
     admitted = []
-    while time.time() < start:
-        time.sleep(0.001)
-    while time.time() < start + 2.0:
-        try:
+
+    def caller():
+        while time.time() < start:
+            time.sleep(0.001)
+        while time.time() < start + run:
             limiter(lambda: None)()
             admitted.append(time.time())
-        except fluxus.RateLimitExceeded as exc:
-            time.sleep(min(exc.retry_after, 0.002))
-    print(json.dumps(admitted))
+
+    callers = [threading.Thread(target=caller) for _ in range(4)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join()
+    print(json.dumps(admitted), flush=True)
     """
 )
 
 
-@pytest.mark.xfail(
-    reason="admissions span 0.6 s of the 2 s run on this loaded machine: unexplained",
-    strict=False,
-)
 def test_four_processes_share_a_limiter_through_the_cluster(redis_cluster):
+    # Each process starts its clock only once all are ready: importing and
+    # connecting takes seconds on a loaded machine, and a start fixed in
+    # advance let the late ones miss most of the run.
     name = unique()
-    start = time.time() + 3.0
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", _LIMITED, redis_cluster.url, name, repr(start)],
+            [sys.executable, "-c", _LIMITED, redis_cluster.url, name, "3.0"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            text=True,
         )
         for _ in range(4)
     ]
+    for worker in workers:
+        assert "ready" == worker.stdout.readline().strip()
+    start = time.time() + 0.2
+    for worker in workers:
+        worker.stdin.write(f"{start!r}\n")
+        worker.stdin.flush()
     results = [json.loads(w.communicate(timeout=60)[0]) for w in workers]
-    admitted = sorted(t for result in results for t in result)
     assert all(results)
+    admitted = sorted(t for result in results for t in result)
+    # The rate is the slope of admission number against time: a late
+    # wake-up shifts one admission, not the rate.
+    slope = statistics.linear_regression(range(len(admitted)), admitted).slope
+    record(
+        cluster_limiter_admitted=len(admitted),
+        cluster_limiter_rate=round(1 / slope, 1),
+    )
+    assert abs(1 / slope - 100) <= 2
     expected = 1 + 100 * (admitted[-1] - admitted[0])
-    record(cluster_limiter_admitted=len(admitted))
-    assert abs(len(admitted) - expected) <= 0.02 * expected
+    assert abs(len(admitted) - expected) <= 0.05 * expected
 
 
 _TRIAL = textwrap.dedent(
