@@ -25,12 +25,7 @@ from fluxus._redis import check_url, mask_password, sync_client, tagged_key
 import _topologies
 from _figures import record
 
-pytestmark = [
-    pytest.mark.redis,
-    # redis-py's asyncio cluster client now and then leaves a node connection
-    # open after aclose() on this loaded machine (not yet pinned down).
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-]
+pytestmark = pytest.mark.redis
 
 
 def unique() -> str:
