@@ -7,7 +7,8 @@
   Redis Cluster slot;
 - :func:`mask_password` and :func:`mask_secret`: passwords never shown, in
   URLs (user info or ``?password=``) and inside driver error messages;
-- :func:`sync_client` and :func:`async_client`: one way to build a client,
+- :func:`sync_client` and :func:`async_client`: one way to build a client
+  (:func:`close_sync` closes a sync one),
   with a blocking connection pool, socket timeouts and redis-py's own retries
   off (an outage costs a caller one timeout, not several);
 - :class:`PerLoop`: one asyncio client per event loop, closed with its loop;
@@ -240,6 +241,18 @@ def sync_client(url: str, timeout: float) -> Any:
             **client_options(url, timeout),
         )
     )
+
+
+def close_sync(client: Any) -> None:
+    """Close a client :func:`sync_client` built, with every socket it opened.
+
+    A Sentinel-managed client also closes its clients of the sentinels.
+    """
+    client.close()
+    pool = getattr(client, "connection_pool", None)
+    manager = getattr(pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        sentinel.close()
 
 
 def async_client(url: str, timeout: float) -> Any:

@@ -8,6 +8,7 @@ started once per session; the failover tests SIGKILL a master mid-run.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import statistics
 import subprocess
@@ -372,3 +373,49 @@ def test_an_async_limiter_follows_a_sentinel_service(redis_sentinel):
 
     asyncio.run(main())
     assert _topologies.SERVICE in redis_sentinel.url
+
+
+# -- dead letters in a stream on every topology ----------------------------------
+
+
+def test_a_dead_letter_stream_on_any_topology(any_redis_url):
+    stream = f"dlq:{unique()}"
+
+    @fluxus.dead_letter(fluxus.sinks.RedisStream(any_redis_url, stream=stream))
+    def submit(order):
+        raise OSError(f"down: {order}")
+
+    for order in ("a", "b"):
+        with pytest.raises(OSError):
+            submit(order)
+    replayed = []
+    with fluxus.sinks.RedisStream(any_redis_url, stream=stream) as sink:
+        assert 2 == sink.count()
+        assert ["a", "b"] == [letter.args[0] for letter in sink.letters()]
+        assert 2 == fluxus.replay(sink, replayed.append).replayed
+        assert 0 == sink.count()
+    assert ["a", "b"] == replayed
+
+
+def test_the_dlq_command_reads_a_cluster_stream(redis_cluster, capsys):
+    from fluxus.__main__ import main
+
+    stream = f"dlq:{unique()}"
+    with fluxus.sinks.RedisStream(redis_cluster.url, stream=stream) as sink:
+        sink.put(
+            fluxus.DeadLetter(
+                id="0" * 32,
+                function="shop.orders.submit",
+                args=("a",),
+                kwargs={},
+                error=OSError("down"),
+                error_type="builtins.OSError",
+                error_message="down",
+                traceback="",
+                failed_at=datetime.datetime.now(datetime.UTC),
+            )
+        )
+    argv = ["dlq", "list", redis_cluster.url, "--stream", stream, "--json"]
+    assert 0 == main(argv)
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "shop.orders.submit" == json.loads(line)["function"]
