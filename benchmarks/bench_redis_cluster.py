@@ -75,7 +75,9 @@ def main() -> None:
             }
             for what, table in contenders(urls, args.calls).items():
                 medians = compare(table, args.rounds)  # type: ignore[arg-type]
-                ordered = {k: medians[k] for k in ("bare call", "one server", "cluster")}
+                ordered = {
+                    k: medians[k] for k in ("bare call", "one server", "cluster")
+                }
                 for line in report(
                     f"{what}: per call, {args.rounds} rounds of {args.calls} calls",
                     ordered,

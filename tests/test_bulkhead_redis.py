@@ -56,9 +56,7 @@ def test_two_policies_with_one_name_share_the_slots(mode, any_redis_url, name):
 
 
 def test_waiters_get_freed_slots_in_order(any_redis_url, name):
-    bh = fluxus.bulkhead(
-        1, max_waiting=3, timeout=10, name=name, storage=any_redis_url
-    )
+    bh = fluxus.bulkhead(1, max_waiting=3, timeout=10, name=name, storage=any_redis_url)
     order = []
 
     @bh

@@ -8,7 +8,7 @@ started once per session; the failover tests SIGKILL a master mid-run.
 from __future__ import annotations
 
 import asyncio
-import datetime
+import datetime as dt
 import json
 import statistics
 import subprocess
@@ -337,7 +337,9 @@ def _hammer(url: str, name: str, kill: callable) -> dict[str, float]:
             time.sleep(0.01)
     value = int(client.get(key))
     client.close()
-    figures = {f"{what}_window_ms": round(o.window * 1000) for what, o in outages.items()}
+    figures = {
+        f"{what}_window_ms": round(o.window * 1000) for what, o in outages.items()
+    }
     return {**figures, "acknowledged": acknowledged, "lost": acknowledged - value}
 
 
@@ -451,7 +453,7 @@ def test_the_dlq_command_reads_a_cluster_stream(redis_cluster, capsys):
                 error_type="builtins.OSError",
                 error_message="down",
                 traceback="",
-                failed_at=datetime.datetime.now(datetime.UTC),
+                failed_at=dt.datetime.now(dt.UTC),
             )
         )
     argv = ["dlq", "list", redis_cluster.url, "--stream", stream, "--json"]

@@ -83,7 +83,7 @@ class RedisStream(StoringSink):
             msg = f"stream must be a non-empty string, got {stream!r}"
             raise ValueError(msg)
         try:
-            import redis  # noqa: PLC0415 - an optional dependency
+            import redis  # noqa: F401, PLC0415 - an optional dependency, checked here
         except ImportError as exc:  # pragma: no cover - the test extra has redis
             msg = "fluxus.sinks.RedisStream needs redis: pip install 'fluxus[redis]'"
             raise ImportError(msg) from exc
