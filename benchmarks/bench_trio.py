@@ -7,9 +7,10 @@ when trio support changes; the trio figures are shown beside them.
 
 ``--compare-with PATH`` also times, in this process and interleaved, the
 async timeout and the stack built with the timeout drivers of another
-checkout (e.g. ``git worktree add ../base main``): the only async happy
-paths that trio support touches. It does so before trio is imported and
-again after (the asyncio path of a program that also uses trio).
+checkout (e.g. ``git worktree add ../base main``), and the hedge built
+with its ``Hedge``: the async happy paths that trio support touches. It
+does so before trio is imported and again after (the asyncio path of a
+program that also uses trio).
 
     python benchmarks/bench_trio.py [--rounds 15] [--calls 3000]
     python benchmarks/bench_trio.py --compare-with ../base
@@ -50,6 +51,9 @@ def contenders() -> dict[str, Callable[[], Awaitable[object]]]:
         "rate_limit": fluxus.rate_limit(1e9, burst=10**9, name=name)(awork),
         "circuit_breaker": fluxus.circuit_breaker(5, 60, name=name)(awork),
         "dead_letter": fluxus.dead_letter(sink)(awork),
+        "fallback": fluxus.fallback(value=0)(awork),
+        "bulkhead": fluxus.bulkhead(8)(awork),
+        "hedge": fluxus.hedge(10.0)(awork),
         "stack": fluxus.stack(
             fluxus.dead_letter(sink),
             fluxus.rate_limit(1e9, burst=10**9, name=name + "-stack"),
@@ -91,12 +95,12 @@ def measure(library: str, rounds: int, calls: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def _load_before(base: str) -> Any:
-    """Load *base*'s async timeout drivers beside this tree's, as a module."""
-    path = Path(base) / "fluxus" / "_timeout" / "_strategies.py"
-    spec = importlib.util.spec_from_file_location(
-        "fluxus._timeout._strategies_before", path
-    )
+def _load_before(
+    base: str, module: str = "_timeout/_strategies", name: str = "_timeout._strategies"
+) -> Any:
+    """Load *base*'s *module* beside this tree's (default: the timeout drivers)."""
+    path = Path(base) / "fluxus" / f"{module}.py"
+    spec = importlib.util.spec_from_file_location(f"fluxus.{name}_before", path)
     assert spec is not None  # noqa: S101
     assert spec.loader is not None  # noqa: S101
     module = importlib.util.module_from_spec(spec)
@@ -122,6 +126,9 @@ def before_after(base: str) -> dict[str, Callable[[], Awaitable[object]]]:
             _policy._strategies = ours  # noqa: SLF001
         built[f"timeout {label}"] = funcs["timeout"]
         built[f"stack {label}"] = funcs["stack"]
+    hedge_before = _load_before(base, "_hedge", "_hedge")
+    built["hedge before"] = hedge_before.Hedge(10.0)(awork)
+    built["hedge after"] = fluxus.hedge(10.0)(awork)
     return built
 
 
@@ -145,7 +152,7 @@ def compare(base: str, rounds: int, calls: int) -> list[str]:
                     samples[name].append(await _timed(calls, funcs[name])())
 
         asyncio.run(all_rounds())
-        for kind in ("timeout", "stack"):
+        for kind in ("timeout", "stack", "hedge"):
             before = statistics.median(samples[f"{kind} before"])
             after = statistics.median(samples[f"{kind} after"])
             lines.append(

@@ -16,17 +16,22 @@ near the latency percentile beyond which waiting is worse than asking again
 enclosing :func:`fluxus.timeout` deadline has passed.
 
 Only ``async def`` functions can be hedged: a sync call cannot be
-cancelled. :meth:`Hedge._next` decides when the next call starts; the
-driver is one loop over :func:`asyncio.wait`.
+cancelled. :meth:`Hedge._plan` decides when the next call starts; two
+drivers apply it: one loop over :func:`asyncio.wait` under asyncio, and
+under trio one loop over a memory channel fed by the calls, which run in a
+nursery (cancelling the nursery cancels the losers and waits for them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, ClassVar
 
+from ._aio import running_trio
 from ._budget import RetryBudget
 from ._core import HEDGE, Policy, qualified_name
 from ._deadline import DEADLINE, monotonic
@@ -90,6 +95,25 @@ class Hedge(Policy):
             return None
         return due
 
+    def _plan(
+        self, now: float, last_start: float, started: int, *, failed: bool, spent: bool
+    ) -> tuple[float | None, bool]:
+        """Decide when the next call is due; return ``(due, spent)``.
+
+        *due* is ``None`` when no call may start. A call due now spends one
+        retry of the shared budget, if any; once
+        the budget refused, no further call starts.
+        """
+        due = None if spent else self._next(now, last_start, started, failed=failed)
+        if (
+            due is not None
+            and (failed or due <= now)
+            and self.budget is not None
+            and not self.budget.try_spend()
+        ):
+            return None, True
+        return due, spent
+
     def _wrap_sync(
         self, func: Callable[..., Any], observe: Observe | None
     ) -> Callable[..., Any]:
@@ -113,8 +137,11 @@ class Hedge(Policy):
             if watch.observers:
                 return await observe(args, kwargs)  # type: ignore[misc] # set when watched
             next(calls)
+            if running_trio():
+                return await race_trio(func, function, args, kwargs)
             return await race(func, function, args, kwargs)
 
+        race_trio = self._race_trio
         return hedge_wrapper
 
     async def _race(
@@ -124,37 +151,36 @@ class Hedge(Policy):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        """Run *func*, hedged; return the first result or raise."""
-        began = last_start = monotonic()
+        """Run *func*, hedged; return the first result or raise.
+
+        The delay runs from the moment the last call really began (its
+        first step), not from when it was scheduled; and when the timer
+        fires, answers that arrived meanwhile are collected before a hedge
+        starts. On a busy loop both happen late, and a hedge would start
+        for calls that were not slow (benchmarks/bench_fallback_bulkhead_hedge.py).
+        """
+        began = monotonic()
+        begun: dict[int, float] = {}
         order: dict[asyncio.Future[Any], int] = {
-            asyncio.ensure_future(func(*args, **kwargs)): 0
+            asyncio.ensure_future(_begin(begun, 0, func(*args, **kwargs))): 0
         }
         running = set(order)
         error: BaseException | None = None
         failed = spent = False
-        budget = self.budget
-        if budget is not None:
-            budget.record_attempt()
+        if self.budget is not None:
+            self.budget.record_attempt()
         try:
             while True:
                 now = monotonic()
-                due = (
-                    None
-                    if spent
-                    else self._next(now, last_start, len(order), failed=failed)
+                last_start = begun.get(len(order) - 1, now)
+                due, spent = self._plan(
+                    now, last_start, len(order), failed=failed, spent=spent
                 )
-                if (
-                    due is not None
-                    and (failed or due <= now)
-                    and budget is not None
-                    and not budget.try_spend()
-                ):
-                    due, spent = None, True  # the shared budget is spent
                 if due is not None and (failed or due <= now):
                     reason, failed = (_FAILED if failed else _SLOW), False
-                    last_start = now
                     self._started(len(order), now - began, reason, function)
-                    backup = asyncio.ensure_future(func(*args, **kwargs))
+                    call = _begin(begun, len(order), func(*args, **kwargs))
+                    backup = asyncio.ensure_future(call)
                     order[backup] = len(order)
                     running.add(backup)
                     continue
@@ -165,19 +191,78 @@ class Hedge(Policy):
                     timeout=None if due is None else due - now,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
+                if not done:  # the timer: let answers already in land first
+                    await asyncio.sleep(0)
+                    done = {task for task in running if task.done()}
+                    running -= done
                 for task in done:
                     outcome = task.exception()
                     if outcome is None:
-                        return self._won(task, order[task], function, began)
+                        return self._won(task.result(), order[task], function, began)
                     if not isinstance(outcome, self.on):
                         raise outcome
                     error, failed = outcome, True
         finally:
             await _cancel(running)
 
-    def _won(
-        self, task: asyncio.Future[Any], number: int, function: str, began: float
+    async def _race_trio(
+        self,
+        func: Callable[..., Awaitable[Any]],
+        function: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Any:
+        """Run *func*, hedged, under trio; see :meth:`_race`."""
+        import trio  # noqa: PLC0415 - only under trio, which is then imported
+
+        began = monotonic()
+        begun: dict[int, float] = {}
+        call = functools.partial(func, *args, **kwargs)
+        send, receive = trio.open_memory_channel[tuple[int, Exception | None, Any]](
+            math.inf
+        )
+
+        started = running = 1
+        error: Exception | None = None
+        failed = spent = False
+        won: tuple[int, Any] | None = None
+        if self.budget is not None:
+            self.budget.record_attempt()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_attempt, send, begun, 0, call)
+                while True:
+                    now = monotonic()
+                    last_start = begun.get(started - 1, now)
+                    due, spent = self._plan(
+                        now, last_start, started, failed=failed, spent=spent
+                    )
+                    if due is not None and (failed or due <= now):
+                        reason, failed = (_FAILED if failed else _SLOW), False
+                        self._started(started, now - began, reason, function)
+                        nursery.start_soon(_attempt, send, begun, started, call)
+                        started, running = started + 1, running + 1
+                        continue
+                    if not running:
+                        break  # every call failed: the last failure is raised
+                    with trio.move_on_after(math.inf if due is None else due - now):
+                        number, outcome, result = await receive.receive()
+                        running -= 1
+                        if outcome is None:
+                            won = number, result
+                            break
+                        error, failed = outcome, True
+                        if not isinstance(outcome, self.on):
+                            break
+                # The losers are cancelled; the nursery waits for them to end.
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            _raise_flat(group, trio.Cancelled)
+        if won is None:
+            raise error  # type: ignore[misc] # a call failed, so it is set
+        return self._won(won[1], won[0], function, began)
+
+    def _won(self, result: Any, number: int, function: str, began: float) -> Any:
         if number:
             next(self._counters.hedges_won)
             emit(
@@ -188,7 +273,7 @@ class Hedge(Policy):
                     after=monotonic() - began,
                 )
             )
-        return task.result()
+        return result
 
     def _started(self, number: int, after: float, reason: str, function: str) -> None:
         next(self._counters.hedges)
@@ -201,6 +286,51 @@ class Hedge(Policy):
                 reason=reason,
             )
         )
+
+
+async def _begin(begun: dict[int, float], number: int, call: Awaitable[Any]) -> Any:
+    """Await call *number* of a race, noting when it really began."""
+    begun[number] = monotonic()
+    return await call
+
+
+async def _attempt(
+    send: Any,
+    begun: dict[int, float],
+    number: int,
+    call: Callable[[], Awaitable[Any]],
+) -> None:
+    """Run call *number* of a trio race and send its outcome to the race."""
+    begun[number] = monotonic()
+    try:
+        result = await call()
+    except Exception as exc:  # noqa: BLE001 - the race decides
+        send.send_nowait((number, exc, None))
+    else:
+        send.send_nowait((number, None, result))
+
+
+def _raise_flat(group: BaseExceptionGroup[Any], cancelled: type[BaseException]) -> None:
+    """Raise a nursery's group as the one exception it stands for.
+
+    Under trio, a caller cancelled while its hedged calls run gets one
+    ``Cancelled`` from each call and from the waiting loop: one of them is
+    raised for all, as every other policy raises it. A call that raised a
+    ``BaseException`` (``KeyboardInterrupt``) has it raised as itself, as
+    under asyncio. A group of several such exceptions is raised as it is.
+    """
+    _, others = group.split(cancelled)
+    leaves = _leaves(group if others is None else others)
+    if others is not None and len(leaves) > 1:
+        raise group
+    raise leaves[0] from None
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 async def _cancel(tasks: set[asyncio.Future[Any]]) -> None:

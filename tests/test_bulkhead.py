@@ -12,6 +12,12 @@ from fluxus.instrumentation import BulkheadRejected, Stats
 from hypothesis import given
 from hypothesis import strategies as st
 
+from _tasks import CANCELLED, tasks
+from conftest import Mode
+
+#: The ``mode`` fixture runs the async bodies under trio as well.
+MODES = ("sync", "async", "trio")
+
 
 class Gauge:
     """Count the calls running at once and remember the highest count."""
@@ -203,57 +209,95 @@ def test_slot_is_given_back_on_failure(mode):
     assert Stats(calls=3) == bh.stats
 
 
-def test_slot_is_given_back_on_cancellation():
+#: The bodies that await run under asyncio and trio only.
+async_modes = pytest.mark.parametrize(
+    "mode", [Mode("async"), Mode("trio")], ids=["async", "trio"]
+)
+
+
+@async_modes
+def test_slot_is_given_back_on_cancellation(mode):
     bh = fluxus.bulkhead(1, max_waiting=1, timeout=10)
-    started = asyncio.Event()
+    started: list[int] = []
 
     @bh
     async def slow():
-        started.set()
-        await asyncio.sleep(10)
+        started.append(1)
+        await mode.sleep(10)
 
     async def main():
-        holder = asyncio.create_task(slow())
-        await started.wait()
-        waiter = asyncio.create_task(slow())
-        while bh.waiting < 1:  # noqa: ASYNC110 - polling another side
-            await asyncio.sleep(0)
-        waiter.cancel()  # cancelled while waiting
-        holder.cancel()  # cancelled while running
-        for task in (holder, waiter):
-            with pytest.raises(asyncio.CancelledError):
-                await task
-        assert (0, 0) == (bh.in_use, bh.waiting)
-        started.clear()
-        await asyncio.wait_for(_one_more(slow, started), 5)
+        async with tasks(mode) as start:
+            holder = start(slow)
+            while not started:
+                await mode.checkpoint()
+            waiter = start(slow)
+            while bh.waiting < 1:
+                await mode.checkpoint()
+            waiter.cancel()  # cancelled while waiting
+            holder.cancel()  # cancelled while running
+            assert CANCELLED == await holder.outcome()
+            assert CANCELLED == await waiter.outcome()
+            assert (0, 0) == (bh.in_use, bh.waiting)
+            # The slot is free again: one more call runs at once.
+            started.clear()
+            again = start(slow)
+            while not started:
+                await mode.checkpoint()
+            assert 1 == bh.in_use
+            again.cancel()
+            assert CANCELLED == await again.outcome()
+        assert 0 == bh.in_use
 
-    asyncio.run(main())
+    mode.run(main)
 
 
-async def _one_more(slow, started):
-    task = asyncio.create_task(slow())
-    await started.wait()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
-def test_a_waiter_cancelled_as_it_is_handed_a_slot_passes_it_on():
+@async_modes
+def test_a_waiter_cancelled_as_it_is_handed_a_slot_passes_it_on(mode):
     bh = fluxus.bulkhead(1, max_waiting=2, timeout=10)
+
+    async def enter():
+        await bh.__aenter__()
 
     async def main():
         await bh.__aenter__()
-        first = asyncio.create_task(bh.__aenter__())
-        second = asyncio.create_task(bh.__aenter__())
-        while bh.waiting < 2:  # noqa: ASYNC110 - polling another side
-            await asyncio.sleep(0)
-        await bh.__aexit__(None, None, None)  # handed to first...
-        first.cancel()  # ...which is cancelled before it runs
-        with pytest.raises(asyncio.CancelledError):
-            await first
-        await asyncio.wait_for(second, 5)  # so second gets it
-        assert (1, 0) == (bh.in_use, bh.waiting)
+        async with tasks(mode) as start:
+            first = start(enter)
+            while bh.waiting < 1:
+                await mode.checkpoint()
+            second = start(enter)
+            while bh.waiting < 2:
+                await mode.checkpoint()
+            await bh.__aexit__(None, None, None)  # handed to first...
+            first.cancel()  # ...which is cancelled before it runs
+            assert CANCELLED == await first.outcome()
+            assert ("returned", None) == await second.outcome()  # second gets it
+            assert (1, 0) == (bh.in_use, bh.waiting)
 
-    asyncio.run(main())
+    mode.run(main)
+
+
+@async_modes
+def test_waiters_of_both_libraries_time_out_and_are_served_in_order(mode):
+    bh = fluxus.bulkhead(1, max_waiting=3, timeout=10)
+    order: list[int] = []
+
+    @bh
+    async def work(i):
+        order.append(i)
+
+    async def main():
+        async with tasks(mode) as start:
+            with bh:
+                running = []
+                for i in range(3):
+                    running.append(start(work, i))
+                    while bh.waiting < i + 1:
+                        await mode.checkpoint()
+            for task in running:
+                assert ("returned", None) == await task.outcome()
+        assert [0, 1, 2] == order
+
+    mode.run(main)
 
 
 @pytest.fixture(name="release")
@@ -303,7 +347,7 @@ def test_block_forms_hold_a_slot(mode):
             assert 1 == bh.in_use
         return bh.in_use
 
-    assert 0 == (asyncio.run(abody()) if mode.is_async else body())
+    assert 0 == (mode.run(abody) if mode.is_async else body())
 
 
 def test_block_failure_gives_the_slot_back():
@@ -362,6 +406,19 @@ def test_a_sync_waiter_interrupted_gives_its_place_up():
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_trio_waiter_woken_after_its_run_ended_is_not_handed_the_slot_twice():
+    # A waiter cancelled just as a slot is handed to it passes the slot on
+    # before its run can end; the giver's late wake must not pass it again.
+    import trio
+    from fluxus._bulkhead._memory import _TrioTicket
+
+    async def make():
+        return _TrioTicket()
+
+    ticket = trio.run(make)
+    assert ticket.wake()
+
+
 def test_a_slot_skips_a_waiter_whose_loop_is_closed():
     bh = fluxus.bulkhead(1, max_waiting=2, timeout=10)
     bh.__enter__()

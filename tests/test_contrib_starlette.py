@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import anyio
 import fluxus
+import httpx
 import pytest
 import uvicorn
 from fastapi import Depends, FastAPI, Request
@@ -55,6 +57,9 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.timeout(30)
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
+
+#: Starlette runs on anyio: the apps are served under both of its backends.
+BACKENDS = ["asyncio", "trio"]
 
 
 async def limited(request: Request) -> PlainTextResponse:
@@ -100,8 +105,9 @@ def starlette_app(**options: object) -> Starlette:
         ("/late", 504, None, "The server did not get an answer in time."),
     ],
 )
-def test_rejections_become_json_answers(path, status, retry_after, detail):
-    response = TestClient(starlette_app()).get(path)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rejections_become_json_answers(path, status, retry_after, detail, backend):
+    response = TestClient(starlette_app(), backend=backend).get(path)
     assert (status, retry_after, {"detail": detail}) == (
         response.status_code,
         response.headers.get("Retry-After"),
@@ -378,15 +384,93 @@ def guarded_app(now: list[float], release: threading.Event) -> FastAPI:
     return app
 
 
-def test_an_open_circuit_and_a_timeout_through_the_test_client(release):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_open_circuit_and_a_timeout_through_the_test_client(release, backend):
     now = [100.0]
-    client = TestClient(guarded_app(now, release), raise_server_exceptions=False)
+    client = TestClient(
+        guarded_app(now, release), raise_server_exceptions=False, backend=backend
+    )
 
     def answer(path: str) -> tuple[int, str | None]:
         response = client.get(path)
         return response.status_code, response.headers.get("Retry-After")
 
     assert GUARDED_ANSWERS == walk_guarded_views(answer, now)
+
+
+BUSY = "The service is temporarily unavailable. Try again later."
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bulkhead_and_hedge_endpoints_under_either_library(backend):
+    # Concurrent requests through httpx's ASGI transport, in one run of
+    # the backend: one holds the bulkhead's slot, one waits for it, the
+    # third finds the waiting place taken and gets 503 without Retry-After.
+    app = FastAPI()
+    install(app)
+    gate = fluxus.bulkhead(1, max_waiting=1, timeout=10, name=f"web-{uuid.uuid4()}")
+    opened: list[anyio.Event] = []
+    ended: list[str] = []
+
+    @app.get("/one")
+    @gate
+    async def one() -> str:
+        await opened[0].wait()
+        return "done"
+
+    async def answer(n: int) -> str:
+        try:
+            await anyio.sleep(10 if n == 0 else 0)
+            return str(n)
+        finally:
+            ended.append(f"{n}: {'cancelled' if n == 0 else 'returned'}")
+
+    calls = iter(range(10))
+
+    @app.get("/hedged")
+    @fluxus.hedge(0.02)
+    async def hedged() -> str:
+        return await answer(next(calls))
+
+    async def main() -> list[tuple[int, str | None, object]]:
+        opened.append(anyio.Event())
+        transport = httpx.ASGITransport(app=app)
+        got: dict[int, httpx.Response] = {}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t"
+        ) as client:
+
+            async def get(i: int) -> None:
+                got[i] = await client.get("/one")
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(get, 0)
+                while gate.in_use < 1:  # noqa: ASYNC110 - polling the policy
+                    await anyio.sleep(0.001)
+                group.start_soon(get, 1)
+                while gate.waiting < 1:  # noqa: ASYNC110 - polling the policy
+                    await anyio.sleep(0.001)
+                await get(2)  # refused at once
+                opened[0].set()
+            got[3] = await client.get("/hedged")
+        return [
+            (r.status_code, r.headers.get("Retry-After"), r.json())
+            for _, r in sorted(got.items())
+        ]
+
+    answers = anyio.run(main, backend=backend)
+    assert [
+        (200, None, "done"),
+        (200, None, "done"),
+        (
+            503,
+            None,
+            {"detail": "The service is temporarily unavailable. Try again later."},
+        ),
+        (200, None, "1"),
+    ] == answers
+    assert (0, 0) == (gate.in_use, gate.waiting)
+    assert ["1: returned", "0: cancelled"] == ended
 
 
 @pytest.mark.redis

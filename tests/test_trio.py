@@ -525,6 +525,72 @@ def test_the_async_stack_cancelled_anywhere_stays_sound(lib: Lib) -> None:
     assert [] == [letter.error for letter in sink.letters()]
 
 
+# -- bulkhead and hedge --------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::fluxus.LayeringWarning")
+def test_bulkhead_waiters_raced_by_a_hedge_cancelled_anywhere(lib: Lib) -> None:
+    # Each hedged call's backup waits for the bulkhead's one slot; the
+    # first call wins and the waiting backup is cancelled: the slot and
+    # the waiting place always come back, wherever the cancellation lands.
+    bh = fluxus.bulkhead(1, max_waiting=1, timeout=5)
+    race = fluxus.hedge(0.0)
+
+    @race
+    @bh
+    async def work() -> str:
+        await lib.sleep(0)
+        await lib.sleep(0)
+        return "ok"
+
+    async def check() -> None:
+        assert (0, 0) == (bh.in_use, bh.waiting)
+        assert "ok" == await work()
+        assert (0, 0) == (bh.in_use, bh.waiting)
+
+    cancel_everywhere(lib, work, check)
+    # Backups started, and some waited for the slot.
+    assert race.stats.hedges > 0
+    assert bh.stats.calls > race.stats.calls
+
+
+def test_bulkhead_waiter_times_out_with_the_running_library(lib: Lib) -> None:
+    bh = fluxus.bulkhead(1, max_waiting=1, timeout=0.05)
+
+    @bh
+    async def work() -> str:
+        return "ok"
+
+    async def body() -> None:
+        async with bh:
+            started = time.monotonic()
+            with pytest.raises(fluxus.BulkheadFull):
+                await work()
+            assert 0.04 <= time.monotonic() - started < 5
+        assert "ok" == await work()
+
+    lib.run(body)
+    assert (0, 0) == (bh.in_use, bh.waiting)
+
+
+def test_hedge_cancelled_anywhere_leaves_no_call_running(lib: Lib) -> None:
+    running: list[int] = []
+
+    @fluxus.hedge(0.001, max_hedges=2)
+    async def work() -> str:
+        running.append(1)
+        try:
+            await lib.sleep(0.002)
+            return "ok"
+        finally:
+            running.pop()
+
+    async def check() -> None:
+        assert [] == running  # every loser's cancellation was awaited
+
+    cancel_everywhere(lib, work, check)
+
+
 # -- fluxus.testing ------------------------------------------------------------
 
 
@@ -547,26 +613,43 @@ def test_redis_storages_refuse_trio_before_taking_anything(redis_url: str) -> No
     breaker = fluxus.circuit_breaker(
         1, 60, name=name, storage=fluxus.CircuitRedisStorage(redis_url)
     )
+    bulkhead = fluxus.bulkhead(1, name=name, storage=redis_url)
     calls: list[str] = []
 
     @limiter
     async def limited() -> None:
         calls.append("limited")
 
+    @bulkhead
+    async def bounded() -> None:
+        calls.append("bounded")
+
+    async def block() -> None:
+        async with bulkhead:
+            calls.append("block")
+
     @breaker
     async def guarded() -> None:
         calls.append("guarded")
 
-    for func, storage in ((limited, "rate_limit"), (guarded, "circuit_breaker")):
+    for func, storage in (
+        (limited, "rate_limit"),
+        (guarded, "circuit_breaker"),
+        (bounded, "bulkhead"),
+        (block, "bulkhead"),
+    ):
         with pytest.raises(RuntimeError, match=rf"Redis storage of fluxus\.{storage}"):
             trio.run(func)
         with pytest.raises(RuntimeError, match="does not run under trio"):
             trio.run(func)
     assert [] == calls
 
+    assert 0 == bulkhead.in_use  # no lease taken under trio
+
     async def under_asyncio() -> None:
         await limited()  # the one token is still there: trio took nothing
         await guarded()
+        await bounded()
 
     asyncio.run(under_asyncio())
-    assert ["limited", "guarded"] == calls
+    assert ["limited", "guarded", "bounded"] == calls

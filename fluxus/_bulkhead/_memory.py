@@ -3,16 +3,20 @@
 Sync and async callers of one bulkhead share it, so they share one count.
 A sync waiter sleeps on a lock of its own that the slot's giver releases;
 an async waiter awaits a future of its own event loop, resolved through
-``call_soon_threadsafe`` (the giver may be a thread or another loop). The
+``call_soon_threadsafe`` (the giver may be a thread or another loop), or
+under trio a ``trio.Event`` set through its run's ``TrioToken``. The
 user's call never runs under the lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 from typing import Final
+
+from fluxus._aio import running_trio
 
 from ._core import RUN, WAIT, Slots
 
@@ -57,8 +61,45 @@ class _TaskTicket:
             return False
         return True
 
+    async def wait(self, seconds: float) -> bool:
+        """Wait up to *seconds* to be handed a slot; return whether it came."""
+        try:
+            async with asyncio.timeout(None if math.isinf(seconds) else seconds):
+                await self.future
+        except TimeoutError:
+            return False
+        return True
 
-_Ticket = _ThreadTicket | _TaskTicket
+
+class _TrioTicket:
+    """A waiter under trio: an event set in its own run."""
+
+    __slots__ = ("event", "token")
+
+    def __init__(self) -> None:
+        import trio  # noqa: PLC0415 - only under trio, which is then imported
+
+        self.event = trio.Event()
+        self.token = trio.lowlevel.current_trio_token()
+
+    def wake(self) -> bool:
+        # A trio run ends only once its every task has: a waiter whose run
+        # has ended was cancelled and passed on the slot it was handed.
+        with contextlib.suppress(RuntimeError):
+            self.token.run_sync_soon(self.event.set)
+        return True
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait up to *seconds* to be handed a slot; return whether it came."""
+        import trio  # noqa: PLC0415 - only under trio
+
+        with trio.move_on_after(seconds):
+            await self.event.wait()
+            return True
+        return False
+
+
+_Ticket = _ThreadTicket | _TaskTicket | _TrioTicket
 
 #: The token of a memory slot: the slot is the count, nothing to name.
 SLOT: Final = True
@@ -114,21 +155,18 @@ class MemoryCompartment:
                 return SLOT
         if budget <= 0:
             return None
-        ticket = _TaskTicket()
+        ticket = _TrioTicket() if running_trio() else _TaskTicket()
         with self._lock:
             verdict = self._slots.enter(ticket)
         if verdict is not WAIT:
             return SLOT if verdict is RUN else None
         try:
-            async with asyncio.timeout(None if math.isinf(budget) else budget):
-                await ticket.future
-        except TimeoutError:
-            return None if self._withdraw(ticket) else SLOT
+            granted = await ticket.wait(budget)
         except BaseException:  # cancelled: give back a slot handed over
             if not self._withdraw(ticket):
                 self.give_back()
             raise
-        return SLOT
+        return SLOT if granted or not self._withdraw(ticket) else None
 
     def _withdraw(self, ticket: _Ticket) -> bool:
         with self._lock:

@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fluxus._aio import in_background, shielded
+from fluxus._aio import asyncio_only, in_background, shielded
 from fluxus._config import track
 from fluxus._redis import (
     SCHEMES,
@@ -146,6 +146,8 @@ PLACE_TTL = 5.0
 #: Socket timeout of the clients, and how long Redis is left alone after
 #: it failed (the fail mode applies meanwhile).
 TIMEOUT, RETRY_INTERVAL = 0.5, 1.0
+
+_STORAGE = "the Redis storage of fluxus.bulkhead"
 
 
 class _Bypass:
@@ -415,6 +417,7 @@ class RedisCompartment:
 
     async def take_async(self, budget: float) -> object | None:
         """Take a lease without blocking the loop; see :meth:`take`."""
+        asyncio_only(_STORAGE)
         lease_id = uuid.uuid4().hex
         until = time.monotonic() + budget
         step = asyncio.ensure_future(
