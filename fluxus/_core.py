@@ -65,6 +65,17 @@ def qualified_name(obj: object) -> str:
     return f"{module}.{name}"
 
 
+def block_name(frame: FrameType) -> str:
+    """Return ``module.qualname`` of the function whose *frame* runs a block.
+
+    Events and observers name a block form (``with policy:``) after the
+    function it is written in, as they name a decorated function.
+    """
+    module = frame.f_globals.get("__name__")
+    name = frame.f_code.co_qualname
+    return f"{module}.{name}" if module else name
+
+
 def type_name(kind: type) -> str:
     """Return ``module.qualname`` of a class, builtins included."""
     return f"{kind.__module__}.{kind.__qualname__}"

@@ -142,8 +142,9 @@ class _Redaction:
         unknown = names - named
         if unknown and not any(p.kind is kind.VAR_KEYWORD for p in parameters):
             msg = (
-                f"redact names {sorted(unknown)!r}, which {function} does not "
-                f"take (its parameters: {sorted(named)!r})"
+                f"redact must name parameters of {function} "
+                f"({', '.join(sorted(named)) or 'it takes none'}), "
+                f"got {sorted(unknown)!r}"
             )
             raise ValueError(msg)
         for index, parameter in enumerate(parameters[self.skip :]):
@@ -183,9 +184,12 @@ def _to_names(redact: object) -> frozenset[str]:
         raise TypeError(msg)
     result = frozenset(names)
     for name in result:
-        if not isinstance(name, str) or not name.isidentifier():
-            msg = f"redact must be argument names (identifiers), got {name!r}"
+        if not isinstance(name, str):
+            msg = f"redact must be argument names (strings), got {name!r}"
             raise TypeError(msg)
+        if not name.isidentifier():
+            msg = f"redact must be argument names (identifiers), got {name!r}"
+            raise ValueError(msg)
     return result
 
 
@@ -391,8 +395,8 @@ class DeadLetterQueue(Policy):
     def _require_sync_handler(self, func: Callable[..., Any]) -> None:
         if self._async_handler:
             msg = (
-                f"the async handler {self._put!r} cannot serve the sync function "
-                f"{qualified_name(func)}; give it a sync handler or a sink"
+                f"handler must be a sync callable or a sink to serve the sync "
+                f"function {qualified_name(func)}, got the async {self._put!r}"
             )
             raise TypeError(msg)
 

@@ -92,7 +92,7 @@ class Fallback(Policy):
         if (handler is None) == (value is NO_VALUE):
             given = "both" if handler is not None else "neither"
             msg = (
-                "fallback takes exactly one of handler and value, got "
+                "handler or value must be given, exactly one of them, got "
                 f"{given} (handler={handler!r}, value={value!r})"
             )
             raise TypeError(msg)
@@ -130,8 +130,8 @@ class Fallback(Policy):
     def _require_sync_handler(self, func: Callable[..., Any]) -> None:
         if self._async_handler:
             msg = (
-                f"handler {self.handler!r} is async and cannot answer for the "
-                f"sync function {qualified_name(func)}; give it a sync handler"
+                f"handler must be a sync callable to answer for the sync "
+                f"function {qualified_name(func)}, got the async {self.handler!r}"
             )
             raise TypeError(msg)
 

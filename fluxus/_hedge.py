@@ -36,7 +36,7 @@ from ._budget import RetryBudget
 from ._core import HEDGE, Policy, qualified_name
 from ._deadline import DEADLINE, monotonic
 from ._fallback import ExceptionTypes, check_exception_types
-from ._validate import positive_int, to_seconds
+from ._validate import SECONDS, not_bare, positive_int, to_seconds
 from .instrumentation._events import HedgeStarted, HedgeWon
 from .instrumentation._hooks import emit
 from .instrumentation._observe import Observe, watch_for
@@ -70,6 +70,7 @@ class Hedge(Policy):
             name: See :func:`hedge`.
         """
         super().__init__(name)
+        not_bare(delay, "delay", SECONDS, "@fluxus.hedge(0.1)")
         self.delay: float = to_seconds(delay, "delay")
         self.max_hedges: int = positive_int(max_hedges, "max_hedges")
         self.on: tuple[type[Exception], ...] = check_exception_types(on)

@@ -31,17 +31,20 @@ from tenacity.wait import wait_base
 
 from ._budget import RetryBudget
 from ._config import CONFIG
-from ._core import RETRY, Policy, qualified_name, type_name
+from ._core import RETRY, Policy, block_name, qualified_name, type_name
 from ._deadline import DEADLINE, effective_wait, remaining, wait_async, wait_sync
-from ._validate import check_callable, positive_int, raise_replacement
+from ._validate import check_callable, not_bare, positive_int, raise_replacement
 from .backoff import takes_error
 from .exceptions import REJECTIONS, DeadlineExceeded
 from .instrumentation._events import RetriesExhausted, RetryScheduled
 from .instrumentation._hooks import emit
 from .instrumentation._observe import (
+    WATCH,
     Observe,
     attempts_async,
     attempts_sync,
+    block_ended,
+    block_started,
     watch_for,
 )
 
@@ -152,12 +155,7 @@ def _to_exception_types(on: object) -> tuple[type[Exception], ...]:
 
 
 def _check_attempts(attempts: object) -> int:
-    if callable(attempts):
-        msg = (
-            f"attempts must be an int, got {attempts!r}: to decorate with the "
-            "defaults, use @fluxus.retry() with parentheses"
-        )
-        raise TypeError(msg)
+    not_bare(attempts, "attempts", "an int", "@fluxus.retry()")
     return positive_int(attempts, "attempts", what="the total number of calls")
 
 
@@ -511,16 +509,24 @@ class Attempt:
         number: 1 for the first attempt, 2 for the first retry, and so on.
     """
 
-    __slots__ = ("_attempts", "number")
+    __slots__ = ("_attempts", "_observed", "number")
 
     def __init__(self, attempts: Attempts, number: int) -> None:
         self._attempts = attempts
         self.number: int = number
+        self._observed: Any = None
 
     def __repr__(self) -> str:
         return f"<fluxus.retry attempt {self.number}>"
 
     def __enter__(self) -> Self:
+        attempts = self._attempts
+        if attempts._observed is not None and WATCH.attempts:  # noqa: SLF001
+            self._observed = block_started(
+                attempts._policy,  # noqa: SLF001
+                attempts._function,  # noqa: SLF001
+                self.number,
+            )
         return self
 
     def __exit__(
@@ -530,12 +536,17 @@ class Attempt:
         traceback: TracebackType | None,
     ) -> bool:
         """Swallow a failure that will be retried; let anything else through."""
+        attempts = self._attempts
+        if self._observed is not None:
+            block_ended(self._observed, error)
         if error is None:
+            if attempts._observed is not None:  # noqa: SLF001
+                attempts._end(None)  # noqa: SLF001
             return False
         # The frame that runs the block: events name it as they name a
         # decorated function. Looked up only after a failure.
         block = sys._getframe(1)  # noqa: SLF001 - one frame up, no walk
-        return self._attempts._failed(error, block)  # noqa: SLF001
+        return attempts._failed(error, block)  # noqa: SLF001
 
 
 class Attempts:
@@ -548,12 +559,22 @@ class Attempts:
     out of the ``with``, as itself.
     """
 
-    __slots__ = ("_delay", "_error", "_function", "_number", "_policy", "_state")
+    __slots__ = (
+        "_delay",
+        "_error",
+        "_function",
+        "_number",
+        "_observed",
+        "_policy",
+        "_state",
+    )
 
     def __init__(self, policy: Retry) -> None:
         self._policy = policy
         self._number = 0
         self._delay: float | None = None
+        #: The observers told about this run, while it runs (see :meth:`_end`).
+        self._observed: Any = None
         # Set at the first failure, with the block's name and tenacity's state.
         self._function = ""
         self._state: tenacity.RetryCallState | None = None
@@ -570,6 +591,8 @@ class Attempts:
             if self._delay is None:
                 raise StopIteration
             wait_sync(self._delay)
+        elif WATCH.observers:
+            self._observe(sys._getframe(1))  # noqa: SLF001 - the loop's frame
         return self._next()
 
     def __aiter__(self) -> Attempts:
@@ -580,16 +603,35 @@ class Attempts:
             if self._delay is None:
                 raise StopAsyncIteration
             await wait_async(self._delay)
+        elif WATCH.observers:
+            self._observe(sys._getframe(1))  # noqa: SLF001 - the loop's frame
         return self._next()
+
+    def _observe(self, block: FrameType) -> None:
+        """Tell the observers the run starts, as a decorated call's observe does."""
+        self._function = block_name(block)
+        self._observed = block_started(self._policy, self._function) or []
+
+    def _end(self, error: BaseException | None) -> None:
+        """Tell the observers the run ended (once), with the error leaving it."""
+        observed, self._observed = self._observed, None
+        block_ended(observed, error)
 
     def _next(self) -> Attempt:
         policy = self._policy
         if not self._number:
             next(policy._counters.calls)  # noqa: SLF001
+            if DEADLINE.get() is not None:
+                try:
+                    policy._refuse_when_expired()  # noqa: SLF001
+                except DeadlineExceeded as exc:
+                    self._end(exc)
+                    raise
             if policy.budget is not None:
                 policy.budget.record_attempt()
         elif policy._late(self._state, self._error, self._function):  # type: ignore[arg-type]  # noqa: SLF001
             self._delay = None
+            self._end(self._error)
             raise self._error  # type: ignore[misc]
         self._delay = None
         self._number += 1
@@ -597,14 +639,23 @@ class Attempts:
 
     def _failed(self, error: BaseException, block: FrameType) -> bool:
         """Decide after attempt :attr:`_number` raised *error*: retry it or not."""
+        try:
+            retried = self._decide(error, block)
+        except BaseException as exc:  # on_exhausted's replacement, a bad wait
+            self._end(exc)
+            raise
+        if not retried:
+            self._end(error)
+        return retried
+
+    def _decide(self, error: BaseException, block: FrameType) -> bool:
         policy = self._policy
         if not isinstance(error, Exception):
             return False
         if self._state is None:
             self._state = policy._state()  # noqa: SLF001
-            module = block.f_globals.get("__name__")
-            name = block.f_code.co_qualname
-            self._function = f"{module}.{name}" if module else name
+            if not self._function:
+                self._function = block_name(block)
         if not policy._retryable(error):  # noqa: SLF001
             if self._number > 1:
                 policy._refuse(self._state, error, self._function)  # noqa: SLF001

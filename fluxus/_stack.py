@@ -69,25 +69,7 @@ class Stack(Decorating):
     label = "fluxus.stack"
 
     def __init__(self, *policies: Policy) -> None:
-        seen: dict[str, Policy] = {}
-        for index, policy in enumerate(policies):
-            if not isinstance(policy, Policy):
-                msg = (
-                    "policies must be fluxus policies (fluxus.retry(...), ...); "
-                    f"argument {index} is {policy!r}"
-                )
-                raise TypeError(msg)
-            kind = kind_of(policy)
-            if kind in seen:
-                msg = (
-                    f"policies holds two {kind} policies ({seen[kind]!r} and "
-                    f"{policy!r}); a stack takes at most one of each kind"
-                )
-                raise ValueError(msg)
-            seen[kind] = policy
-        if not seen:
-            msg = "policies must name at least one policy"
-            raise ValueError(msg)
+        seen = _by_kind(policies)
         self.policies: tuple[Policy, ...] = tuple(
             sorted(seen.values(), key=rank_of, reverse=True)
         )
@@ -131,6 +113,52 @@ class Stack(Decorating):
             wrapper = _wrap_sync(inner, observed, *steps)
         functools.update_wrapper(wrapper, func)
         return wrapper
+
+
+def _by_kind(policies: tuple[object, ...]) -> dict[str, Policy]:
+    """Check the policies given to a stack; return them by kind.
+
+    Raises:
+        TypeError: If one is not a policy (a factory not called, a stack,
+            the decorated function of a bare ``@fluxus.stack``).
+        ValueError: If none is given, or two are of one kind.
+    """
+    seen: dict[str, Policy] = {}
+    for index, policy in enumerate(policies):
+        if not isinstance(policy, Policy):
+            msg = (
+                f"policies[{index}] must be a fluxus policy such as "
+                f"fluxus.retry(), got {policy!r}{_hint(policy, len(policies))}"
+            )
+            raise TypeError(msg)
+        kind = kind_of(policy)
+        if kind in seen:
+            msg = (
+                f"policies must hold at most one policy of each kind, got two "
+                f"{kind} policies: {seen[kind]!r} and policies[{index}] {policy!r}"
+            )
+            raise ValueError(msg)
+        seen[kind] = policy
+    if not seen:
+        msg = "policies must hold at least one policy, got none"
+        raise ValueError(msg)
+    return seen
+
+
+def _hint(given: object, count: int) -> str:
+    """Return what a stack's argument that is not a policy probably meant."""
+    if isinstance(given, Stack):
+        return ": give its policies (stack.policies) rather than the stack"
+    module = getattr(given, "__module__", None) or ""
+    if callable(given) and module.split(".")[0] == "fluxus":
+        name = getattr(given, "__name__", "")
+        return f": call the factory, as in fluxus.{name}(...)"
+    if callable(given) and count == 1:
+        return (
+            ": use @fluxus.stack(fluxus.retry(), fluxus.timeout(5)) with "
+            "parentheses, naming the policies"
+        )
+    return ""
 
 
 def _thread_timeout(stack: Stack, func: Callable[..., Any]) -> bool:

@@ -14,6 +14,9 @@ from typing import Any, TypeAlias
 #: A duration as the public API accepts it: seconds or a timedelta.
 Duration: TypeAlias = float | timedelta
 
+#: What a duration must be, as messages say it.
+SECONDS = "seconds (int, float or timedelta)"
+
 
 def to_seconds(value: object, param: str, *, allow_none: bool = False) -> float:
     """Return *value* (seconds or a timedelta) as finite, non-negative seconds.
@@ -27,7 +30,7 @@ def to_seconds(value: object, param: str, *, allow_none: bool = False) -> float:
     elif isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     else:
-        expected = "seconds (int, float or timedelta)"
+        expected = SECONDS
         if allow_none:
             expected += " or None"
         msg = f"{param} must be {expected}, got {value!r}"
@@ -41,14 +44,20 @@ def to_seconds(value: object, param: str, *, allow_none: bool = False) -> float:
 def positive_seconds(value: object, param: str) -> float:
     """Return *value* as seconds > 0; see :func:`to_seconds`.
 
+    Zero and negative durations get one message: ``"<param> must be finite
+    and > 0 seconds, got <value>"``.
+
     Raises:
         TypeError: If *value* is neither a real number nor a timedelta.
         ValueError: If it is not finite and > 0.
     """
-    seconds = to_seconds(value, param)
+    try:
+        seconds = to_seconds(value, param)
+    except ValueError:
+        seconds = -1.0
     if seconds <= 0:
-        msg = f"{param} must be > 0 seconds, got {value!r}"
-        raise ValueError(msg)
+        msg = f"{param} must be finite and > 0 seconds, got {value!r}"
+        raise ValueError(msg) from None
     return seconds
 
 
@@ -91,11 +100,59 @@ def check_callable(value: object, param: str, *, optional: bool = True) -> None:
 
 
 def non_empty_str(value: object, param: str) -> str:
-    """Return *value*, a non-empty string, or raise :class:`TypeError`."""
-    if not isinstance(value, str) or not value:
+    """Return *value*, a non-empty string, or raise naming *param*.
+
+    Raises:
+        TypeError: If *value* is not a string.
+        ValueError: If it is the empty string (the right type, a bad value).
+    """
+    if not isinstance(value, str):
         msg = f"{param} must be a non-empty string, got {value!r}"
         raise TypeError(msg)
+    if not value:
+        msg = f"{param} must be a non-empty string, got ''"
+        raise ValueError(msg)
     return value
+
+
+def check_fail_open(
+    value: object, param: str = "fail_open", *, local: bool = False
+) -> Any:
+    """Return *value* if it is ``True`` or ``False`` (or ``"local"`` if *local*).
+
+    Truthy stand-ins (``1``, ``"yes"``) are refused: a typo must not decide
+    whether calls pass while the storage is down.
+
+    Raises:
+        TypeError: If *value* is neither a bool nor a string.
+        ValueError: If it is a string other than ``"local"`` (where allowed).
+    """
+    if isinstance(value, bool) or (local and value == "local"):
+        return value
+    expected = "True, False or 'local'" if local else "True or False"
+    msg = f"{param} must be {expected}, got {value!r}"
+    raise (ValueError if isinstance(value, str) and local else TypeError)(msg)
+
+
+def not_bare(value: object, param: str, expected: str, usage: str) -> None:
+    """Refuse a function where a policy's first setting belongs.
+
+    ``@fluxus.timeout`` written without parentheses calls the factory with
+    the decorated function as its first argument; say so, rather than only
+    that the function has the wrong type.
+
+    Args:
+        value: The first positional argument given.
+        param: Its parameter's name.
+        expected: What it must be, for the message.
+        usage: The decorator as it should be written (``"@fluxus.timeout(5)"``).
+
+    Raises:
+        TypeError: If *value* is a function, class or other callable.
+    """
+    if callable(value):
+        msg = f"{param} must be {expected}, got {value!r}: use {usage} with parentheses"
+        raise TypeError(msg)
 
 
 def raise_replacement(

@@ -101,7 +101,11 @@ def test_configure_in_redis_is_followed_by_the_next_step(redis_url):
             ValueError,
             r"failure_rate must be > 0 and <= 1, got 1.5",
         ),
-        ({"failure_threshold": None}, ValueError, "failure_threshold=None needs"),
+        (
+            {"failure_threshold": None},
+            ValueError,
+            "failure_threshold must be an int >= 1 when",
+        ),
         ({"name": "x"}, TypeError, "configure\\(\\) cannot change name"),
     ],
 )

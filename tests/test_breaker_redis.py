@@ -384,7 +384,7 @@ def test_redis_down_async_does_not_hang(name, events):
 
 
 def test_bad_storage_options_fail_when_built(redis_url):
-    with pytest.raises(TypeError, match="prefix"):
+    with pytest.raises(ValueError, match="prefix must be a non-empty string"):
         fluxus.CircuitRedisStorage(redis_url, prefix="")
     with pytest.raises(ValueError, match="timeout"):
         fluxus.CircuitRedisStorage(redis_url, timeout=0)

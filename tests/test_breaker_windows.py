@@ -12,8 +12,8 @@ import uuid
 import fluxus
 import pytest
 from fluxus import CircuitState
-from fluxus._breaker._circuit import BUCKETS, Circuit
-from hypothesis import HealthCheck, settings
+from fluxus._breaker._circuit import BUCKETS, Circuit, Window
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -347,10 +347,14 @@ def test_the_window_starts_empty_after_the_circuit_closes(mode):
             ValueError,
             r"slow_call_rate must be > 0 and <= 1, got 2.0",
         ),
-        ({"window": 0}, ValueError, "window must be > 0 seconds, got 0"),
+        ({"window": 0}, ValueError, "window must be finite and > 0 seconds, got 0"),
         ({"minimum_calls": 0}, ValueError, "minimum_calls must be >= 1, got 0"),
         ({"slow_call_duration": -1}, ValueError, "slow_call_duration"),
-        ({"failure_threshold": None}, ValueError, "failure_threshold=None needs"),
+        (
+            {"failure_threshold": None},
+            ValueError,
+            "failure_threshold must be an int >= 1 when",
+        ),
     ],
 )
 def test_bad_window_settings_fail_when_built(kwargs, error, match):
@@ -563,3 +567,20 @@ def test_threads_lose_no_call_in_the_window():
     breaker.reset()  # a locked step: counts the queued quick successes
     window = breaker._circuit.window
     assert (window.calls, window.failures) == (4000, 400)
+
+
+@given(
+    span=st.floats(0.001, 1000, allow_nan=False),
+    now=st.floats(0, 1e6, allow_nan=False),
+    later=st.floats(0, 1e3, allow_nan=False),
+)
+def test_the_newest_buckets_end_agrees_with_the_bucket_of_a_call(span, now, later):
+    """``now < window.ends`` (the quick success's check) never errs late."""
+    window = Window(span)
+    window.add(now, False, False)
+    head = window.head
+    for instant in (now, now + later, window.ends, math.nextafter(window.ends, 0)):
+        if instant < window.ends:
+            assert math.floor(instant / window.width) == head
+    # A few float steps early at most: nearly every quick success is quick.
+    assert window.ends > (head + 1) * window.width - window.width / 2

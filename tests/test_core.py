@@ -198,7 +198,7 @@ def test_repr_names_the_policy():
     assert "<unbound retry>" == fluxus.retry().name
 
 
-@pytest.mark.parametrize("name", ["", 3])
-def test_bad_names_are_refused(name):
-    with pytest.raises(TypeError, match="name"):
+@pytest.mark.parametrize(("name", "error"), [("", ValueError), (3, TypeError)])
+def test_bad_names_are_refused(name, error):
+    with pytest.raises(error, match="name must be a non-empty string"):
         fluxus.retry(name=name)

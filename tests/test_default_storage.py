@@ -19,7 +19,7 @@ import fluxus
 import pytest
 import redis
 from fluxus._config import default_storage, set_default_storage
-from fluxus._rate_limit import _policy as _rate_limit
+from fluxus._rate_limit import _hold
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -178,7 +178,7 @@ def test_the_first_step_may_be_a_control(mode):
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        (lambda: fluxus.rate_limit(5), r"token-bucket.*the default storage"),
+        (lambda: fluxus.rate_limit(5), r"the default storage must be .*token-bucket"),
         (fluxus.circuit_breaker, r"default storage.*memcached://"),
     ],
 )
@@ -213,11 +213,13 @@ def test_a_first_use_may_peek_or_wait_and_give_its_slot_back(
     storage, mode, monkeypatch
 ):
     name = unique()
-    first = fluxus.rate_limit(1, burst=1, timeout=None, storage=storage, name=name)
+    # One token every 5 s: what a loaded machine takes between two steps is
+    # far less than the one interval a slot not given back would add.
+    first = fluxus.rate_limit(0.2, burst=1, timeout=None, storage=storage, name=name)
     first.acquire()  # the budget the next limiters share is spent
 
     def limiter() -> fluxus.RateLimiter:
-        return fluxus.rate_limit(1, burst=1, timeout=None, storage=storage, name=name)
+        return fluxus.rate_limit(0.2, burst=1, timeout=None, storage=storage, name=name)
 
     def interrupted(ticket: object, seconds: float) -> bool:
         raise Interrupted
@@ -225,8 +227,8 @@ def test_a_first_use_may_peek_or_wait_and_give_its_slot_back(
     async def interrupted_async(ticket: object, seconds: float) -> bool:
         raise Interrupted
 
-    monkeypatch.setattr(_rate_limit, "_ticket_wait", interrupted)
-    monkeypatch.setattr(_rate_limit, "_ticket_wait_async", interrupted_async)
+    monkeypatch.setattr(_hold, "_ticket_wait", interrupted)
+    monkeypatch.setattr(_hold, "_ticket_wait_async", interrupted_async)
     if mode.is_async:
         allowed = asyncio.run(limiter().allow_async())
         waiter = limiter().acquire_async
@@ -237,7 +239,7 @@ def test_a_first_use_may_peek_or_wait_and_give_its_slot_back(
         mode.run(waiter)
     with pytest.raises(fluxus.RateLimitExceeded) as info:
         first.acquire(timeout=0)
-    assert (False, True) == (allowed, 0.8 < info.value.retry_after <= 1.0)
+    assert (False, True) == (allowed, 3.0 < info.value.retry_after <= 5.0)
 
 
 # --- after a fork ------------------------------------------------------------

@@ -68,7 +68,7 @@ def test_redis_killed_and_restarted_mid_run(
     tmp_path: Path, fail_open: bool, is_async: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # How long a limiter leaves an unreachable storage alone (1 s by default).
-    monkeypatch.setattr(fluxus._rate_limit._policy, "STORAGE_RETRY_INTERVAL", 0.05)
+    monkeypatch.setattr(fluxus._rate_limit._configured, "STORAGE_RETRY_INTERVAL", 0.05)
     with RedisServer(tmp_path) as server, only_captured_events() as events:
         policies, breaker = _stack(server.url, fail_open=fail_open)
 

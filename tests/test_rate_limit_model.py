@@ -51,7 +51,8 @@ class Reference:
 
     def give_back(self, cost: int, now: float) -> None:
         self.refill(now)
-        self.tokens += cost
+        # a bucket never holds more than its burst, tokens given back or not
+        self.tokens = min(float(self.burst), self.tokens + cost)
 
     def change(self, rate: float, burst: int, now: float) -> None:
         self.refill(now)
@@ -86,6 +87,13 @@ class BucketMachine(RuleBasedStateMachine):
         # A new limit is applied to a key at its next take: the machine
         # changes the limit again only once a take has counted the last one.
         self.counted = True
+
+    def teardown(self) -> None:
+        # Each example has its own store: close its client now rather than
+        # leave its socket to the garbage collector (a ResourceWarning).
+        client = getattr(self.store, "_sync", None)
+        if client is not None:
+            client.close()
 
     @initialize(rate=st.sampled_from([1.0, 2.0, 5.0, 10.0]), burst=st.integers(3, 6))
     def start(self, rate: float, burst: int) -> None:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import fluxus
 import pytest
 import redis
 from fluxus._aio import _FINISHING
-from fluxus._rate_limit import _policy as _rate_limit
+from fluxus._rate_limit import _configured, _hold
 
 pytestmark = pytest.mark.redis
 
@@ -202,7 +203,7 @@ def own_redis(tmp_path: Path, redis_url: str) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def quick_retry(monkeypatch):
-    monkeypatch.setattr(_rate_limit, "STORAGE_RETRY_INTERVAL", 0.1)
+    monkeypatch.setattr(_configured, "STORAGE_RETRY_INTERVAL", 0.1)
 
 
 def test_an_outage_fails_open_emits_events_and_recovers(
@@ -353,9 +354,154 @@ def test_an_interrupted_sync_waiter_gives_its_slot_back(storage, monkeypatch):
     def interrupted(ticket, seconds):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_rate_limit, "_ticket_wait", interrupted)
+    monkeypatch.setattr(_hold, "_ticket_wait", interrupted)
     with pytest.raises(KeyboardInterrupt):
         limiter.acquire()
     with pytest.raises(fluxus.RateLimitExceeded) as info:
         limiter.acquire(timeout=0)
     assert 0.8 < info.value.retry_after <= 1.0
+
+
+#: Keep Redis busy for ARGV[1] seconds: a slow neighbour, for real.
+_BUSY_LUA = """
+local t = redis.call('TIME')
+local stop = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
+while true do
+  local n = redis.call('TIME')
+  if tonumber(n[1]) + tonumber(n[2]) / 1000000 >= stop then return 1 end
+end
+"""
+
+
+def test_a_slot_due_after_the_thread_timeouts_deadline_is_refused_and_given_back(
+    redis_url,
+):
+    # A slow Redis reply (another client's long script) makes a wait that fit
+    # the budget when asked end after the deadline: the worker of the thread
+    # timeout must give the slot back and refuse, never run the call late.
+    name = unique()
+    limiter = fluxus.rate_limit(
+        1, burst=1, timeout=None, name=name, storage=redis_url + "?socket_timeout=5"
+    )
+    ran = []
+
+    @fluxus.timeout(0.7, strategy="thread")
+    def call():
+        limiter.acquire()
+        ran.append(time.monotonic())
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        limiter.acquire()  # empty: the next token is due in 1 s
+        key = f"fluxus:ratelimit:{name}:"
+        tat = float(client.hget(key, "t1"))
+        busy = redis.Redis.from_url(redis_url)
+        blocker = threading.Thread(target=busy.eval, args=(_BUSY_LUA, 0, "0.5"))
+        blocker.start()
+        time.sleep(0.1)  # the script runs: Redis answers no one for 0.4 s more
+        with pytest.raises((fluxus.RateLimitExceeded, fluxus.DeadlineExceeded)):
+            call()
+        blocker.join(timeout=10)
+        busy.close()
+        time.sleep(max(0.0, tat - time.time()) + 0.3)  # past the slot's moment
+
+        assert [] == ran
+        assert tat == pytest.approx(float(client.hget(key, "t1")), abs=1e-3)
+    finally:
+        client.close()
+
+
+_REFUND_WORKER = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    import fluxus
+
+    url, name, role = sys.argv[1:4]
+    limiter = fluxus.rate_limit(
+        1 / 3, burst=1, timeout=None, name=name, storage=url + "?socket_timeout=5"
+    )
+    limiter.allow()  # connected before the clock matters
+    print("ready", flush=True)
+    sys.stdin.readline()
+    if role == "sync":
+        try:
+            limiter.acquire(timeout=0)
+        except fluxus.RateLimitExceeded as exc:
+            print(repr(time.time() + exc.retry_after), flush=True)
+        limiter.acquire(timeout=None)
+        print(repr(time.time()), flush=True)
+    else:
+        async def main():
+            task = asyncio.ensure_future(limiter.acquire_async(timeout=None))
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, sys.stdin.readline)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                print("refunded", flush=True)
+
+        asyncio.run(main())
+    """
+)
+
+
+def test_a_refund_in_one_process_leaves_other_processes_waiters_their_slot(
+    redis_url,
+):
+    # What the docs promise across processes: a waiter in another process is
+    # neither admitted early nor woken; the refunded token goes to the next
+    # caller that asks, whose slot is then the last queued waiter's.
+    name = unique()
+    limiter = fluxus.rate_limit(
+        1 / 3, burst=1, name=name, storage=redis_url + "?socket_timeout=5"
+    )
+
+    def next_slot() -> float:
+        with pytest.raises(fluxus.RateLimitExceeded) as info:
+            limiter.acquire(timeout=0)
+        return time.time() + info.value.retry_after
+
+    def start(role):
+        worker = subprocess.Popen(
+            [sys.executable, "-c", _REFUND_WORKER, redis_url, name, role],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert "ready\n" == worker.stdout.readline()
+        return worker
+
+    def tell(worker):
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+
+    def until_reserved(after):
+        deadline = time.monotonic() + 10
+        while next_slot() < after + 1.0:
+            assert time.monotonic() < deadline, "the worker never reserved"
+            time.sleep(0.01)
+
+    cancelled, waiting = start("async"), start("sync")
+    try:
+        limiter.acquire()  # empty: the next slot comes in 3 s
+        first = next_slot()
+        tell(cancelled)
+        until_reserved(first)  # its slot: the first; the next one 3 s later
+        tell(waiting)
+        waiter_slot = float(waiting.stdout.readline())
+        until_reserved(waiter_slot)
+        assert waiter_slot + 3.0 == pytest.approx(next_slot(), abs=0.3)
+
+        assert time.time() < first, "too slow to cancel before the slot came"
+        tell(cancelled)
+        assert "refunded\n" == cancelled.stdout.readline()
+        offered = next_slot()
+        admitted = float(waiting.stdout.readline())
+
+        assert waiter_slot == pytest.approx(offered, abs=0.3)  # the token is back
+        assert admitted >= waiter_slot - 0.05  # never early, never woken
+    finally:
+        for worker in (cancelled, waiting):
+            worker.kill()
+            worker.communicate(timeout=30)

@@ -6,6 +6,8 @@ Each test body runs twice, once with ``for`` and once with ``async for``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 
 import fluxus
 import pytest
@@ -245,3 +247,105 @@ def test_reprs_say_where_they_are():
     attempt = next(attempts)
     assert "<fluxus.retry attempt 1>" == repr(attempt)
     assert "<fluxus.retry attempts of 'quotes' at 1>" == repr(attempts)
+
+
+class Recorder:
+    """An observer that writes down what it is told, attempts included."""
+
+    attempts = True
+
+    def __init__(self):
+        self.seen = []
+
+    def start(self, policy, function, attempt):
+        self.seen.append(("start", policy.name, attempt))
+        return attempt
+
+    def end(self, state, error):
+        self.seen.append(("end", state, type(error).__name__ if error else None))
+
+
+def run_decorated(block, policy, body):
+    """Run *body* decorated with *policy*, as a plain or an async function."""
+    if block.name == "sync":
+        return policy(body)()
+
+    async def async_body():
+        await asyncio.sleep(0)
+        body()
+
+    return asyncio.run(policy(async_body)())
+
+
+OUTCOMES = {
+    "at once": (),
+    "after two failures": (OSError("a"), OSError("b")),
+    "attempts spent": (OSError("a"), OSError("b"), OSError("c")),
+    "refused": (KeyError("k"),),
+    "refused after a retry": (OSError("a"), KeyError("k")),
+}
+
+
+@pytest.mark.parametrize("outcome", OUTCOMES)
+@pytest.mark.parametrize("attempts", [True, False])
+def test_observers_see_a_block_as_a_decorated_call(block, instant, outcome, attempts):
+    from fluxus.instrumentation import add_observer, remove_observer
+
+    recorder = Recorder()
+    recorder.attempts = attempts
+    seen = []
+    add_observer(recorder)
+    try:
+        for run in (functools.partial(run_decorated, block), block.run):
+            recorder.seen.clear()
+            policy = fluxus.retry(3, on=OSError, name="r")
+            with contextlib.suppress(OSError, KeyError):
+                run(policy, Flaky(*OUTCOMES[outcome]))
+            seen.append((list(recorder.seen), policy.stats))
+    finally:
+        remove_observer(recorder)
+
+    assert seen[0] == seen[1]
+    assert ("start", "r", 0) == seen[0][0][0]
+    assert attempts == (("start", "r", 1) in seen[0][0])
+
+
+def test_prometheus_counts_a_block_as_a_decorated_call(block, instant):
+    from fluxus.instrumentation import prometheus
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    prometheus.install(registry)
+    try:
+        decorated = fluxus.retry(3, name="decorated")
+        blocked = fluxus.retry(3, name="blocked")
+        run_decorated(block, decorated, Flaky(OSError("a")))
+        block.run(blocked, Flaky(OSError("a")))
+    finally:
+        prometheus.uninstall(registry)
+
+    def sample(metric, policy):
+        labels = {"policy": policy}
+        if metric != "fluxus_retries_total":  # labelled by policy alone
+            labels["kind"] = "retry"
+        return registry.get_sample_value(metric, labels)
+
+    for metric in (
+        "fluxus_calls_total",
+        "fluxus_retries_total",
+        "fluxus_call_duration_seconds_count",
+    ):
+        assert 1 == sample(metric, "decorated") == sample(metric, "blocked"), metric
+    assert sample("fluxus_failures_total", "blocked") in {None, 0}
+
+
+def test_no_first_attempt_under_an_expired_deadline(block):
+    policy = fluxus.retry(3)
+    body = Flaky()
+    token = _deadline.DEADLINE.set(_deadline.monotonic() - 1.0)
+    try:
+        with pytest.raises(fluxus.DeadlineExceeded):
+            block.run(policy, body)
+    finally:
+        _deadline.DEADLINE.reset(token)
+    assert (0, 1) == (body.calls, policy.stats.calls)

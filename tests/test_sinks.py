@@ -530,16 +530,17 @@ def test_redis_accepts_a_client_and_hides_the_password(redis_url):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "error", "match"),
     [
-        ({"maxlen": 0}, "maxlen"),
-        ({"maxlen": True}, "maxlen"),
-        ({"approximate_trim": True}, "approximate_trim"),
-        ({"stream": ""}, "stream"),
+        ({"maxlen": 0}, ValueError, "maxlen must be >= 1"),
+        ({"maxlen": True}, TypeError, "maxlen must be an int"),
+        ({"approximate_trim": True}, ValueError, "with approximate_trim=True"),
+        ({"stream": ""}, ValueError, "stream must be a non-empty string"),
+        ({"stream": 3}, TypeError, "stream must be a non-empty string"),
     ],
 )
-def test_redis_bad_configuration(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_redis_bad_configuration(kwargs, error, match):
+    with pytest.raises(error, match=match):
         RedisStream("redis://127.0.0.1:1/0", **kwargs)
 
 

@@ -46,7 +46,7 @@ def test_two_of_one_kind_are_refused():
 
 
 def test_non_policies_are_refused():
-    with pytest.raises(TypeError, match="argument 1"):
+    with pytest.raises(TypeError, match=r"policies\[1\] must be a fluxus policy"):
         fluxus.stack(fluxus.retry(), lambda f: f)
 
 

@@ -565,7 +565,9 @@ def test_retry_in_abandoned_work_stops_at_the_deadline():
         time.sleep(0.03)
         raise OSError("down")
 
-    with pytest.raises(fluxus.DeadlineExceeded):
+    # Usually the deadline passes first; on a slow machine retry may see
+    # first that its next attempt would start past it, and give up.
+    with pytest.raises((fluxus.DeadlineExceeded, OSError)):
         stubborn()
     time.sleep(0.15)
     settled = len(calls)
@@ -1214,9 +1216,9 @@ def test_the_interpreter_exits_quietly():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"seconds": 0}, ValueError, "seconds must be > 0, got 0"),
+        ({"seconds": 0}, ValueError, "seconds must be finite and > 0 seconds, got 0"),
         ({"seconds": -1.5}, ValueError, "seconds"),
-        ({"seconds": timedelta(0)}, ValueError, "seconds must be > 0"),
+        ({"seconds": timedelta(0)}, ValueError, "seconds must be finite and > 0"),
         ({"seconds": timedelta(seconds=-1)}, ValueError, "seconds"),
         ({"seconds": float("nan")}, ValueError, "seconds"),
         ({"seconds": "1"}, TypeError, "seconds"),

@@ -59,10 +59,20 @@ class Window:
     adds to one; the totals are kept running, so no step walks the calls.
     """
 
-    __slots__ = ("calls", "current", "failures", "head", "slots", "slow", "width")
+    __slots__ = (
+        "calls",
+        "current",
+        "ends",
+        "failures",
+        "head",
+        "slots",
+        "slow",
+        "width",
+    )
 
     calls: int
     current: list[int]
+    ends: float
     failures: int
     head: float
     slots: list[list[int]]
@@ -76,6 +86,7 @@ class Window:
     def clear(self) -> None:
         """Forget every call."""
         self.head = -math.inf  # the index of the newest bucket
+        self.ends = -math.inf  # when the newest bucket ends (no division per call)
         self.slots = [[0, 0, 0] for _ in range(BUCKETS)]
         self.current = self.slots[0]  # the newest bucket's counts
         self.calls = self.failures = self.slow = 0
@@ -89,6 +100,12 @@ class Window:
             self.slow -= slot[2]
             slot[0] = slot[1] = slot[2] = 0
         self.head = index
+        # The first instant of the next bucket, as add() computes buckets:
+        # ``now < ends`` says ``now`` falls in this one, without a division.
+        ends = (index + 1) * self.width
+        while _floor(math.nextafter(ends, -math.inf) / self.width) > index:
+            ends = math.nextafter(ends, -math.inf)
+        self.ends = ends
         self.current = self.slots[index % BUCKETS]
 
     def add(self, now: float, failed: bool, slow: bool, calls: int = 1) -> bool:  # noqa: FBT001 - positional on the hot path

@@ -75,15 +75,16 @@ class MemoryStorage:
             if window is None:
                 return None
             now = self.clock()
-            queued = len(self.quick)
+            quick = self.quick
+            queued = len(quick)
             if (
                 not slow
+                and now < window.ends  # still in the newest bucket
                 and queued < _QUEUED
                 and token >> 1 == circuit.epoch
-                and _floor(now / window.width) == window.head
                 and window.calls + queued + 1 != circuit.minimum_calls
             ):
-                self.quick.append(token >> 1)
+                quick.append(token >> 1)
                 return None
         else:
             now = self.clock()

@@ -31,7 +31,13 @@ from fluxus._config import default_storage
 from fluxus._core import CIRCUIT_BREAKER, Policy, qualified_name, type_name
 from fluxus._lazy import Lazy
 from fluxus._redis import scheme_of
-from fluxus._validate import Duration, check_callable, positive_int, positive_seconds
+from fluxus._validate import (
+    Duration,
+    check_callable,
+    not_bare,
+    positive_int,
+    positive_seconds,
+)
 from fluxus.exceptions import REJECTIONS, CircuitOpenError
 from fluxus.instrumentation._events import CircuitRejected, CircuitStateChanged
 from fluxus.instrumentation._hooks import emit, get_hooks
@@ -113,8 +119,9 @@ def _settings(
         and checked["slow_call_duration"] is None
     ):
         msg = (
-            "failure_threshold=None needs failure_rate or slow_call_duration: "
-            "with no rule the circuit would never open"
+            "failure_threshold must be an int >= 1 when failure_rate and "
+            "slow_call_duration are None (with no rule the circuit would "
+            "never open), got None"
         )
         raise ValueError(msg)
     return checked
@@ -217,6 +224,12 @@ class CircuitBreaker(Policy):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name)
+        not_bare(
+            failure_threshold,
+            "failure_threshold",
+            "an int",
+            "@fluxus.circuit_breaker()",
+        )
         self._settings = _settings(
             failure_threshold=failure_threshold,
             reset_timeout=reset_timeout,
@@ -671,19 +684,13 @@ class CircuitBreaker(Policy):
     ) -> Callable[..., Any]:
         function = qualified_name(func)
         watch = watch_for(observe)
+        if not self._listeners and self._slow_call_duration is not None:
+            return self._timed_sync(func, function, observe)
         if self._full_path():
-            call = self._call_sync
-
-            def full_wrapper(*args: Any, **kwargs: Any) -> Any:
-                if watch.observers:
-                    return observe(args, kwargs)  # type: ignore[misc]
-                return call(func, function, args, kwargs)
-
-            return full_wrapper
+            return self._full_sync(func, function, observe)
         store = self._store
         refusal = self._refusal
         announce = self._announce
-        succeed = self._record_success
         fail = self._record_failure
         calls = self._counters.calls
 
@@ -701,10 +708,83 @@ class CircuitBreaker(Policy):
             except BaseException as exc:
                 fail(token, exc, function)
                 raise
-            succeed(token, function)
+            # _record_success, inlined: no listeners on this path.
+            transition = store.succeed(token, function)
+            if transition is not None:
+                announce(transition, function, None)
             return result
 
         return breaker_wrapper
+
+    def _full_sync(
+        self, func: Callable[..., Any], function: str, observe: Observe | None
+    ) -> Callable[..., Any]:
+        """The sync wrapper of the full path (listeners)."""
+        watch = watch_for(observe)
+        call = self._call_sync
+
+        def full_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if watch.observers:
+                return observe(args, kwargs)  # type: ignore[misc]
+            return call(func, function, args, kwargs)
+
+        return full_wrapper
+
+    def _timed_sync(
+        self, func: Callable[..., Any], function: str, observe: Observe | None
+    ) -> Callable[..., Any]:
+        """The sync wrapper that tells slow calls apart (no listeners)."""
+        watch = watch_for(observe)
+        store = self._store
+        refusal = self._refusal
+        announce = self._announce
+        fail = self._record_failure
+        calls = self._counters.calls
+        clock = self._clock
+        limit = self._slow_call_duration
+        assert limit is not None  # noqa: S101 - only built with slow calls
+
+        def timed_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if watch.observers:
+                return observe(args, kwargs)  # type: ignore[misc]
+            next(calls)
+            token, retry_after, transition = store.admit(function)
+            if token is None:
+                raise refusal(retry_after, transition, function)
+            if transition is not None:
+                announce(transition, function, None)
+            started = clock()
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as exc:
+                fail(token, exc, function, slow=clock() - started >= limit)
+                raise
+            if clock() - started >= limit:
+                transition = store.succeed(token, function, slow=True)
+            else:
+                transition = store.succeed(token, function)
+            if transition is not None:
+                announce(transition, function, None)
+            return result
+
+        return timed_wrapper
+
+    def _full_async(
+        self,
+        func: Callable[..., Awaitable[Any]],
+        function: str,
+        observe: Observe | None,
+    ) -> Callable[..., Awaitable[Any]]:
+        """The async wrapper of the full path (listeners or slow calls)."""
+        watch = watch_for(observe)
+        call = self._call_async
+
+        async def full_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if watch.observers:
+                return await observe(args, kwargs)  # type: ignore[misc]
+            return await call(func, function, args, kwargs)
+
+        return full_wrapper
 
     def _wrap_async(
         self, func: Callable[..., Awaitable[Any]], observe: Observe | None
@@ -712,19 +792,11 @@ class CircuitBreaker(Policy):
         function = qualified_name(func)
         watch = watch_for(observe)
         if self._full_path():
-            call = self._call_async
-
-            async def full_wrapper(*args: Any, **kwargs: Any) -> Any:
-                if watch.observers:
-                    return await observe(args, kwargs)  # type: ignore[misc]
-                return await call(func, function, args, kwargs)
-
-            return full_wrapper
+            return self._full_async(func, function, observe)
         store = self._store
         run = self._gate(func).run_async
         refusal = self._refusal
         announce = self._announce
-        succeed = self._record_success
         fail = self._record_failure
         calls = self._counters.calls
 
@@ -745,7 +817,9 @@ class CircuitBreaker(Policy):
             except BaseException as exc:
                 fail(token, exc, function)
                 raise
-            succeed(token, function)
+            transition = store.succeed(token, function)
+            if transition is not None:
+                announce(transition, function, None)
             return result
 
         return breaker_wrapper

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fluxus._config import track
+from fluxus._extras import require
 from fluxus._redis import (
     PerLoop,
     async_client,
@@ -36,7 +37,13 @@ from fluxus._redis import (
     sync_client,
     url_password,
 )
-from fluxus._validate import Duration, non_empty_str, positive_seconds, to_seconds
+from fluxus._validate import (
+    Duration,
+    check_fail_open,
+    non_empty_str,
+    positive_seconds,
+    to_seconds,
+)
 
 from ._circuit import Circuit
 from ._redis_circuit import RedisCircuit
@@ -98,14 +105,10 @@ class CircuitRedisStorage:
         trial_timeout: Duration = 60.0,
         param: str = "target",
     ) -> None:
-        try:
-            import redis  # noqa: PLC0415
-            import redis.asyncio  # noqa: PLC0415
-        except ImportError as exc:  # pragma: no cover - redis is a test dependency
-            msg = "a Redis circuit storage needs the redis package: fluxus[redis]"
-            raise ImportError(msg) from exc
+        sync = require("redis", "redis", "a Redis circuit storage")
+        asyncio = require("redis.asyncio", "redis", "a Redis circuit storage")
         self.prefix: str = non_empty_str(prefix, "prefix")
-        self.fail_open: bool = bool(fail_open)
+        self.fail_open: bool = check_fail_open(fail_open)
         self.timeout: float = positive_seconds(timeout, "timeout")
         self.retry_interval: float = to_seconds(retry_interval, "retry_interval")
         self.trial_timeout: float = positive_seconds(trial_timeout, "trial_timeout")
@@ -122,9 +125,9 @@ class CircuitRedisStorage:
             self._secret = url_password(target)
             track(self)
             return
-        if isinstance(target, redis.Redis):
+        if isinstance(target, sync.Redis):
             self._sync = target
-        elif isinstance(target, redis.asyncio.Redis):
+        elif isinstance(target, asyncio.Redis):
             self._async = target
         else:
             msg = (

@@ -34,7 +34,13 @@ from typing import Any, ClassVar, NoReturn, Protocol
 from fluxus._config import MEMORY
 from fluxus._core import BULKHEAD, Policy, layers, qualified_name
 from fluxus._deadline import DEADLINE, HELD, Held, monotonic
-from fluxus._validate import positive_int, to_seconds
+from fluxus._validate import (
+    check_fail_open,
+    not_bare,
+    positive_int,
+    positive_seconds,
+    to_seconds,
+)
 from fluxus.exceptions import BulkheadFull
 from fluxus.instrumentation._events import BulkheadRejected
 from fluxus.instrumentation._hooks import emit
@@ -162,6 +168,7 @@ class Bulkhead(Policy):
             lease: See :func:`bulkhead`.
         """
         super().__init__(name)
+        not_bare(max_concurrent, "max_concurrent", "an int", "@fluxus.bulkhead(10)")
         self.max_concurrent: int = positive_int(max_concurrent, "max_concurrent")
         self.max_waiting: int = check_max_waiting(max_waiting)
         self.timeout: float | None = (
@@ -169,21 +176,18 @@ class Bulkhead(Policy):
         )
         if self.max_waiting and self.timeout == 0:
             msg = (
-                f"max_waiting={max_waiting!r} needs a timeout to wait: give "
-                "timeout > 0 seconds, or None to wait as long as the deadline allows"
+                f"timeout must be > 0 seconds or None with max_waiting={max_waiting!r} "
+                f"(how long a caller waits), got {timeout!r}"
             )
             raise ValueError(msg)
         if not self.max_waiting and self.timeout != 0:
             msg = (
-                f"timeout={timeout!r} is never waited with max_waiting=0: give "
-                "max_waiting > 0 callers a place to wait"
+                f"timeout must be 0 with max_waiting=0 (no caller waits; give "
+                f"max_waiting > 0 to let callers wait), got {timeout!r}"
             )
             raise ValueError(msg)
-        self.fail_open: bool = bool(fail_open)
-        self.lease: float = to_seconds(lease, "lease")
-        if self.lease <= 0:
-            msg = f"lease must be > 0 seconds, got {lease!r}"
-            raise ValueError(msg)
+        self.fail_open: bool = check_fail_open(fail_open)
+        self.lease: float = positive_seconds(lease, "lease")
         self._store: Compartment = self._make_store(storage)
         self._blocks: ContextVar[tuple[tuple[Any, ...], ...]] = ContextVar(
             f"fluxus_bulkhead_{next(self._ids)}", default=()

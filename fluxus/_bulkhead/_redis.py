@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import os
 import threading
 import time
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from fluxus._aio import asyncio_only, in_background, shielded
 from fluxus._config import track
+from fluxus._extras import require
 from fluxus._redis import (
     SCHEMES,
     PerLoop,
@@ -497,9 +497,5 @@ def redis_compartment(policy: Bulkhead, storage: object) -> RedisCompartment:
             f"unix:// URL, got {mask_password(storage)!r}"
         )
         raise ValueError(msg)
-    if (
-        importlib.util.find_spec("redis") is None
-    ):  # pragma: no cover - a test dependency
-        msg = "a bulkhead with Redis storage needs redis: pip install 'fluxus[redis]'"
-        raise ImportError(msg)
+    require("redis", "redis", "a bulkhead with Redis storage")
     return RedisCompartment(policy, storage)

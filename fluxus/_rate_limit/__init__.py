@@ -4,7 +4,10 @@
 - :mod:`._memory` and :mod:`._redis_store`: token buckets in this process or
   in Redis (the same arithmetic in one Lua script);
 - :mod:`._windows`: string rates counted by limits' window strategies;
-- :mod:`._policy`: the decorator, its admission decision and two drivers.
+- :mod:`._policy`: the decorator, its admission decision and two drivers;
+- :mod:`._hold`: the steps of one admission and the waits for a reserved slot;
+- :mod:`._names` and :mod:`._options`: storage keys, default names, checks;
+- :mod:`._stack_gate`: the limiter as ``fluxus.stack`` runs it.
 """
 
 from ._plan import check_storage

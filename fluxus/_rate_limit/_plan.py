@@ -7,7 +7,6 @@ it is counted in; the stores themselves are shared per process
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import threading
@@ -19,6 +18,7 @@ import limits
 import limits.storage
 import limits.util
 
+from fluxus._extras import require
 from fluxus._redis import mask_password, scheme_of
 from fluxus._validate import positive_int
 
@@ -134,8 +134,9 @@ def check_storage(storage: object, param: str = "storage") -> str:
 
     Raises:
         TypeError: If *storage* is not a string.
-        ValueError: If its scheme is unknown, or needs a package that is
-            not installed.
+        ValueError: If its scheme is unknown.
+        ImportError: If it is a Redis URL and redis is not installed (the
+            message names the extra).
     """
     if not isinstance(storage, str):
         msg = (
@@ -146,15 +147,16 @@ def check_storage(storage: object, param: str = "storage") -> str:
     if scheme not in _LIMITS_SCHEMES:
         known = ", ".join(sorted(_LIMITS_SCHEMES))
         msg = (
-            f"{param} has an unknown scheme {scheme!r} in {mask_password(storage)!r}; "
-            f"use one of {known} (async functions use the async storages "
-            "on their own)"
+            f"{param} must be a storage URI with a scheme limits knows ({known}; "
+            "async functions use the async storages on their own), got "
+            f"{mask_password(storage)!r}"
         )
         raise ValueError(msg)
-    if scheme in REDIS_SCHEMES and importlib.util.find_spec("redis") is None:
-        msg = (
-            f"{param} {mask_password(storage)!r} needs the redis package: "
-            "pip install 'fluxus[redis]'"
+    if scheme in REDIS_SCHEMES:
+        what = (
+            "a Redis rate limit storage"
+            if param == "storage"
+            else f"{param} {mask_password(storage)!r}"
         )
-        raise ValueError(msg)
+        require("redis", "redis", what)
     return storage

@@ -14,151 +14,112 @@ Which algorithm counts the calls depends on the limit's form:
   admitted call); ``strategy="token-bucket"`` turns each item ``N per P``
   into a bucket of ``N`` tokens refilled at ``N / P`` per second instead.
 
-The configuration lives in one immutable :class:`_Plan` swapped whole by
-:meth:`RateLimiter.set_limit` and :meth:`RateLimiter.set_burst`, so a call
-always sees one consistent limit. One small sync driver and one small async
-driver apply the storage's answer: go, wait for the reserved slot, wait and
-ask again (windows), or raise :class:`~fluxus.RateLimitExceeded` at once when
-the wait would outlast the caller's timeout or enclosing deadline.
+The policy is built in layers, one concept a module: :mod:`._configured`
+(the limit's plan and the storage it is counted in, outages included),
+:mod:`._drivers` (one admission decision, a sync and an async driver) and
+this module (the public controls: ``allow``, ``acquire``, block forms).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import itertools
-import math
-import threading
-import time
-import urllib.parse
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, ClassVar, Final, Literal, NoReturn
+from typing import Any, ClassVar
 
-import limits
-import limits.storage
-import limits.util
-
-from fluxus._aio import shielded
-from fluxus._config import CONFIG, default_storage
-from fluxus._core import RATE_LIMIT, Policy, qualified_name
-from fluxus._deadline import DEADLINE, effective_wait, remaining, wait_async, wait_sync
-from fluxus._gate import AdmitGate
+from fluxus._core import RATE_LIMIT, qualified_name
 from fluxus._lazy import Lazy
-from fluxus._redis import StorageHealth, mask_password, scheme_of, url_password
 from fluxus._validate import (
     Duration,
     check_callable,
     non_empty_str,
+    not_bare,
     optional_seconds,
 )
-from fluxus.exceptions import RateLimitExceeded
-from fluxus.instrumentation._events import (
-    RateLimited,
-    RateLimitStorageRecovered,
-    RateLimitStorageUnavailable,
-)
-from fluxus.instrumentation._hooks import emit
-from fluxus.instrumentation._observe import Observe, watch_for
 
-from ._fixed_window import MemoryFixedWindows
-from ._gcra import ADMITTED, Bucket, Reservation, StorageUnavailableError
+from ._drivers import _Drivers
+from ._gcra import StorageUnavailableError
 from ._memory import MemoryTokenBuckets
+from ._names import _ANONYMOUS, _own_name
+from ._options import (
+    _POLICY_TIMEOUT,
+    Cost,
+    FailOpen,
+    _UseDefault,
+    check_cost,
+    check_fail_open,
+)
 from ._plan import (
     DEFAULT_KEY_PREFIX,
-    DEFAULT_STRING_STRATEGY,
-    REDIS_SCHEMES,
     STRATEGIES,
-    TOKEN_BUCKET,
-    TOKEN_BUCKET_SCHEMES,
     Limit,
     _check_burst,
-    _parse_limit,
-    _Plan,
-    _shared_store,
     check_storage,
 )
-from ._queue import Ticket
-from ._redis_store import RedisTokenBuckets
-from ._windows import LimitsWindows
-
-#: Seconds an unreachable storage is left alone before it is tried again.
-STORAGE_RETRY_INTERVAL = 1.0
-
-#: ``fail_open="local"``: while the storage is down, count in this process.
-LOCAL: Final = "local"
-FailOpen = bool | Literal["local"]
-Cost = int | Callable[..., int]
+from ._stack_gate import RateLimitGate
 
 
-def escape(part: str) -> str:
-    """Return *part* as one unambiguous piece of a storage key.
+class RateLimiter(_Drivers):
+    """Admit at most so many calls per period.
 
-    ``:``, ``/`` and ``%`` (the separators and the escape itself) and every
-    character outside plain ASCII are percent-encoded as UTF-8, lone
-    surrogates included (``surrogatepass``: they cannot be mistaken for any
-    valid character's bytes). So no name and key pair spells another's key,
-    and every key is valid UTF-8 for Redis.
+    ``fluxus.rate_limit`` is this class: decorate functions with an instance,
+    or use it as a block (``with limiter:``) or through :meth:`acquire`.
+
+    Args:
+        limit: A rate in limits' notation (``"10/second"``,
+            ``"100 per minute; 10 per second"``: every part must admit the
+            call) or a number of calls per second.
+        burst: For a numeric limit, the token bucket's capacity: the bucket
+            starts full and refills continuously at the rate, one token per
+            call. By default the rate rounded up, at least 1.
+        timeout: How long a caller may wait for a permit: ``0`` fails fast,
+            ``None`` waits as long as needed (never past an enclosing
+            :func:`fluxus.timeout` deadline). When the wait would be longer,
+            :class:`~fluxus.RateLimitExceeded` is raised at once.
+        key: ``key(*args, **kwargs) -> str`` receives the call's arguments and
+            names the client; each client has its own budget.
+        name: Limiters with the same name and storage share one budget (in
+            Redis, across processes). Without it a limiter's budget is its
+            own: it is named after the first function it decorates
+            (``module.qualname``; ``module.qualname#2``, ``#3``, ... for the
+            next limiters without a name decorating a function of that name
+            in the process, numbered in the order they decorate, so that
+            processes running the same code agree), or ``<rate_limit #N>``
+            when it only serves blocks and :meth:`~RateLimiter.acquire`.
+            Names and keys are escaped in storage keys: no name and key
+            pair can reach another pair's budget.
+        storage: A limits storage URI: ``"memory://"`` (this process),
+            ``"redis://host:port/db"`` (every process using it), or any other
+            limits storage for string limits with a window strategy. Storage
+            I/O gives up after ``socket_timeout`` (0.5 s unless the URL's
+            query sets it). ``None`` (the default) is the default storage:
+            ``"memory://"``, unless a web integration was given
+            ``FLUXUS_STORAGE_URI``; it is looked up on the first call, when
+            the app's configuration is known. The storage is built on first
+            use and again in a forked child, which shares nothing with its
+            parent (in memory, a child starts with full buckets).
+        strategy: ``"token-bucket"`` (default for numbers; memory or Redis),
+            or one of limits' ``"fixed-window"`` (default for strings),
+            ``"sliding-window-counter"``, ``"moving-window"``.
+        fail_open: While the storage is unreachable, admit calls (``True``,
+            the default), reject them with ``retry_after`` 1 s (``False``),
+            or count them in this process at the configured limit
+            (``"local"``): each process then admits up to the limit on its
+            own, so N processes admit up to N times the limit between them
+            until the storage answers again. The storage is tried again
+            once a second.
+        key_prefix: The prefix of every storage key.
+        cost: The tokens a call takes: an int >= 1, or a callable receiving
+            the call's arguments and returning one. A cost above what the
+            limit admits at once (the burst; a string item's amount) is a
+            ``ValueError``.
+        clock: Monotonic seconds for an in-memory token bucket of its own
+            (tests use a fake clock); ``None`` shares the process's.
+
+    Raises:
+        TypeError: If a parameter has the wrong type.
+        ValueError: If *limit* cannot be parsed, *burst* or *timeout* is out
+            of range, or the storage scheme or strategy is unknown or unfit.
     """
-    if part.isascii() and ":" not in part and "/" not in part and "%" not in part:
-        return part
-    return urllib.parse.quote(part, safe="", errors="surrogatepass")
-
-
-_NAMES_LOCK = threading.Lock()
-_NAMES: dict[str, int] = {}
-_ANONYMOUS = itertools.count(1)
-
-
-def _own_name(default: str) -> str:
-    """Return *default*, or ``default#N`` for its N-th limiter in this process.
-
-    Limiters built without ``name=`` never share a budget: the first one
-    bound to a function is named after it, the next ones decorating a
-    function of the same name (a factory's, instances of one callable
-    class) get ``#2``, ``#3``, ... in the order they are bound, the same in
-    every process running the same code.
-    """
-    with _NAMES_LOCK:
-        seen = _NAMES[default] = _NAMES.get(default, 0) + 1
-    return default if seen == 1 else f"{default}#{seen}"
-
-
-def check_fail_open(fail_open: object) -> FailOpen:
-    """Return *fail_open* if it is ``True``, ``False`` or ``"local"``."""
-    if isinstance(fail_open, bool):
-        return fail_open
-    if fail_open == LOCAL:
-        return LOCAL
-    msg = f"fail_open must be True, False or 'local', got {fail_open!r}"
-    raise ValueError(msg)
-
-
-def check_cost(cost: object, param: str = "cost") -> Cost:
-    """Return *cost* if it is an int >= 1 or a callable."""
-    if callable(cost):
-        return cost
-    if isinstance(cost, bool) or not isinstance(cost, int):
-        msg = f"{param} must be an int >= 1 or a callable returning one, got {cost!r}"
-        raise TypeError(msg)
-    if cost < 1:
-        msg = f"{param} must be at least 1 token, got {cost!r}"
-        raise ValueError(msg)
-    return cost
-
-
-class _UseDefault:
-    """The default of ``acquire(timeout=...)``: the policy's own timeout."""
-
-    def __repr__(self) -> str:
-        return "<the policy's timeout>"
-
-
-_POLICY_TIMEOUT: Final = _UseDefault()
-
-
-class RateLimiter(Policy):
-    """Admit at most so many calls per period; see :func:`rate_limit`."""
 
     _kind: ClassVar[str] = "rate_limit"
     _rank: ClassVar[int] = RATE_LIMIT
@@ -179,23 +140,14 @@ class RateLimiter(Policy):
         cost: Cost = 1,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        """Build the policy; see :func:`rate_limit` for the parameters.
-
-        Args:
-            limit: See :func:`rate_limit`.
-            burst: See :func:`rate_limit`.
-            timeout: See :func:`rate_limit`.
-            key: See :func:`rate_limit`.
-            name: See :func:`rate_limit`.
-            storage: See :func:`rate_limit`.
-            strategy: See :func:`rate_limit`.
-            fail_open: See :func:`rate_limit`.
-            key_prefix: See :func:`rate_limit`.
-            cost: See :func:`rate_limit`.
-            clock: Monotonic seconds for an in-memory token bucket of its
-                own (tests use a fake clock); ``None`` shares the process's.
-        """
+        """Build the policy; the parameters are described on the class."""
         super().__init__(name)
+        not_bare(
+            limit,
+            "limit",
+            "a rate string such as '10/second' or a number of calls per second",
+            "@fluxus.rate_limit('10/second')",
+        )
         check_callable(key, "key")
         if strategy is not None and strategy not in STRATEGIES:
             choices = ", ".join(STRATEGIES)
@@ -227,228 +179,6 @@ class RateLimiter(Policy):
         self._plan = self._make_plan(limit, _check_burst(burst))
         if isinstance(self._cost, int):
             self._check_cost_fits(self._plan, self._cost)
-
-    @property
-    def name(self) -> str:
-        """The policy's name: given, or its own (see :func:`rate_limit`)."""
-        return self._name or self._anonymous or super().name
-
-    # -- configuration --------------------------------------------------
-
-    @property
-    def limit(self) -> Limit:
-        """The limit, as given."""
-        return self._plan.limit
-
-    @property
-    def burst(self) -> int | None:
-        """The bucket's capacity for a numeric limit, else ``None``."""
-        return self._plan.burst
-
-    @property
-    def strategy(self) -> str:
-        """The algorithm counting calls: ``token-bucket`` or a limits window."""
-        return self._plan.strategy
-
-    @property
-    def storage(self) -> str:
-        """The storage URI, its password masked.
-
-        Without ``storage=``, the default storage (``"memory://"`` unless a
-        web integration set ``FLUXUS_STORAGE_URI``).
-        """
-        return mask_password(self._uri.value or self._given or default_storage())
-
-    def set_limit(self, limit: Limit) -> None:
-        """Replace the limit; same forms as ``limit`` in :func:`rate_limit`.
-
-        A burst set for a numeric limit is kept when the new limit is numeric.
-        A token bucket keeps the tokens it holds (at most the new burst):
-        a new limit never hands out a fresh full bucket (a full one stays
-        full, as an unused key's would). Each key's bucket is
-        converted at its next call, as it stood at the change (several
-        changes between two calls of a key count as the last one).
-
-        Raises:
-            TypeError: If *limit* is neither a number nor a string.
-            ValueError: If *limit* cannot be parsed or does not fit the strategy.
-        """
-        burst = self._plan.burst if self._plan.explicit_burst else None
-        if isinstance(limit, str):
-            burst = None
-        plan = self._make_plan(limit, burst)
-        if isinstance(self._cost, int):
-            self._check_cost_fits(plan, self._cost)
-        self._plan = plan
-
-    def set_burst(self, burst: int) -> None:
-        """Replace the token bucket's capacity (numeric limits only).
-
-        The bucket keeps the tokens it holds, at most the new capacity.
-
-        Raises:
-            TypeError: If *burst* is not an int.
-            ValueError: If *burst* is below 1, or the limit is not numeric.
-        """
-        plan = self._make_plan(self._plan.limit, _check_burst(burst))
-        if isinstance(self._cost, int):
-            self._check_cost_fits(plan, self._cost)
-        self._plan = plan
-
-    def _check_cost_fits(self, plan: _Plan, cost: int) -> None:
-        """Raise ValueError if *cost* tokens can never be admitted under *plan*."""
-        most = min([b.capacity for b in plan.buckets] + [i.amount for i in plan.items])
-        if cost > most:
-            msg = (
-                f"cost={cost!r} exceeds what rate limit {self.name!r} can ever "
-                f"admit at once ({most} tokens with limit={plan.limit!r}, "
-                f"burst={plan.burst!r})"
-            )
-            raise ValueError(msg)
-
-    def _make_plan(self, limit: Limit, burst: int | None) -> _Plan:
-        rate, items = _parse_limit(limit)
-        strategy = self._strategy or (
-            TOKEN_BUCKET if rate is not None else DEFAULT_STRING_STRATEGY
-        )
-        if burst is not None and (rate is None or strategy != TOKEN_BUCKET):
-            msg = (
-                f"burst applies to a numeric limit with the token bucket, not to "
-                f"limit={limit!r} with strategy={strategy!r}; got burst={burst!r}"
-            )
-            raise ValueError(msg)
-        if strategy == TOKEN_BUCKET:
-            return self._token_bucket_plan(limit, rate, items, burst)
-        if rate is not None:
-            if rate != int(rate):
-                msg = (
-                    f"strategy={strategy!r} counts whole calls per second; "
-                    f"limit={limit!r} needs strategy='token-bucket' or a string"
-                )
-                raise ValueError(msg)
-            items = [limits.RateLimitItemPerSecond(int(rate))]
-        return self._attach(
-            _Plan(limit=limit, burst=None, strategy=strategy, items=tuple(items)),
-            self._uri.value,
-        )
-
-    def _token_bucket_plan(
-        self,
-        limit: Limit,
-        rate: float | None,
-        items: list[limits.RateLimitItem],
-        burst: int | None,
-    ) -> _Plan:
-        since = self._store_now()
-        if rate is not None:
-            capacity = burst if burst is not None else max(1, math.ceil(rate))
-            buckets: tuple[Bucket, ...] = (Bucket(1.0 / rate, capacity, since),)
-        else:
-            buckets = tuple(
-                Bucket(item.get_expiry() / item.amount, item.amount, since)
-                for item in items
-            )
-        if buckets == self._plan_buckets():
-            buckets = self._plan_buckets()  # the same limit again: no change
-        return self._attach(
-            _Plan(
-                limit=limit,
-                burst=buckets[0].capacity if rate is not None else None,
-                explicit_burst=burst is not None,
-                strategy=TOKEN_BUCKET,
-                buckets=buckets,
-            ),
-            self._uri.value,
-        )
-
-    def _plan_buckets(self) -> tuple[Bucket, ...]:
-        plan = getattr(self, "_plan", None)
-        return () if plan is None else plan.buckets
-
-    def _store_now(self) -> float:
-        """Return the time on the store's clock (``-inf`` before it is built)."""
-        if not self._scheme:
-            return -math.inf
-        if self._scheme == "memory":
-            return (self._clock or time.monotonic)()
-        return time.time()  # Redis's clock: Unix time
-
-    # -- the storage, built on first use ------------------------------------
-
-    def _check_fits(self, plan: _Plan, uri: str) -> None:
-        """Raise ValueError unless a token bucket's storage can hold one."""
-        if plan.strategy == TOKEN_BUCKET and scheme_of(uri) not in TOKEN_BUCKET_SCHEMES:
-            source = "storage" if self._given else "the default storage"
-            msg = (
-                f"strategy='token-bucket' needs storage 'memory://' or a Redis URL "
-                f"({', '.join(sorted(REDIS_SCHEMES))}), got {source} "
-                f"{mask_password(uri)!r}; use a string limit with a window "
-                "strategy for other storages"
-            )
-            raise ValueError(msg)
-
-    def _attach(self, plan: _Plan, uri: str | None) -> _Plan:
-        """Return *plan* with the store of *uri*, or none until first use."""
-        if uri is None:
-            if self._given is not None:
-                self._check_fits(plan, self._given)
-            return dataclasses.replace(plan, store=None, io=True)
-        self._check_fits(plan, uri)
-        store: Any
-        if plan.strategy == "fixed-window" and self._scheme == "memory":
-            store = _shared_store(("fixed-window", uri), MemoryFixedWindows)
-        elif plan.strategy != TOKEN_BUCKET:
-            strategy, prefix = plan.strategy, self.key_prefix
-            store = _shared_store(
-                (strategy, uri, prefix), lambda: LimitsWindows(uri, strategy, prefix)
-            )
-        elif self._scheme != "memory":
-            store = _shared_store((TOKEN_BUCKET, uri), lambda: RedisTokenBuckets(uri))
-        elif self._clock is not None:
-            if self._own_store is None:
-                self._own_store = MemoryTokenBuckets(self._clock)
-            store = self._own_store
-        else:
-            store = _shared_store((TOKEN_BUCKET, uri), MemoryTokenBuckets)
-        return dataclasses.replace(plan, store=store, io=self._scheme != "memory")
-
-    def _build_storage(self) -> str:
-        """Build the store on first use; return the storage URI.
-
-        Raises:
-            ValueError: If the default storage cannot hold this limiter's
-                token bucket.
-        """
-        uri = self._given or default_storage()
-        self._check_fits(self._plan, uri)
-        self._scheme = scheme_of(uri)
-        self._health = self._new_health(uri)
-        self._plan = self._attach(self._plan, uri)
-        return uri
-
-    def _drop_store(self) -> None:
-        self._scheme = ""
-        self._own_store = None
-        self._health = self._new_health(None)
-        self._plan = dataclasses.replace(self._plan, store=None, io=True)
-
-    def _resolve(self) -> _Plan:
-        """Return the plan, its store built."""
-        self._uri.get()
-        return self._plan
-
-    def _new_health(self, uri: str | None) -> StorageHealth:
-        # The retry interval is read here, so tests can shorten it.
-        return StorageHealth(
-            fail_open=self.fail_open is not False,
-            retry_interval=STORAGE_RETRY_INTERVAL,
-            on_down=self._storage_down,
-            on_up=self._storage_up,
-            secret=None if uri is None else url_password(uri),
-            every_failure=True,
-        )
-
-    # -- public controls ------------------------------------------------
 
     def allow(self, key: str | None = None, cost: int = 1) -> bool:
         """Return whether a call would be admitted now, consuming nothing.
@@ -482,22 +212,6 @@ class RateLimiter(Policy):
         except StorageUnavailableError as exc:
             return self._unreachable_peek(exc, plan, key or "", cost)
         return self._peeked(wait)
-
-    def _resting_peek(self, plan: _Plan, key: str, cost: int) -> bool:
-        if self.fail_open == LOCAL:
-            store = self._local_store(plan)
-            return bool(store.peek(self._store_key(plan, key), plan.spec, cost) <= 0)
-        return bool(self.fail_open)
-
-    def _unreachable_peek(
-        self, exc: StorageUnavailableError, plan: _Plan, key: str, cost: int
-    ) -> bool:
-        self._health.failed(exc.__cause__ or exc, self.name)
-        return self._resting_peek(plan, key, cost)
-
-    def _peeked(self, wait: float) -> bool:
-        self._health.answered(self.name)
-        return bool(wait <= 0)
 
     def acquire(
         self,
@@ -586,474 +300,15 @@ class RateLimiter(Policy):
             self._check_cost_fits(self._plan, checked)
         return checked
 
-    def _call_cost(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-        cost = self._cost
-        if isinstance(cost, int):
-            return cost
-        value = cost(*args, **kwargs)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            msg = (
-                f"the cost function of rate limit {self.name!r} must return an "
-                f"int >= 1, got {value!r}"
-            )
-            raise ValueError(msg)
-        self._check_cost_fits(self._plan, value)
-        return value
-
-    # -- decisions shared by both drivers ---------------------------------
-
     def _bind(self, func: Callable[..., Any]) -> None:
         if self._name is None:
             self._name = _own_name(qualified_name(func))
         self._set_key_heads()
 
-    def _set_key_heads(self) -> None:
-        # Built once: the name is fixed by the first decorated function.
-        name = escape(self.name)
-        self._bucket_head = f"{self.key_prefix}:{name}:"
-        self._window_head = f"{name}/"
-
-    def _store_key(self, plan: _Plan, key: str) -> str:
-        head = self._bucket_head if plan.buckets else self._window_head
-        return head + escape(key) if key else head
-
-    def _call_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        assert self._key is not None  # noqa: S101 - only called when there is one
-        value = self._key(*args, **kwargs)
-        if not isinstance(value, str):
-            msg = (
-                f"the key function of rate limit {self.name!r} must return a str, "
-                f"got {value!r}"
-            )
-            raise TypeError(msg)
-        return value
-
-    @staticmethod
-    def _budget(timeout: float | None) -> float:
-        """Return how long a caller may wait: its timeout, its deadline."""
-        budget = math.inf if timeout is None else timeout
-        if DEADLINE.get() is not None and not CONFIG.testing.active:
-            budget = min(budget, remaining() or 0.0)
-        return budget
-
-    def _reject(self, function: str, wait: float, timeout: float | None) -> NoReturn:
-        next(self._counters.rejections)
-        emit(
-            RateLimited(
-                policy=self.name, function=function, retry_after=wait, timeout=timeout
-            )
-        )
-        raise RateLimitExceeded(self.name, wait)
-
-    def _local_store(self, plan: _Plan) -> Any:
-        """Return the in-process store counting calls while the storage is down."""
-        local = self._local
-        if local is None or local[0] is not bool(plan.buckets):
-            store = (
-                MemoryTokenBuckets()
-                if plan.buckets
-                else LimitsWindows("memory://", plan.strategy, self.key_prefix)
-            )
-            local = self._local = (bool(plan.buckets), store)
-        return local[1]
-
-    def _resting_answer(
-        self, plan: _Plan, key: str, budget: float, cost: int
-    ) -> Reservation:
-        if self.fail_open == LOCAL:
-            store = self._local_store(plan)
-            answer: Reservation = store.take(
-                self._store_key(plan, key), plan.spec, budget, cost
-            )
-            return answer
-        if self.fail_open:
-            return ADMITTED
-        return Reservation(admitted=False, wait=self._health.retry_interval)
-
-    def _storage_down(self, function: str, error_type: str, message: str) -> None:
-        emit(
-            RateLimitStorageUnavailable(
-                policy=self.name,
-                function=function,
-                storage=self.storage,
-                fail_open=self.fail_open is not False,
-                error_type=error_type,
-                error_message=message,
-            )
-        )
-
-    def _storage_up(self, function: str) -> None:
-        emit(
-            RateLimitStorageRecovered(
-                policy=self.name, function=function, storage=self.storage
-            )
-        )
-
-    def _unreachable(
-        self,
-        exc: StorageUnavailableError,
-        function: str,
-        *,
-        plan: _Plan,
-        key: str,
-        budget: float,
-        cost: int,
-    ) -> Reservation:
-        self._health.failed(exc.__cause__ or exc, function)
-        return self._resting_answer(plan, key, budget, cost)
-
-    def _waiting(
-        self, answer: Reservation, budget: float, timeout: float | None, function: str
-    ) -> Generator[_Step, Reservation | None, None]:
-        """Decide what a caller refused or told to wait does, step by step.
-
-        The sync and the async driver run this one decision: it yields
-        ``("take", budget)`` (the driver answers with the storage's
-        :class:`Reservation`), ``("wait", seconds)`` and ``("hold",
-        answer)``: wait for the reserved slot, giving it back (wherever it
-        stands in the queue) should the wait be cancelled.
-        """
-        until = time.monotonic() + budget
-        while not answer.admitted:
-            if answer.wait > budget:
-                self._reject(function, answer.wait, timeout)
-            if not effective_wait(answer.wait):
-                return  # testing mode: the window would have reset by now
-            yield _WAIT, answer.wait
-            budget = max(0.0, until - time.monotonic())
-            taken = yield _TAKE, budget
-            assert taken is not None  # noqa: S101 - the drivers answer takes
-            answer = taken
-        if answer.token is not None:
-            yield _HOLD, answer
-
-    # -- the sync driver --------------------------------------------------
-
-    def _take(
-        self, plan: _Plan, key: str, budget: float, function: str, cost: int
-    ) -> Reservation:
-        health = self._health
-        if health.down_until is not None and health.resting():
-            return self._resting_answer(plan, key, budget, cost)
-        try:
-            answer: Reservation = plan.store.take(
-                self._store_key(plan, key), plan.spec, budget, cost
-            )
-        except StorageUnavailableError as exc:
-            return self._unreachable(
-                exc, function, plan=plan, key=key, budget=budget, cost=cost
-            )
-        if health.down_until is not None:
-            health.answered(function)
-        return answer
-
-    def _admit(
-        self, key: str, timeout: float | None, function: str, cost: int = 1
-    ) -> None:
-        """Return once the call holds a permit, or raise RateLimitExceeded."""
-        next(self._counters.calls)  # here, so that fluxus.stack counts too
-        plan = self._plan
-        if plan.store is None:
-            plan = self._resolve()
-        if DEADLINE.get() is None:  # the usual case, spared a call
-            budget = math.inf if timeout is None else timeout
-        else:
-            budget = self._budget(timeout)
-        answer = self._take(plan, key, budget, function, cost)
-        if answer is ADMITTED:
-            return
-        steps = self._waiting(answer, budget, timeout, function)
-        step = next(steps, None)
-        while step is not None:
-            kind, value = step
-            reply = None
-            if kind is _TAKE:
-                reply = self._take(plan, key, value, function, cost)
-            elif kind is _WAIT:
-                wait_sync(value)
-            else:
-                _hold(value)
-            step = _send(steps, reply)
-
     def _gate(self, func: Callable[..., Any]) -> RateLimitGate:
         return RateLimitGate(self, qualified_name(func))
 
-    def _wrap_sync(
-        self, func: Callable[..., Any], observe: Observe | None
-    ) -> Callable[..., Any]:
-        function = qualified_name(func)
-        watch = watch_for(observe)
-        admit = self._admit
-        call_key = self._call_key if self._key is not None else None
-        call_cost = self._call_cost if not isinstance(self._cost, int) else None
-        cost = self._cost if isinstance(self._cost, int) else 1
 
-        def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if watch.observers:
-                return observe(args, kwargs)  # type: ignore[misc]
-            admit(
-                call_key(args, kwargs) if call_key else "",
-                self.timeout,
-                function,
-                call_cost(args, kwargs) if call_cost else cost,
-            )
-            return func(*args, **kwargs)
-
-        return rate_limit_wrapper
-
-    # -- the async driver -------------------------------------------------
-
-    async def _take_async(
-        self, plan: _Plan, key: str, budget: float, function: str, cost: int
-    ) -> Reservation:
-        if not plan.io:
-            return self._take(plan, key, budget, function, cost)
-        if self._health.resting():
-            return self._resting_answer(plan, key, budget, cost)
-        try:
-            answer: Reservation = await plan.store.take_async(
-                self._store_key(plan, key), plan.spec, budget, cost
-            )
-        except StorageUnavailableError as exc:
-            return self._unreachable(
-                exc, function, plan=plan, key=key, budget=budget, cost=cost
-            )
-        self._health.answered(function)
-        return answer
-
-    async def _admit_async(
-        self,
-        key: str,
-        timeout: float | None,  # noqa: ASYNC109 - a wait budget, not an I/O timeout
-        function: str,
-        cost: int = 1,
-    ) -> None:
-        """Return once the call holds a permit, or raise RateLimitExceeded."""
-        next(self._counters.calls)  # here, so that fluxus.stack counts too
-        plan = self._plan
-        if plan.store is None:
-            plan = self._resolve()
-        budget = self._budget(timeout)
-        answer = await self._take_async(plan, key, budget, function, cost)
-        if answer is ADMITTED:
-            return
-        steps = self._waiting(answer, budget, timeout, function)
-        step = next(steps, None)
-        while step is not None:
-            kind, value = step
-            reply = None
-            if kind is _TAKE:
-                reply = await self._take_async(plan, key, value, function, cost)
-            elif kind is _WAIT:
-                await wait_async(value)
-            else:
-                await _hold_async(value)
-            step = _send(steps, reply)
-
-    def _wrap_async(
-        self, func: Callable[..., Awaitable[Any]], observe: Observe | None
-    ) -> Callable[..., Awaitable[Any]]:
-        function = qualified_name(func)
-        watch = watch_for(observe)
-        admit = self._admit_async
-        call_key = self._call_key if self._key is not None else None
-        call_cost = self._call_cost if not isinstance(self._cost, int) else None
-        cost = self._cost if isinstance(self._cost, int) else 1
-
-        async def rate_limit_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if watch.observers:
-                return await observe(args, kwargs)  # type: ignore[misc]
-            await admit(
-                call_key(args, kwargs) if call_key else "",
-                self.timeout,
-                function,
-                call_cost(args, kwargs) if call_cost else cost,
-            )
-            return await func(*args, **kwargs)
-
-        return rate_limit_wrapper
-
-
-def _ticket_wait(ticket: Ticket, seconds: float) -> bool:
-    """Block until *ticket* is due; ``True`` if woken early (it moved forward)."""
-    return ticket.wait(min(seconds, threading.TIMEOUT_MAX))
-
-
-async def _ticket_wait_async(ticket: Ticket, seconds: float) -> bool:
-    """Sleep until *ticket* is due; ``True`` if woken early (it moved forward)."""
-    return await ticket.wait_async(seconds)
-
-
-def _hold(answer: Reservation) -> None:
-    """Wait for a reserved slot; give it back if the wait is interrupted.
-
-    A waiter woken early (a waiter ahead of it gave its slot back) sleeps
-    again for what is left of its shortened wait.
-    """
-    ticket: Ticket = answer.token  # type: ignore[assignment]
-    store: Any = answer.origin
-    try:
-        left = answer.wait
-        while effective_wait(left) > 0 and _ticket_wait(ticket, left):
-            left = ticket.left()
-    except BaseException:
-        with contextlib.suppress(StorageUnavailableError):
-            store.refund(ticket)
-        raise
-    store.admitted(ticket)
-
-
-async def _hold_async(answer: Reservation) -> None:
-    """Sleep until a reserved slot is due; give it back if cancelled."""
-    ticket: Ticket = answer.token  # type: ignore[assignment]
-    store: Any = answer.origin
-    try:
-        left = answer.wait
-        if left <= 0:
-            # Due now, behind waiters whose slots came earlier: its timer
-            # fires after theirs, so the loop admits them first.
-            await _ticket_wait_async(ticket, 0.0)
-        while effective_wait(left) > 0 and await _ticket_wait_async(ticket, left):
-            left = ticket.left()
-        if CONFIG.testing.active:
-            await wait_async(0)  # still a point where the caller can be cancelled
-    except BaseException:
-        with contextlib.suppress(StorageUnavailableError):
-            await shielded(store.refund_async(ticket))
-        raise
-    store.admitted(ticket)
-
-
-class RateLimitGate(AdmitGate):
-    """The limiter's gate for one function, as ``fluxus.stack`` runs it."""
-
-    __slots__ = ("_call_key", "_function", "_limiter")
-
-    def __init__(self, limiter: RateLimiter, function: str) -> None:
-        self._limiter = limiter
-        self._function = function
-        has_key = limiter._key is not None  # noqa: SLF001 - its own module
-        self._call_key = limiter._call_key if has_key else None  # noqa: SLF001
-
-    def admit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Return once the call holds a permit, or raise RateLimitExceeded."""
-        limiter, call_key = self._limiter, self._call_key
-        limiter._admit(  # noqa: SLF001 - its own module
-            call_key(args, kwargs) if call_key else "",
-            limiter.timeout,
-            self._function,
-            limiter._call_cost(args, kwargs),  # noqa: SLF001
-        )
-
-    async def admit_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Same as :meth:`admit`, without blocking the event loop."""
-        limiter, call_key = self._limiter, self._call_key
-        await limiter._admit_async(  # noqa: SLF001 - its own module
-            call_key(args, kwargs) if call_key else "",
-            limiter.timeout,
-            self._function,
-            limiter._call_cost(args, kwargs),  # noqa: SLF001
-        )
-
-
-_TAKE: Final = "take"
-_WAIT: Final = "wait"
-_HOLD: Final = "hold"
-#: One step of :meth:`RateLimiter._waiting`: what to do, and with what.
-_Step = tuple[str, Any]
-
-
-def _send(
-    steps: Generator[_Step, Reservation | None, None], reply: Reservation | None
-) -> _Step | None:
-    """Answer the current step; return the next one, ``None`` at the end."""
-    try:
-        return steps.send(reply)
-    except StopIteration:
-        return None
-
-
-def rate_limit(
-    limit: Limit,
-    *,
-    burst: int | None = None,
-    timeout: Duration | None = 0.0,
-    key: Callable[..., str] | None = None,
-    name: str | None = None,
-    storage: str | None = None,
-    strategy: str | None = None,
-    fail_open: FailOpen = True,
-    key_prefix: str = DEFAULT_KEY_PREFIX,
-    cost: Cost = 1,
-) -> RateLimiter:
-    """Return a policy that admits at most so many calls per period.
-
-    Args:
-        limit: A rate in limits' notation (``"10/second"``,
-            ``"100 per minute; 10 per second"``: every part must admit the
-            call) or a number of calls per second.
-        burst: For a numeric limit, the token bucket's capacity: the bucket
-            starts full and refills continuously at the rate, one token per
-            call. By default the rate rounded up, at least 1.
-        timeout: How long a caller may wait for a permit: ``0`` fails fast,
-            ``None`` waits as long as needed (never past an enclosing
-            :func:`fluxus.timeout` deadline). When the wait would be longer,
-            :class:`~fluxus.RateLimitExceeded` is raised at once.
-        key: ``key(*args, **kwargs) -> str`` receives the call's arguments and
-            names the client; each client has its own budget.
-        name: Limiters with the same name and storage share one budget (in
-            Redis, across processes). Without it a limiter's budget is its
-            own: it is named after the first function it decorates
-            (``module.qualname``; ``module.qualname#2``, ``#3``, ... for the
-            next limiters without a name decorating a function of that name
-            in the process, numbered in the order they decorate, so that
-            processes running the same code agree), or ``<rate_limit #N>``
-            when it only serves blocks and :meth:`~RateLimiter.acquire`.
-            Names and keys are escaped in storage keys: no name and key
-            pair can reach another pair's budget.
-        storage: A limits storage URI: ``"memory://"`` (this process),
-            ``"redis://host:port/db"`` (every process using it), or any other
-            limits storage for string limits with a window strategy. Storage
-            I/O gives up after ``socket_timeout`` (0.5 s unless the URL's
-            query sets it). ``None`` (the default) is the default storage:
-            ``"memory://"``, unless a web integration was given
-            ``FLUXUS_STORAGE_URI``; it is looked up on the first call, when
-            the app's configuration is known. The storage is built on first
-            use and again in a forked child, which shares nothing with its
-            parent (in memory, a child starts with full buckets).
-        strategy: ``"token-bucket"`` (default for numbers; memory or Redis),
-            or one of limits' ``"fixed-window"`` (default for strings),
-            ``"sliding-window-counter"``, ``"moving-window"``.
-        fail_open: While the storage is unreachable, admit calls (``True``,
-            the default), reject them with ``retry_after`` 1 s (``False``),
-            or count them in this process at the configured limit
-            (``"local"``): each process then admits up to the limit on its
-            own, so N processes admit up to N times the limit between them
-            until the storage answers again. The storage is tried again
-            once a second.
-        key_prefix: The prefix of every storage key.
-        cost: The tokens a call takes: an int >= 1, or a callable receiving
-            the call's arguments and returning one. A cost above what the
-            limit admits at once (the burst; a string item's amount) is a
-            ``ValueError``.
-
-    Returns:
-        A :class:`RateLimiter` policy; decorate functions with it.
-
-    Raises:
-        TypeError: If a parameter has the wrong type.
-        ValueError: If *limit* cannot be parsed, *burst* or *timeout* is out
-            of range, or the storage scheme or strategy is unknown or unfit.
-    """
-    return RateLimiter(
-        limit,
-        burst=burst,
-        timeout=timeout,
-        key=key,
-        name=name,
-        storage=storage,
-        strategy=strategy,
-        fail_open=fail_open,
-        key_prefix=key_prefix,
-        cost=cost,
-    )
+#: The factory is the class itself: ``fluxus.rate_limit(...)`` builds a
+#: :class:`RateLimiter`, so the two can never disagree on a parameter.
+rate_limit = RateLimiter

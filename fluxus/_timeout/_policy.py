@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from types import TracebackType
 from typing import Any, ClassVar, Literal
 
-from fluxus._core import TIMEOUT, Policy, check_callable, positive_int, to_seconds
+from fluxus._core import TIMEOUT, Policy, check_callable, positive_int
+from fluxus._validate import SECONDS as _SECONDS
+from fluxus._validate import not_bare, positive_seconds
 from fluxus.exceptions import DeadlineExceeded
 
 from . import _strategies
+from ._block import Blocks
 from ._pool import Bound
 from ._verdicts import Verdicts
 
@@ -35,10 +40,8 @@ class Timeout(Policy):
         name: str | None = None,
     ) -> None:
         super().__init__(name)
-        budget = to_seconds(seconds, "seconds")
-        if budget <= 0:
-            msg = f"seconds must be > 0, got {seconds!r}"
-            raise ValueError(msg)
+        not_bare(seconds, "seconds", _SECONDS, "@fluxus.timeout(5)")
+        budget = positive_seconds(seconds, "seconds")
         if strategy not in STRATEGIES:
             choices = ", ".join(map(repr, STRATEGIES))
             msg = f"strategy must be one of {choices}, got {strategy!r}"
@@ -54,9 +57,58 @@ class Timeout(Policy):
         self._on_timeout = on_timeout
         self._verdicts = Verdicts(budget, on_timeout, self._counters, self._own_name)
         self._bound = Bound(max_threads)
+        self._blocks = Blocks(self, self._verdicts, strategy)
 
     def _own_name(self) -> str:
         return self.name
+
+    # -- block forms ------------------------------------------------------
+
+    def __enter__(self) -> None:
+        """Publish the deadline for the block (``with policy:``).
+
+        On exit, a block that ran to or past its deadline raises
+        :class:`~fluxus.DeadlineExceeded` (a failure it raised late becomes
+        the cause). Every strategy runs a block in the caller's thread:
+        ``"thread"`` and ``"cooperative"`` judge it on exit, ``"signal"``
+        (main thread only) also interrupts it at the deadline. Events,
+        :attr:`stats` and observers see a block as a decorated call of the
+        function the block is written in.
+
+        Raises:
+            DeadlineExceeded: If an enclosing deadline has passed already.
+            ValueError: With ``"signal"`` outside the main thread.
+        """
+        self._blocks.enter(sys._getframe(1))  # noqa: SLF001 - the block's frame
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Raise :class:`~fluxus.DeadlineExceeded` if the block ended late."""
+        self._blocks.exit(error)
+
+    async def __aenter__(self) -> None:
+        """Cancel the block at the deadline (``async with policy:``).
+
+        The block is cancelled as a decorated ``async def`` call is (with
+        :func:`asyncio.timeout`, or a cancel scope under trio) and
+        :class:`~fluxus.DeadlineExceeded` leaves it; with ``"cooperative"``
+        the deadline is only published and the block judged on exit.
+        """
+        cooperative = self.strategy == "cooperative"
+        await self._blocks.aenter(sys._getframe(1), cooperative)  # noqa: SLF001
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        """Raise :class:`~fluxus.DeadlineExceeded` if the deadline cut the block."""
+        return await self._blocks.aexit(kind, error, traceback)
 
     def _wrap_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         if self.strategy == "cooperative":

@@ -132,8 +132,9 @@ def check_storage_uri(value: object, param: str) -> str:
 
     Raises:
         TypeError: If *value* is not a string.
-        ValueError: If it has no ``scheme://`` part, an unknown scheme, or
-            needs a package that is not installed.
+        ValueError: If it has no ``scheme://`` part or an unknown scheme.
+        ImportError: If it is a Redis URL and redis is not installed (the
+            message names the extra).
     """
     if not isinstance(value, str):
         msg = f"{param} must be a storage URI string such as 'memory://', got {value!r}"

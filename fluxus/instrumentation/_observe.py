@@ -275,3 +275,26 @@ def attempts_async(
         return result
 
     return attempt
+
+
+# Block forms (``with policy:``, ``for attempt in policy.attempts():``): the
+# same calls to the observers as a decorated call's, made on entry and exit.
+
+
+def block_started(policy: Policy, function: str, attempt: int = 0) -> Any:
+    """Tell the observers a block starts; return what :func:`block_ended` needs.
+
+    *attempt* 0 is the block a policy protects (told to every observer);
+    1, 2, ... a retried block's attempts (told to those that ask for them).
+    Returns ``None`` when nobody listens.
+    """
+    observers = WATCH.attempts if attempt else WATCH.observers
+    if not observers:
+        return None
+    return _start(observers, policy, function, attempt)
+
+
+def block_ended(started: Any, error: BaseException | None) -> None:
+    """Tell the observers that :func:`block_started` told the block ended."""
+    if started:
+        _end(started, error)

@@ -137,6 +137,22 @@ def new_owner() -> str:
     return uuid.uuid4().hex
 
 
+def check_path(path: object, param: str = "path") -> Path:
+    """Return *path*, a file's path, as a :class:`~pathlib.Path`.
+
+    Raises:
+        TypeError: If it is neither a string nor an ``os.PathLike``.
+        ValueError: If it is empty.
+    """
+    if not isinstance(path, str | os.PathLike):
+        msg = f"{param} must be a file path (str or os.PathLike), got {path!r}"
+        raise TypeError(msg)
+    if not os.fspath(path):
+        msg = f"{param} must be a file path (str or os.PathLike), got {path!r}"
+        raise ValueError(msg)
+    return Path(path)
+
+
 def check_writable(path: Path) -> None:
     """Fail now if the store at *path* could not be written.
 
@@ -150,9 +166,14 @@ def check_writable(path: Path) -> None:
     if path.exists():
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))
         return
-    fd, probe = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".probe"
-    )
+    try:
+        fd, probe = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".probe"
+        )
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        what = f"path must be a file that can be written, {reason}"
+        raise type(exc)(exc.errno, what, str(path)) from exc
     os.close(fd)
     Path(probe).unlink()
 

@@ -19,6 +19,7 @@ from ._base import (
     CorruptRecordWarning,
     StoringSink,
     check_limit,
+    check_path,
     check_writable,
     new_owner,
 )
@@ -136,7 +137,7 @@ class JsonlFile(StoringSink):
         if sys.platform == "win32":  # pragma: no cover - POSIX file locking
             msg = "fluxus.sinks.JsonlFile needs POSIX file locking (flock)"
             raise NotImplementedError(msg)
-        self.path: Path = Path(path)
+        self.path: Path = check_path(path)
         self.fsync = fsync
         self.claims_path: Path = self.path.with_name(self.path.name + ".claims")
         check_writable(self.path)

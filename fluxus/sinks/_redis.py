@@ -7,7 +7,9 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Self, cast
 
 from fluxus._dead_letter import DeadLetter
+from fluxus._extras import require
 from fluxus._redis import check_url, close_sync, mask_password, sync_client
+from fluxus._validate import non_empty_str, positive_int
 
 from ._base import CorruptRecordWarning, SinkFull, StoringSink, check_limit, new_owner
 from ._codec import decode, encode
@@ -71,22 +73,13 @@ class RedisStream(StoringSink):
         maxlen: int | None = None,
         approximate_trim: bool = False,
     ) -> None:
-        if maxlen is not None and (
-            not isinstance(maxlen, int) or isinstance(maxlen, bool) or maxlen < 1
-        ):
-            msg = f"maxlen must be a positive int or None, got {maxlen!r}"
-            raise ValueError(msg)
+        if maxlen is not None:
+            positive_int(maxlen, "maxlen")
         if approximate_trim and maxlen is None:
-            msg = "approximate_trim=True needs a maxlen to trim to"
+            msg = "maxlen must be an int >= 1 with approximate_trim=True, got None"
             raise ValueError(msg)
-        if not isinstance(stream, str) or not stream:
-            msg = f"stream must be a non-empty string, got {stream!r}"
-            raise ValueError(msg)
-        try:
-            import redis  # noqa: F401, PLC0415 - an optional dependency, checked here
-        except ImportError as exc:  # pragma: no cover - the test extra has redis
-            msg = "fluxus.sinks.RedisStream needs redis: pip install 'fluxus[redis]'"
-            raise ImportError(msg) from exc
+        non_empty_str(stream, "stream")
+        require("redis", "redis", "fluxus.sinks.RedisStream")
         self._own_client = isinstance(url, str)
         if isinstance(url, str):
             check_url(url, "url")

@@ -18,6 +18,7 @@ from ._base import (
     CorruptRecordWarning,
     StoringSink,
     check_limit,
+    check_path,
     check_writable,
     new_owner,
 )
@@ -56,8 +57,8 @@ class SQLite(StoringSink):
     ) -> None:
         if not isinstance(table, str) or not table.isidentifier():
             msg = f"table must be an SQL identifier (letters, digits, _), got {table!r}"
-            raise ValueError(msg)
-        self.path: Path = Path(path)
+            raise (ValueError if isinstance(table, str) else TypeError)(msg)
+        self.path: Path = check_path(path)
         self.table = table
         self.timeout: float = to_seconds(timeout, "timeout")
         check_writable(self.path)
