@@ -178,6 +178,7 @@ def open_sink(spec: str, stream: str | None) -> StoringSink:
         try:
             sink.client.ping()
         except redis.RedisError as exc:
+            sink.close()
             msg = f"cannot reach Redis at {mask_password(spec)}: {exc}"
             raise StoreError(msg) from exc
         return sink
@@ -489,19 +490,33 @@ def _purge(
     return 0
 
 
+def _act(
+    sink: StoringSink,
+    args: argparse.Namespace,
+    out: TextIO,
+    err: TextIO,
+    stdin: TextIO,
+) -> int:
+    reading = _Reading(sink)
+    with _reporting(reading, err):
+        if args.action == "list":
+            return _list(reading, args, out, err)
+        if args.action == "show":
+            return _show(reading, args.letter_id, out, err)
+        if args.action == "replay":
+            return _replay(sink, args, out, err)
+        return _purge(reading, yes=args.yes, out=out, err=err, stdin=stdin)
+
+
 def run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
     """Carry out the parsed ``dlq`` command; return the exit status."""
     try:
         sink = open_sink(args.sink, args.stream)
-        reading = _Reading(sink)
-        with _reporting(reading, err):
-            if args.action == "list":
-                return _list(reading, args, out, err)
-            if args.action == "show":
-                return _show(reading, args.letter_id, out, err)
-            if args.action == "replay":
-                return _replay(sink, args, out, err)
-            return _purge(reading, yes=args.yes, out=out, err=err, stdin=stdin)
+        try:
+            return _act(sink, args, out, err, stdin)
+        finally:
+            if isinstance(sink, RedisStream):
+                sink.close()
     except StoreError as exc:
         print(f"error: {exc}", file=err)
         return 2

@@ -7,7 +7,8 @@
   Redis Cluster slot;
 - :func:`mask_password` and :func:`mask_secret`: passwords never shown, in
   URLs (user info or ``?password=``) and inside driver error messages;
-- :func:`sync_client` and :func:`async_client`: one way to build a client,
+- :func:`sync_client` and :func:`async_client`: one way to build a client
+  (:func:`close_sync` closes a sync one),
   with a blocking connection pool, socket timeouts and redis-py's own retries
   off (an outage costs a caller one timeout, not several);
 - :class:`PerLoop`: one asyncio client per event loop, closed with its loop;
@@ -242,6 +243,18 @@ def sync_client(url: str, timeout: float) -> Any:
     )
 
 
+def close_sync(client: Any) -> None:
+    """Close a client :func:`sync_client` built, with every socket it opened.
+
+    A Sentinel-managed client also closes its clients of the sentinels.
+    """
+    client.close()
+    pool = getattr(client, "connection_pool", None)
+    manager = getattr(pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        sentinel.close()
+
+
 def async_client(url: str, timeout: float) -> Any:
     """Return an asyncio client for *url*, built as :func:`sync_client` does."""
     import redis.asyncio  # noqa: PLC0415 - an optional dependency
@@ -306,6 +319,7 @@ class PerLoop:
         entry = self._clients.get(loop)
         if entry is None:
             client = self._make()
+            await _discover(client)
             closer = _close_at_shutdown(client, self._close)
             await anext(closer)
             entry = self._clients[loop] = (client, closer)
@@ -316,8 +330,29 @@ class PerLoop:
         self._clients = weakref.WeakKeyDictionary()
 
 
+async def _discover(client: Any) -> None:
+    """Learn a cluster client's slots now, not in a caller's first command.
+
+    Discovery (``CLUSTER SLOTS`` and ``COMMAND``, whose reply is large) takes
+    longer than one command, and a first command runs under the caller's
+    per-step timeout: cut short there, every call in a new event loop would
+    count as an outage. Each I/O is still bounded by the socket timeouts. A
+    failed discovery closes what it opened (redis-py does so) and raises.
+    """
+    import redis.asyncio.cluster  # noqa: PLC0415 - present: the client is built
+
+    if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        await client.initialize()
+
+
 async def _aclose(client: Any) -> None:
     await client.aclose()
+    # A Sentinel-managed client asks the sentinels through clients of their
+    # own, which its aclose() leaves open.
+    pool = getattr(client, "connection_pool", None)
+    manager = getattr(pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
     # A cluster client whose first topology discovery was cut short (by a
     # caller's deadline) thinks it holds nothing: disconnect its nodes anyway.
     nodes = getattr(client, "nodes_manager", None)

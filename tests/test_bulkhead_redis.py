@@ -41,9 +41,9 @@ def wait_until(predicate, seconds=10.0):
     return True
 
 
-def test_two_policies_with_one_name_share_the_slots(mode, redis_url, name):
-    here = fluxus.bulkhead(2, name=name, storage=redis_url)
-    there = fluxus.bulkhead(2, name=name, storage=redis_url)
+def test_two_policies_with_one_name_share_the_slots(mode, any_redis_url, name):
+    here = fluxus.bulkhead(2, name=name, storage=any_redis_url)
+    there = fluxus.bulkhead(2, name=name, storage=any_redis_url)
     fn = there(mode.make(lambda: "ran"))
 
     with here, here:
@@ -55,8 +55,8 @@ def test_two_policies_with_one_name_share_the_slots(mode, redis_url, name):
     assert 0 == there.in_use
 
 
-def test_waiters_get_freed_slots_in_order(redis_url, name):
-    bh = fluxus.bulkhead(1, max_waiting=3, timeout=10, name=name, storage=redis_url)
+def test_waiters_get_freed_slots_in_order(any_redis_url, name):
+    bh = fluxus.bulkhead(1, max_waiting=3, timeout=10, name=name, storage=any_redis_url)
     order = []
 
     @bh

@@ -8,7 +8,9 @@ started once per session; the failover tests SIGKILL a master mid-run.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -24,12 +26,7 @@ from fluxus._redis import check_url, mask_password, sync_client, tagged_key
 import _topologies
 from _figures import record
 
-pytestmark = [
-    pytest.mark.redis,
-    # redis-py's asyncio cluster client now and then leaves a node connection
-    # open after aclose() on this loaded machine (not yet pinned down).
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-]
+pytestmark = pytest.mark.redis
 
 
 def unique() -> str:
@@ -157,46 +154,70 @@ def test_window_limiter_works_through_limits(any_redis_url, mode):
 
 _LIMITED = textwrap.dedent(
     """
-    import json, sys, time
+    import json, sys, threading, time
     import fluxus
     fluxus.instrumentation.set_hooks([])
-    url, name, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    limiter = fluxus.rate_limit(100, burst=1, storage=url, name=name)
-    limiter.allow()  # connected before the start
+    url, name, run = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    # Callers that wait for their slot: Redis schedules each one interval
+    # after the last, whenever it asks, so the rate does not hang on how
+    # promptly a loaded machine wakes a process (a caller polling after a
+    # refusal loses every slot nobody asked for in time).
+    limiter = fluxus.rate_limit(100, burst=1, storage=url, name=name, timeout=None)
+    limiter.allow()  # imported and connected before the start
+    print("ready", flush=True)
+    start = float(sys.stdin.readline())
     admitted = []
-    while time.time() < start:
-        time.sleep(0.001)
-    while time.time() < start + 2.0:
-        try:
+
+    def caller():
+        while time.time() < start:
+            time.sleep(0.001)
+        while time.time() < start + run:
             limiter(lambda: None)()
             admitted.append(time.time())
-        except fluxus.RateLimitExceeded as exc:
-            time.sleep(min(exc.retry_after, 0.002))
-    print(json.dumps(admitted))
+
+    callers = [threading.Thread(target=caller) for _ in range(4)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join()
+    print(json.dumps(admitted), flush=True)
     """
 )
 
 
-@pytest.mark.xfail(
-    reason="admissions span 0.6 s of the 2 s run on this loaded machine: unexplained",
-    strict=False,
-)
 def test_four_processes_share_a_limiter_through_the_cluster(redis_cluster):
+    # Each process starts its clock only once all are ready: importing and
+    # connecting takes seconds on a loaded machine, and a start fixed in
+    # advance let the late ones miss most of the run.
     name = unique()
-    start = time.time() + 3.0
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", _LIMITED, redis_cluster.url, name, repr(start)],
+            [sys.executable, "-c", _LIMITED, redis_cluster.url, name, "3.0"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            text=True,
         )
         for _ in range(4)
     ]
+    for worker in workers:
+        assert "ready" == worker.stdout.readline().strip()
+    start = time.time() + 0.2
+    for worker in workers:
+        worker.stdin.write(f"{start!r}\n")
+        worker.stdin.flush()
     results = [json.loads(w.communicate(timeout=60)[0]) for w in workers]
-    admitted = sorted(t for result in results for t in result)
     assert all(results)
+    admitted = sorted(t for result in results for t in result)
+    # The rate is the slope of admission number against time: a late
+    # wake-up shifts one admission, not the rate.
+    slope = statistics.linear_regression(range(len(admitted)), admitted).slope
+    record(
+        cluster_limiter_admitted=len(admitted),
+        cluster_limiter_rate=round(1 / slope, 1),
+    )
+    assert abs(1 / slope - 100) <= 2
     expected = 1 + 100 * (admitted[-1] - admitted[0])
-    record(cluster_limiter_admitted=len(admitted))
-    assert abs(len(admitted) - expected) <= 0.02 * expected
+    assert abs(len(admitted) - expected) <= 0.05 * expected
 
 
 _TRIAL = textwrap.dedent(
@@ -251,92 +272,133 @@ def test_four_processes_get_one_half_open_trial_through_the_cluster(redis_cluste
 # -- failover: a master SIGKILLed mid-run ----------------------------------------
 
 
-def _hammer(url: str, key: str, kill: callable) -> tuple[float, int, int]:
-    """INCR *key* through fluxus' client; kill the master midway.
+class _Outage:
+    """When one kind of call failed during a failover, and for how long."""
 
-    Returns the outage window (first failed call to first answer after it),
-    the increments acknowledged and the increments lost (acknowledged but
+    def __init__(self) -> None:
+        self.first_failure: float | None = None
+        self.recovered: float | None = None
+
+    def failed(self) -> None:
+        if self.first_failure is None:
+            self.first_failure = time.monotonic()
+
+    def answered(self) -> None:
+        if self.first_failure is not None and self.recovered is None:
+            self.recovered = time.monotonic()
+
+    @property
+    def window(self) -> float:
+        assert self.recovered is not None, "never came back"
+        return self.recovered - (self.first_failure or self.recovered)
+
+
+def _policies(url: str, name: str) -> tuple[object, object]:
+    """A breaker and a limiter failing closed: a refusal is the outage."""
+    storage = fluxus.CircuitRedisStorage(url, fail_open=False)
+    breaker = fluxus.circuit_breaker(1, 3600, name=name, storage=storage)
+    limiter = fluxus.rate_limit(1e6, storage=url, name=name, fail_open=False)
+    return breaker(lambda: None), limiter(lambda: None)
+
+
+def _hammer(url: str, name: str, kill: callable) -> dict[str, float]:
+    """INCR a counter, call a breaker and a limiter; kill the master midway.
+
+    Returns the outage window of each (first failed call to first answer
+    after it), the increments acknowledged and those lost (acknowledged but
     missing from the value read after the failover).
     """
     client = sync_client(url, 0.5)
+    key = tagged_key("fluxus:test", name, "counter")
+    guarded, limited = _policies(url, name)
+    outages = {"incr": _Outage(), "breaker": _Outage(), "limiter": _Outage()}
     acknowledged = 0
-    killed_at = first_error = recovered = None
+    killed = False
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if killed_at is None and acknowledged == 200:
+        if not killed and acknowledged == 200:
             kill()
-            killed_at = time.monotonic()
-        try:
-            client.incr(key)
-        except (redis.RedisError, OSError):
-            if first_error is None:
-                first_error = time.monotonic()
-            time.sleep(0.05)
-            continue
-        acknowledged += 1
-        if first_error is not None and recovered is None:
-            recovered = time.monotonic()
-        if recovered is not None and acknowledged >= 400:
+            killed = True
+        for what, call in (
+            ("incr", lambda: client.incr(key)),
+            ("breaker", guarded),
+            ("limiter", limited),
+        ):
+            try:
+                call()
+            except (redis.RedisError, OSError, fluxus.FluxusError):
+                outages[what].failed()
+            else:
+                outages[what].answered()
+                acknowledged += what == "incr"
+        if all(o.recovered for o in outages.values()) and acknowledged >= 400:
             break
-    assert recovered is not None, "the storage never came back"
+        if any(o.first_failure and not o.recovered for o in outages.values()):
+            time.sleep(0.01)
     value = int(client.get(key))
-    window = recovered - (first_error or recovered)
-    return window, acknowledged, acknowledged - value
+    client.close()
+    figures = {
+        f"{what}_window_ms": round(o.window * 1000) for what, o in outages.items()
+    }
+    return {**figures, "acknowledged": acknowledged, "lost": acknowledged - value}
+
+
+def _on_one_master(cluster_client: redis.RedisCluster) -> tuple[str, int]:
+    """Return a name whose keys share a master (and that master's port).
+
+    The breaker and the limiter named *name*, and the breaker opened before
+    the failover (``<name>-opened``).
+    """
+    while True:
+        name = unique()
+        state = tagged_key("fluxus:breaker", name, "state")
+        port = cluster_client.get_node_from_key(state).port
+        others = [
+            f"fluxus:ratelimit:{name}:",
+            tagged_key("fluxus:breaker", f"{name}-opened", "state"),
+        ]
+        if all(cluster_client.get_node_from_key(k).port == port for k in others):
+            return name, int(port)
 
 
 def test_a_cluster_master_killed_mid_run(redis_cluster):
-    breaker_name = unique()
-    breaker = fluxus.circuit_breaker(
-        1, 3600, name=breaker_name, storage=redis_cluster.url
+    cluster_client = redis.RedisCluster(
+        host="127.0.0.1", port=redis_cluster.nodes[0].port
     )
-    breaker.open()
-    port = (
-        redis.RedisCluster(host="127.0.0.1", port=redis_cluster.nodes[0].port)
-        .get_node_from_key(tagged_key("fluxus:breaker", breaker_name, "state"))
-        .port
-    )
-    key = tagged_key("fluxus:test", breaker_name, "counter")  # the same master
-    node = redis_cluster.node(int(port))
-    node.client().wait(1, 2000)  # the breaker's state reached the replica
+    name, port = _on_one_master(cluster_client)
+    opened = f"{name}-opened"
+    cluster_client.close()
+    fluxus.circuit_breaker(1, 3600, name=opened, storage=redis_cluster.url).open()
+    node = redis_cluster.node(port)
+    node.client().wait(1, 2000)  # the writes so far reached the replica
     try:
-        window, acknowledged, lost = _hammer(redis_cluster.url, key, node.kill)
+        figures = _hammer(redis_cluster.url, name, node.kill)
     finally:
         node.start()  # it rejoins as a replica
-    record(
-        cluster_failover_window_ms=round(window * 1000),
-        cluster_failover_acknowledged=acknowledged,
-        cluster_failover_lost=lost,
-    )
-    assert 0 < window < 20
-    assert 0 <= lost <= 200
-    fresh = fluxus.circuit_breaker(
-        1, 3600, name=breaker_name, storage=redis_cluster.url
-    )
+    record(**{f"cluster_failover_{k}": v for k, v in figures.items()})
+    assert 0 < figures["incr_window_ms"] < 20_000
+    assert 0 <= figures["lost"] <= 200
+    fresh = fluxus.circuit_breaker(1, 3600, name=opened, storage=redis_cluster.url)
     assert "open" == fresh.state.value  # written before, honoured after
 
 
 def test_a_sentinel_master_killed_mid_run(redis_sentinel):
     setup = redis_sentinel
     name = unique()
-    breaker = fluxus.circuit_breaker(1, 3600, name=name, storage=setup.url)
-    breaker.open()
+    opened = f"{name}-opened"
+    fluxus.circuit_breaker(1, 3600, name=opened, storage=setup.url).open()
     port = setup.master_port()
     master = setup.master if setup.master.port == port else setup.replica
     master.client().wait(1, 2000)
-    key = tagged_key("fluxus:test", name, "counter")
     try:
-        window, acknowledged, lost = _hammer(setup.url, key, master.kill)
+        figures = _hammer(setup.url, name, master.kill)
     finally:
         master.start()  # Sentinel turns it into a replica of the new master
-    record(
-        sentinel_failover_window_ms=round(window * 1000),
-        sentinel_failover_acknowledged=acknowledged,
-        sentinel_failover_lost=lost,
-    )
-    assert 0 < window < 30
-    assert 0 <= lost <= 200
+    record(**{f"sentinel_failover_{k}": v for k, v in figures.items()})
+    assert 0 < figures["incr_window_ms"] < 30_000
+    assert 0 <= figures["lost"] <= 200
     assert port != setup.master_port()
-    fresh = fluxus.circuit_breaker(1, 3600, name=name, storage=setup.url)
+    fresh = fluxus.circuit_breaker(1, 3600, name=opened, storage=setup.url)
     assert "open" == fresh.state.value
 
 
@@ -352,3 +414,49 @@ def test_an_async_limiter_follows_a_sentinel_service(redis_sentinel):
 
     asyncio.run(main())
     assert _topologies.SERVICE in redis_sentinel.url
+
+
+# -- dead letters in a stream on every topology ----------------------------------
+
+
+def test_a_dead_letter_stream_on_any_topology(any_redis_url):
+    stream = f"dlq:{unique()}"
+
+    @fluxus.dead_letter(fluxus.sinks.RedisStream(any_redis_url, stream=stream))
+    def submit(order):
+        raise OSError(f"down: {order}")
+
+    for order in ("a", "b"):
+        with pytest.raises(OSError):
+            submit(order)
+    replayed = []
+    with fluxus.sinks.RedisStream(any_redis_url, stream=stream) as sink:
+        assert 2 == sink.count()
+        assert ["a", "b"] == [letter.args[0] for letter in sink.letters()]
+        assert 2 == fluxus.replay(sink, replayed.append).replayed
+        assert 0 == sink.count()
+    assert ["a", "b"] == replayed
+
+
+def test_the_dlq_command_reads_a_cluster_stream(redis_cluster, capsys):
+    from fluxus.__main__ import main
+
+    stream = f"dlq:{unique()}"
+    with fluxus.sinks.RedisStream(redis_cluster.url, stream=stream) as sink:
+        sink.put(
+            fluxus.DeadLetter(
+                id="0" * 32,
+                function="shop.orders.submit",
+                args=("a",),
+                kwargs={},
+                error=OSError("down"),
+                error_type="builtins.OSError",
+                error_message="down",
+                traceback="",
+                failed_at=dt.datetime.now(dt.UTC),
+            )
+        )
+    argv = ["dlq", "list", redis_cluster.url, "--stream", stream, "--json"]
+    assert 0 == main(argv)
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "shop.orders.submit" == json.loads(line)["function"]

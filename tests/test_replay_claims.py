@@ -58,13 +58,16 @@ def open_store(spec: dict[str, str]) -> JsonlFile | SQLite | RedisStream:
     return RedisStream(spec["where"], stream=spec["stream"])
 
 
-@pytest.fixture(params=["jsonl", "sqlite", "redis"])
+@pytest.fixture(params=["jsonl", "sqlite", "redis", "redis-cluster"])
 def spec(request, tmp_path):
     if request.param == "jsonl":
         return {"kind": "jsonl", "where": str(tmp_path / "letters.jsonl")}
     if request.param == "sqlite":
         return {"kind": "sqlite", "where": str(tmp_path / "letters.db")}
-    url = request.getfixturevalue("redis_url")
+    if request.param == "redis-cluster":
+        url = request.getfixturevalue("redis_cluster").url
+    else:
+        url = request.getfixturevalue("redis_url")
     return {"kind": "redis", "where": url, "stream": f"claims:{uuid.uuid4().hex}"}
 
 

@@ -10,12 +10,14 @@ polls, which renews its place, and takes a slot when one is free within the
 first places of the queue, so waiters are served in order across processes
 and nobody barges past them. A waiter that stopped polling loses its place.
 
-Every step is one Lua script, so it is atomic::
+Every step is one Lua script, so it is atomic; the name is the keys' hash
+tag, so on Redis Cluster they share a slot and the scripts may touch them
+all (see :func:`fluxus._redis.tagged_key`)::
 
-    <prefix>:<name>:leases   sorted set: lease id -> expiry
-    <prefix>:<name>:queue    sorted set: waiter id -> arrival number
-    <prefix>:<name>:waits    sorted set: waiter id -> expiry of its place
-    <prefix>:<name>:seq      the arrival counter
+    <prefix>:{<name>}:leases   sorted set: lease id -> expiry
+    <prefix>:{<name>}:queue    sorted set: waiter id -> arrival number
+    <prefix>:{<name>}:waits    sorted set: waiter id -> expiry of its place
+    <prefix>:{<name>}:seq      the arrival counter
 
 While Redis cannot be reached, calls run without a slot (``fail_open``) or
 are refused with :class:`~fluxus.BulkheadFull` naming the storage.
@@ -44,6 +46,7 @@ from fluxus._redis import (
     mask_password,
     scheme_of,
     sync_client,
+    tagged_key,
     url_password,
 )
 from fluxus.instrumentation._events import (
@@ -132,6 +135,9 @@ sweep(now())
 return redis.call('ZCARD', KEYS[1])
 """
 )
+
+#: The parts of one bulkhead's keys, in the order the scripts' KEYS hold them.
+_PARTS = ("leases", "queue", "waits", "seq")
 
 #: A waiter asks again this often at first, then less often, up to the cap.
 FIRST_POLL, MAX_POLL = 0.002, 0.05
@@ -254,8 +260,7 @@ class RedisCompartment:
 
     def _keys(self) -> list[str]:
         name = self._policy._name or self._own_name  # noqa: SLF001 - its own policy
-        base = f"{self.prefix}:{name}"
-        return [f"{base}:leases", f"{base}:queue", f"{base}:waits", f"{base}:seq"]
+        return [tagged_key(self.prefix, name, p) for p in _PARTS]
 
     def _script(self, client: Any, which: int, *, asynchronous: bool) -> Any:
         scripts = self._scripts.get(asynchronous)
@@ -306,8 +311,8 @@ class RedisCompartment:
     async def _run_async(self, which: int, args: list[Any]) -> Any:
         if self.health.resting():
             raise _Down
-        client = await self._per_loop.get()
         try:
+            client = await self._per_loop.get()
             async with asyncio.timeout(TIMEOUT):
                 reply = await self._script(client, which, asynchronous=True)(
                     keys=self._keys(), args=[*args, self._now()], client=client

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 from fluxus._dead_letter import DeadLetter
 from fluxus._extras import require
-from fluxus._redis import mask_password
+from fluxus._redis import check_url, close_sync, mask_password, sync_client
 from fluxus._validate import non_empty_str, positive_int
 
 from ._base import CorruptRecordWarning, SinkFull, StoringSink, check_limit, new_owner
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     import redis
 
 _FIELD = "letter"
+#: Seconds a Redis I/O of the sink may block before it fails.
+TIMEOUT = 5.0
 _PAGE = 500
 #: The consumer group replayers claim letters through.
 _GROUP = "fluxus-replay"
@@ -58,8 +60,8 @@ class RedisStream(StoringSink):
             oldest letters (``XADD MAXLEN ~``) to keep about *maxlen*.
 
     Raises:
-        ValueError: If *maxlen* is not a positive int, or *approximate_trim*
-            is given without it.
+        ValueError: If *url* is not a Redis URL, *maxlen* is not a positive
+            int, or *approximate_trim* is given without it.
         ImportError: If ``redis`` is not installed.
     """
 
@@ -77,10 +79,13 @@ class RedisStream(StoringSink):
             msg = "maxlen must be an int >= 1 with approximate_trim=True, got None"
             raise ValueError(msg)
         non_empty_str(stream, "stream")
-        client_module = require("redis", "redis", "fluxus.sinks.RedisStream")
+        require("redis", "redis", "fluxus.sinks.RedisStream")
+        self._own_client = isinstance(url, str)
         if isinstance(url, str):
+            check_url(url, "url")
             self.url: str = mask_password(url)
-            self.client: redis.Redis = client_module.Redis.from_url(url)
+            # The one client factory: cluster and Sentinel URLs too.
+            self.client: redis.Redis = sync_client(url, TIMEOUT)
         else:
             self.url = "<client>"
             self.client = url
@@ -93,6 +98,21 @@ class RedisStream(StoringSink):
 
     def __repr__(self) -> str:
         return f"<fluxus.sinks.RedisStream {self.url!r} stream={self.stream!r}>"
+
+    def close(self) -> None:
+        """Close the connections of the client the sink built from its URL.
+
+        A client given to the sink is left to its owner. The sink may be
+        used again: a closed client reconnects on its next command.
+        """
+        if self._own_client:
+            close_sync(self.client)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def put(self, letter: DeadLetter) -> None:
         """Add *letter* to the stream.

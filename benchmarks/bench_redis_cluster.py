@@ -1,0 +1,96 @@
+"""The breaker and the limiter through Redis Cluster against one server.
+
+Run with ``python benchmarks/bench_redis_cluster.py``. It starts, on free
+loopback ports, one redis-server and a cluster of three masters and three
+replicas (as the tests do), then times, in this one process with
+interleaved rounds, the happy path of a breaker and of a limiter whose
+state is on the single server and on the cluster. Each call is one script
+on one node in both cases (the keys of one policy share a hash slot), so
+the cluster should cost about what one server costs: the goal is at most
+1.3x. A bare call is the baseline of the overhead column.
+
+Events go to no hook during the measurements: what is measured is the
+policies and their round trips, not the logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+
+import fluxus
+
+import _topologies
+from _harness import compare, report, time_sync
+
+
+def work() -> int:
+    return 1
+
+
+def contenders(urls: dict[str, str], calls: int) -> dict[str, dict[str, object]]:
+    """Return the timed callables of the breaker's and the limiter's table."""
+    tables: dict[str, dict[str, object]] = {"breaker": {}, "limiter": {}}
+    for where, url in urls.items():
+        name = f"bench-{uuid.uuid4().hex[:8]}"
+        breaker = fluxus.circuit_breaker(5, 30, name=name, storage=url)(work)
+        limiter = fluxus.rate_limit(1e9, storage=url, name=name)(work)
+        breaker()  # connected (and the slots learnt) before the timing
+        limiter()
+        tables["breaker"][where] = lambda f=breaker: time_sync(f, calls)
+        tables["limiter"][where] = lambda f=limiter: time_sync(f, calls)
+    for table in tables.values():
+        table["bare call"] = lambda: time_sync(work, calls)
+    return tables
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    found = _topologies.binaries()
+    if found is None:
+        sys.exit("needs redis-server and redis-cli on PATH")
+    server, cli = found
+    fluxus.instrumentation.set_hooks([])
+    with tempfile.TemporaryDirectory() as root:
+        port = _topologies.free_ports(1)[0]
+        command = _topologies._server_args(server, port, Path(root))  # noqa: SLF001
+        single = _topologies.Node(command, port)
+        single.start()
+        (Path(root) / "cluster").mkdir()
+        cluster = _topologies.start_cluster(server, cli, Path(root) / "cluster")
+        try:
+            _topologies._wait(single.client().ping, "the single server")  # noqa: SLF001
+            urls = {
+                "one server": f"redis://127.0.0.1:{single.port}/0",
+                "cluster": cluster.url,
+            }
+            for what, table in contenders(urls, args.calls).items():
+                medians = compare(table, args.rounds)  # type: ignore[arg-type]
+                ordered = {
+                    k: medians[k] for k in ("bare call", "one server", "cluster")
+                }
+                for line in report(
+                    f"{what}: per call, {args.rounds} rounds of {args.calls} calls",
+                    ordered,
+                    baseline="bare call",
+                    reference="one server",
+                ):
+                    print(line)
+                ratio = medians["cluster"] / medians["one server"]
+                print(f"  cluster / one server: {ratio:.2f}x (goal <= 1.3x)")
+        finally:
+            cluster.stop()
+            single.stop()
+
+
+if __name__ == "__main__":
+    main()
