@@ -1169,6 +1169,123 @@ def test_a_forked_child_starts_its_own_workers():
     assert 0 == result.returncode
 
 
+NESTED_THEN_FORK = """
+import gc, os, sys, threading
+import fluxus
+from fluxus._timeout import _pool
+
+kept = []
+
+@fluxus.timeout(5.0)
+def inner(x):
+    if x % 3 == 0:
+        raise LookupError(x)
+    return x
+
+@fluxus.timeout(5.0)
+def outer(x):
+    try:
+        return inner(x)
+    except LookupError as exc:
+        kept.append(exc)  # its traceback keeps the workers' frames alive
+        raise
+
+@fluxus.timeout(5.0)
+def count(n):
+    return n and 1 + count(n - 1)
+
+def caller():
+    for x in range(12):
+        try:
+            outer(x)
+        except LookupError:
+            pass
+    assert count(4) == 4
+
+for _ in range(2):
+    threads = [threading.Thread(target=caller) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    _pool.IDLE_SECONDS = -1.0  # the next parked worker retires every idle one
+    thread = threading.Thread(target=outer, args=(1,))
+    thread.start()
+    thread.join(30)
+    _pool.IDLE_SECONDS = 30.0
+    gc.collect()
+files = [open(os.devnull, "w") for _ in range(64)]  # the freed numbers again
+pid = os.fork()
+if pid == 0:
+    try:
+        for file in files:
+            file.write("child")
+            file.flush()
+        assert count(2) == 2
+    except BaseException:
+        os._exit(3)
+    os._exit(0)
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_after_nested_timeouts_can_write_its_files():
+    # Retired workers outlive their threads in the frames of kept exceptions;
+    # the child once closed their old pipe numbers, now the files'.
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", NESTED_THEN_FORK],
+        timeout=60,
+        check=False,
+    )
+
+    assert 0 == result.returncode
+
+
+def test_nested_and_recursive_callers_leave_each_worker_idle_once(monkeypatch):
+    monkeypatch.setattr(_pool.HUB, "idle", [])
+    inner = fluxus.timeout(5.0)(threading.get_native_id)
+    outer = fluxus.timeout(5.0)(lambda: (threading.get_native_id(), inner()))
+    count = fluxus.timeout(5.0)(lambda n: n and 1 + count(n - 1))
+
+    together = threading.Barrier(4)
+
+    def caller():
+        for _ in range(5):
+            me, mine = outer()
+            assert me != mine
+        assert 3 == count(3)
+        together.wait(10)  # four seats at once: four workers, parked as they end
+
+    callers = [threading.Thread(target=caller) for _ in range(4)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join(30)
+
+    def settled():
+        idle = list(_pool.HUB.idle)
+        return len(idle) >= 4 and len({id(w) for w in idle}) == len(idle)
+
+    assert wait_until(settled)  # each ended caller's worker, once
+    idle = list(_pool.HUB.idle)
+    assert all(alive(w.thread_id) and w.go_w >= 0 for w in idle)
+    assert all(w.seat is None for w in idle)
+
+
+def test_a_worker_closes_its_pipes_once():
+    worker = _pool.Worker(_pool.HUB)
+    thread_id, go_r = worker.thread_id, worker.go_r
+    worker.stop()
+
+    assert wait_until(lambda: not alive(thread_id))
+    assert -1 == worker.go_r
+    worker.close()  # nothing left to close: another file may own go_r now
+    assert -1 == worker.go_w
+    with pytest.raises(OSError):
+        os.fstat(go_r)
+
+
 WITHOUT_FORK_HOOKS = """
 import os
 import random, logging, threading  # the stdlib guards with hasattr(os, "fork")

@@ -117,6 +117,8 @@ class Worker:
         "lock",
         "poller",
         "result",
+        "retired",
+        "seat",
         "thread_id",
     )
 
@@ -130,6 +132,10 @@ class Worker:
         #: What an abandoned call holds until it returns (bulkhead slots).
         self.kept: tuple[Callable[[], None], ...] = ()
         self.idle_since = 0.0
+        #: The token of the one seat holding the worker, if any (:class:`_Seat`).
+        self.seat: object = None
+        #: Set (under the hub's lock) once it is told to stop: never parked again.
+        self.retired = False
         self.lock = threading.Lock()
         self.go_r, self.go_w = os.pipe()
         self.done_r, self.done_w = os.pipe()
@@ -209,10 +215,20 @@ class Worker:
         os.write(self.go_w, _STOP)
 
     def close(self) -> None:
-        """Close the pipes."""
-        for fd in (self.go_r, self.go_w, self.done_r, self.done_w):
-            with contextlib.suppress(OSError):  # closed already (after a fork)
-                os.close(fd)
+        """Close the pipes, once: a second call closes nothing.
+
+        The numbers are forgotten before they are closed. A closed number is
+        soon another file's (a sink's, a socket): closing it again, as a
+        forked child forgetting a worker whose thread had already ended
+        would, closes that file. A fork between the two steps leaks the
+        pipes in the child instead, which is harmless.
+        """
+        fds = (self.go_r, self.go_w, self.done_r, self.done_w)
+        if fds[0] < 0:
+            return
+        self.go_r = self.go_w = self.done_r = self.done_w = -1
+        for fd in fds:
+            os.close(fd)
 
     def _loop(self, hub: Hub) -> None:
         read, write, publish = os.read, os.write, DEADLINE.set
@@ -240,18 +256,31 @@ class Worker:
 
 
 class _Seat:
-    """A caller thread's hold on its worker, given back when the thread ends."""
+    """A caller thread's hold on its worker, given back when the thread ends.
 
-    __slots__ = ("generation", "hub", "worker")
+    A worker is held by one owner at a time: one seat (``worker.seat``), its
+    abandoned call, or the hub's idle list. The seat parks its worker when
+    it dies only while it still is that worker's seat, so a worker is never
+    idle twice, nor idle and seated at once; it never closes anything.
+    """
+
+    __slots__ = ("generation", "hub", "token", "worker")
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.generation = hub.generation
+        # What the worker holds: the seat itself would keep the seat alive.
+        self.token = object()
         self.worker: Worker | None = None
 
     def __del__(self) -> None:
         worker = self.worker
-        if worker is not None and self.generation == self.hub.generation:
+        if (
+            worker is not None
+            and worker.seat is self.token
+            and self.generation == self.hub.generation
+        ):
+            worker.seat = None
             self.hub.park(worker)
 
 
@@ -284,6 +313,7 @@ class Hub:
         seat: _Seat | None = getattr(self.local, "seat", None)
         if seat is None:
             seat = self.local.seat = _Seat(self)
+        worker.seat = seat.token
         seat.worker = worker
         return worker
 
@@ -300,11 +330,12 @@ class Hub:
                 for give_back in kept:
                     give_back()
                 return False
+            # Out of the seat before the call may end and park the worker.
+            worker.seat = self.local.seat.worker = None
             worker.abandoned = bound
             worker.kept = kept
             with self.lock:
                 bound.abandoned += 1
-        self.local.seat.worker = None
         worker.release()
         return True
 
@@ -333,12 +364,16 @@ class Hub:
     def park(self, worker: Worker) -> None:
         """Add *worker* to the idle ones and retire those idle too long."""
         now = monotonic()
-        worker.idle_since = now
         retired = []
         with self.lock:
+            if worker.retired:  # pragma: no cover - owners never park it twice
+                return
+            worker.idle_since = now
             idle = self.idle
             while idle and now - idle[0].idle_since > IDLE_SECONDS:
-                retired.append(idle.pop(0))
+                old = idle.pop(0)
+                old.retired = True
+                retired.append(old)
             idle.append(worker)
         for old in retired:
             old.stop()
