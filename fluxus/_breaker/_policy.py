@@ -34,6 +34,7 @@ from fluxus._redis import scheme_of
 from fluxus._validate import (
     Duration,
     check_callable,
+    check_fail_open,
     not_bare,
     positive_int,
     positive_seconds,
@@ -220,6 +221,7 @@ class CircuitBreaker(Policy):
         listeners: Iterable[Any] | None = None,
         name: str | None = None,
         storage: str | CircuitRedisStorage | Any | None = None,
+        fail_open: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name)
@@ -247,7 +249,8 @@ class CircuitBreaker(Policy):
         if self._listeners:  # the plain steps stay as they are without them
             self._record_success = self._heard_success  # type: ignore[method-assign]
             self._record_failure = self._heard_failure  # type: ignore[method-assign]
-        self._given = _given_storage(storage)
+        self._fail_open: bool = check_fail_open(fail_open)
+        self._given = _given_storage(storage, fail_open=self._fail_open)
         self._clock = clock
         self._circuit = self._new_circuit()
         self._last_error: BaseException | None = None
@@ -374,7 +377,7 @@ class CircuitBreaker(Policy):
         given = self._given
         uri = default_storage()
         if given is None and scheme_of(uri) != "memory":
-            given = _default_redis(uri)
+            given = _default_redis(uri, fail_open=self._fail_open)
         if isinstance(given, CircuitRedisStorage):
             return given.circuit(self._circuit, lambda: self.name)
         return MemoryStorage(self._circuit, self._clock)
@@ -965,6 +968,13 @@ def circuit_breaker() -> None:
             it is looked up on the first call. The storage is built on first
             use and again in a forked child, which shares no connection with
             its parent (in memory, a child starts with a closed circuit).
+        fail_open: While a Redis storage given as a URL or client, or the
+            default storage, is unreachable: let calls through unprotected
+            (``True``, the default) or refuse them with
+            :class:`~fluxus.CircuitOpenError` (``False``). A
+            :class:`~fluxus.CircuitRedisStorage` keeps its own
+            ``fail_open``; ``fail_open=False`` with one that fails open is
+            a ``ValueError``. In memory it changes nothing.
         clock: Monotonic seconds for the in-memory timer; tests pass a fake.
             A circuit in Redis runs on the Redis server's clock instead.
 
@@ -974,6 +984,7 @@ def circuit_breaker() -> None:
     Raises:
         TypeError: If a parameter has the wrong type.
         ValueError: If a threshold is below 1, a duration is not positive,
-            a rate is not in (0, 1], no rule can open the circuit or
-            *storage* is not a usable URL.
+            a rate is not in (0, 1], no rule can open the circuit,
+            *storage* is not a usable URL, or *fail_open* is ``False`` and
+            *storage* a :class:`~fluxus.CircuitRedisStorage` that fails open.
     """
