@@ -26,7 +26,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, ClassVar
 
-from fluxus._core import RATE_LIMIT, qualified_name
+from fluxus._core import RATE_LIMIT, factory_of, qualified_name
 from fluxus._lazy import Lazy
 from fluxus._validate import (
     Duration,
@@ -59,66 +59,10 @@ from ._stack_gate import RateLimitGate
 
 
 class RateLimiter(_Drivers):
-    """Admit at most so many calls per period.
+    """Admit at most so many calls per period; see :func:`rate_limit`.
 
-    ``fluxus.rate_limit`` is this class: decorate functions with an instance,
-    or use it as a block (``with limiter:``) or through :meth:`acquire`.
-
-    Args:
-        limit: A rate in limits' notation (``"10/second"``,
-            ``"100 per minute; 10 per second"``: every part must admit the
-            call) or a number of calls per second.
-        burst: For a numeric limit, the token bucket's capacity: the bucket
-            starts full and refills continuously at the rate, one token per
-            call. By default the rate rounded up, at least 1.
-        timeout: How long a caller may wait for a permit: ``0`` fails fast,
-            ``None`` waits as long as needed (never past an enclosing
-            :func:`fluxus.timeout` deadline). When the wait would be longer,
-            :class:`~fluxus.RateLimitExceeded` is raised at once.
-        key: ``key(*args, **kwargs) -> str`` receives the call's arguments and
-            names the client; each client has its own budget.
-        name: Limiters with the same name and storage share one budget (in
-            Redis, across processes). Without it a limiter's budget is its
-            own: it is named after the first function it decorates
-            (``module.qualname``; ``module.qualname#2``, ``#3``, ... for the
-            next limiters without a name decorating a function of that name
-            in the process, numbered in the order they decorate, so that
-            processes running the same code agree), or ``<rate_limit #N>``
-            when it only serves blocks and :meth:`~RateLimiter.acquire`.
-            Names and keys are escaped in storage keys: no name and key
-            pair can reach another pair's budget.
-        storage: A limits storage URI: ``"memory://"`` (this process),
-            ``"redis://host:port/db"`` (every process using it), or any other
-            limits storage for string limits with a window strategy. Storage
-            I/O gives up after ``socket_timeout`` (0.5 s unless the URL's
-            query sets it). ``None`` (the default) is the default storage:
-            ``"memory://"``, unless a web integration was given
-            ``FLUXUS_STORAGE_URI``; it is looked up on the first call, when
-            the app's configuration is known. The storage is built on first
-            use and again in a forked child, which shares nothing with its
-            parent (in memory, a child starts with full buckets).
-        strategy: ``"token-bucket"`` (default for numbers; memory or Redis),
-            or one of limits' ``"fixed-window"`` (default for strings),
-            ``"sliding-window-counter"``, ``"moving-window"``.
-        fail_open: While the storage is unreachable, admit calls (``True``,
-            the default), reject them with ``retry_after`` 1 s (``False``),
-            or count them in this process at the configured limit
-            (``"local"``): each process then admits up to the limit on its
-            own, so N processes admit up to N times the limit between them
-            until the storage answers again. The storage is tried again
-            once a second.
-        key_prefix: The prefix of every storage key.
-        cost: The tokens a call takes: an int >= 1, or a callable receiving
-            the call's arguments and returning one. A cost above what the
-            limit admits at once (the burst; a string item's amount) is a
-            ``ValueError``.
-        clock: Monotonic seconds for an in-memory token bucket of its own
-            (tests use a fake clock); ``None`` shares the process's.
-
-    Raises:
-        TypeError: If a parameter has the wrong type.
-        ValueError: If *limit* cannot be parsed, *burst* or *timeout* is out
-            of range, or the storage scheme or strategy is unknown or unfit.
+    Decorate functions with an instance, or use it as a block
+    (``with limiter:``) or through :meth:`acquire`.
     """
 
     _kind: ClassVar[str] = "rate_limit"
@@ -140,7 +84,7 @@ class RateLimiter(_Drivers):
         cost: Cost = 1,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        """Build the policy; the parameters are described on the class."""
+        """Build the policy; the parameters are described on :func:`rate_limit`."""
         super().__init__(name)
         not_bare(
             limit,
@@ -309,6 +253,72 @@ class RateLimiter(_Drivers):
         return RateLimitGate(self, qualified_name(func))
 
 
-#: The factory is the class itself: ``fluxus.rate_limit(...)`` builds a
-#: :class:`RateLimiter`, so the two can never disagree on a parameter.
-rate_limit = RateLimiter
+@factory_of(RateLimiter)
+def rate_limit() -> None:
+    """Return a policy that admits at most so many calls per period.
+
+    A caller that finds no permit waits for one up to *timeout*, or gets
+    :class:`~fluxus.RateLimitExceeded` at once when the wait would be
+    longer. The policy is also a context manager: ``with limiter:`` and
+    ``async with limiter:`` take a permit like
+    :meth:`~RateLimiter.acquire`.
+
+    Args:
+        limit: A rate in limits' notation (``"10/second"``,
+            ``"100 per minute; 10 per second"``: every part must admit the
+            call) or a number of calls per second.
+        burst: For a numeric limit, the token bucket's capacity: the bucket
+            starts full and refills continuously at the rate, one token per
+            call. By default the rate rounded up, at least 1.
+        timeout: How long a caller may wait for a permit: ``0`` fails fast,
+            ``None`` waits as long as needed (never past an enclosing
+            :func:`fluxus.timeout` deadline). When the wait would be longer,
+            :class:`~fluxus.RateLimitExceeded` is raised at once.
+        key: ``key(*args, **kwargs) -> str`` receives the call's arguments and
+            names the client; each client has its own budget.
+        name: Limiters with the same name and storage share one budget (in
+            Redis, across processes). Without it a limiter's budget is its
+            own: it is named after the first function it decorates
+            (``module.qualname``; ``module.qualname#2``, ``#3``, ... for the
+            next limiters without a name decorating a function of that name
+            in the process, numbered in the order they decorate, so that
+            processes running the same code agree), or ``<rate_limit #N>``
+            when it only serves blocks and :meth:`~RateLimiter.acquire`.
+            Names and keys are escaped in storage keys: no name and key
+            pair can reach another pair's budget.
+        storage: A limits storage URI: ``"memory://"`` (this process),
+            ``"redis://host:port/db"`` (every process using it), or any other
+            limits storage for string limits with a window strategy. Storage
+            I/O gives up after ``socket_timeout`` (0.5 s unless the URL's
+            query sets it). ``None`` (the default) is the default storage:
+            ``"memory://"``, unless a web integration was given
+            ``FLUXUS_STORAGE_URI``; it is looked up on the first call, when
+            the app's configuration is known. The storage is built on first
+            use and again in a forked child, which shares nothing with its
+            parent (in memory, a child starts with full buckets).
+        strategy: ``"token-bucket"`` (default for numbers; memory or Redis),
+            or one of limits' ``"fixed-window"`` (default for strings),
+            ``"sliding-window-counter"``, ``"moving-window"``.
+        fail_open: While the storage is unreachable, admit calls (``True``,
+            the default), reject them with ``retry_after`` 1 s (``False``),
+            or count them in this process at the configured limit
+            (``"local"``): each process then admits up to the limit on its
+            own, so N processes admit up to N times the limit between them
+            until the storage answers again. The storage is tried again
+            once a second.
+        key_prefix: The prefix of every storage key.
+        cost: The tokens a call takes: an int >= 1, or a callable receiving
+            the call's arguments and returning one. A cost above what the
+            limit admits at once (the burst; a string item's amount) is a
+            ``ValueError``.
+        clock: Monotonic seconds for an in-memory token bucket of its own
+            (tests use a fake clock); ``None`` shares the process's.
+
+    Returns:
+        A :class:`RateLimiter`; decorate functions with it.
+
+    Raises:
+        TypeError: If a parameter has the wrong type.
+        ValueError: If *limit* cannot be parsed, *burst* or *timeout* is out
+            of range, or the storage scheme or strategy is unknown or unfit.
+    """
