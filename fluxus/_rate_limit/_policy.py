@@ -67,7 +67,6 @@ class RateLimiter(_Drivers):
 
     _kind: ClassVar[str] = "rate_limit"
     _rank: ClassVar[int] = RATE_LIMIT
-    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,
