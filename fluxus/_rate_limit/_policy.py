@@ -22,11 +22,13 @@ this module (the public controls: ``allow``, ``acquire``, block forms).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, ClassVar
 
-from fluxus._core import RATE_LIMIT, factory_of, qualified_name
+from fluxus._core import RATE_LIMIT, block_name, factory_of, qualified_name
 from fluxus._lazy import Lazy
 from fluxus._validate import (
     Duration,
@@ -35,6 +37,7 @@ from fluxus._validate import (
     not_bare,
     optional_seconds,
 )
+from fluxus.instrumentation._observe import WATCH, block_ended, block_started
 
 from ._drivers import _Drivers
 from ._gcra import StorageUnavailableError
@@ -104,6 +107,10 @@ class RateLimiter(_Drivers):
         self._local: Any = None  # the in-process store of fail_open="local"
         #: Without ``name=``, the name of this policy object alone.
         self._anonymous = f"<rate_limit #{next(_ANONYMOUS)}>" if name is None else None
+        #: The observers' states of the blocks open here, innermost last.
+        self._observed: ContextVar[tuple[Any, ...]] = ContextVar(
+            f"fluxus_rate_limit_blocks_{id(self)}", default=()
+        )
         self._key = key
         #: The storage given to the policy, or ``None``: the default storage.
         self._given = None if storage is None else check_storage(storage)
@@ -203,8 +210,16 @@ class RateLimiter(_Drivers):
         )
 
     def __enter__(self) -> None:
-        """Take a permit for the block, like :meth:`acquire`."""
-        self.acquire()
+        """Take a permit for the block, like :meth:`acquire`.
+
+        Events, :attr:`stats` and observers see a block as a decorated call
+        of the function the block is written in.
+        """
+        function = block_name(sys._getframe(1))  # noqa: SLF001 - the block's frame
+        if WATCH.observers or self._observed.get():
+            self._observed_enter(function)
+            return
+        self._admit("", self.timeout, function, self._fixed_cost(None))
 
     def __exit__(
         self,
@@ -212,11 +227,24 @@ class RateLimiter(_Drivers):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Nothing to give back: a permit is spent when it is taken."""
+        """Nothing to give back (a permit is spent when it is taken)."""
+        if self._observed.get():
+            self._observed_exit(exc)
 
     async def __aenter__(self) -> None:
         """Take a permit for the block, like :meth:`acquire_async`."""
-        await self.acquire_async()
+        function = block_name(sys._getframe(1))  # noqa: SLF001 - the block's frame
+        if WATCH.observers or self._observed.get():
+            self._observed_start(function)
+            try:
+                await self._admit_async(
+                    "", self.timeout, function, self._fixed_cost(None)
+                )
+            except BaseException as exc:
+                self._observed_exit(exc)
+                raise
+            return
+        await self._admit_async("", self.timeout, function, self._fixed_cost(None))
 
     async def __aexit__(
         self,
@@ -224,7 +252,30 @@ class RateLimiter(_Drivers):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Nothing to give back: a permit is spent when it is taken."""
+        """Nothing to give back; see :meth:`__exit__`."""
+        if self._observed.get():
+            self._observed_exit(exc)
+
+    # Observed blocks. While one is open in this thread or task, every block
+    # nested in it is pushed too (observed or not), so each exit pops its own.
+
+    def _observed_start(self, function: str) -> Any:
+        observed = block_started(self, function) if WATCH.observers else None
+        self._observed.set((*self._observed.get(), observed))
+        return observed
+
+    def _observed_enter(self, function: str) -> None:
+        self._observed_start(function)
+        try:
+            self._admit("", self.timeout, function, self._fixed_cost(None))
+        except BaseException as exc:
+            self._observed_exit(exc)
+            raise
+
+    def _observed_exit(self, error: BaseException | None) -> None:
+        *outer, observed = self._observed.get()
+        self._observed.set(tuple(outer))
+        block_ended(observed, error)
 
     def _resolve_timeout(self, timeout: object) -> float | None:
         if isinstance(timeout, _UseDefault):
