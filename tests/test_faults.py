@@ -36,7 +36,7 @@ def test_every_storage_reports_an_outage_once_however_many_retries_fail(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """One rule: failed retries after the retry interval report nothing."""
-    monkeypatch.setattr(fluxus._rate_limit._policy, "STORAGE_RETRY_INTERVAL", 0.02)
+    monkeypatch.setattr(fluxus._rate_limit._configured, "STORAGE_RETRY_INTERVAL", 0.02)
     dead = f"redis://127.0.0.1:{_free_port()}/0"
     name = f"retries-{uuid.uuid4().hex[:8]}"
     breaker = fluxus.circuit_breaker(
