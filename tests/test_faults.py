@@ -70,7 +70,7 @@ def _stack(url: str, *, fail_open: bool) -> tuple[Any, Any]:
         60,
         name=name,
         storage=fluxus.CircuitRedisStorage(
-            url, fail_open=fail_open, timeout=0.2, retry_interval=0.05
+            url, fail_open=fail_open, timeout=1.0, retry_interval=0.05
         ),
     )
     limiter = fluxus.rate_limit(10_000, storage=url, name=name, fail_open=fail_open)

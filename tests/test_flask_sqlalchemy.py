@@ -96,13 +96,14 @@ def checked_out(app: flask.Flask) -> int:
 
 def test_a_session_is_never_used_by_two_threads(app: flask.Flask, fixed: bool) -> None:
     seen: dict[str, Any] = {}
-    done = threading.Event()
+    done, request_over = threading.Event(), threading.Event()
 
     @fluxus.timeout(0.1)
     def lookup() -> None:
         try:
             seen["worker"] = db.session()
-            time.sleep(0.3)  # the caller walks away meanwhile
+            # The caller walks away meanwhile, and its request ends.
+            request_over.wait(10)
             db.session.execute(db.text("SELECT 1"))
         finally:
             done.set()
@@ -117,6 +118,7 @@ def test_a_session_is_never_used_by_two_threads(app: flask.Flask, fixed: bool) -
         return "ok"
 
     assert app.test_client().get("/lookup").status_code == 200
+    request_over.set()
     assert done.wait(10)
     assert (seen["worker"] is seen["caller"]) is not fixed
     # Unfixed, the worker recreated the removed session of a finished
