@@ -22,7 +22,7 @@ from .exceptions import LayeringWarning
 from .instrumentation._observe import Observe, observing_async, observing_sync
 
 if TYPE_CHECKING:
-    from types import FrameType
+    from types import CodeType, FrameType
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -59,15 +59,25 @@ def qualified_name(obj: object) -> str:
     return f"{module}.{name}"
 
 
+#: Block names by code object: a block pays one dict lookup for its name
+#: (``benchmarks/bench_blocks.py``). It holds one entry per function that
+#: runs a block, as the program's own code objects do.
+_BLOCK_NAMES: dict[CodeType, str] = {}
+
+
 def block_name(frame: FrameType) -> str:
     """Return ``module.qualname`` of the function whose *frame* runs a block.
 
     Events and observers name a block form (``with policy:``) after the
     function it is written in, as they name a decorated function.
     """
-    module = frame.f_globals.get("__name__")
-    name = frame.f_code.co_qualname
-    return f"{module}.{name}" if module else name
+    code = frame.f_code
+    name = _BLOCK_NAMES.get(code)
+    if name is None:
+        module = frame.f_globals.get("__name__")
+        qualname = code.co_qualname
+        name = _BLOCK_NAMES[code] = f"{module}.{qualname}" if module else qualname
+    return name
 
 
 def type_name(kind: type) -> str:

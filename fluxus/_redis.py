@@ -415,9 +415,7 @@ class StorageHealth:
         on_down: Callable[[str, str, str], None],
         on_up: Callable[[str], None],
         secret: str | None = None,
-        every_failure: bool = False,  # ignored; goes once the limiter drops it
     ) -> None:
-        del every_failure  # every storage follows the one rule above
         self.fail_open: bool = fail_open
         self.retry_interval: float = retry_interval
         self.down_until: float | None = None

@@ -18,6 +18,7 @@ import redis
 import redis.asyncio
 from fluxus import CircuitState
 from fluxus._breaker._circuit import Circuit
+from fluxus._config import set_default_storage
 from fluxus.instrumentation import (
     CircuitRejected,
     CircuitStateChanged,
@@ -27,6 +28,7 @@ from fluxus.instrumentation import (
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
+from _faults import RedisServer
 from test_breaker_state_machine import RESET_TIMEOUT, CircuitMachine
 
 pytestmark = pytest.mark.redis
@@ -468,3 +470,74 @@ def test_the_redis_scripts_follow_the_reference_model(redis_url):
             suppress_health_check=list(HealthCheck),
         ),
     )
+
+
+# -- fail_open on the breaker -------------------------------------------------
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+def test_the_breakers_fail_open_applies_to_a_url_storage(
+    mode, name, events, fail_open, tmp_path
+):
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        breaker = fluxus.circuit_breaker(
+            1, RESET, name=name, storage=server.url, fail_open=fail_open
+        )
+        service = Service()
+        fn = breaker(mode.make(service))
+        assert "ok" == mode.run(fn)
+    finally:
+        server.kill()
+
+    outcome = call(mode, fn)
+
+    (down,) = [e for e in events if isinstance(e, CircuitStorageUnavailable)]
+    assert fail_open == down.fail_open
+    if fail_open:
+        assert ("ok", 2) == (outcome, service.calls)
+    else:
+        assert isinstance(outcome, fluxus.CircuitOpenError)
+        assert 1 == service.calls
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+def test_the_breakers_fail_open_applies_to_the_default_storage(
+    mode, name, events, fail_open
+):
+    set_default_storage(f"redis://127.0.0.1:{free_port()}/0")  # nobody listens
+    try:
+        breaker = fluxus.circuit_breaker(1, RESET, name=name, fail_open=fail_open)
+        service = Service()
+        outcome = call(mode, breaker(mode.make(service)))
+    finally:
+        set_default_storage(None)
+
+    (down,) = [e for e in events if isinstance(e, CircuitStorageUnavailable)]
+    assert fail_open == down.fail_open
+    if fail_open:
+        assert ("ok", 1) == (outcome, service.calls)
+    else:
+        assert isinstance(outcome, fluxus.CircuitOpenError)
+        assert 0 == service.calls
+
+
+def test_a_storage_object_keeps_its_own_fail_open(mode, name):
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    closed = fluxus.CircuitRedisStorage(url, fail_open=False)
+    breaker = fluxus.circuit_breaker(1, RESET, name=name, storage=closed)
+    service = Service()
+    assert isinstance(call(mode, breaker(mode.make(service))), fluxus.CircuitOpenError)
+    assert 0 == service.calls
+    agreeing = fluxus.CircuitRedisStorage(url, fail_open=False)
+    both = fluxus.circuit_breaker(1, RESET, storage=agreeing, fail_open=False)
+    assert isinstance(call(mode, both(mode.make(service))), fluxus.CircuitOpenError)
+
+
+def test_fail_open_false_with_a_storage_that_fails_open_is_refused(redis_url):
+    storage = fluxus.CircuitRedisStorage(redis_url)
+    with pytest.raises(
+        ValueError, match="fail_open=False contradicts the storage's own fail_open=True"
+    ):
+        fluxus.circuit_breaker(storage=storage, fail_open=False)

@@ -463,3 +463,115 @@ def test_a_secret_argument_reaches_no_output(caplog, tmp_path, instant):
     assert dict.fromkeys(outputs, False) == {
         name: secret in text for name, text in outputs.items()
     }
+
+
+# -- block forms are observed like decorated calls ------------------------------
+
+
+_GATES = {
+    "circuit_breaker": (
+        lambda: fluxus.circuit_breaker(1, 30.0, name="gate", clock=lambda: 0.0),
+        lambda policy: policy.open(),
+        "CircuitOpenError",
+    ),
+    "rate_limit": (
+        lambda: fluxus.rate_limit(1, burst=1, name="gate", clock=lambda: 0.0),
+        lambda policy: policy.acquire(),
+        "RateLimitExceeded",
+    ),
+    "bulkhead": (
+        lambda: fluxus.bulkhead(1, name="gate"),
+        lambda policy: policy._store.take(0.0),
+        "BulkheadFull",
+    ),
+}
+
+
+def _gated(policy, outcome, *, block, is_async):
+    """Return ``work``, run through *policy* as a block or decorated.
+
+    Both are named ``_gated.<locals>.work``: a block is named after the
+    function it is written in, a decorated call after its function.
+    """
+
+    def body():
+        if outcome == "failure":
+            raise OSError("down")
+        return "ok"
+
+    if is_async and block:
+
+        async def work():
+            async with policy:
+                return body()
+
+    elif is_async:
+
+        @policy
+        async def work():
+            return body()
+
+    elif block:
+
+        def work():
+            with policy:
+                return body()
+
+    else:
+
+        @policy
+        def work():
+            return body()
+
+    return work
+
+
+def _observed_run(gate, outcome, *, block, is_async):
+    import asyncio
+
+    from fluxus.instrumentation import add_observer, remove_observer
+    from fluxus.testing import capture_events
+
+    make_policy, fill, _ = _GATES[gate]
+    policy = make_policy()
+    if outcome == "rejection":
+        fill(policy)
+    work = _gated(policy, outcome, block=block, is_async=is_async)
+    seen = []
+
+    class Recorder:
+        attempts = False
+
+        def start(self, policy, function, attempt):
+            seen.append(("start", policy.name, function, attempt))
+            return len(seen)
+
+        def end(self, state, error):
+            seen.append(("end", state, type(error).__name__ if error else None))
+
+    recorder = Recorder()
+    add_observer(recorder)
+    try:
+        with capture_events() as events:
+            try:
+                result = asyncio.run(work()) if is_async else work()
+            except Exception as exc:
+                result = type(exc).__name__
+    finally:
+        remove_observer(recorder)
+    return result, seen, events, policy.stats
+
+
+@pytest.mark.parametrize("outcome", ["success", "failure", "rejection"])
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("gate", list(_GATES))
+def test_a_gates_block_is_observed_as_a_decorated_call(gate, is_async, outcome):
+    decorated = _observed_run(gate, outcome, block=False, is_async=is_async)
+    blocked = _observed_run(gate, outcome, block=True, is_async=is_async)
+
+    expected = {"success": "ok", "failure": "OSError", "rejection": _GATES[gate][2]}
+    function = f"{__name__}._gated.<locals>.work"
+    error = None if outcome == "success" else expected[outcome]
+    assert [("start", "gate", function, 0), ("end", 1, error)] == decorated[1]
+    assert expected[outcome] == decorated[0]
+    assert decorated == blocked

@@ -230,6 +230,13 @@ BUILT: list[tuple[str, tuple[Any, ...], dict[str, Any], type[Exception], str]] =
     (
         "circuit_breaker",
         (),
+        {"fail_open": "no"},
+        TypeError,
+        "fail_open must be True or False, got 'no'",
+    ),
+    (
+        "circuit_breaker",
+        (),
         {"exclude": 3},
         TypeError,
         (

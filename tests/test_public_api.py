@@ -87,6 +87,7 @@ def test_each_factory_takes_exactly_its_class_parameters():
         fluxus.retry: fluxus.Retry,
         fluxus.timeout: fluxus.Timeout,
         fluxus.circuit_breaker: fluxus.CircuitBreaker,
+        fluxus.rate_limit: fluxus.RateLimiter,
         fluxus.bulkhead: fluxus.Bulkhead,
         fluxus.fallback: fluxus.Fallback,
         fluxus.hedge: fluxus.Hedge,

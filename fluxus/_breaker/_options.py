@@ -48,30 +48,52 @@ def _split_exclude(
     return tuple(types), tuple(predicates)
 
 
-def _given_storage(storage: object) -> CircuitRedisStorage | str | None:
-    """Check ``storage=`` when the breaker is built; ``None``: the default."""
+def _given_storage(
+    storage: object, *, fail_open: bool
+) -> CircuitRedisStorage | str | None:
+    """Check ``storage=`` when the breaker is built; ``None``: the default.
+
+    A URL or a client is given the breaker's *fail_open*; a
+    :class:`CircuitRedisStorage` keeps its own, and ``fail_open=False`` on
+    a breaker whose storage fails open is refused: the pair contradicts
+    itself, and silently failing open is the costly reading.
+
+    Raises:
+        ValueError: If *fail_open* is ``False`` and *storage* is a
+            :class:`CircuitRedisStorage` with ``fail_open=True``.
+    """
     if storage is None:
         return None
     if storage == MEMORY:
         return MEMORY
     if isinstance(storage, CircuitRedisStorage):
+        if storage.fail_open and not fail_open:
+            msg = (
+                "fail_open=False contradicts the storage's own fail_open=True, "
+                f"got storage={storage!r}; give the CircuitRedisStorage "
+                "fail_open=False (the breaker then needs no fail_open)"
+            )
+            raise ValueError(msg)
         return storage
-    return CircuitRedisStorage(storage, param="storage")
+    return CircuitRedisStorage(storage, fail_open=fail_open, param="storage")
 
 
 _DEFAULT_REDIS_LOCK = threading.Lock()
-#: One Redis storage per default URI: the breakers following it share clients.
-_DEFAULT_REDIS: dict[str, CircuitRedisStorage] = {}
+#: One Redis storage per default URI and fail mode: the breakers following
+#: it share clients.
+_DEFAULT_REDIS: dict[tuple[str, bool], CircuitRedisStorage] = {}
 
 
-def _default_redis(uri: str) -> CircuitRedisStorage:
+def _default_redis(uri: str, *, fail_open: bool = True) -> CircuitRedisStorage:
     """Return the shared Redis storage of the default storage *uri*.
+
+    Breakers that fail open and breakers that fail closed get one each.
 
     Raises:
         ValueError: If *uri* is neither ``memory://`` nor a Redis URL.
     """
     with _DEFAULT_REDIS_LOCK:
-        storage = _DEFAULT_REDIS.get(uri)
+        storage = _DEFAULT_REDIS.get((uri, fail_open))
         if storage is None:
             scheme = scheme_of(uri)
             if scheme not in SCHEMES:
@@ -82,7 +104,7 @@ def _default_redis(uri: str) -> CircuitRedisStorage:
                     "storage of its own"
                 )
                 raise ValueError(msg)
-            storage = _DEFAULT_REDIS[uri] = CircuitRedisStorage(
-                normalize_url(uri), param="the default storage"
+            storage = _DEFAULT_REDIS[uri, fail_open] = CircuitRedisStorage(
+                normalize_url(uri), fail_open=fail_open, param="the default storage"
             )
         return storage

@@ -22,18 +22,27 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, ClassVar, Self, cast
 
 from fluxus._config import default_storage
-from fluxus._core import CIRCUIT_BREAKER, Policy, factory_of, qualified_name, type_name
+from fluxus._core import (
+    CIRCUIT_BREAKER,
+    Policy,
+    block_name,
+    factory_of,
+    qualified_name,
+    type_name,
+)
 from fluxus._lazy import Lazy
 from fluxus._redis import scheme_of
 from fluxus._validate import (
     Duration,
     check_callable,
+    check_fail_open,
     not_bare,
     positive_int,
     positive_seconds,
@@ -41,7 +50,13 @@ from fluxus._validate import (
 from fluxus.exceptions import REJECTIONS, CircuitOpenError
 from fluxus.instrumentation._events import CircuitRejected, CircuitStateChanged
 from fluxus.instrumentation._hooks import emit, get_hooks
-from fluxus.instrumentation._observe import Observe, watch_for
+from fluxus.instrumentation._observe import (
+    WATCH,
+    Observe,
+    block_ended,
+    block_started,
+    watch_for,
+)
 
 from ._circuit import HALF_OPEN, OPEN, Circuit, CircuitState, Transition, Window
 from ._memory import MemoryStorage
@@ -161,28 +176,28 @@ class ListenerState:
 _LISTENER_STATES = {state: ListenerState(state.value) for state in CircuitState}
 
 
-#: The function name blocks (``with breaker:``) count under.
-_BLOCK = "<block>"
-
-
 def _block() -> None:
     """Stands for a ``with breaker:`` block in the listeners' ``before_call``."""
 
 
+#: An open block: its token, its start, its function, its observers' states.
+_Entry = tuple[object, float, str, Any]
+
+
 class _Blocks:
-    """The tokens of the blocks open in this thread or task, innermost last."""
+    """The blocks open in this thread or task, innermost last."""
 
     __slots__ = ("_open",)
 
     def __init__(self) -> None:
-        self._open: contextvars.ContextVar[tuple[tuple[object, float], ...]] = (
-            contextvars.ContextVar("fluxus_breaker_blocks", default=())
+        self._open: contextvars.ContextVar[tuple[_Entry, ...]] = contextvars.ContextVar(
+            "fluxus_breaker_blocks", default=()
         )
 
-    def push(self, entry: tuple[object, float]) -> None:
+    def push(self, entry: _Entry) -> None:
         self._open.set((*self._open.get(), entry))
 
-    def pop(self) -> tuple[object, float]:
+    def pop(self) -> _Entry:
         entries = self._open.get()
         self._open.set(entries[:-1])
         return entries[-1]
@@ -220,6 +235,7 @@ class CircuitBreaker(Policy):
         listeners: Iterable[Any] | None = None,
         name: str | None = None,
         storage: str | CircuitRedisStorage | Any | None = None,
+        fail_open: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name)
@@ -247,7 +263,8 @@ class CircuitBreaker(Policy):
         if self._listeners:  # the plain steps stay as they are without them
             self._record_success = self._heard_success  # type: ignore[method-assign]
             self._record_failure = self._heard_failure  # type: ignore[method-assign]
-        self._given = _given_storage(storage)
+        self._fail_open: bool = check_fail_open(fail_open)
+        self._given = _given_storage(storage, fail_open=self._fail_open)
         self._clock = clock
         self._circuit = self._new_circuit()
         self._last_error: BaseException | None = None
@@ -374,7 +391,7 @@ class CircuitBreaker(Policy):
         given = self._given
         uri = default_storage()
         if given is None and scheme_of(uri) != "memory":
-            given = _default_redis(uri)
+            given = _default_redis(uri, fail_open=self._fail_open)
         if isinstance(given, CircuitRedisStorage):
             return given.circuit(self._circuit, lambda: self.name)
         return MemoryStorage(self._circuit, self._clock)
@@ -622,13 +639,19 @@ class CircuitBreaker(Policy):
 
         The block's outcome is recorded on exit: an :class:`Exception`
         leaving it is a failure unless excluded; a ``BaseException`` counts
-        neither. Blocks count in the stats and events like decorated calls,
-        under the function name ``"<block>"``.
+        neither. Events, :attr:`stats` and observers see a block as a
+        decorated call of the function the block is written in.
         """
-        token = self._admit(_BLOCK)
+        function = block_name(sys._getframe(1))  # noqa: SLF001 - the block's frame
+        observed = block_started(self, function) if WATCH.observers else None
+        try:
+            token = self._admit(function)
+        except BaseException as exc:
+            block_ended(observed, exc)
+            raise
         if self._listeners:
             self._before_call(_block, (), {})
-        self._blocks.push((token, self._clock()))
+        self._blocks.push((token, self._clock(), function, observed))
         return self
 
     def __exit__(
@@ -638,21 +661,29 @@ class CircuitBreaker(Policy):
         traceback: TracebackType | None,
     ) -> None:
         """Record the block's outcome; never swallows its exception."""
-        token, started = self._blocks.pop()
+        token, started, function, observed = self._blocks.pop()
         if exc is None:
-            self._record_success(token, _BLOCK, slow=self._slow(started))
+            self._record_success(token, function, slow=self._slow(started))
         else:
-            self._record_failure(token, exc, _BLOCK, slow=self._slow(started))
+            self._record_failure(token, exc, function, slow=self._slow(started))
+        if observed is not None:
+            block_ended(observed, exc)
 
     async def __aenter__(self) -> Self:
         """Admit the block, awaiting a remote storage; see :meth:`__enter__`."""
-        if self._store.get().remote:
-            token = await self._admit_async(_BLOCK)
-        else:
-            token = self._admit(_BLOCK)
+        function = block_name(sys._getframe(1))  # noqa: SLF001 - the block's frame
+        observed = block_started(self, function) if WATCH.observers else None
+        try:
+            if self._store.get().remote:
+                token = await self._admit_async(function)
+            else:
+                token = self._admit(function)
+        except BaseException as exc:
+            block_ended(observed, exc)
+            raise
         if self._listeners:
             self._before_call(_block, (), {})
-        self._blocks.push((token, self._clock()))
+        self._blocks.push((token, self._clock(), function, observed))
         return self
 
     async def __aexit__(
@@ -662,18 +693,20 @@ class CircuitBreaker(Policy):
         traceback: TracebackType | None,
     ) -> None:
         """Record the block's outcome; see :meth:`__exit__`."""
-        token, started = self._blocks.pop()
+        token, started, function, observed = self._blocks.pop()
         slow = self._slow(started)
         remote = self._store.get().remote
         if exc is None:
             if remote:
-                await self._record_success_async(token, _BLOCK, slow=slow)
+                await self._record_success_async(token, function, slow=slow)
             else:
-                self._record_success(token, _BLOCK, slow=slow)
+                self._record_success(token, function, slow=slow)
         elif remote:
-            await self._record_failure_async(token, exc, _BLOCK, slow=slow)
+            await self._record_failure_async(token, exc, function, slow=slow)
         else:
-            self._record_failure(token, exc, _BLOCK, slow=slow)
+            self._record_failure(token, exc, function, slow=slow)
+        if observed is not None:
+            block_ended(observed, exc)
 
     def _gate(self, func: Callable[..., Any]) -> BreakerGate:
         return BreakerGate(self, qualified_name(func), func)
@@ -965,6 +998,13 @@ def circuit_breaker() -> None:
             it is looked up on the first call. The storage is built on first
             use and again in a forked child, which shares no connection with
             its parent (in memory, a child starts with a closed circuit).
+        fail_open: While a Redis storage given as a URL or client, or the
+            default storage, is unreachable: let calls through unprotected
+            (``True``, the default) or refuse them with
+            :class:`~fluxus.CircuitOpenError` (``False``). A
+            :class:`~fluxus.CircuitRedisStorage` keeps its own
+            ``fail_open``; ``fail_open=False`` with one that fails open is
+            a ``ValueError``. In memory it changes nothing.
         clock: Monotonic seconds for the in-memory timer; tests pass a fake.
             A circuit in Redis runs on the Redis server's clock instead.
 
@@ -974,6 +1014,7 @@ def circuit_breaker() -> None:
     Raises:
         TypeError: If a parameter has the wrong type.
         ValueError: If a threshold is below 1, a duration is not positive,
-            a rate is not in (0, 1], no rule can open the circuit or
-            *storage* is not a usable URL.
+            a rate is not in (0, 1], no rule can open the circuit,
+            *storage* is not a usable URL, or *fail_open* is ``False`` and
+            *storage* a :class:`~fluxus.CircuitRedisStorage` that fails open.
     """

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,14 @@ from types import TracebackType
 from typing import Any, ClassVar, NoReturn, Protocol
 
 from fluxus._config import MEMORY
-from fluxus._core import BULKHEAD, Policy, factory_of, layers, qualified_name
+from fluxus._core import (
+    BULKHEAD,
+    Policy,
+    block_name,
+    factory_of,
+    layers,
+    qualified_name,
+)
 from fluxus._deadline import DEADLINE, HELD, Held, monotonic
 from fluxus._validate import (
     check_fail_open,
@@ -45,7 +53,13 @@ from fluxus._validate import (
 from fluxus.exceptions import BulkheadFull
 from fluxus.instrumentation._events import BulkheadRejected
 from fluxus.instrumentation._hooks import emit
-from fluxus.instrumentation._observe import Observe, watch_for
+from fluxus.instrumentation._observe import (
+    WATCH,
+    Observe,
+    block_ended,
+    block_started,
+    watch_for,
+)
 
 from ._memory import MemoryCompartment
 
@@ -297,9 +311,19 @@ class Bulkhead(Policy):
         hold.drop()
 
     def __enter__(self) -> None:
-        """Take a slot for the block, or raise :class:`~fluxus.BulkheadFull`."""
-        held = self._hold(self._admit(self.name))
-        self._blocks.set((*self._blocks.get(), held))
+        """Take a slot for the block, or raise :class:`~fluxus.BulkheadFull`.
+
+        Events, :attr:`stats` and observers see a block as a decorated call
+        of the function the block is written in.
+        """
+        function = block_name(sys._getframe(1))  # noqa: SLF001 - the block's frame
+        observed = block_started(self, function) if WATCH.observers else None
+        try:
+            held = self._hold(self._admit(function))
+        except BaseException as exc:
+            block_ended(observed, exc)
+            raise
+        self._blocks.set((*self._blocks.get(), (held, observed)))
 
     def __exit__(
         self,
@@ -308,9 +332,13 @@ class Bulkhead(Policy):
         tb: TracebackType | None,
     ) -> None:
         """Give the block's slot back."""
-        *outer, held = self._blocks.get()
+        *outer, (held, observed) = self._blocks.get()
         self._blocks.set(tuple(outer))
-        self._unhold(held)
+        try:
+            self._unhold(held)
+        finally:
+            if observed is not None:
+                block_ended(observed, exc)
 
     # -- the async driver -------------------------------------------------
 
@@ -395,8 +423,14 @@ class Bulkhead(Policy):
 
     async def __aenter__(self) -> None:
         """Take a slot for the block without blocking the loop."""
-        token = await self._admit_async(self.name)
-        self._blocks.set((*self._blocks.get(), (token,)))
+        function = block_name(sys._getframe(1))  # noqa: SLF001 - the block's frame
+        observed = block_started(self, function) if WATCH.observers else None
+        try:
+            token = await self._admit_async(function)
+        except BaseException as exc:
+            block_ended(observed, exc)
+            raise
+        self._blocks.set((*self._blocks.get(), (token, observed)))
 
     async def __aexit__(
         self,
@@ -405,9 +439,13 @@ class Bulkhead(Policy):
         tb: TracebackType | None,
     ) -> None:
         """Give the block's slot back."""
-        *outer, (token,) = self._blocks.get()
+        *outer, (token, observed) = self._blocks.get()
         self._blocks.set(tuple(outer))
-        await self._store.give_back_async(token)
+        try:
+            await self._store.give_back_async(token)
+        finally:
+            if observed is not None:
+                block_ended(observed, exc)
 
 
 class SlotGate:

@@ -303,7 +303,6 @@ class _Configured(Policy):
             on_down=self._storage_down,
             on_up=self._storage_up,
             secret=None if uri is None else url_password(uri),
-            every_failure=True,
         )
 
     def _resting_peek(self, plan: _Plan, key: str, cost: int) -> bool:

@@ -22,11 +22,13 @@ this module (the public controls: ``allow``, ``acquire``, block forms).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, ClassVar
 
-from fluxus._core import RATE_LIMIT, qualified_name
+from fluxus._core import RATE_LIMIT, block_name, factory_of, qualified_name
 from fluxus._lazy import Lazy
 from fluxus._validate import (
     Duration,
@@ -35,6 +37,7 @@ from fluxus._validate import (
     not_bare,
     optional_seconds,
 )
+from fluxus.instrumentation._observe import WATCH, block_ended, block_started
 
 from ._drivers import _Drivers
 from ._gcra import StorageUnavailableError
@@ -59,71 +62,14 @@ from ._stack_gate import RateLimitGate
 
 
 class RateLimiter(_Drivers):
-    """Admit at most so many calls per period.
+    """Admit at most so many calls per period; see :func:`rate_limit`.
 
-    ``fluxus.rate_limit`` is this class: decorate functions with an instance,
-    or use it as a block (``with limiter:``) or through :meth:`acquire`.
-
-    Args:
-        limit: A rate in limits' notation (``"10/second"``,
-            ``"100 per minute; 10 per second"``: every part must admit the
-            call) or a number of calls per second.
-        burst: For a numeric limit, the token bucket's capacity: the bucket
-            starts full and refills continuously at the rate, one token per
-            call. By default the rate rounded up, at least 1.
-        timeout: How long a caller may wait for a permit: ``0`` fails fast,
-            ``None`` waits as long as needed (never past an enclosing
-            :func:`fluxus.timeout` deadline). When the wait would be longer,
-            :class:`~fluxus.RateLimitExceeded` is raised at once.
-        key: ``key(*args, **kwargs) -> str`` receives the call's arguments and
-            names the client; each client has its own budget.
-        name: Limiters with the same name and storage share one budget (in
-            Redis, across processes). Without it a limiter's budget is its
-            own: it is named after the first function it decorates
-            (``module.qualname``; ``module.qualname#2``, ``#3``, ... for the
-            next limiters without a name decorating a function of that name
-            in the process, numbered in the order they decorate, so that
-            processes running the same code agree), or ``<rate_limit #N>``
-            when it only serves blocks and :meth:`~RateLimiter.acquire`.
-            Names and keys are escaped in storage keys: no name and key
-            pair can reach another pair's budget.
-        storage: A limits storage URI: ``"memory://"`` (this process),
-            ``"redis://host:port/db"`` (every process using it), or any other
-            limits storage for string limits with a window strategy. Storage
-            I/O gives up after ``socket_timeout`` (0.5 s unless the URL's
-            query sets it). ``None`` (the default) is the default storage:
-            ``"memory://"``, unless a web integration was given
-            ``FLUXUS_STORAGE_URI``; it is looked up on the first call, when
-            the app's configuration is known. The storage is built on first
-            use and again in a forked child, which shares nothing with its
-            parent (in memory, a child starts with full buckets).
-        strategy: ``"token-bucket"`` (default for numbers; memory or Redis),
-            or one of limits' ``"fixed-window"`` (default for strings),
-            ``"sliding-window-counter"``, ``"moving-window"``.
-        fail_open: While the storage is unreachable, admit calls (``True``,
-            the default), reject them with ``retry_after`` 1 s (``False``),
-            or count them in this process at the configured limit
-            (``"local"``): each process then admits up to the limit on its
-            own, so N processes admit up to N times the limit between them
-            until the storage answers again. The storage is tried again
-            once a second.
-        key_prefix: The prefix of every storage key.
-        cost: The tokens a call takes: an int >= 1, or a callable receiving
-            the call's arguments and returning one. A cost above what the
-            limit admits at once (the burst; a string item's amount) is a
-            ``ValueError``.
-        clock: Monotonic seconds for an in-memory token bucket of its own
-            (tests use a fake clock); ``None`` shares the process's.
-
-    Raises:
-        TypeError: If a parameter has the wrong type.
-        ValueError: If *limit* cannot be parsed, *burst* or *timeout* is out
-            of range, or the storage scheme or strategy is unknown or unfit.
+    Decorate functions with an instance, or use it as a block
+    (``with limiter:``) or through :meth:`acquire`.
     """
 
     _kind: ClassVar[str] = "rate_limit"
     _rank: ClassVar[int] = RATE_LIMIT
-    _observed_here: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -140,7 +86,7 @@ class RateLimiter(_Drivers):
         cost: Cost = 1,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        """Build the policy; the parameters are described on the class."""
+        """Build the policy; the parameters are described on :func:`rate_limit`."""
         super().__init__(name)
         not_bare(
             limit,
@@ -161,6 +107,10 @@ class RateLimiter(_Drivers):
         self._local: Any = None  # the in-process store of fail_open="local"
         #: Without ``name=``, the name of this policy object alone.
         self._anonymous = f"<rate_limit #{next(_ANONYMOUS)}>" if name is None else None
+        #: The observers' states of the blocks open here, innermost last.
+        self._observed: ContextVar[tuple[Any, ...]] = ContextVar(
+            f"fluxus_rate_limit_blocks_{id(self)}", default=()
+        )
         self._key = key
         #: The storage given to the policy, or ``None``: the default storage.
         self._given = None if storage is None else check_storage(storage)
@@ -260,8 +210,16 @@ class RateLimiter(_Drivers):
         )
 
     def __enter__(self) -> None:
-        """Take a permit for the block, like :meth:`acquire`."""
-        self.acquire()
+        """Take a permit for the block, like :meth:`acquire`.
+
+        Events, :attr:`stats` and observers see a block as a decorated call
+        of the function the block is written in.
+        """
+        function = block_name(sys._getframe(1))  # noqa: SLF001 - the block's frame
+        if WATCH.observers or self._observed.get():
+            self._observed_enter(function)
+            return
+        self._admit("", self.timeout, function, self._fixed_cost(None))
 
     def __exit__(
         self,
@@ -269,11 +227,24 @@ class RateLimiter(_Drivers):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Nothing to give back: a permit is spent when it is taken."""
+        """Nothing to give back (a permit is spent when it is taken)."""
+        if self._observed.get():
+            self._observed_exit(exc)
 
     async def __aenter__(self) -> None:
         """Take a permit for the block, like :meth:`acquire_async`."""
-        await self.acquire_async()
+        function = block_name(sys._getframe(1))  # noqa: SLF001 - the block's frame
+        if WATCH.observers or self._observed.get():
+            self._observed_start(function)
+            try:
+                await self._admit_async(
+                    "", self.timeout, function, self._fixed_cost(None)
+                )
+            except BaseException as exc:
+                self._observed_exit(exc)
+                raise
+            return
+        await self._admit_async("", self.timeout, function, self._fixed_cost(None))
 
     async def __aexit__(
         self,
@@ -281,7 +252,30 @@ class RateLimiter(_Drivers):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Nothing to give back: a permit is spent when it is taken."""
+        """Nothing to give back; see :meth:`__exit__`."""
+        if self._observed.get():
+            self._observed_exit(exc)
+
+    # Observed blocks. While one is open in this thread or task, every block
+    # nested in it is pushed too (observed or not), so each exit pops its own.
+
+    def _observed_start(self, function: str) -> Any:
+        observed = block_started(self, function) if WATCH.observers else None
+        self._observed.set((*self._observed.get(), observed))
+        return observed
+
+    def _observed_enter(self, function: str) -> None:
+        self._observed_start(function)
+        try:
+            self._admit("", self.timeout, function, self._fixed_cost(None))
+        except BaseException as exc:
+            self._observed_exit(exc)
+            raise
+
+    def _observed_exit(self, error: BaseException | None) -> None:
+        *outer, observed = self._observed.get()
+        self._observed.set(tuple(outer))
+        block_ended(observed, error)
 
     def _resolve_timeout(self, timeout: object) -> float | None:
         if isinstance(timeout, _UseDefault):
@@ -309,6 +303,72 @@ class RateLimiter(_Drivers):
         return RateLimitGate(self, qualified_name(func))
 
 
-#: The factory is the class itself: ``fluxus.rate_limit(...)`` builds a
-#: :class:`RateLimiter`, so the two can never disagree on a parameter.
-rate_limit = RateLimiter
+@factory_of(RateLimiter)
+def rate_limit() -> None:
+    """Return a policy that admits at most so many calls per period.
+
+    A caller that finds no permit waits for one up to *timeout*, or gets
+    :class:`~fluxus.RateLimitExceeded` at once when the wait would be
+    longer. The policy is also a context manager: ``with limiter:`` and
+    ``async with limiter:`` take a permit like
+    :meth:`~RateLimiter.acquire`.
+
+    Args:
+        limit: A rate in limits' notation (``"10/second"``,
+            ``"100 per minute; 10 per second"``: every part must admit the
+            call) or a number of calls per second.
+        burst: For a numeric limit, the token bucket's capacity: the bucket
+            starts full and refills continuously at the rate, one token per
+            call. By default the rate rounded up, at least 1.
+        timeout: How long a caller may wait for a permit: ``0`` fails fast,
+            ``None`` waits as long as needed (never past an enclosing
+            :func:`fluxus.timeout` deadline). When the wait would be longer,
+            :class:`~fluxus.RateLimitExceeded` is raised at once.
+        key: ``key(*args, **kwargs) -> str`` receives the call's arguments and
+            names the client; each client has its own budget.
+        name: Limiters with the same name and storage share one budget (in
+            Redis, across processes). Without it a limiter's budget is its
+            own: it is named after the first function it decorates
+            (``module.qualname``; ``module.qualname#2``, ``#3``, ... for the
+            next limiters without a name decorating a function of that name
+            in the process, numbered in the order they decorate, so that
+            processes running the same code agree), or ``<rate_limit #N>``
+            when it only serves blocks and :meth:`~RateLimiter.acquire`.
+            Names and keys are escaped in storage keys: no name and key
+            pair can reach another pair's budget.
+        storage: A limits storage URI: ``"memory://"`` (this process),
+            ``"redis://host:port/db"`` (every process using it), or any other
+            limits storage for string limits with a window strategy. Storage
+            I/O gives up after ``socket_timeout`` (0.5 s unless the URL's
+            query sets it). ``None`` (the default) is the default storage:
+            ``"memory://"``, unless a web integration was given
+            ``FLUXUS_STORAGE_URI``; it is looked up on the first call, when
+            the app's configuration is known. The storage is built on first
+            use and again in a forked child, which shares nothing with its
+            parent (in memory, a child starts with full buckets).
+        strategy: ``"token-bucket"`` (default for numbers; memory or Redis),
+            or one of limits' ``"fixed-window"`` (default for strings),
+            ``"sliding-window-counter"``, ``"moving-window"``.
+        fail_open: While the storage is unreachable, admit calls (``True``,
+            the default), reject them with ``retry_after`` 1 s (``False``),
+            or count them in this process at the configured limit
+            (``"local"``): each process then admits up to the limit on its
+            own, so N processes admit up to N times the limit between them
+            until the storage answers again. The storage is tried again
+            once a second.
+        key_prefix: The prefix of every storage key.
+        cost: The tokens a call takes: an int >= 1, or a callable receiving
+            the call's arguments and returning one. A cost above what the
+            limit admits at once (the burst; a string item's amount) is a
+            ``ValueError``.
+        clock: Monotonic seconds for an in-memory token bucket of its own
+            (tests use a fake clock); ``None`` shares the process's.
+
+    Returns:
+        A :class:`RateLimiter`; decorate functions with it.
+
+    Raises:
+        TypeError: If a parameter has the wrong type.
+        ValueError: If *limit* cannot be parsed, *burst* or *timeout* is out
+            of range, or the storage scheme or strategy is unknown or unfit.
+    """
