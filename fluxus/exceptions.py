@@ -60,20 +60,34 @@ class CircuitOpenError(FluxusError, pybreaker.CircuitBreakerError):
     Attributes:
         name: The name of the circuit breaker.
         retry_after: Seconds until the breaker lets a trial call through.
+        storage: The storage (its password masked) when the call was
+            refused because that storage is unreachable and the breaker
+            fails closed (``fail_open=False``), else ``None``.
     """
 
-    def __init__(self, name: str, retry_after: float) -> None:
+    def __init__(
+        self, name: str, retry_after: float, storage: str | None = None
+    ) -> None:
         # BaseException.__new__ has already set args to (name, retry_after);
         # the message is built when it is read: an open circuit raises this
         # on every call, and most callers only look at the type.
         self.name = name
         self.retry_after = retry_after
+        self.storage = storage
 
     def __str__(self) -> str:
+        if self.storage is not None:
+            return (
+                f"circuit {self.name!r} refused the call: its storage "
+                f"{self.storage} is unreachable (fail_open=False); retry after "
+                f"{self.retry_after:.3f}s"
+            )
         return f"circuit {self.name!r} is open; retry after {self.retry_after:.3f}s"
 
-    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, float]]:
-        return (type(self), (self.name, self.retry_after))
+    def __reduce__(
+        self,
+    ) -> tuple[type[CircuitOpenError], tuple[str, float, str | None]]:
+        return (type(self), (self.name, self.retry_after, self.storage))
 
 
 class RateLimitExceeded(FluxusError):
@@ -82,17 +96,30 @@ class RateLimitExceeded(FluxusError):
     Attributes:
         name: The name of the rate limiter.
         retry_after: Seconds until a permit is expected to be free.
+        storage: The storage (its password masked) when the call was
+            refused because that storage is unreachable and the limiter
+            fails closed (``fail_open=False``), else ``None``.
     """
 
-    def __init__(self, name: str, retry_after: float) -> None:
+    def __init__(
+        self, name: str, retry_after: float, storage: str | None = None
+    ) -> None:
         self.name = name
         self.retry_after = retry_after
-        super().__init__(
-            f"rate limit {name!r} exceeded; retry after {retry_after:.3f}s"
-        )
+        self.storage = storage
+        if storage is not None:
+            message = (
+                f"rate limit {name!r} refused the call: its storage {storage} "
+                f"is unreachable (fail_open=False); retry after {retry_after:.3f}s"
+            )
+        else:
+            message = f"rate limit {name!r} exceeded; retry after {retry_after:.3f}s"
+        super().__init__(message)
 
-    def __reduce__(self) -> tuple[type[RateLimitExceeded], tuple[str, float]]:
-        return (type(self), (self.name, self.retry_after))
+    def __reduce__(
+        self,
+    ) -> tuple[type[RateLimitExceeded], tuple[str, float, str | None]]:
+        return (type(self), (self.name, self.retry_after, self.storage))
 
 
 class DeadlineExceeded(FluxusError, TimeoutError):

@@ -871,3 +871,66 @@ def test_a_redis_storage_without_redis_fails_when_built_naming_the_extra():
         f"ImportError a bulkhead with Redis storage {extra}",
         f"ImportError fluxus.sinks.RedisStream {extra}",
     ] == done.stdout.splitlines(), done.stderr
+
+
+# -- a storage that is down, with fail_open=False ------------------------------
+
+
+def _closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"redis://:s3cret@127.0.0.1:{port}/0"
+
+
+@pytest.mark.parametrize("kind", ["circuit_breaker", "rate_limit"])
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_storage_that_is_down_is_named_in_the_refusal(kind, is_async):
+    import asyncio
+    import pickle
+
+    url = _closed_port_url()
+    if kind == "circuit_breaker":
+        policy = fluxus.circuit_breaker(storage=url, fail_open=False)
+        expected_type, subject = fluxus.CircuitOpenError, "circuit"
+    else:
+        policy = fluxus.rate_limit(10, storage=url, fail_open=False)
+        expected_type, subject = fluxus.RateLimitExceeded, "rate limit"
+    calls = []
+
+    def job():
+        calls.append(1)
+
+    async def ajob():
+        calls.append(1)
+
+    with pytest.raises(expected_type) as caught:
+        if is_async:
+            asyncio.run(policy(ajob)())
+        else:
+            policy(job)()
+
+    error = caught.value
+    masked = url.replace("s3cret", "***")
+    assert error.storage == masked
+    assert str(error).startswith(
+        f"{subject} {error.name!r} refused the call: its storage {masked} "
+        "is unreachable (fail_open=False); retry after "
+    )
+    assert "s3cret" not in str(error)
+    assert not calls
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+    assert (copy.name, copy.storage) == (error.name, error.storage)
+    assert str(copy) == str(error)
+
+
+def test_an_open_circuit_and_a_spent_limit_keep_their_messages():
+    assert fluxus.CircuitOpenError("api", 2.0).storage is None
+    assert str(fluxus.CircuitOpenError("api", 2.0)) == (
+        "circuit 'api' is open; retry after 2.000s"
+    )
+    assert str(fluxus.RateLimitExceeded("api", 0.5)) == (
+        "rate limit 'api' exceeded; retry after 0.500s"
+    )

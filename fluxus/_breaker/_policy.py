@@ -161,6 +161,14 @@ def _check_listeners(listeners: object) -> tuple[Any, ...]:
     return items
 
 
+def _unreachable(storage: object) -> str | None:
+    """Name *storage* if it refuses calls because it is down (fail closed)."""
+    health = getattr(storage, "health", None)
+    if health is None or health.fail_open or health.down_until is None:
+        return None
+    return str(storage.storage.description)  # type: ignore[attr-defined]
+
+
 class ListenerState:
     """A state as pybreaker's listeners see it: only its ``name`` is read."""
 
@@ -479,7 +487,7 @@ class CircuitBreaker(Policy):
                     retry_after=retry_after,
                 )
             )
-        return CircuitOpenError(name, retry_after)
+        return CircuitOpenError(name, retry_after, _unreachable(self._storage))
 
     def _counts(self, exc: BaseException) -> bool:
         """Return whether *exc* counts as a failure (a rejection never does)."""

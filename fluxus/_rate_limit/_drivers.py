@@ -86,7 +86,9 @@ class _Drivers(_Configured):
                 policy=self.name, function=function, retry_after=wait, timeout=timeout
             )
         )
-        raise RateLimitExceeded(self.name, wait)
+        health = self._health
+        down = not health.fail_open and health.down_until is not None
+        raise RateLimitExceeded(self.name, wait, self.storage if down else None)
 
     def _waiting(
         self, answer: Reservation, budget: float, timeout: float | None, function: str
