@@ -55,7 +55,8 @@ def test_token_bucket_in_redis_is_shared_by_sync_and_async_callers(redis_url, mo
     assert 1 == calls(mode.__class__("async"), async_call, 3)
     with pytest.raises(fluxus.RateLimitExceeded) as info:
         sync_call()
-    assert 0.5 < info.value.retry_after <= 1.0
+    # The next token is at most a second away (less on a slow machine).
+    assert 0.0 < info.value.retry_after <= 1.0
 
 
 def test_redis_keys_are_namespaced_and_expire(redis_url):
