@@ -428,6 +428,14 @@ class StorageHealth:
         until = self.down_until
         return until is not None and time.monotonic() < until
 
+    def refusing(self) -> bool:
+        """Return whether calls are refused because the storage is down.
+
+        True during an outage of a storage that fails closed
+        (``fail_open=False``): the refusal then names the storage.
+        """
+        return not self.fail_open and self.down_until is not None
+
     def failed(self, exc: BaseException, function: str) -> None:
         """Note that the storage failed *function*'s step with *exc*."""
         first = self.down_until is None

@@ -164,7 +164,7 @@ def _check_listeners(listeners: object) -> tuple[Any, ...]:
 def _unreachable(storage: object) -> str | None:
     """Name *storage* if it refuses calls because it is down (fail closed)."""
     health = getattr(storage, "health", None)
-    if health is None or health.fail_open or health.down_until is None:
+    if health is None or not health.refusing():
         return None
     return str(storage.storage.description)  # type: ignore[attr-defined]
 

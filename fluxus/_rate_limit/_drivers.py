@@ -86,8 +86,7 @@ class _Drivers(_Configured):
                 policy=self.name, function=function, retry_after=wait, timeout=timeout
             )
         )
-        health = self._health
-        down = not health.fail_open and health.down_until is not None
+        down = self._health.refusing()
         raise RateLimitExceeded(self.name, wait, self.storage if down else None)
 
     def _waiting(
