@@ -207,3 +207,32 @@ def test_fallbacks_bulkhead_rejections_and_hedges(mode, registry):
     )
     assert 1.0 == value(registry, "fluxus_hedges_total", policy="edge")
     assert 1.0 == value(registry, "fluxus_hedges_won_total", policy="edge")
+
+
+def test_a_new_registry_never_gets_the_metrics_of_one_that_is_gone():
+    # Registries built one after another often reuse the address (the id)
+    # of one collected before them; each must get metrics of its own.
+    for _ in range(50):
+        registry = CollectorRegistry()
+        prometheus.install(registry)
+        bh = fluxus.bulkhead(1, name="reused")
+        try:
+            with bh, pytest.raises(fluxus.BulkheadFull), bh:
+                pass
+        finally:
+            prometheus.uninstall(registry)
+            set_hooks(None)
+        assert 1.0 == value(
+            registry, "fluxus_rejections_total", policy="reused", kind="bulkhead"
+        )
+        del registry
+
+
+def test_a_new_policy_is_counted_under_its_own_name(registry):
+    # Policies built one after another often reuse the address of one that
+    # is gone: each call is counted under the name of the policy it ran in.
+    for i in range(50):
+        fluxus.retry(1, name=f"short-lived-{i}")(lambda: None)()
+        assert 1.0 == value(
+            registry, "fluxus_calls_total", policy=f"short-lived-{i}", kind="retry"
+        )

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -74,7 +75,11 @@ CIRCUIT_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
 _LABELS = ("policy", "kind")
 _lock = threading.Lock()
-_installed: dict[int, PrometheusMetrics] = {}
+#: Metrics by registry, weakly: a registry that is gone takes its metrics
+#: along (an id would be reused by the next registry built at that address).
+_installed: weakref.WeakKeyDictionary[CollectorRegistry, PrometheusMetrics] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class _Children:
@@ -156,7 +161,9 @@ class PrometheusMetrics:
             registry=registry,
             buckets=buckets,
         )
-        self._children: dict[int, _Children] = {}
+        self._children: weakref.WeakKeyDictionary[Policy, _Children] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- the observer ------------------------------------------------------
 
@@ -165,7 +172,7 @@ class PrometheusMetrics:
 
     def start(self, policy: Policy, function: str, attempt: int) -> object:  # noqa: ARG002
         """Start timing a protected call."""
-        children = self._children.get(id(policy))
+        children = self._children.get(policy)
         if children is None:
             children = self._register(policy)
         return children, time.perf_counter()
@@ -183,11 +190,11 @@ class PrometheusMetrics:
         state = getattr(policy, "state", None)
         if state is not None and policy._kind == "circuit_breaker":  # noqa: SLF001
             self.circuit_state.labels(policy.name).set(CIRCUIT_STATES[state.value])
-        # Policies live as long as the functions they decorate; keying by id
-        # is safe because the dict keeps nothing alive and ids are reused only
-        # after a policy is gone, when the labels are the same name anyway.
+        # Keyed weakly by the policy: the dict keeps nothing alive, and a
+        # policy built later at the address of one that is gone (another
+        # name, perhaps) gets children of its own.
         with _lock:
-            self._children[id(policy)] = children
+            self._children[policy] = children
         return children
 
     # -- the event hook ----------------------------------------------------
@@ -245,9 +252,9 @@ def install(
     """
     registry = REGISTRY if registry is None else registry
     with _lock:
-        metrics = _installed.get(id(registry))
+        metrics = _installed.get(registry)
         if metrics is None:
-            metrics = _installed[id(registry)] = PrometheusMetrics(registry, buckets)
+            metrics = _installed[registry] = PrometheusMetrics(registry, buckets)
     if metrics not in get_hooks():
         add_hook(metrics)
     add_observer(metrics)
@@ -258,7 +265,7 @@ def uninstall(registry: CollectorRegistry | None = None) -> None:
     """Stop feeding the metrics of *registry* (they stay registered)."""
     registry = REGISTRY if registry is None else registry
     with _lock:
-        metrics = _installed.get(id(registry))
+        metrics = _installed.get(registry)
     if metrics is not None:
         remove_hook(metrics)
         remove_observer(metrics)

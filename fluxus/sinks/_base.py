@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -181,7 +182,11 @@ def check_writable(path: Path) -> None:
 class LocalClaims:
     """Claims kept in this process, for sinks without a shared claim store."""
 
-    _held: ClassVar[dict[int, dict[str, float]]] = {}
+    #: Held letters by sink, weakly: a sink built later at the address of
+    #: one that is gone must not inherit its holds.
+    _held: ClassVar[weakref.WeakKeyDictionary[StoringSink, dict[str, float]]] = (
+        weakref.WeakKeyDictionary()
+    )
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, sink: StoringSink, timeout: float) -> None:
@@ -194,7 +199,7 @@ class LocalClaims:
         taken: list[DeadLetter] = []
         now = time.monotonic()
         with self._lock:
-            held = self._held.setdefault(id(self._sink), {})
+            held = self._held.setdefault(self._sink, {})
             for letter in self._sink.letters():
                 if len(taken) >= limit:
                     break
@@ -208,7 +213,7 @@ class LocalClaims:
     def release(self, letter_id: str) -> None:
         """Give the letter back."""
         with self._lock:
-            self._held.get(id(self._sink), {}).pop(letter_id, None)
+            self._held.get(self._sink, {}).pop(letter_id, None)
 
     def remove(self, letter_ids: list[str]) -> int:
         """Remove the letters, whose calls succeeded."""
