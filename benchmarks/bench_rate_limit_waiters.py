@@ -116,14 +116,16 @@ def child(contender, count, seconds, memory):
     late = [place - i for place, i in enumerate(admitted) if i < place]
     ideal = (count - 1) / rate
     print(
-        json.dumps({
-            "ratio": elapsed / ideal,
-            "cpu": cpu,
-            "queued": queued,
-            "out_of_order": sum(i != place for place, i in enumerate(admitted))
-            / count,
-            "late": max(late, default=0),
-        })
+        json.dumps(
+            {
+                "ratio": elapsed / ideal,
+                "cpu": cpu,
+                "queued": queued,
+                "out_of_order": sum(i != place for place, i in enumerate(admitted))
+                / count,
+                "late": max(late, default=0),
+            }
+        )
     )
 
 
@@ -162,10 +164,11 @@ def measure(contenders, count, seconds, rounds):
             kind, tree = contenders[name]
             samples[name].append(run(kind, tree, count, seconds))
     lines = [
-        f"{count:,} waiters, ideal {seconds:g} s, {rounds} rounds: "
-        "median (min-max)",
-        f"  {'contender':<18}{'total / ideal':>22}{'CPU s':>22}"
-        f"{'out of order':>24}{'places late':>18}{'B / waiter':>12}",
+        f"{count:,} waiters, ideal {seconds:g} s, {rounds} rounds: median (min-max)",
+        (
+            f"  {'contender':<18}{'total / ideal':>22}{'CPU s':>22}"
+            f"{'out of order':>24}{'places late':>18}{'B / waiter':>12}"
+        ),
     ]
     for name, runs in samples.items():
         kind, tree = contenders[name]

@@ -20,7 +20,7 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
@@ -135,7 +135,9 @@ class _Alarm:
 
     __slots__ = ("at", "key", "loop", "owner", "tickets", "timer")
 
-    def __init__(self, owner: Waiters, key: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, owner: Waiters, key: str, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.owner = owner
         self.key = key
         self.loop = loop
@@ -205,8 +207,7 @@ class _Alarm:
                 self.owner.drop(self)
             head = self.head()
         for future in due:
-            if future is not None and not future.done():
-                future.set_result(False)
+            _release(future)
         self.arm(head)
 
 
@@ -291,8 +292,9 @@ class Waiters:
             if queue is None or ticket not in queue:
                 return False
             del queue[ticket]
-            if ticket._alarm is not None:  # noqa: SLF001 - the queue's own bookkeeping
-                ticket._alarm.remove(ticket)  # noqa: SLF001
+            own = ticket._alarm  # noqa: SLF001 - the queue's own bookkeeping
+            if own is not None:
+                own.remove(ticket)
             # Later by their slot, not by when they joined: replies from
             # Redis may arrive out of the order the script served them.
             due = ticket.due
@@ -306,6 +308,10 @@ class Waiters:
             woken = [other for other in later if other._alarm is None]  # noqa: SLF001
             if not queue:
                 del self._queues[ticket.key]
+        if own is not None:
+            # Given back from outside its wait (a cancelled waiter's future
+            # is done already): it waits on nothing now, let it go on.
+            _call(own.loop, _release, ticket._future)  # noqa: SLF001
         for other in woken:
             other.wake()
         for alarm in alarms:
@@ -319,12 +325,22 @@ class Waiters:
 
 def _rearm(alarm: _Alarm) -> None:
     """Have *alarm* ring at its first slot, from whichever thread."""
+    _call(alarm.loop, alarm.rearm)
+
+
+def _release(future: asyncio.Future[bool] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(False)
+
+
+def _call(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    """Call *fn* in *loop*'s thread: now if this is it, else as soon as it can."""
     try:
-        here = asyncio.get_running_loop() is alarm.loop
+        here = asyncio.get_running_loop() is loop
     except RuntimeError:
         here = False
     if here:
-        alarm.rearm()
+        fn(*args)
         return
     with contextlib.suppress(RuntimeError):  # its loop is closed
-        alarm.loop.call_soon_threadsafe(alarm.rearm)
+        loop.call_soon_threadsafe(fn, *args)
