@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from fluxus._aio import running_trio
@@ -167,10 +167,8 @@ class _Alarm:
             self.owner.drop(self)
 
     def reorder(self) -> None:
-        """Sort the queue again should slots moved forward have crossed."""
-        tickets = self.tickets
-        if any(a.due > b.due for a, b in pairwise(tickets)):
-            self.tickets = deque(sorted(tickets, key=_due))
+        """Sort the queue again: slots moved forward passed unmoved ones."""
+        self.tickets = deque(sorted(self.tickets, key=_due))
 
     def arm(self, due: float | None) -> None:
         """Ring at *due* (``time.monotonic()``) if sooner than now set."""
@@ -297,15 +295,10 @@ class Waiters:
                 own.remove(ticket)
             # Later by their slot, not by when they joined: replies from
             # Redis may arrive out of the order the script served them.
-            due = ticket.due
-            later = [other for other in queue if other.due > due]
-            for other in later:
-                other.due -= shift
-            alarms = {other._alarm: None for other in later}  # noqa: SLF001
-            alarms.pop(None, None)
-            for alarm in alarms:
-                alarm.reorder()  # type: ignore[union-attr]
-            woken = [other for other in later if other._alarm is None]  # noqa: SLF001
+            alarms, woken, crossed = _move_forward(queue, ticket.due, shift)
+            if crossed:  # a moved slot passed an unmoved one: sort again
+                for alarm in alarms:
+                    alarm.reorder()
             if not queue:
                 del self._queues[ticket.key]
         if own is not None:
@@ -315,12 +308,43 @@ class Waiters:
         for other in woken:
             other.wake()
         for alarm in alarms:
-            _rearm(alarm)  # type: ignore[arg-type]
+            _rearm(alarm)
         return True
 
     def __len__(self) -> int:
         with self.lock:
             return sum(len(q) for q in self._queues.values())
+
+
+def _move_forward(
+    queue: dict[Ticket, None], due: float, shift: float
+) -> tuple[set[_Alarm], list[Ticket], bool]:
+    """Move every slot later than *due* forward by *shift*.
+
+    Returns:
+        The alarms of the asyncio waiters moved, the other waiters moved
+        (to wake), and whether a moved slot passed one that did not move.
+    """
+    alarms: set[_Alarm] = set()
+    woken: list[Ticket] = []
+    kept, moved = -math.inf, math.inf  # the last unmoved, the first moved slot
+    last = None
+    for other in queue:  # one pass, no call per waiter: there may be many
+        slot = other.due
+        if slot > due:
+            slot -= shift
+            other.due = slot
+            if slot < moved:  # noqa: PLR1730 - min() is a call per waiter
+                moved = slot
+            alarm = other._alarm  # noqa: SLF001 - the queue's own bookkeeping
+            if alarm is None:
+                woken.append(other)  # a thread's or trio's: wake it
+            elif alarm is not last:
+                alarms.add(alarm)
+                last = alarm
+        elif slot > kept:
+            kept = slot
+    return alarms, woken, moved < kept
 
 
 def _rearm(alarm: _Alarm) -> None:
