@@ -1,13 +1,15 @@
-"""The breaker and the limiter through Redis Cluster against one server.
+"""The breaker, the limiter and the bulkhead through Redis Cluster against one server.
 
 Run with ``python benchmarks/bench_redis_cluster.py``. It starts, on free
 loopback ports, one redis-server and a cluster of three masters and three
 replicas (as the tests do), then times, in this one process with
-interleaved rounds, the happy path of a breaker and of a limiter whose
-state is on the single server and on the cluster. Each call is one script
-on one node in both cases (the keys of one policy share a hash slot), so
-the cluster should cost about what one server costs: the goal is at most
-1.3x. A bare call is the baseline of the overhead column.
+interleaved rounds, the happy path of a breaker, a limiter and a bulkhead
+whose state is on the single server and on the cluster. Each step is one
+script on one node in both cases (the keys of one policy share a hash
+slot, and fluxus sends the script straight to the node that owns it, see
+``fluxus/_redis_scripts.py``), so the cluster should cost about what one
+server costs: the goal is at most 1.3x. A bare call is the baseline of the
+overhead column.
 
 Events go to no hook during the measurements: what is measured is the
 policies and their round trips, not the logging.
@@ -35,16 +37,23 @@ def work() -> int:
 
 
 def contenders(urls: dict[str, str], calls: int) -> dict[str, dict[str, object]]:
-    """Return the timed callables of the breaker's and the limiter's table."""
-    tables: dict[str, dict[str, object]] = {"breaker": {}, "limiter": {}}
+    """Return the timed callables of the breaker's, limiter's, bulkhead's table."""
+    tables: dict[str, dict[str, object]] = {
+        "breaker": {},
+        "limiter": {},
+        "bulkhead": {},
+    }
     for where, url in urls.items():
         name = f"bench-{uuid.uuid4().hex[:8]}"
         breaker = fluxus.circuit_breaker(5, 30, name=name, storage=url)(work)
         limiter = fluxus.rate_limit(1e9, storage=url, name=name)(work)
+        bulkhead = fluxus.bulkhead(1000, name=name, storage=url)(work)
         breaker()  # connected (and the slots learnt) before the timing
         limiter()
+        bulkhead()
         tables["breaker"][where] = lambda f=breaker: time_sync(f, calls)
         tables["limiter"][where] = lambda f=limiter: time_sync(f, calls)
+        tables["bulkhead"][where] = lambda f=bulkhead: time_sync(f, calls)
     for table in tables.values():
         table["bare call"] = lambda: time_sync(work, calls)
     return tables
