@@ -78,16 +78,10 @@ def test_tagged_keys_keep_names_apart_and_share_a_slot(redis_cluster):
 # -- the same bodies on every topology ------------------------------------------
 
 
-def storage(url: str) -> fluxus.CircuitRedisStorage:
-    # Each asyncio.run() builds a client and, on a cluster, discovers the
-    # slots again: allow for that on a loaded machine.
-    return fluxus.CircuitRedisStorage(url, timeout=5)
-
-
 def test_breaker_opens_and_shares_its_circuit(any_redis_url, mode):
     name = unique()
-    first = fluxus.circuit_breaker(2, 60, name=name, storage=storage(any_redis_url))
-    second = fluxus.circuit_breaker(2, 60, name=name, storage=storage(any_redis_url))
+    first = fluxus.circuit_breaker(2, 60, name=name, storage=any_redis_url)
+    second = fluxus.circuit_breaker(2, 60, name=name, storage=any_redis_url)
 
     def fail():
         raise OSError("down")
@@ -592,3 +586,76 @@ def test_a_killed_master_is_followed_and_nothing_counts_twice(redis_cluster):
     with pytest.raises(fluxus.RateLimitExceeded) as info:
         limited()
     assert info.value.retry_after > 3600
+
+
+def test_an_async_killed_master_is_followed_and_nothing_counts_twice(redis_cluster):
+    cluster_client = redis.RedisCluster(
+        host="127.0.0.1", port=redis_cluster.nodes[0].port
+    )
+    name, port = _on_one_master(cluster_client)
+    cluster_client.close()
+    limiter, breaker = _shortcut_policies(redis_cluster.url, name)
+    limited, failing = limiter(_anoop), breaker(_afail)
+    node = redis_cluster.node(port)
+
+    async def main():
+        for _ in range(3):
+            await limited()
+        for _ in range(4):
+            with pytest.raises(OSError):
+                await failing()
+        node.client().wait(1, 2000)
+        node.kill()
+        refused = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                await limited()
+                break
+            except fluxus.RateLimitExceeded:
+                refused += 1
+                await asyncio.sleep(0.05)
+        while time.monotonic() < deadline:
+            try:
+                await failing()
+            except fluxus.CircuitOpenError:
+                refused += 1
+                await asyncio.sleep(0.05)
+            except OSError:
+                break
+        await limited()
+        await limited()
+        with pytest.raises(fluxus.RateLimitExceeded) as info:
+            await limited()
+        return refused, info.value.retry_after
+
+    try:
+        refused, retry_after = asyncio.run(main())
+    finally:
+        node.start()
+    assert refused > 0
+    assert retry_after > 3600
+    assert "open" == breaker.state.value
+
+
+def test_the_shortcut_reloads_a_lost_script_and_follows_a_new_view(redis_cluster):
+    from fluxus._redis_scripts import Scripts
+
+    client = sync_client(redis_cluster.url, 2.0)
+    scripts = Scripts({"incr": "return redis.call('INCR', KEYS[1])"})
+    key = tagged_key("fluxus:test", unique(), "n")
+    try:
+        assert [1, 2] == [scripts.run(client, "incr", [key], []) for _ in "ab"]
+        owner = client.get_node_from_key(key)
+        # The node loses its scripts (a restart, SCRIPT FLUSH): NOSCRIPT
+        # there sends the call through the cluster client, which loads it.
+        redis_cluster.node(int(owner.port)).client().script_flush()
+        assert 3 == scripts.run(client, "incr", [key], [])
+        # The cluster client rebuilds its view of the nodes: the node
+        # remembered is not used again until the cluster client names it.
+        client.nodes_manager.initialize()
+        assert client.get_node_from_key(key) is not owner
+        assert [4, 5] == [scripts.run(client, "incr", [key], []) for _ in "ab"]
+        assert 5 == int(client.get(key))
+    finally:
+        client.close()
