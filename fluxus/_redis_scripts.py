@@ -3,9 +3,9 @@
 Every step of a fluxus storage is one script on one policy's keys, and those
 keys share a hash slot (:func:`fluxus._redis.tagged_key`). redis-py's
 cluster client works out the slot, the node and the command's routing
-policies on every command, which costs about as much again as the round
-trip (``benchmarks/bench_redis_cluster.py``: the limiter 1.4x one server
-through it, a raw EXISTS 180-270 µs against 150-180 µs). :class:`Scripts`
+policies on every command, which adds a third or more to a call
+(``benchmarks/bench_redis_cluster.py``: a limiter call cost 1.36x its cost
+on one server through it; the lookup here costs about 5 µs). :class:`Scripts`
 remembers, per cluster client, which node owns each slot it has used, and
 sends EVALSHA to that node's own client: one round trip, as on one server.
 
