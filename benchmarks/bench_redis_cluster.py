@@ -18,9 +18,12 @@ policies and their round trips, not the logging.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import tempfile
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -36,12 +39,30 @@ def work() -> int:
     return 1
 
 
-def contenders(urls: dict[str, str], calls: int) -> dict[str, dict[str, object]]:
-    """Return the timed callables of the breaker's, limiter's, bulkhead's table."""
+async def awork() -> int:
+    return 1
+
+
+async def atime(fn: Callable[[], Awaitable[object]], calls: int) -> float:
+    """Return the seconds per awaited call of *fn*, on the running loop."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        await fn()
+    return (time.perf_counter() - start) / calls
+
+
+def contenders(
+    urls: dict[str, str], calls: int, runner: asyncio.Runner
+) -> dict[str, dict[str, object]]:
+    """Return the timed callables of the breaker's, limiter's, bulkhead's tables.
+
+    The async ones all run on *runner*'s one loop, so each storage keeps
+    its client (and what it learnt of the cluster) from round to round.
+    """
     tables: dict[str, dict[str, object]] = {
-        "breaker": {},
-        "limiter": {},
-        "bulkhead": {},
+        f"{what}{mode}": {}
+        for mode in ("", " (async)")
+        for what in ("breaker", "limiter", "bulkhead")
     }
     for where, url in urls.items():
         name = f"bench-{uuid.uuid4().hex[:8]}"
@@ -54,8 +75,20 @@ def contenders(urls: dict[str, str], calls: int) -> dict[str, dict[str, object]]
         tables["breaker"][where] = lambda f=breaker: time_sync(f, calls)
         tables["limiter"][where] = lambda f=limiter: time_sync(f, calls)
         tables["bulkhead"][where] = lambda f=bulkhead: time_sync(f, calls)
-    for table in tables.values():
-        table["bare call"] = lambda: time_sync(work, calls)
+        name = f"bench-{uuid.uuid4().hex[:8]}"
+        for what, policy in (
+            ("breaker", fluxus.circuit_breaker(5, 30, name=name, storage=url)),
+            ("limiter", fluxus.rate_limit(1e9, storage=url, name=name)),
+            ("bulkhead", fluxus.bulkhead(1000, name=name, storage=url)),
+        ):
+            afn = policy(awork)
+            runner.run(afn())
+            tables[f"{what} (async)"][where] = lambda f=afn: runner.run(atime(f, calls))
+    for what, table in tables.items():
+        if what.endswith("(async)"):
+            table["bare call"] = lambda: runner.run(atime(awork, calls))
+        else:
+            table["bare call"] = lambda: time_sync(work, calls)
     return tables
 
 
@@ -82,7 +115,9 @@ def main() -> None:
                 "one server": f"redis://127.0.0.1:{single.port}/0",
                 "cluster": cluster.url,
             }
-            for what, table in contenders(urls, args.calls).items():
+            runner = asyncio.Runner()
+            tables = contenders(urls, args.calls, runner)
+            for what, table in tables.items():
                 medians = compare(table, args.rounds)  # type: ignore[arg-type]
                 ordered = {
                     k: medians[k] for k in ("bare call", "one server", "cluster")
@@ -96,6 +131,7 @@ def main() -> None:
                     print(line)
                 ratio = medians["cluster"] / medians["one server"]
                 print(f"  cluster / one server: {ratio:.2f}x (goal <= 1.3x)")
+            runner.close()
         finally:
             cluster.stop()
             single.stop()
