@@ -1428,6 +1428,7 @@ def test_a_worker_closes_its_pipes_once():
     assert wait_until(lambda: not alive(thread_id))
     assert -1 == worker.go_r
     worker.close()  # nothing left to close: another file may own go_r now
+    worker.stop()  # nor a thread to ask: nothing is written
     assert -1 == worker.go_w
     with pytest.raises(OSError):
         os.fstat(go_r)

@@ -258,8 +258,15 @@ class Worker:
         return result, error, self.ended
 
     def stop(self) -> None:
-        """Ask the idle thread to exit; it closes the pipes."""
-        os.write(self.go_w, _STOP)
+        """Ask the idle thread to exit; it closes the pipes.
+
+        A worker whose pipes are closed already has no thread to ask (one
+        retired at interpreter exit was seen so).
+        """
+        go_w = self.go_w
+        if go_w >= 0:
+            with contextlib.suppress(OSError):  # EPIPE: its thread is ending
+                os.write(go_w, _STOP)
 
     def close(self) -> None:
         """Close the pipes, once: a second call closes nothing.
