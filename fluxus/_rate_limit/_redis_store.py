@@ -10,6 +10,7 @@ from typing import Any
 
 from fluxus._aio import asyncio_only, in_background, shielded
 from fluxus._redis import PerLoop, async_client, sync_client
+from fluxus._redis_scripts import Scripts
 
 from ._gcra import ADMITTED, Bucket, Reservation, StorageUnavailableError
 from ._queue import Ticket, Waiters
@@ -110,7 +111,7 @@ def _bucket_args(buckets: Sequence[Bucket], cost: int = 1, now: str = "") -> lis
 
 
 def _refund_args(ticket: Ticket, now: str) -> list[str]:
-    n = len(ticket.back)
+    n = len(ticket.buckets)
     return ["refund", "0", str(ticket.cost), now, str(n), *(["0", "0"] * n), "-inf"]
 
 
@@ -140,6 +141,7 @@ class RedisTokenBuckets:
         self._sync: Any = None
         self._async = PerLoop(self._make_aclient)
         self._lock = threading.Lock()
+        self._scripts = Scripts({"gcra": _GCRA_LUA})
         self.waiters = Waiters()
 
     def _now(self) -> str:
@@ -168,9 +170,7 @@ class RedisTokenBuckets:
             return Reservation(admitted=False, wait=wait)
         if wait <= 0:
             return ADMITTED
-        ticket = self.waiters.join(
-            key, wait, cost, [cost * b.interval for b in buckets]
-        )
+        ticket = self.waiters.join(key, wait, cost, buckets)
         return Reservation(admitted=True, wait=wait, token=ticket, origin=self)
 
     def take(
@@ -252,13 +252,13 @@ class RedisTokenBuckets:
 
     def _eval(self, key: str, args: list[Any]) -> Any:
         try:
-            return self._client().eval(_GCRA_LUA, 1, key, *args)
+            return self._scripts.run(self._client(), "gcra", [key], args)
         except self._errors() as exc:
             raise StorageUnavailableError(str(exc)) from exc
 
     async def _eval_async(self, key: str, args: list[Any]) -> Any:
         try:
             client = await self._async.get()
-            return await client.eval(_GCRA_LUA, 1, key, *args)
+            return await self._scripts.run_async(client, "gcra", [key], args)
         except self._errors() as exc:
             raise StorageUnavailableError(str(exc)) from exc
