@@ -348,9 +348,8 @@ def test_observers_see_every_layer_once_and_recursion_is_observed(mode):
     ] == seen
 
 
-# Sync "thread" is observed in the test above; nested thread timeouts seat a
-# worker inside a worker, which this test leaves to tests/test_timeout.py.
-@pytest.mark.parametrize("strategy", ["signal", "cooperative"])
+# Sync "thread" recursion seats a worker inside a worker, nested twice.
+@pytest.mark.parametrize("strategy", ["signal", "cooperative", "thread"])
 def test_each_timeout_strategy_observes_every_call_once_recursion_too(mode, strategy):
     from fluxus.instrumentation import add_observer, remove_observer
 

@@ -999,7 +999,7 @@ def test_interrupted_caller_walks_away(monkeypatch):
     policy = fluxus.timeout(5.0)
     fn = policy(release.wait)
 
-    def interrupted(self, now, deadline):
+    def interrupted(self, *args):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
@@ -1018,7 +1018,7 @@ def test_interrupted_caller_after_the_call_finished(monkeypatch):
     fn = policy(lambda: "ok")
     real_wait = _pool.Worker.wait
 
-    def interrupted(self, now, deadline):
+    def interrupted(self, *args):
         while not self.poller.poll(0):
             time.sleep(0.001)
         raise KeyboardInterrupt
@@ -1032,7 +1032,154 @@ def test_interrupted_caller_after_the_call_finished(monkeypatch):
     assert 0 == policy._bound.abandoned
 
 
-def finished_as_the_caller_gives_up(self, now, deadline):
+def test_a_caller_interrupted_once_its_call_is_done_walks_on(monkeypatch):
+    # Interrupted after the done signal was read: the caller once waited
+    # for a second signal that never comes.
+    fn = fluxus.timeout(5.0)(lambda x: x)
+    real_wait = _pool.Worker.wait
+    once = [True]
+
+    def interrupted(self, *args):
+        done = real_wait(self, *args)
+        if once:
+            once.clear()
+            raise KeyboardInterrupt
+        return done
+
+    out = []
+
+    def caller():
+        with contextlib.suppress(KeyboardInterrupt):
+            fn(1)
+        out.append(fn(2))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_pool.Worker, "wait", interrupted)
+        thread = threading.Thread(target=caller, daemon=True)
+        thread.start()
+        thread.join(10)
+    assert [2] == out
+
+
+def spin(value, seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    return value
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs SIGALRM")
+def test_signal_timeouts_interrupting_thread_calls_never_mix_outcomes(events):
+    # The interrupt lands anywhere in the hand-off, also in what the caller
+    # does to walk away; a later call once returned an earlier call's result.
+    inner = fluxus.timeout(5.0)(spin)
+    outer = fluxus.timeout(0.002, strategy="signal")(inner)
+    wrong, late = [], 0
+    for n in range(300):
+        with contextlib.suppress(fluxus.DeadlineExceeded):
+            outer(n, 0.001 + (n % 7) * 0.0003)
+            late -= 1
+        late += 1
+        if -n != inner(-n, 0):
+            wrong.append(n)
+
+    assert [] == wrong
+    assert late  # interrupted indeed
+
+
+def test_a_go_signal_whose_job_was_replaced_finds_none():
+    # A start() interrupted before its GO signal leaves a job that the next
+    # start() replaces: the thread runs the newer job once.
+    worker = _pool.Worker(_pool.HUB)
+    release = threading.Event()
+    context = contextvars.copy_context()
+    first = worker.start(release.wait, (5.0,), {}, context, time.monotonic() + 9)
+    second = worker.start(lambda: "second", (), {}, context, time.monotonic() + 9)
+    third = worker.start(lambda: "third", (), {}, context, time.monotonic() + 9)
+    release.set()
+
+    assert worker.wait(third, time.monotonic(), time.monotonic() + 5)
+    assert "third" == worker.outcome()[0]
+    assert first < second < third == worker.served
+    worker.stop()
+    assert wait_until(lambda: -1 == worker.go_r)
+
+
+def open_fds():
+    """How many files the process has open (0 where /proc is missing)."""
+    fds = Path("/proc/self/fd")
+    return sum(1 for _ in fds.iterdir()) if fds.exists() else 0
+
+
+@pytest.fixture
+def thread_errors(monkeypatch):
+    errors = []
+    monkeypatch.setattr(threading, "excepthook", errors.append)
+    return errors
+
+
+def test_a_worker_interrupted_as_its_thread_starts_lets_the_thread_close(
+    monkeypatch, thread_errors
+):
+    # Closing the pipes under the running thread made its read fail (EBADF),
+    # or read another file that had taken the number.
+    started = []
+
+    class Interrupted(threading.Thread):
+        def start(self):
+            super().start()
+            started.append(self)
+            worker = self._target.__self__
+            assert wait_until(lambda: worker.running)
+            raise KeyboardInterrupt
+
+    fds = open_fds()
+    with monkeypatch.context() as patch:
+        patch.setattr(threading, "Thread", Interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            _pool.Worker(_pool.HUB)
+    started[0].join(5)
+
+    assert not started[0].is_alive()
+    assert [] == thread_errors
+    if fds:
+        assert fds == open_fds()
+
+
+@pytest.mark.parametrize("delayed", [True, False], ids=["late-thread", "no-thread"])
+def test_a_worker_whose_thread_never_loops_closes_its_pipes(
+    monkeypatch, thread_errors, delayed
+):
+    go, started = threading.Event(), []
+
+    class Late(threading.Thread):
+        def run(self):
+            go.wait(5)
+            super().run()
+
+        def start(self):
+            if delayed:
+                super().start()
+                started.append(self)
+                raise KeyboardInterrupt
+            raise RuntimeError("can't start new thread")
+
+    fds = open_fds()
+    with monkeypatch.context() as patch:
+        patch.setattr(threading, "Thread", Late)
+        with pytest.raises((KeyboardInterrupt, RuntimeError)):
+            _pool.Worker(_pool.HUB)
+    go.set()
+    for thread in started:
+        thread.join(5)
+        assert not thread.is_alive()
+
+    assert [] == thread_errors
+    if fds:
+        assert fds == open_fds()
+
+
+def finished_as_the_caller_gives_up(self, *args):
     """A wait that misses the done signal: the caller gives up as it comes."""
     while not self.poller.poll(0):
         time.sleep(0.001)
@@ -1281,6 +1428,7 @@ def test_a_worker_closes_its_pipes_once():
     assert wait_until(lambda: not alive(thread_id))
     assert -1 == worker.go_r
     worker.close()  # nothing left to close: another file may own go_r now
+    worker.stop()  # nor a thread to ask: nothing is written
     assert -1 == worker.go_w
     with pytest.raises(OSError):
         os.fstat(go_r)

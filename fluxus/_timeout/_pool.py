@@ -28,6 +28,7 @@ call several times slower in a virtual machine.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import select
 import threading
@@ -45,10 +46,13 @@ IDLE_SECONDS = 30.0
 
 _GO, _STOP = b"g", b"s"
 
+#: How many done signals one read takes: every stale one with the fresh one.
+_DRAIN = 64
+
 #: The longest single ``poll()`` (its timeout is a C int of milliseconds).
 _MAX_POLL_MS = 2**31 - 1
 
-Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Context, float]
+Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Context, float, int]
 
 
 def _cpu_probe() -> Callable[[], int] | None:
@@ -97,6 +101,16 @@ class Worker:
     Between :meth:`start` and the caller reading :meth:`outcome` (or, once
     the caller walked away, until the call returns) the worker serves one
     call, so the call's outcome can live on the worker itself.
+
+    Each call has a ticket, and the worker records the ticket of the call
+    whose outcome it holds (:attr:`served`) before it signals. A caller
+    trusts a done signal only when ``served`` is its own ticket. An
+    exception can reach the caller between any two steps of the hand-off
+    (``KeyboardInterrupt``, an enclosing ``"signal"`` timeout's interrupt,
+    a ``RecursionError`` on a deep stack), leaving an unread done signal, a
+    consumed one, or a call that runs with no one waiting: none of these
+    can make a later call return another call's outcome, or wait for a
+    signal that will not come.
     """
 
     __slots__ = (
@@ -108,7 +122,6 @@ class Worker:
         "done_w",
         "ended",
         "error",
-        "finished",
         "go_r",
         "go_w",
         "idle_since",
@@ -118,8 +131,11 @@ class Worker:
         "poller",
         "result",
         "retired",
+        "running",
         "seat",
+        "served",
         "thread_id",
+        "tickets",
     )
 
     def __init__(self, hub: Hub) -> None:
@@ -127,7 +143,9 @@ class Worker:
         self.result: Any = None
         self.error: BaseException | None = None
         self.ended = 0.0
-        self.finished = False
+        #: The ticket of the call whose outcome the worker holds (0: none yet).
+        self.served = 0
+        self.tickets = itertools.count(1)
         self.abandoned: Bound | None = None
         #: What an abandoned call holds until it returns (bulkhead slots).
         self.kept: tuple[Callable[[], None], ...] = ()
@@ -136,6 +154,8 @@ class Worker:
         self.seat: object = None
         #: Set (under the hub's lock) once it is told to stop: never parked again.
         self.retired = False
+        #: Whether the thread runs its loop; None once it must not (see below).
+        self.running: bool | None = False
         self.lock = threading.Lock()
         self.go_r, self.go_w = os.pipe()
         self.done_r, self.done_w = os.pipe()
@@ -148,20 +168,44 @@ class Worker:
         try:
             thread.start()
         except BaseException:
-            self.close()
+            self._unborn()
             raise
         self.thread_id = thread.native_id or 0
         pinnable = cpu_of_caller is not None and self.thread_id
         self.cpu = ANY_CPU if pinnable else NEVER_PINNED
         self.cpus: set[int] = set()
 
-    def start(self, job: Job) -> None:
-        """Hand *job* to the thread (caller side)."""
+    def _unborn(self) -> None:
+        """Undo a start that failed, or was interrupted, before it returned.
+
+        The thread may already run (``Thread.start`` is interrupted as it
+        waits for the thread to start): then only the thread may close the
+        pipes, and it is told to stop. Closing them under it would make its
+        next read fail (``EBADF``), or read another file that took the number.
+        """
+        with self.lock:
+            running, self.running = self.running, None
+        if running:
+            self.stop()
+        else:
+            self.close()
+
+    def start(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        context: Context,
+        deadline: float,
+    ) -> int:
+        """Hand a call to the thread (caller side); return the call's ticket."""
         if cpu_of_caller is not None and self.cpu != NEVER_PINNED:
             self._follow(cpu_of_caller())
-        self.finished = False
-        self.job = job
+        ticket = next(self.tickets)
+        # One step: a GO signal makes the thread take whatever job is set.
+        self.job = (func, args, kwargs, context, deadline, ticket)
         os.write(self.go_w, _GO)
+        return ticket
 
     def _follow(self, cpu: int) -> None:
         """Keep the worker on the caller's CPU (a system call only on a move)."""
@@ -183,8 +227,12 @@ class Worker:
             with contextlib.suppress(OSError):  # the thread may have exited
                 os.sched_setaffinity(self.thread_id, self.cpus)
 
-    def wait(self, now: float, deadline: float) -> bool:
-        """Wait until the call is done or *deadline*; return whether it is done."""
+    def wait(self, ticket: int, now: float, deadline: float) -> bool:
+        """Wait until call *ticket* is done or *deadline*; return whether it is.
+
+        A done signal left unread by an earlier, interrupted caller (or that
+        of a call nobody waits for) wakes the wait once and is dropped.
+        """
         poll = self.poller.poll
         left = deadline - now
         while left > 0:
@@ -195,10 +243,13 @@ class Worker:
                 time.sleep(left)
                 ready = poll(0)
             if ready:
-                os.read(self.done_r, 1)
-                return True
+                # Every signal there, stale ones too: never blocks, as poll()
+                # saw one. The ticket, not the signal, says whose call ended.
+                os.read(self.done_r, _DRAIN)
+                if self.served == ticket:
+                    return True
             left = deadline - monotonic()
-        return False
+        return self.served == ticket
 
     def outcome(self) -> tuple[Any, BaseException | None, float]:
         """Return and forget the call's result, exception and end time."""
@@ -206,13 +257,16 @@ class Worker:
         self.result = self.error = None
         return result, error, self.ended
 
-    def consume(self) -> None:
-        """Read the done signal of a call that finished as its caller gave up."""
-        os.read(self.done_r, 1)
-
     def stop(self) -> None:
-        """Ask the idle thread to exit; it closes the pipes."""
-        os.write(self.go_w, _STOP)
+        """Ask the idle thread to exit; it closes the pipes.
+
+        A worker whose pipes are closed already has no thread to ask (one
+        retired at interpreter exit was seen so).
+        """
+        go_w = self.go_w
+        if go_w >= 0:
+            with contextlib.suppress(OSError):  # EPIPE: its thread is ending
+                os.write(go_w, _STOP)
 
     def close(self) -> None:
         """Close the pipes, once: a second call closes nothing.
@@ -231,12 +285,18 @@ class Worker:
             os.close(fd)
 
     def _loop(self, hub: Hub) -> None:
+        with self.lock:
+            if self.running is None:  # its start failed: the pipes are closed
+                return
+            self.running = True
         read, write, publish = os.read, os.write, DEADLINE.set
         while read(self.go_r, 1) == _GO:
+            # Taken in one step: a start() interrupted before its GO left a
+            # job a later start() replaced; that GO then finds none.
             job, self.job = self.job, None
-            if job is None:  # pragma: no cover - start() always sets it
+            if job is None:
                 continue
-            func, args, kwargs, context, deadline = job
+            func, args, kwargs, context, deadline, ticket = job
             del job
             try:
                 # Inside the caller's copied context: the deadline never leaks.
@@ -247,7 +307,7 @@ class Worker:
                 self.error = exc
             self.ended = monotonic()
             del func, args, kwargs, context
-            kept = hub.finish(self)
+            kept = hub.finish(self, ticket)
             if kept is None:
                 write(self.done_w, _GO)
             for give_back in kept or ():
@@ -317,30 +377,34 @@ class Hub:
         seat.worker = worker
         return worker
 
-    def abandon(self, worker: Worker, bound: Bound) -> bool:
-        """Walk away from *worker*'s call; ``False`` if it has just finished.
+    def abandon(self, worker: Worker, ticket: int, bound: Bound) -> bool:
+        """Walk away from call *ticket*; ``False`` if it has just finished.
 
         The worker leaves the caller's seat and counts against *bound* until
         its call returns; what the call holds (bulkhead slots) stays held
-        until then too.
+        until then too. Should an exception interrupt this, the worker is
+        out of the seat before it is marked abandoned: at worst it is then
+        lost (its thread idles for good), never held by two owners.
         """
         kept = keep_held()
         with worker.lock:
-            if worker.finished:
+            if worker.served == ticket:
                 for give_back in kept:
                     give_back()
                 return False
             # Out of the seat before the call may end and park the worker.
             worker.seat = self.local.seat.worker = None
-            worker.abandoned = bound
             worker.kept = kept
+            worker.abandoned = bound
             with self.lock:
                 bound.abandoned += 1
         worker.release()
         return True
 
-    def finish(self, worker: Worker) -> tuple[Callable[[], None], ...] | None:
-        """Record that the call returned (worker side).
+    def finish(
+        self, worker: Worker, ticket: int
+    ) -> tuple[Callable[[], None], ...] | None:
+        """Record that call *ticket* returned (worker side).
 
         The worker of an abandoned call drops the outcome and goes idle.
 
@@ -349,7 +413,7 @@ class Hub:
             an abandoned call, what it held, to give back now.
         """
         with worker.lock:
-            worker.finished = True
+            worker.served = ticket
             bound = worker.abandoned
             if bound is None:
                 return None

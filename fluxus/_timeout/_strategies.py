@@ -193,19 +193,18 @@ def thread(
         worker = take()
         # The caller's context variables (request context, structlog's
         # contextvars, the enclosing deadline) are visible in the callee.
-        worker.start((func, args, kwargs, copy_context(), deadline))
+        ticket = worker.start(func, args, kwargs, copy_context(), deadline)
         try:
-            done = worker.wait(now, deadline)
+            done = worker.wait(ticket, now, deadline)
         except BaseException:
-            # Interrupted while waiting (KeyboardInterrupt): walk away.
-            if not abandon(worker, bound):
-                worker.consume()
+            # Interrupted while waiting (KeyboardInterrupt, an enclosing
+            # signal timeout): walk away, or drop the outcome if it is done.
+            if not abandon(worker, ticket, bound):
                 worker.outcome()
             raise
-        if not done:
-            if abandon(worker, bound):
-                late(function, "thread", now, deadline, None)
-            worker.consume()  # it finished as we gave up: settle decides
+        if not done and abandon(worker, ticket, bound):
+            late(function, "thread", now, deadline, None)
+        # Done, or done as we gave up (its signal is dropped by the next wait).
         result, error, ended = worker.outcome()
         settle(function, "thread", now, deadline, ended, error)
         if error is not None:
