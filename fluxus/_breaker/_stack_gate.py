@@ -71,23 +71,15 @@ class BreakerGate:
     ) -> Any:
         """Await *func* under the breaker."""
         breaker, function = self.breaker, self.function
-        if self.full:
+        if self.full or breaker._store.get().remote:  # noqa: SLF001 - its own package
+            # The steps of a remote storage are awaited; one path serves them.
             return await breaker._call_async(func, function, args, kwargs)  # noqa: SLF001
-        store = breaker._store  # noqa: SLF001 - its own package
-        if not store.get().remote:
-            token = breaker._admit(function)  # noqa: SLF001
-            try:
-                result = await func(*args, **kwargs)
-            except BaseException as exc:
-                breaker._record_failure(token, exc, function)  # noqa: SLF001
-                raise
-            breaker._record_success(token, function)  # noqa: SLF001
-            return result
-        token = await breaker._admit_async(function)  # noqa: SLF001
+        # In memory, no listeners, no slow calls: the steps, without awaiting.
+        token = breaker._admit(function)  # noqa: SLF001
         try:
             result = await func(*args, **kwargs)
         except BaseException as exc:
-            await breaker._record_failure_async(token, exc, function)  # noqa: SLF001
+            breaker._record_failure(token, exc, function)  # noqa: SLF001
             raise
-        await breaker._record_success_async(token, function)  # noqa: SLF001
+        breaker._record_success(token, function)  # noqa: SLF001
         return result
