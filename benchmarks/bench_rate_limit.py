@@ -12,6 +12,8 @@ the multi-process accuracy run, ``--long`` for 10-second accuracy runs).
    window. Through Redis, four processes share one limit.
 3. Memory: one million calls in a fresh process per contender; per-call cost
    of the first and the last 100,000 calls and the peak RSS.
+
+Many async waiters on one bucket: ``bench_rate_limit_waiters.py``.
 """
 
 from __future__ import annotations
@@ -346,46 +348,6 @@ def memory(calls, only=None):
     return lines
 
 
-# -- many waiters on one bucket ------------------------------------------------
-
-
-def waiters(count, seconds=2.0):
-    """*count* async tasks wait on one token bucket (burst 1) refilled so that
-    the last is due after *seconds*: total time over the ideal, admissions out
-    of arrival order, and the memory each waiter holds while it waits."""
-    import asyncio  # noqa: PLC0415
-    import tracemalloc  # noqa: PLC0415
-
-    rate = count / seconds
-    limiter = fluxus.rate_limit(rate, burst=1, timeout=None, name=uuid.uuid4().hex)
-    admitted = []
-
-    async def waiter(i):
-        await limiter.acquire_async()
-        admitted.append(i)
-
-    async def main():
-        tracemalloc.start()
-        before = tracemalloc.get_traced_memory()[0]
-        started = time.perf_counter()
-        tasks = [asyncio.ensure_future(waiter(i)) for i in range(count)]
-        await asyncio.sleep(0)
-        held = tracemalloc.get_traced_memory()[0] - before
-        tracemalloc.stop()
-        await asyncio.gather(*tasks)
-        return time.perf_counter() - started, held
-
-    elapsed, held = asyncio.run(main())
-    ideal = (count - 1) / rate
-    late = [p - i for p, i in enumerate(admitted) if i != p]
-    return (
-        f"  {count:>7,} waiters: {elapsed:.2f} s for an ideal {ideal:.2f} s "
-        f"({elapsed / ideal:.2f}x); {len(late) / count:.2%} admitted out of "
-        f"arrival order, at most {max(late, default=0):,} places late; "
-        f"{held / count:,.0f} B per waiter (tasks included)"
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=15)
@@ -394,8 +356,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--redis", default=None, help="a Redis URL for 4 processes")
     parser.add_argument("--memory-calls", type=int, default=1_000_000)
-    parser.add_argument("--only", choices=["happy", "accuracy", "memory", "waiters"])
-    parser.add_argument("--waiters", type=int, nargs="*", default=[20_000, 100_000])
+    parser.add_argument("--only", choices=["happy", "accuracy", "memory"])
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--memory-only", nargs="*", help="memory contenders to run")
     args = parser.parse_args()
@@ -411,10 +372,6 @@ def main() -> int:
         lines.append(accuracy_memory(seconds))
         if args.redis:
             lines.append(accuracy_redis(args.redis, seconds))
-        lines.append("")
-    if args.only in (None, "waiters"):
-        lines.append("async waiters on one token bucket (burst 1), last due at 2 s")
-        lines += [waiters(n) for n in args.waiters]
         lines.append("")
     if args.only in (None, "memory"):
         lines += memory(args.memory_calls, args.memory_only)

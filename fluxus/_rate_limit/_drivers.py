@@ -157,6 +157,9 @@ class _Drivers(_Configured):
         answer = self._take(plan, key, budget, function, cost)
         if answer is ADMITTED:
             return
+        if answer.token is not None and DEADLINE.get() is None:
+            hold(answer)  # a reserved slot, no deadline: just wait
+            return
         steps = self._waiting(answer, budget, timeout, function)
         step = next(steps, None)
         while step is not None:
@@ -228,6 +231,9 @@ class _Drivers(_Configured):
         budget = self._budget(timeout)
         answer = await self._take_async(plan, key, budget, function, cost)
         if answer is ADMITTED:
+            return
+        if answer.token is not None and DEADLINE.get() is None:
+            await hold_async(answer)  # a reserved slot, no deadline: just wait
             return
         steps = self._waiting(answer, budget, timeout, function)
         step = next(steps, None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Generator
+from collections.abc import Awaitable, Generator
 from typing import Any, Final
 
 from fluxus._aio import shielded
@@ -27,9 +27,9 @@ def _ticket_wait(ticket: Ticket, seconds: float) -> bool:
     return ticket.wait(min(seconds, threading.TIMEOUT_MAX))
 
 
-async def _ticket_wait_async(ticket: Ticket, seconds: float) -> bool:
+def _ticket_wait_async(ticket: Ticket, seconds: float) -> Awaitable[bool]:
     """Sleep until *ticket* is due; ``True`` if woken early (it moved forward)."""
-    return await ticket.wait_async(seconds)
+    return ticket.wait_async(seconds)  # its coroutine: one frame less per waiter
 
 
 def past_deadline(ticket: Ticket) -> bool:
@@ -77,12 +77,11 @@ async def hold_async(answer: Reservation) -> None:
     store: Any = answer.origin
     try:
         left = answer.wait
-        if left <= 0:
-            # Due now, behind waiters whose slots came earlier: its timer
-            # fires after theirs, so the loop admits them first.
-            await _ticket_wait_async(ticket, 0.0)
-        while effective_wait(left) > 0 and await _ticket_wait_async(ticket, left):
-            left = ticket.left()
+        # Due now, it still waits behind the waiters whose slots came
+        # earlier: the key's alarm wakes them in order, this one last.
+        if left <= 0 or effective_wait(left) > 0:
+            while await _ticket_wait_async(ticket, left):
+                left = ticket.left()  # trio: woken early, its slot moved forward
         if CONFIG.testing.active:
             await wait_async(0)  # still a point where the caller can be cancelled
     except BaseException:

@@ -73,7 +73,7 @@ class MemoryTokenBuckets:
                 key,
                 wait,
                 cost,
-                [cost * b.interval for b in buckets],
+                buckets,
                 now + wait if self._monotonic else None,
                 first=wait <= 0,
             )

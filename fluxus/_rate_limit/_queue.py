@@ -5,42 +5,72 @@ When a waiter gives its reservation back (cancelled, timed out), every waiter
 queued after it on the same key moves forward by the time that reservation
 held (:meth:`Waiters.leave`) and is woken to sleep the shorter wait: first
 come, first served holds and no permit sits unused.
+
+Asyncio waiters do not each set a timer: the waiters of one key on one loop
+wait in an :class:`_Alarm`, a queue ordered by slot with the one timer that
+wakes them, in order, when their slots come. A loop's timer heap then holds
+one entry per key, not per waiter, and a waiter moving forward costs no
+wake-up, only the alarm's timer set earlier.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from fluxus._aio import running_trio
+
+if TYPE_CHECKING:
+    from ._gcra import Bucket
 
 
 class Ticket:
     """One waiter's reserved slot: when it is due, and how to wake it early."""
 
-    __slots__ = ("_event", "_future", "_loop", "_trio", "back", "cost", "due", "key")
+    __slots__ = (
+        "_alarm",
+        "_event",
+        "_future",
+        "_trio",
+        "buckets",
+        "cost",
+        "due",
+        "key",
+        "owner",
+    )
 
-    def __init__(self, key: str, due: float, cost: int, back: Sequence[float]) -> None:
+    def __init__(
+        self,
+        owner: Waiters,
+        key: str,
+        due: float,
+        cost: int,
+        buckets: Sequence[Bucket],
+    ) -> None:
+        #: The queues this ticket waits in.
+        self.owner = owner
         self.key = key
         #: The tokens reserved.
         self.cost = cost
         #: ``time.monotonic()`` at which the slot is due.
         self.due = due
-        #: Per bucket, the seconds of TAT this reservation holds.
-        self.back = back
+        #: The buckets the tokens were reserved in.
+        self.buckets = buckets
+        self._alarm: _Alarm | None = None
         self._event: threading.Event | None = None
         self._future: asyncio.Future[bool] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._trio: tuple[Any, Any] | None = None  # (trio.Event, its TrioToken)
 
     @property
     def shift(self) -> float:
         """How far later waiters move forward when this one leaves."""
-        return min(self.back)
+        return self.cost * min(bucket.interval for bucket in self.buckets)
 
     def left(self) -> float:
         """Return the seconds until the slot is due (0 once it is)."""
@@ -54,23 +84,23 @@ class Ticket:
         self._event.clear()
         return moved
 
-    async def wait_async(self, seconds: float) -> bool:
-        """Sleep up to *seconds*; return whether the slot moved forward meanwhile."""
+    def wait_async(self, seconds: float) -> Awaitable[bool]:
+        """Sleep until the slot is due, however it moves; ``False`` then.
+
+        Under asyncio the key's alarm on this loop wakes the waiter when its
+        slot comes, wherever the slot has moved meanwhile (*seconds* is only
+        what the caller expected): what is awaited is a bare future, no
+        coroutine, no timer of its own. Under trio the waiter sleeps up to
+        *seconds* and the wait is ``True`` if its slot moved forward
+        meanwhile. A waiter interrupted is taken off by :meth:`Waiters.leave`.
+        """
         if running_trio():
-            return await self._wait_trio(seconds)
+            return self._wait_trio(seconds)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
-        self._loop, self._future = loop, future
-        # At the slot's own moment rather than *seconds* from now: on a busy
-        # loop, "now" drifts between waiters and would reorder them.
-        due = min(self.due, time.monotonic() + seconds)
-        at = loop.time() + (due - time.monotonic())
-        timer = loop.call_at(at, _settle, future, False)  # noqa: FBT003
-        try:
-            return await future
-        finally:
-            timer.cancel()
-            self._future = None
+        self._future = future
+        self.owner.ring(self, loop)
+        return future
 
     async def _wait_trio(self, seconds: float) -> bool:
         import trio  # noqa: PLC0415 - only under trio, which is then imported
@@ -86,7 +116,7 @@ class Ticket:
             self._trio = None
 
     def wake(self) -> None:
-        """Wake the waiter so it sleeps its new, shorter wait."""
+        """Wake a thread or trio waiter so it sleeps its new, shorter wait."""
         if self._event is not None:
             self._event.set()
         waiting = self._trio
@@ -94,32 +124,111 @@ class Ticket:
             event, token = waiting
             with contextlib.suppress(RuntimeError):  # its run has ended
                 token.run_sync_soon(event.set)
-        future, loop = self._future, self._loop
-        if future is not None and loop is not None:
-            with contextlib.suppress(RuntimeError):  # its loop is closed
-                loop.call_soon_threadsafe(_settle, future, True)  # noqa: FBT003
 
 
-def _settle(future: asyncio.Future[bool], moved: bool) -> None:  # noqa: FBT001
-    if not future.done():
-        future.set_result(moved)
+class _Alarm:
+    """The asyncio waiters of one key on one loop, by slot, and their one timer.
+
+    Its queue is guarded by the owning :class:`Waiters`' lock; its timer is
+    set and rung in the loop's thread only.
+    """
+
+    __slots__ = ("at", "key", "loop", "owner", "tickets", "timer")
+
+    def __init__(
+        self, owner: Waiters, key: str, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.owner = owner
+        self.key = key
+        self.loop = loop
+        self.tickets: deque[Ticket] = deque()
+        #: The slot the timer is set for (``None``: no timer).
+        self.at: float | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, ticket: Ticket) -> None:
+        """Queue *ticket* by its slot (the lock held)."""
+        tickets = self.tickets
+        due = ticket.due
+        if not tickets or tickets[-1].due <= due:
+            tickets.append(ticket)  # slots are reserved in order: the usual case
+        else:  # a Redis reply overtaken by a later one, a larger cost
+            place = len(tickets)
+            while place and tickets[place - 1].due > due:
+                place -= 1
+            tickets.insert(place, ticket)
+        ticket._alarm = self  # noqa: SLF001 - the queue's own bookkeeping
+
+    def remove(self, ticket: Ticket) -> None:
+        """Take *ticket* off the queue (the lock held)."""
+        ticket._alarm = None  # noqa: SLF001 - the queue's own bookkeeping
+        self.tickets.remove(ticket)
+        if not self.tickets:
+            self.owner.drop(self)
+
+    def reorder(self) -> None:
+        """Sort the queue again: slots moved forward passed unmoved ones."""
+        self.tickets = deque(sorted(self.tickets, key=_due))
+
+    def arm(self, due: float | None) -> None:
+        """Ring at *due* (``time.monotonic()``) if sooner than now set."""
+        if due is None or (self.at is not None and self.at <= due):
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        loop = self.loop
+        self.at = due
+        self.timer = loop.call_at(loop.time() + (due - time.monotonic()), self.ring)
+
+    def head(self) -> float | None:
+        """Return the first slot queued (the lock held)."""
+        return self.tickets[0].due if self.tickets else None
+
+    def rearm(self) -> None:
+        """Set the timer for the first slot, which may have moved forward."""
+        with self.owner.lock:
+            due = self.head()
+        self.arm(due)
+
+    def ring(self) -> None:
+        """Wake, in order, every waiter whose slot has come."""
+        self.timer = self.at = None
+        due: list[asyncio.Future[bool] | None] = []
+        with self.owner.lock:
+            tickets = self.tickets
+            now = time.monotonic()
+            while tickets and tickets[0].due <= now:
+                ticket = tickets.popleft()
+                ticket._alarm = None  # noqa: SLF001 - the queue's own bookkeeping
+                due.append(ticket._future)  # noqa: SLF001
+            if not tickets:
+                self.owner.drop(self)
+            head = self.head()
+        for future in due:
+            _release(future)
+        self.arm(head)
+
+
+def _due(ticket: Ticket) -> float:
+    return ticket.due
 
 
 class Waiters:
     """Every key's waiters and their slots."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._queues: dict[str, dict[Ticket, None]] = {}
         #: The keys with waiters (read without the lock: a dict lookup).
         self.queues: Mapping[str, object] = self._queues
+        self._alarms: dict[tuple[str, asyncio.AbstractEventLoop], _Alarm] = {}
 
     def join(
         self,
         key: str,
         wait: float,
         cost: int,
-        back: Sequence[float],
+        buckets: Sequence[Bucket],
         due: float | None = None,
         *,
         first: bool = False,
@@ -132,13 +241,28 @@ class Waiters:
         """
         if due is None or first:
             due = time.monotonic() + wait
-        ticket = Ticket(key, due, cost, back)
-        with self._lock:
+        ticket = Ticket(self, key, due, cost, buckets)
+        with self.lock:
             queue = self._queues.get(key)
             if queue is None:
                 queue = self._queues[key] = {}
             queue[ticket] = None
         return ticket
+
+    def ring(self, ticket: Ticket, loop: asyncio.AbstractEventLoop) -> None:
+        """Have the key's alarm on *loop* wake *ticket* when its slot comes."""
+        with self.lock:
+            alarm = self._alarms.get((ticket.key, loop))
+            if alarm is None:
+                alarm = self._alarms[ticket.key, loop] = _Alarm(self, ticket.key, loop)
+            alarm.add(ticket)
+            due = alarm.head()
+        alarm.arm(due)
+
+    def drop(self, alarm: _Alarm) -> None:
+        """Forget an alarm with no waiter left (the lock held)."""
+        if self._alarms.get((alarm.key, alarm.loop)) is alarm:
+            del self._alarms[alarm.key, alarm.loop]
 
     def queued(self, key: str) -> bool:
         """Return whether callers wait on *key* in this process."""
@@ -146,7 +270,7 @@ class Waiters:
 
     def done(self, ticket: Ticket) -> bool:
         """Take an admitted waiter off its queue; ``False`` if it had left."""
-        with self._lock:
+        with self.lock:
             queue = self._queues.get(ticket.key)
             if queue is None or queue.pop(ticket, False) is not None:
                 return False
@@ -161,23 +285,86 @@ class Waiters:
             Whether the ticket was still queued (its slot is to be refunded).
         """
         shift = ticket.shift
-        with self._lock:
+        with self.lock:
             queue = self._queues.get(ticket.key)
             if queue is None or ticket not in queue:
                 return False
             del queue[ticket]
+            own = ticket._alarm  # noqa: SLF001 - the queue's own bookkeeping
+            if own is not None:
+                own.remove(ticket)
             # Later by their slot, not by when they joined: replies from
             # Redis may arrive out of the order the script served them.
-            due = ticket.due
-            later = [other for other in queue if other.due > due]
-            for other in later:
-                other.due -= shift
+            alarms, woken, crossed = _move_forward(queue, ticket.due, shift)
+            if crossed:  # a moved slot passed an unmoved one: sort again
+                for alarm in alarms:
+                    alarm.reorder()
             if not queue:
                 del self._queues[ticket.key]
-        for other in later:
+        if own is not None:
+            # Given back from outside its wait (a cancelled waiter's future
+            # is done already): it waits on nothing now, let it go on.
+            _call(own.loop, _release, ticket._future)  # noqa: SLF001
+        for other in woken:
             other.wake()
+        for alarm in alarms:
+            _rearm(alarm)
         return True
 
     def __len__(self) -> int:
-        with self._lock:
+        with self.lock:
             return sum(len(q) for q in self._queues.values())
+
+
+def _move_forward(
+    queue: dict[Ticket, None], due: float, shift: float
+) -> tuple[set[_Alarm], list[Ticket], bool]:
+    """Move every slot later than *due* forward by *shift*.
+
+    Returns:
+        The alarms of the asyncio waiters moved, the other waiters moved
+        (to wake), and whether a moved slot passed one that did not move.
+    """
+    alarms: set[_Alarm] = set()
+    woken: list[Ticket] = []
+    kept, moved = -math.inf, math.inf  # the last unmoved, the first moved slot
+    last = None
+    for other in queue:  # one pass, no call per waiter: there may be many
+        slot = other.due
+        if slot > due:
+            slot -= shift
+            other.due = slot
+            if slot < moved:  # noqa: PLR1730 - min() is a call per waiter
+                moved = slot
+            alarm = other._alarm  # noqa: SLF001 - the queue's own bookkeeping
+            if alarm is None:
+                woken.append(other)  # a thread's or trio's: wake it
+            elif alarm is not last:
+                alarms.add(alarm)
+                last = alarm
+        elif slot > kept:
+            kept = slot
+    return alarms, woken, moved < kept
+
+
+def _rearm(alarm: _Alarm) -> None:
+    """Have *alarm* ring at its first slot, from whichever thread."""
+    _call(alarm.loop, alarm.rearm)
+
+
+def _release(future: asyncio.Future[bool] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(False)
+
+
+def _call(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    """Call *fn* in *loop*'s thread: now if this is it, else as soon as it can."""
+    try:
+        here = asyncio.get_running_loop() is loop
+    except RuntimeError:
+        here = False
+    if here:
+        fn(*args)
+        return
+    with contextlib.suppress(RuntimeError):  # its loop is closed
+        loop.call_soon_threadsafe(fn, *args)

@@ -110,7 +110,7 @@ def _bucket_args(buckets: Sequence[Bucket], cost: int = 1, now: str = "") -> lis
 
 
 def _refund_args(ticket: Ticket, now: str) -> list[str]:
-    n = len(ticket.back)
+    n = len(ticket.buckets)
     return ["refund", "0", str(ticket.cost), now, str(n), *(["0", "0"] * n), "-inf"]
 
 
@@ -168,9 +168,7 @@ class RedisTokenBuckets:
             return Reservation(admitted=False, wait=wait)
         if wait <= 0:
             return ADMITTED
-        ticket = self.waiters.join(
-            key, wait, cost, [cost * b.interval for b in buckets]
-        )
+        ticket = self.waiters.join(key, wait, cost, buckets)
         return Reservation(admitted=True, wait=wait, token=ticket, origin=self)
 
     def take(
