@@ -1,13 +1,15 @@
-"""The breaker and the limiter through Redis Cluster against one server.
+"""The breaker, the limiter and the bulkhead through Redis Cluster against one server.
 
 Run with ``python benchmarks/bench_redis_cluster.py``. It starts, on free
 loopback ports, one redis-server and a cluster of three masters and three
 replicas (as the tests do), then times, in this one process with
-interleaved rounds, the happy path of a breaker and of a limiter whose
-state is on the single server and on the cluster. Each call is one script
-on one node in both cases (the keys of one policy share a hash slot), so
-the cluster should cost about what one server costs: the goal is at most
-1.3x. A bare call is the baseline of the overhead column.
+interleaved rounds, the happy path of a breaker, a limiter and a bulkhead
+whose state is on the single server and on the cluster. Each step is one
+script on one node in both cases (the keys of one policy share a hash
+slot, and fluxus sends the script straight to the node that owns it, see
+``fluxus/_redis_scripts.py``), so the cluster should cost about what one
+server costs: the goal is at most 1.3x. A bare call is the baseline of the
+overhead column.
 
 Events go to no hook during the measurements: what is measured is the
 policies and their round trips, not the logging.
@@ -16,9 +18,12 @@ policies and their round trips, not the logging.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import tempfile
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -34,19 +39,56 @@ def work() -> int:
     return 1
 
 
-def contenders(urls: dict[str, str], calls: int) -> dict[str, dict[str, object]]:
-    """Return the timed callables of the breaker's and the limiter's table."""
-    tables: dict[str, dict[str, object]] = {"breaker": {}, "limiter": {}}
+async def awork() -> int:
+    return 1
+
+
+async def atime(fn: Callable[[], Awaitable[object]], calls: int) -> float:
+    """Return the seconds per awaited call of *fn*, on the running loop."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        await fn()
+    return (time.perf_counter() - start) / calls
+
+
+def contenders(
+    urls: dict[str, str], calls: int, runner: asyncio.Runner
+) -> dict[str, dict[str, object]]:
+    """Return the timed callables of the breaker's, limiter's, bulkhead's tables.
+
+    The async ones all run on *runner*'s one loop, so each storage keeps
+    its client (and what it learnt of the cluster) from round to round.
+    """
+    tables: dict[str, dict[str, object]] = {
+        f"{what}{mode}": {}
+        for mode in ("", " (async)")
+        for what in ("breaker", "limiter", "bulkhead")
+    }
     for where, url in urls.items():
         name = f"bench-{uuid.uuid4().hex[:8]}"
         breaker = fluxus.circuit_breaker(5, 30, name=name, storage=url)(work)
         limiter = fluxus.rate_limit(1e9, storage=url, name=name)(work)
+        bulkhead = fluxus.bulkhead(1000, name=name, storage=url)(work)
         breaker()  # connected (and the slots learnt) before the timing
         limiter()
+        bulkhead()
         tables["breaker"][where] = lambda f=breaker: time_sync(f, calls)
         tables["limiter"][where] = lambda f=limiter: time_sync(f, calls)
-    for table in tables.values():
-        table["bare call"] = lambda: time_sync(work, calls)
+        tables["bulkhead"][where] = lambda f=bulkhead: time_sync(f, calls)
+        name = f"bench-{uuid.uuid4().hex[:8]}"
+        for what, policy in (
+            ("breaker", fluxus.circuit_breaker(5, 30, name=name, storage=url)),
+            ("limiter", fluxus.rate_limit(1e9, storage=url, name=name)),
+            ("bulkhead", fluxus.bulkhead(1000, name=name, storage=url)),
+        ):
+            afn = policy(awork)
+            runner.run(afn())
+            tables[f"{what} (async)"][where] = lambda f=afn: runner.run(atime(f, calls))
+    for what, table in tables.items():
+        if what.endswith("(async)"):
+            table["bare call"] = lambda: runner.run(atime(awork, calls))
+        else:
+            table["bare call"] = lambda: time_sync(work, calls)
     return tables
 
 
@@ -73,7 +115,9 @@ def main() -> None:
                 "one server": f"redis://127.0.0.1:{single.port}/0",
                 "cluster": cluster.url,
             }
-            for what, table in contenders(urls, args.calls).items():
+            runner = asyncio.Runner()
+            tables = contenders(urls, args.calls, runner)
+            for what, table in tables.items():
                 medians = compare(table, args.rounds)  # type: ignore[arg-type]
                 ordered = {
                     k: medians[k] for k in ("bare call", "one server", "cluster")
@@ -87,6 +131,7 @@ def main() -> None:
                     print(line)
                 ratio = medians["cluster"] / medians["one server"]
                 print(f"  cluster / one server: {ratio:.2f}x (goal <= 1.3x)")
+            runner.close()
         finally:
             cluster.stop()
             single.stop()

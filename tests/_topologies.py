@@ -258,3 +258,59 @@ def start_sentinel(server: str, root: Path) -> SentinelSetup:
 def required() -> bool:
     """Return whether missing binaries fail the run instead of skipping."""
     return os.environ.get("FLUXUS_REQUIRE_REDIS") == "1"
+
+
+def masters(cluster: Cluster) -> list[Node]:
+    """Return the nodes serving slots now (failovers move the role around)."""
+    client = next(n for n in cluster.nodes if n.proc and n.proc.poll() is None).client()
+    ports = {int(part[2][1]) for part in client.execute_command("CLUSTER", "SLOTS")}
+    return [cluster.node(port) for port in sorted(ports)]
+
+
+def node_id(node: Node) -> str:
+    value = node.client().execute_command("CLUSTER", "MYID")
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass
+class Migration:
+    """One hash slot moved from its master to another, in two steps.
+
+    After :meth:`begin` the slot is migrating and its keys are on the new
+    node (the old one answers ``ASK``); after :meth:`finish` the new node
+    owns it (the old one answers ``MOVED``).
+    """
+
+    cluster: Cluster
+    slot: int
+    source: Node = field(init=False)
+    target: Node = field(init=False)
+
+    def __post_init__(self) -> None:
+        client = self.cluster.nodes[0].client()
+        for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+            if start <= self.slot <= end:
+                self.source = self.cluster.node(int(master[1]))
+        self.target = next(n for n in masters(self.cluster) if n is not self.source)
+
+    def begin(self) -> None:
+        source, target = self.source.client(), self.target.client()
+        slot = self.slot
+        target.execute_command(
+            "CLUSTER", "SETSLOT", slot, "IMPORTING", node_id(self.source)
+        )
+        source.execute_command(
+            "CLUSTER", "SETSLOT", slot, "MIGRATING", node_id(self.target)
+        )
+        keys = source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+        if keys:
+            source.execute_command(
+                "MIGRATE", "127.0.0.1", self.target.port, "", 0, 5000, "KEYS", *keys
+            )
+
+    def finish(self) -> None:
+        owner = node_id(self.target)
+        for node in [self.target, self.source, *masters(self.cluster)]:
+            node.client().execute_command(
+                "CLUSTER", "SETSLOT", self.slot, "NODE", owner
+            )

@@ -110,6 +110,9 @@ def test_fluxus_dlq_through_call_command(tmp_path: Path) -> None:
         call_command("fluxus_dlq", "frobnicate", str(store))
 
 
+# Three Django processes, each importing Django and fluxus: on a busy machine
+# each can take well over the suite's 60 s default spread over three.
+@pytest.mark.timeout(240)
 def test_fluxus_dlq_through_manage_py(tmp_path: Path) -> None:
     store = store_with_one_letter(tmp_path)
     (tmp_path / "dlq_settings.py").write_text(

@@ -78,16 +78,10 @@ def test_tagged_keys_keep_names_apart_and_share_a_slot(redis_cluster):
 # -- the same bodies on every topology ------------------------------------------
 
 
-def storage(url: str) -> fluxus.CircuitRedisStorage:
-    # Each asyncio.run() builds a client and, on a cluster, discovers the
-    # slots again: allow for that on a loaded machine.
-    return fluxus.CircuitRedisStorage(url, timeout=5)
-
-
 def test_breaker_opens_and_shares_its_circuit(any_redis_url, mode):
     name = unique()
-    first = fluxus.circuit_breaker(2, 60, name=name, storage=storage(any_redis_url))
-    second = fluxus.circuit_breaker(2, 60, name=name, storage=storage(any_redis_url))
+    first = fluxus.circuit_breaker(2, 60, name=name, storage=any_redis_url)
+    second = fluxus.circuit_breaker(2, 60, name=name, storage=any_redis_url)
 
     def fail():
         raise OSError("down")
@@ -460,3 +454,208 @@ def test_the_dlq_command_reads_a_cluster_stream(redis_cluster, capsys):
     assert 0 == main(argv)
     (line,) = capsys.readouterr().out.splitlines()
     assert "shop.orders.submit" == json.loads(line)["function"]
+
+
+# -- the cluster shortcut: scripts straight to the slot's node ----------------------
+#
+# Each script goes straight to the node that owned its slot last time; a
+# reply that the slot moved (ASK, MOVED) or a dead node sends the call
+# through the cluster client. Budgets show what reached Redis: a step run
+# twice would spend a token or count a failure twice, a lost one would not.
+
+
+def _fail():
+    raise OSError("down")
+
+
+async def _afail():
+    raise OSError("down")
+
+
+async def _anoop():
+    return None
+
+
+def _migrations(cluster, name: str) -> list[_topologies.Migration]:
+    """Moves of the slots of the limiter and the breaker named *name*."""
+    client = cluster.nodes[0].client()
+    keys = [f"fluxus:ratelimit:{name}:", tagged_key("fluxus:breaker", name, "state")]
+    slots = dict.fromkeys(client.cluster("keyslot", key) for key in keys)
+    return [_topologies.Migration(cluster, slot) for slot in slots]
+
+
+def _shortcut_policies(url: str, name: str) -> tuple[object, object]:
+    """A limiter of six tokens and a breaker of five failures, failing closed."""
+    limiter = fluxus.rate_limit(1e-6, burst=6, storage=url, name=name, fail_open=False)
+    storage = fluxus.CircuitRedisStorage(url, fail_open=False)
+    return limiter, fluxus.circuit_breaker(5, 3600, name=name, storage=storage)
+
+
+def test_a_moving_slot_is_followed_and_nothing_counts_twice(redis_cluster):
+    name = unique()
+    limiter, breaker = _shortcut_policies(redis_cluster.url, name)
+    limited, failing = limiter(lambda: None), breaker(_fail)
+    moves = _migrations(redis_cluster, name)
+    for step in ("", "begin", "finish"):  # as it was, then ASK, then MOVED
+        for move in moves if step else []:
+            getattr(move, step)()
+        for _ in range(2):
+            limited()
+        # A script on several keys of a migrating slot gets TRYAGAIN until
+        # the move ends (Redis Cluster's rule): the breaker waits for MOVED.
+        for _ in range(0 if step == "begin" else 2):
+            with pytest.raises(OSError):
+                failing()
+    assert "closed" == breaker.state.value  # four failures counted, not five
+    with pytest.raises(OSError):
+        failing()
+    assert "open" == breaker.state.value
+    with pytest.raises(fluxus.RateLimitExceeded) as info:
+        limited()
+    assert info.value.retry_after > 3600  # spent, not unreachable
+
+
+def test_an_async_moving_slot_is_followed_and_nothing_counts_twice(redis_cluster):
+    name = unique()
+    limiter, breaker = _shortcut_policies(redis_cluster.url, name)
+    limited, failing = limiter(_anoop), breaker(_afail)
+    moves = _migrations(redis_cluster, name)
+
+    async def main():
+        for step in ("", "begin", "finish"):
+            for move in moves if step else []:
+                getattr(move, step)()
+            for _ in range(2):
+                await limited()
+            for _ in range(0 if step == "begin" else 2):
+                with pytest.raises(OSError):
+                    await failing()
+        assert "closed" == breaker.state.value
+        with pytest.raises(OSError):
+            await failing()
+        with pytest.raises(fluxus.RateLimitExceeded) as info:
+            await limited()
+        return info.value.retry_after
+
+    assert asyncio.run(main()) > 3600
+    assert "open" == breaker.state.value
+
+
+def test_a_killed_master_is_followed_and_nothing_counts_twice(redis_cluster):
+    cluster_client = redis.RedisCluster(
+        host="127.0.0.1", port=redis_cluster.nodes[0].port
+    )
+    name, port = _on_one_master(cluster_client)
+    cluster_client.close()
+    limiter, breaker = _shortcut_policies(redis_cluster.url, name)
+    limited, failing = limiter(lambda: None), breaker(_fail)
+    for _ in range(3):
+        limited()
+    for _ in range(4):
+        with pytest.raises(OSError):
+            failing()
+    node = redis_cluster.node(port)
+    node.client().wait(1, 2000)  # what was counted reached the replica
+    node.kill()
+    refused = {"limiter": 0, "breaker": 0}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                limited()
+                break
+            except fluxus.RateLimitExceeded as exc:
+                assert exc.retry_after <= 1  # unreachable, not spent  # noqa: PT017
+                refused["limiter"] += 1
+                time.sleep(0.05)
+        while time.monotonic() < deadline:
+            try:
+                failing()
+            except fluxus.CircuitOpenError:
+                refused["breaker"] += 1
+                time.sleep(0.05)
+            except OSError:
+                break
+    finally:
+        node.start()  # it rejoins as a replica
+    assert refused["limiter"] > 0
+    assert refused["breaker"] > 0
+    assert "open" == breaker.state.value  # the fifth failure, none lost or doubled
+    limited()
+    limited()
+    with pytest.raises(fluxus.RateLimitExceeded) as info:
+        limited()
+    assert info.value.retry_after > 3600
+
+
+def test_an_async_killed_master_is_followed_and_nothing_counts_twice(redis_cluster):
+    cluster_client = redis.RedisCluster(
+        host="127.0.0.1", port=redis_cluster.nodes[0].port
+    )
+    name, port = _on_one_master(cluster_client)
+    cluster_client.close()
+    limiter, breaker = _shortcut_policies(redis_cluster.url, name)
+    limited, failing = limiter(_anoop), breaker(_afail)
+    node = redis_cluster.node(port)
+
+    async def main():
+        for _ in range(3):
+            await limited()
+        for _ in range(4):
+            with pytest.raises(OSError):
+                await failing()
+        node.client().wait(1, 2000)
+        node.kill()
+        refused = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                await limited()
+                break
+            except fluxus.RateLimitExceeded:
+                refused += 1
+                await asyncio.sleep(0.05)
+        while time.monotonic() < deadline:
+            try:
+                await failing()
+            except fluxus.CircuitOpenError:
+                refused += 1
+                await asyncio.sleep(0.05)
+            except OSError:
+                break
+        await limited()
+        await limited()
+        with pytest.raises(fluxus.RateLimitExceeded) as info:
+            await limited()
+        return refused, info.value.retry_after
+
+    try:
+        refused, retry_after = asyncio.run(main())
+    finally:
+        node.start()
+    assert refused > 0
+    assert retry_after > 3600
+    assert "open" == breaker.state.value
+
+
+def test_the_shortcut_reloads_a_lost_script_and_follows_a_new_view(redis_cluster):
+    from fluxus._redis_scripts import Scripts
+
+    client = sync_client(redis_cluster.url, 2.0)
+    scripts = Scripts({"incr": "return redis.call('INCR', KEYS[1])"})
+    key = tagged_key("fluxus:test", unique(), "n")
+    try:
+        assert [1, 2] == [scripts.run(client, "incr", [key], []) for _ in "ab"]
+        owner = client.get_node_from_key(key)
+        # The node loses its scripts (a restart, SCRIPT FLUSH): NOSCRIPT
+        # there sends the call through the cluster client, which loads it.
+        redis_cluster.node(int(owner.port)).client().script_flush()
+        assert 3 == scripts.run(client, "incr", [key], [])
+        # The cluster client rebuilds its view of the nodes: the node
+        # remembered is not used again until the cluster client names it.
+        client.nodes_manager.initialize()
+        assert client.get_node_from_key(key) is not owner
+        assert [4, 5] == [scripts.run(client, "incr", [key], []) for _ in "ab"]
+        assert 5 == int(client.get(key))
+    finally:
+        client.close()

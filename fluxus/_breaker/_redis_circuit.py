@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from fluxus._aio import asyncio_only, in_background, shielded
 from fluxus._redis import StorageHealth, tagged_key
+from fluxus._redis_scripts import Scripts
 from fluxus.instrumentation._events import (
     CircuitStorageRecovered,
     CircuitStorageUnavailable,
@@ -82,7 +83,7 @@ class RedisCircuit:
         self.last_failure: int = 0
         #: Seconds to use instead of the Redis server's clock (tests only).
         self.clock: Callable[[], float] | None = None
-        self._scripts: dict[bool, dict[str, Any]] = {}
+        self._scripts = Scripts(SCRIPTS)
         #: Whether closed successes wait for the next admission to be
         #: reported (one round trip a call); off, each is its own.
         self.defer_successes = True
@@ -127,16 +128,6 @@ class RedisCircuit:
             self._unreported[1] = self._unreported[2] = 0
         return taken
 
-    def _scripts_for(self, client: Any, *, asynchronous: bool) -> dict[str, Any]:
-        # A script object only remembers its SHA; each call names its client.
-        scripts = self._scripts.get(asynchronous)
-        if scripts is None:
-            scripts = {
-                name: client.register_script(lua) for name, lua in SCRIPTS.items()
-            }
-            self._scripts[asynchronous] = scripts
-        return scripts
-
     # Reaching Redis, and what to do when it cannot be reached.
 
     def _went_down(self, function: str, error_type: str, error_message: str) -> None:
@@ -177,8 +168,8 @@ class RedisCircuit:
     def _run(self, script: str, args: list[Any], function: str) -> list[Any]:
         with self._reaching(function):
             client = self.storage.sync_client()
-            reply = self._scripts_for(client, asynchronous=False)[script](
-                keys=self._keys(), args=[*args, self._now()], client=client
+            reply = self._scripts.run(
+                client, script, self._keys(), [*args, self._now()]
             )
         return list(reply)
 
@@ -189,8 +180,8 @@ class RedisCircuit:
         with self._reaching(function):
             client = await self.storage.async_client()
             async with asyncio.timeout(self.storage.timeout):
-                reply = await self._scripts_for(client, asynchronous=True)[script](
-                    keys=self._keys(), args=[*args, self._now()], client=client
+                reply = await self._scripts.run_async(
+                    client, script, self._keys(), [*args, self._now()]
                 )
         return list(reply)
 

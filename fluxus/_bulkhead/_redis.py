@@ -46,6 +46,7 @@ from fluxus._redis import (
     tagged_key,
     url_password,
 )
+from fluxus._redis_scripts import Scripts
 from fluxus.instrumentation._events import (
     BulkheadStorageRecovered,
     BulkheadStorageUnavailable,
@@ -105,7 +106,7 @@ class RedisCompartment:
         self._lock = threading.Lock()
         #: Wakes this process's sync waiters when one of its slots is freed.
         self._freed = threading.Condition(self._lock)
-        self._scripts: dict[bool, tuple[Any, ...]] = {}
+        self._scripts = Scripts(dict(enumerate((_TAKE, _GIVE_BACK, _RENEW, _COUNT))))
         self._sync: Any = None
         self._per_loop = PerLoop(lambda: async_client(url, TIMEOUT))
         self.health = StorageHealth(
@@ -130,14 +131,6 @@ class RedisCompartment:
     def _keys(self) -> list[str]:
         name = self._policy._name or self._own_name  # noqa: SLF001 - its own policy
         return [tagged_key(self.prefix, name, p) for p in _PARTS]
-
-    def _script(self, client: Any, which: int, *, asynchronous: bool) -> Any:
-        scripts = self._scripts.get(asynchronous)
-        if scripts is None:
-            scripts = self._scripts[asynchronous] = tuple(
-                client.register_script(s) for s in (_TAKE, _GIVE_BACK, _RENEW, _COUNT)
-            )
-        return scripts[which]
 
     def _now(self) -> str:
         return "" if self.clock is None else repr(self.clock())
@@ -168,9 +161,7 @@ class RedisCompartment:
             self._sync = sync_client(self.url, TIMEOUT)
         client = self._sync
         try:
-            reply = self._script(client, which, asynchronous=False)(
-                keys=self._keys(), args=[*args, self._now()], client=client
-            )
+            reply = self._scripts.run(client, which, self._keys(), [*args, self._now()])
         except Exception as exc:
             self.health.failed(exc, "")
             raise _Down from exc
@@ -183,8 +174,8 @@ class RedisCompartment:
         try:
             client = await self._per_loop.get()
             async with asyncio.timeout(TIMEOUT):
-                reply = await self._script(client, which, asynchronous=True)(
-                    keys=self._keys(), args=[*args, self._now()], client=client
+                reply = await self._scripts.run_async(
+                    client, which, self._keys(), [*args, self._now()]
                 )
         except Exception as exc:
             self.health.failed(exc, "")

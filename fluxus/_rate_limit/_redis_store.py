@@ -10,6 +10,7 @@ from typing import Any
 
 from fluxus._aio import asyncio_only, in_background, shielded
 from fluxus._redis import PerLoop, async_client, sync_client
+from fluxus._redis_scripts import Scripts
 
 from ._gcra import ADMITTED, Bucket, Reservation, StorageUnavailableError
 from ._queue import Ticket, Waiters
@@ -140,6 +141,7 @@ class RedisTokenBuckets:
         self._sync: Any = None
         self._async = PerLoop(self._make_aclient)
         self._lock = threading.Lock()
+        self._scripts = Scripts({"gcra": _GCRA_LUA})
         self.waiters = Waiters()
 
     def _now(self) -> str:
@@ -250,13 +252,13 @@ class RedisTokenBuckets:
 
     def _eval(self, key: str, args: list[Any]) -> Any:
         try:
-            return self._client().eval(_GCRA_LUA, 1, key, *args)
+            return self._scripts.run(self._client(), "gcra", [key], args)
         except self._errors() as exc:
             raise StorageUnavailableError(str(exc)) from exc
 
     async def _eval_async(self, key: str, args: list[Any]) -> Any:
         try:
             client = await self._async.get()
-            return await client.eval(_GCRA_LUA, 1, key, *args)
+            return await self._scripts.run_async(client, "gcra", [key], args)
         except self._errors() as exc:
             raise StorageUnavailableError(str(exc)) from exc
