@@ -156,18 +156,17 @@ class Fallback(Policy):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        """Return the fallback for *exc*, awaiting an async handler."""
-        if not self._accepts(function, exc):
-            raise exc
-        if self.handler is None:
-            return self.value
+        """Return the fallback for *exc*, awaiting an async handler.
+
+        The decision is :meth:`_answer_sync`'s; only the await is added here.
+        """
+        answer = self._answer_sync(function, exc, args, kwargs)
+        if self.handler is None or not inspect.isawaitable(answer):
+            return answer
         try:
-            answer = self.handler(exc, *args, **kwargs)
-            if inspect.isawaitable(answer):
-                answer = await answer
+            return await answer
         except Exception as failure:  # noqa: BLE001 - raised from the original
             _raise_from(failure, exc)
-        return answer
 
     def _wrap_sync(
         self, func: Callable[..., Any], observe: Observe | None

@@ -501,7 +501,7 @@ def test_retry_inside_a_timeout_stops_at_the_deadline(mode, strategy, events):
 
 
 def test_retry_starts_no_attempt_after_a_late_wake_up(mode, monkeypatch, events):
-    from fluxus import _retry
+    from fluxus._retry import _drivers
 
     def oversleep(seconds):
         time.sleep(seconds + 0.05)
@@ -509,8 +509,8 @@ def test_retry_starts_no_attempt_after_a_late_wake_up(mode, monkeypatch, events)
     async def oversleep_async(seconds):
         await mode.sleep(seconds + 0.05)
 
-    monkeypatch.setattr(_retry, "wait_sync", oversleep)
-    monkeypatch.setattr(_retry, "wait_async", oversleep_async)
+    monkeypatch.setattr(_drivers, "wait_sync", oversleep)
+    monkeypatch.setattr(_drivers, "wait_async", oversleep_async)
     calls = []
 
     def body():

@@ -1,12 +1,14 @@
-"""A breaker's options, checked when it is built: exclusions and storage."""
+"""A breaker's options, checked when it is built: settings, exclusions, storage."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from fluxus._config import MEMORY
 from fluxus._redis import SCHEMES, normalize_url, scheme_of
+from fluxus._validate import positive_int, positive_seconds
 
 from ._redis_store import CircuitRedisStorage
 
@@ -108,3 +110,76 @@ def _default_redis(uri: str, *, fail_open: bool = True) -> CircuitRedisStorage:
                 normalize_url(uri), fail_open=fail_open, param="the default storage"
             )
         return storage
+
+
+#: What :meth:`CircuitBreaker.configure` may change.
+_CONFIGURABLE = (
+    "failure_threshold",
+    "reset_timeout",
+    "success_threshold",
+    "half_open_max_requests",
+    "failure_rate",
+    "minimum_calls",
+    "slow_call_rate",
+)
+
+
+def _rate(value: object, param: str, *, optional: bool) -> float | None:
+    """Return *value*, a fraction in (0, 1] (or ``None`` if *optional*)."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        expected = "a number in (0, 1]" + (" or None" if optional else "")
+        msg = f"{param} must be {expected}, got {value!r}"
+        raise TypeError(msg)
+    if not 0 < value <= 1:
+        msg = f"{param} must be > 0 and <= 1, got {value!r}"
+        raise ValueError(msg)
+    return float(value)
+
+
+def _settings(
+    *,
+    failure_threshold: object,
+    reset_timeout: object,
+    success_threshold: object,
+    half_open_max_requests: object,
+    failure_rate: object,
+    minimum_calls: object,
+    slow_call_duration: object,
+    slow_call_rate: object,
+) -> dict[str, Any]:
+    """Check the circuit's settings as the factory takes them; return them.
+
+    Raises:
+        TypeError: If one has the wrong type.
+        ValueError: If one is out of range, or no rule could open the circuit.
+    """
+    checked: dict[str, Any] = {
+        "failure_threshold": None
+        if failure_threshold is None
+        else positive_int(failure_threshold, "failure_threshold"),
+        "reset_timeout": positive_seconds(reset_timeout, "reset_timeout"),
+        "success_threshold": positive_int(success_threshold, "success_threshold"),
+        "half_open_max_requests": positive_int(
+            half_open_max_requests, "half_open_max_requests"
+        ),
+        "failure_rate": _rate(failure_rate, "failure_rate", optional=True),
+        "minimum_calls": positive_int(minimum_calls, "minimum_calls"),
+        "slow_call_duration": None
+        if slow_call_duration is None
+        else positive_seconds(slow_call_duration, "slow_call_duration"),
+        "slow_call_rate": _rate(slow_call_rate, "slow_call_rate", optional=False),
+    }
+    if (
+        checked["failure_threshold"] is None
+        and checked["failure_rate"] is None
+        and checked["slow_call_duration"] is None
+    ):
+        msg = (
+            "failure_threshold must be an int >= 1 when failure_rate and "
+            "slow_call_duration are None (with no rule the circuit would "
+            "never open), got None"
+        )
+        raise ValueError(msg)
+    return checked

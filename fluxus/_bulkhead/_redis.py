@@ -27,12 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import threading
 import time
 import uuid
-import weakref
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fluxus._aio import asyncio_only, in_background, shielded
@@ -56,89 +53,14 @@ from fluxus.instrumentation._events import (
 )
 from fluxus.instrumentation._hooks import emit
 
-from ._policy import Unreachable
+from ._leases import RENEWER
+from ._lua import _COUNT, _GIVE_BACK, _PARTS, _RENEW, _TAKE
+from ._store import Unreachable
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._policy import Bulkhead
-
-_PRELUDE = """
-local clock = ARGV[#ARGV]
-local function now()
-  if clock ~= '' then return tonumber(clock) end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-local function sweep(t)
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t)
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', t)
-  for _, w in ipairs(gone) do redis.call('ZREM', KEYS[2], w) end
-  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', t) end
-end
-"""
-
-# ARGV: id, max_concurrent, max_waiting, lease, place ttl, may wait (0/1).
-# Returns {code, in use}: 1 leased, 0 refused, 2 waiting.
-_TAKE = (
-    _PRELUDE
-    + """
-local t = now()
-sweep(t)
-local used = redis.call('ZCARD', KEYS[1])
-local free = tonumber(ARGV[2]) - used
-local id = ARGV[1]
-local rank = redis.call('ZRANK', KEYS[2], id)
-if rank == false then
-  local queued = redis.call('ZCARD', KEYS[2])
-  if free > 0 and queued == 0 then
-    redis.call('ZADD', KEYS[1], t + tonumber(ARGV[4]), id)
-    return {1, used + 1}
-  end
-  if ARGV[6] == '0' or queued >= tonumber(ARGV[3]) then return {0, used} end
-  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), id)
-  rank = queued
-end
-if rank < free then
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZREM', KEYS[3], id)
-  redis.call('ZADD', KEYS[1], t + tonumber(ARGV[4]), id)
-  return {1, used + 1}
-end
-redis.call('ZADD', KEYS[3], t + tonumber(ARGV[5]), id)
-return {2, used}
-"""
-)
-
-# ARGV: id. Gives a lease back, or a waiting place up.
-_GIVE_BACK = """
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-return 1
-"""
-
-# ARGV: lease, ids..., clock. Pushes back the expiry of the live leases.
-_RENEW = (
-    _PRELUDE
-    + """
-local t = now()
-local expiry = t + tonumber(ARGV[1])
-for i = 2, #ARGV - 1 do
-  redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i])
-end
-return 1
-"""
-)
-
-_COUNT = (
-    _PRELUDE
-    + """
-sweep(now())
-return redis.call('ZCARD', KEYS[1])
-"""
-)
-
-#: The parts of one bulkhead's keys, in the order the scripts' KEYS hold them.
-_PARTS = ("leases", "queue", "waits", "seq")
 
 #: A waiter asks again this often at first, then less often, up to the cap.
 FIRST_POLL, MAX_POLL = 0.002, 0.05
@@ -163,59 +85,6 @@ BYPASS = _Bypass()
 
 class _Down(Exception):
     """Redis could not be reached; the fail mode applies."""
-
-
-class _Renewer:
-    """A daemon thread renewing the leases this process holds."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.wake = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.held: weakref.WeakKeyDictionary[RedisCompartment, set[str]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def add(self, compartment: RedisCompartment, lease_id: str) -> None:
-        with self.lock:
-            if compartment not in self.held:
-                self.held[compartment] = set()
-                self.wake.set()  # its lease may be shorter than the others'
-            self.held[compartment].add(lease_id)
-            if self.thread is None:
-                self.thread = threading.Thread(
-                    target=self._run, name="fluxus-bulkhead-leases", daemon=True
-                )
-                self.thread.start()
-
-    def discard(self, compartment: RedisCompartment, lease_id: str) -> None:
-        with self.lock:
-            ids = self.held.get(compartment)
-            if ids is not None:
-                ids.discard(lease_id)
-
-    def _run(self) -> None:
-        while True:
-            with self.lock:
-                held = [(c, list(ids)) for c, ids in self.held.items() if ids]
-                interval = min((c.lease / 3 for c in self.held), default=1.0)
-                self.wake.clear()
-            for compartment, ids in held:
-                with contextlib.suppress(Exception):  # an outage: tried again later
-                    compartment.renew(ids)
-            self.wake.wait(interval)
-
-
-_RENEWER = _Renewer()
-
-
-def _forget_renewer() -> None:  # pragma: no cover - forked children only
-    global _RENEWER  # noqa: PLW0603 - the parent's thread is gone
-    _RENEWER = _Renewer()
-
-
-if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
-    os.register_at_fork(after_in_child=_forget_renewer)
 
 
 class RedisCompartment:
@@ -367,7 +236,7 @@ class RedisCompartment:
             return self._unreachable()
         if code != 1:
             return None
-        _RENEWER.add(self, lease_id)
+        RENEWER.add(self, lease_id)
         return lease_id
 
     def _wait(self, lease_id: str, until: float) -> int:
@@ -398,7 +267,7 @@ class RedisCompartment:
         if token is BYPASS:
             return
         assert isinstance(token, str)  # noqa: S101 - the tokens take() returns
-        _RENEWER.discard(self, token)
+        RENEWER.discard(self, token)
         self._give_up(token)
         with self._freed:
             self._freed.notify()
@@ -425,7 +294,7 @@ class RedisCompartment:
             raise
         if code != 1:
             return None
-        _RENEWER.add(self, lease_id)
+        RENEWER.add(self, lease_id)
         return lease_id
 
     async def _wait_async(self, lease_id: str, until: float) -> int:
@@ -463,7 +332,7 @@ class RedisCompartment:
         if token is BYPASS:
             return
         assert isinstance(token, str)  # noqa: S101 - the tokens take() returns
-        _RENEWER.discard(self, token)
+        RENEWER.discard(self, token)
         await shielded(self._give_up_async(token))
 
 
