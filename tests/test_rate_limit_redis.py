@@ -76,9 +76,7 @@ def test_redis_waiters_wait_for_their_reserved_slot(redis_url, mode):
     # Slots 0.5 s apart: the third call waits about 1 s in all, and the
     # next token is still half a second away when allow() asks (room for a
     # busy machine to close an event loop in between).
-    limiter = fluxus.rate_limit(
-        2, burst=1, timeout=2, storage=redis_url, name=unique()
-    )
+    limiter = fluxus.rate_limit(2, burst=1, timeout=2, storage=redis_url, name=unique())
     fn = limiter(mode.make(lambda: None))
     started = time.monotonic()
     for _ in range(3):
