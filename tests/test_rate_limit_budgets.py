@@ -130,7 +130,13 @@ def test_a_waiter_leaving_the_middle_moves_every_later_one_forward(storage):
         first = asyncio.ensure_future(limiter.acquire_async(timeout=None))
         middle = asyncio.ensure_future(limiter.acquire_async(timeout=None))
         last = asyncio.ensure_future(limiter.acquire_async(timeout=None))
-        await asyncio.sleep(0.05)
+        # All three queued here. (A reply still on its way from Redis is a
+        # slot this process does not hold yet: like another process's
+        # waiter, it keeps its slot when an earlier one is given back.)
+        waiters = limiter._plan.store.waiters
+        give_up = time.monotonic() + 5
+        while len(waiters) < 3 and time.monotonic() < give_up:  # noqa: ASYNC110 - polled
+            await asyncio.sleep(0.01)
         middle.cancel()
         await first
         await last
