@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import math
 import time
 import uuid
@@ -12,7 +13,7 @@ import limits
 import pytest
 from fluxus._deadline import DEADLINE
 from fluxus._rate_limit import _hold
-from fluxus._rate_limit._gcra import Bucket, reserve
+from fluxus._rate_limit._gcra import Bucket, reserve, sooner
 from fluxus._rate_limit._memory import MemoryTokenBuckets
 from fluxus._rate_limit._windows import sliding_window_wait
 from fluxus._redis import mask_password
@@ -603,3 +604,26 @@ def test_memory_fixed_windows_sweep_ended_windows_and_count_across_a_sweep():
     assert 20 + 40 >= len(store)
     assert store.take("k0", items, 0.0).admitted  # 3 of 3 this minute
     assert not store.take("k0", items, 0.0).admitted
+
+
+def test_slots_taken_one_after_another_never_drift_early_on_a_long_running_host():
+    # A TAT moved forward by one interval at a time, each sum rounded to the
+    # nearest float: on a clock reading 33,000 s (a host up nine hours) a
+    # thousand 1 ms slots came 3.4 ns early, and a load test counted it as
+    # an over-admission. Every slot must be at least one interval after the
+    # previous one, and a refund must give back no more than it took.
+    for now in (33_000.0, 1_000_000.0, 7.0):
+        for buckets in ((Bucket(0.001, 20),), (Bucket(0.001, 20), Bucket(0.5, 500))):
+            tats = [-math.inf] * len(buckets)
+            slots = []
+            for _ in range(1_000):
+                wait, tats = reserve(tats, buckets, now, math.inf)  # type: ignore[assignment]
+                slots.append(now + wait)
+            gaps = [b - a for a, b in itertools.pairwise(slots[20:])]
+            assert min(gaps) >= 0.001, (now, len(buckets))
+            assert tats[0] - slots[-1] >= 0.001  # differences of close floats are exact
+        tat = now + 1.0
+        for _ in range(1_000):
+            back = sooner(tat, 0.001)
+            assert tat - back <= 0.001
+            tat = back

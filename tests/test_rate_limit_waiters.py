@@ -10,6 +10,7 @@ import time
 import uuid
 
 import fluxus
+from fluxus._rate_limit import _queue
 from fluxus._rate_limit._gcra import Bucket
 from fluxus._rate_limit._queue import Waiters
 
@@ -128,3 +129,65 @@ def test_a_refund_from_another_thread_moves_a_loops_waiters_forward():
     # second moved forward from 0.5 s to 0.25 s
     assert 2 == len(finished)
     assert max(finished) < 0.45
+
+
+def test_waiters_cancelled_together_move_the_rest_forward_in_one_pass(monkeypatch):
+    # A thousand clients gone in one turn of the loop: the later waiters move
+    # forward once for all of them, not once each (a pass per departure made
+    # mass cancellation quadratic), and still by every slot given back.
+    passes: list[int] = []
+    real = _queue._move_forward
+
+    def counted(*args: object) -> object:
+        passes.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_queue, "_move_forward", counted)
+    count, rate = 2000, 1000.0  # the last slot is due 2 s after the first
+    limiter = fluxus.rate_limit(rate, burst=1, timeout=None, name=unique())
+    admitted: list[tuple[int, float]] = []
+
+    async def waiter(i: int) -> None:
+        await limiter.acquire_async()
+        admitted.append((i, time.monotonic()))
+
+    async def main() -> float:
+        started = time.monotonic()
+        tasks = [asyncio.ensure_future(waiter(i)) for i in range(count)]
+        await asyncio.sleep(0)  # every waiter has reserved its slot
+        for task in tasks[1 : count // 2 + 1]:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return started
+
+    started = asyncio.run(main())
+    survivors = [0, *range(count // 2 + 1, count)]
+    assert survivors == [i for i, _ in admitted]
+    assert len(passes) <= 3
+    for k, (_, at) in enumerate(admitted):
+        assert at - started >= k / rate - 1e-6  # never early
+    # 1,000 slots of 1 ms given back: the last is due near 1 s, not 2 s
+    assert admitted[-1][1] - started < 1.7
+
+
+def test_a_departure_not_settled_yet_never_moves_a_later_newcomer():
+    # A departure waits for the end of the loop's turn to move the later
+    # waiters; if they are all gone by then, a newcomer must keep its slot
+    # (moved forward by a slot it never queued behind, it would be early).
+    waiters = Waiters()
+    bucket = (Bucket(0.1, 1),)
+
+    async def main() -> tuple[float, float]:
+        now = time.monotonic()
+        leaving = waiters.join("k", 0.1, 1, bucket, now + 0.1)
+        later = waiters.join("k", 0.2, 1, bucket, now + 0.2)
+        assert waiters.leave(leaving)  # on the loop: settled at the turn's end
+        assert later.due == now + 0.2  # not yet
+        assert waiters.done(later)  # admitted: the key's queue is empty
+        newcomer = waiters.join("k", 0.3, 1, bucket, now + 0.3)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return newcomer.due, now
+
+    due, now = asyncio.run(main())
+    assert due == now + 0.3

@@ -229,7 +229,11 @@ class _Drivers(_Configured):
         if plan.store is None:
             plan = self._resolve()
         budget = self._budget(timeout)
-        answer = await self._take_async(plan, key, budget, function, cost)
+        answer = (
+            await self._take_async(plan, key, budget, function, cost)
+            if plan.io
+            else self._take(plan, key, budget, function, cost)  # no coroutine
+        )
         if answer is ADMITTED:
             return
         if answer.token is not None and DEADLINE.get() is None:

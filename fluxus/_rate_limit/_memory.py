@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from ._gcra import ADMITTED, Bucket, Reservation, convert, reserve
+from ._gcra import ADMITTED, Bucket, Reservation, convert, reserve, sooner
 from ._queue import Ticket, Waiters
 
 
@@ -109,7 +109,7 @@ class MemoryTokenBuckets:
                 self._state[token.key] = (
                     buckets,
                     [
-                        tat - token.cost * b.interval
+                        sooner(tat, token.cost * b.interval)
                         for tat, b in zip(tats, buckets, strict=True)
                     ],
                 )

@@ -11,12 +11,20 @@ wait in an :class:`_Alarm`, a queue ordered by slot with the one timer that
 wakes them, in order, when their slots come. A loop's timer heap then holds
 one entry per key, not per waiter, and a waiter moving forward costs no
 wake-up, only the alarm's timer set earlier.
+
+Waiters given back on an event loop's thread (cancelled tasks) move the
+later ones forward together, once per turn of the loop, not once each: a
+thousand clients gone at once cost one pass over the queue, not a thousand.
+Until then the later slots are late, never early, and any other change to
+the key's queue settles them first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import math
 import threading
 import time
@@ -133,7 +141,7 @@ class _Alarm:
     set and rung in the loop's thread only.
     """
 
-    __slots__ = ("at", "key", "loop", "owner", "tickets", "timer")
+    __slots__ = ("at", "key", "live", "loop", "owner", "tickets", "timer")
 
     def __init__(
         self, owner: Waiters, key: str, loop: asyncio.AbstractEventLoop
@@ -141,7 +149,11 @@ class _Alarm:
         self.owner = owner
         self.key = key
         self.loop = loop
+        #: By slot; a ticket whose ``_alarm`` is no longer this one has left
+        #: and is skipped (taking it out of the middle would cost a pass).
         self.tickets: deque[Ticket] = deque()
+        #: How many of :attr:`tickets` are still queued here.
+        self.live = 0
         #: The slot the timer is set for (``None``: no timer).
         self.at: float | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -158,17 +170,21 @@ class _Alarm:
                 place -= 1
             tickets.insert(place, ticket)
         ticket._alarm = self  # noqa: SLF001 - the queue's own bookkeeping
+        self.live += 1
 
     def remove(self, ticket: Ticket) -> None:
-        """Take *ticket* off the queue (the lock held)."""
+        """Take *ticket* off the queue (the lock held); it is skipped later."""
         ticket._alarm = None  # noqa: SLF001 - the queue's own bookkeeping
-        self.tickets.remove(ticket)
-        if not self.tickets:
+        self.live -= 1
+        if not self.live:
+            self.tickets.clear()
             self.owner.drop(self)
 
     def reorder(self) -> None:
         """Sort the queue again: slots moved forward passed unmoved ones."""
-        self.tickets = deque(sorted(self.tickets, key=_due))
+        self.tickets = deque(
+            sorted((t for t in self.tickets if t._alarm is self), key=_due)  # noqa: SLF001
+        )
 
     def arm(self, due: float | None) -> None:
         """Ring at *due* (``time.monotonic()``) if sooner than now set."""
@@ -182,7 +198,10 @@ class _Alarm:
 
     def head(self) -> float | None:
         """Return the first slot queued (the lock held)."""
-        return self.tickets[0].due if self.tickets else None
+        tickets = self.tickets
+        while tickets and tickets[0]._alarm is not self:  # noqa: SLF001 - left
+            tickets.popleft()
+        return tickets[0].due if tickets else None
 
     def rearm(self) -> None:
         """Set the timer for the first slot, which may have moved forward."""
@@ -194,15 +213,25 @@ class _Alarm:
         """Wake, in order, every waiter whose slot has come."""
         self.timer = self.at = None
         due: list[asyncio.Future[bool] | None] = []
-        with self.owner.lock:
+        owner = self.owner
+        with owner.lock:
+            if owner.pending:
+                owner.settle(self.key)
             tickets = self.tickets
             now = time.monotonic()
-            while tickets and tickets[0].due <= now:
-                ticket = tickets.popleft()
-                ticket._alarm = None  # noqa: SLF001 - the queue's own bookkeeping
-                due.append(ticket._future)  # noqa: SLF001
-            if not tickets:
-                self.owner.drop(self)
+            while tickets:
+                ticket = tickets[0]
+                if ticket._alarm is not self:  # noqa: SLF001 - it has left
+                    tickets.popleft()
+                elif ticket.due <= now:
+                    tickets.popleft()
+                    ticket._alarm = None  # noqa: SLF001 - the queue's own bookkeeping
+                    self.live -= 1
+                    due.append(ticket._future)  # noqa: SLF001
+                else:
+                    break
+            if not self.live:
+                owner.drop(self)
             head = self.head()
         for future in due:
             _release(future)
@@ -222,6 +251,9 @@ class Waiters:
         #: The keys with waiters (read without the lock: a dict lookup).
         self.queues: Mapping[str, object] = self._queues
         self._alarms: dict[tuple[str, asyncio.AbstractEventLoop], _Alarm] = {}
+        #: Per key, the ``(slot, shift)`` of the waiters given back whose
+        #: later waiters have not moved forward yet (see :meth:`leave`).
+        self.pending: dict[str, list[tuple[float, float]]] = {}
 
     def join(
         self,
@@ -243,6 +275,8 @@ class Waiters:
             due = time.monotonic() + wait
         ticket = Ticket(self, key, due, cost, buckets)
         with self.lock:
+            if self.pending:
+                self.settle(key)
             queue = self._queues.get(key)
             if queue is None:
                 queue = self._queues[key] = {}
@@ -252,6 +286,8 @@ class Waiters:
     def ring(self, ticket: Ticket, loop: asyncio.AbstractEventLoop) -> None:
         """Have the key's alarm on *loop* wake *ticket* when its slot comes."""
         with self.lock:
+            if self.pending:
+                self.settle(ticket.key)
             alarm = self._alarms.get((ticket.key, loop))
             if alarm is None:
                 alarm = self._alarms[ticket.key, loop] = _Alarm(self, ticket.key, loop)
@@ -274,42 +310,83 @@ class Waiters:
             queue = self._queues.get(ticket.key)
             if queue is None or queue.pop(ticket, False) is not None:
                 return False
-            if not queue:
+            if not queue:  # nobody left to move forward, nor to come
                 del self._queues[ticket.key]
+                self.pending.pop(ticket.key, None)
             return True
 
     def leave(self, ticket: Ticket) -> bool:
         """Take a waiter off its queue and move every later one forward.
 
+        On an event loop's thread the later waiters move at the end of this
+        turn of the loop, together with every other waiter given back in
+        it; elsewhere they move now.
+
         Returns:
             Whether the ticket was still queued (its slot is to be refunded).
         """
-        shift = ticket.shift
+        key = ticket.key
+        loop = asyncio._get_running_loop()  # noqa: SLF001 - None off a loop, no raise
         with self.lock:
-            queue = self._queues.get(ticket.key)
+            queue = self._queues.get(key)
             if queue is None or ticket not in queue:
                 return False
             del queue[ticket]
             own = ticket._alarm  # noqa: SLF001 - the queue's own bookkeeping
             if own is not None:
                 own.remove(ticket)
-            # Later by their slot, not by when they joined: replies from
-            # Redis may arrive out of the order the script served them.
-            alarms, woken, crossed = _move_forward(queue, ticket.due, shift)
-            if crossed:  # a moved slot passed an unmoved one: sort again
-                for alarm in alarms:
-                    alarm.reorder()
-            if not queue:
-                del self._queues[ticket.key]
+            if not queue:  # nobody left to move forward
+                del self._queues[key]
+                self.pending.pop(key, None)
+                moves = None
+            else:
+                pending = self.pending.get(key)
+                if pending is None:
+                    pending = self.pending[key] = []
+                    if loop is not None:
+                        loop.call_soon(self._settle_later, key)
+                pending.append((ticket.due, ticket.shift))
+                moves = None if loop is not None else self._settle(key)
         if own is not None:
             # Given back from outside its wait (a cancelled waiter's future
             # is done already): it waits on nothing now, let it go on.
             _call(own.loop, _release, ticket._future)  # noqa: SLF001
-        for other in woken:
-            other.wake()
-        for alarm in alarms:
-            _rearm(alarm)
+        if moves is not None:
+            _wake(*moves)
         return True
+
+    def settle(self, key: str) -> None:
+        """Move *key*'s later waiters forward now (the lock held)."""
+        moves = self._settle(key)
+        if moves is not None:
+            # Waking takes no lock of ours: a thread is woken by its event,
+            # an alarm is re-armed by its loop, later (this lock is held).
+            woken, alarms = moves
+            for other in woken:
+                other.wake()
+            for alarm in alarms:
+                with contextlib.suppress(RuntimeError):  # its loop is closed
+                    alarm.loop.call_soon_threadsafe(alarm.rearm)
+
+    def _settle_later(self, key: str) -> None:
+        with self.lock:
+            moves = self._settle(key)
+        if moves is not None:
+            _wake(*moves)
+
+    def _settle(self, key: str) -> tuple[list[Ticket], set[_Alarm]] | None:
+        """Apply *key*'s pending departures in one pass (the lock held)."""
+        pending = self.pending.pop(key, None)
+        queue = self._queues.get(key)
+        if not pending or not queue:
+            return None
+        # Later by their slot, not by when they joined: replies from
+        # Redis may arrive out of the order the script served them.
+        alarms, woken, crossed = _move_forward(queue, pending)
+        if crossed:  # a moved slot passed an unmoved one: sort again
+            for alarm in alarms:
+                alarm.reorder()
+        return woken, alarms
 
     def __len__(self) -> int:
         with self.lock:
@@ -317,22 +394,31 @@ class Waiters:
 
 
 def _move_forward(
-    queue: dict[Ticket, None], due: float, shift: float
+    queue: dict[Ticket, None], departed: list[tuple[float, float]]
 ) -> tuple[set[_Alarm], list[Ticket], bool]:
-    """Move every slot later than *due* forward by *shift*.
+    """Move every slot forward by the shifts of the departed slots before it.
+
+    Args:
+        queue: The waiters still queued.
+        departed: The ``(slot, shift)`` of each waiter given back.
 
     Returns:
         The alarms of the asyncio waiters moved, the other waiters moved
         (to wake), and whether a moved slot passed one that did not move.
     """
+    departed.sort()
+    slots = [slot for slot, _ in departed]
+    shifts = [0.0, *itertools.accumulate(shift for _, shift in departed)]
+    first = slots[0]
     alarms: set[_Alarm] = set()
     woken: list[Ticket] = []
     kept, moved = -math.inf, math.inf  # the last unmoved, the first moved slot
     last = None
-    for other in queue:  # one pass, no call per waiter: there may be many
+    after = bisect.bisect_left
+    for other in queue:  # one pass, few calls per waiter: there may be many
         slot = other.due
-        if slot > due:
-            slot -= shift
+        if slot > first:
+            slot -= shifts[after(slots, slot)]
             other.due = slot
             if slot < moved:  # noqa: PLR1730 - min() is a call per waiter
                 moved = slot
@@ -345,6 +431,14 @@ def _move_forward(
         elif slot > kept:
             kept = slot
     return alarms, woken, moved < kept
+
+
+def _wake(woken: list[Ticket], alarms: set[_Alarm]) -> None:
+    """Wake the waiters moved forward and re-arm their alarms (no lock held)."""
+    for other in woken:
+        other.wake()
+    for alarm in alarms:
+        _rearm(alarm)
 
 
 def _rearm(alarm: _Alarm) -> None:
