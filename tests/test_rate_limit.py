@@ -587,7 +587,7 @@ def test_a_slot_due_after_the_enclosing_deadline_is_refused_and_given_back():
 
 
 def test_memory_fixed_windows_sweep_ended_windows_and_count_across_a_sweep():
-    from fluxus._rate_limit._fixed_window import MemoryFixedWindows
+    from fluxus._rate_limit._memory_windows import MemoryFixedWindows
 
     store = MemoryFixedWindows()
     store._SWEEP_EVERY = store._until_sweep = 8

@@ -29,9 +29,13 @@ from fluxus.instrumentation._events import (
 )
 from fluxus.instrumentation._hooks import emit
 
-from ._fixed_window import MemoryFixedWindows
 from ._gcra import ADMITTED, Bucket, Reservation, StorageUnavailableError
 from ._memory import MemoryTokenBuckets
+from ._memory_windows import (
+    MemoryFixedWindows,
+    MemoryMovingWindows,
+    MemorySlidingWindowCounters,
+)
 from ._names import escape
 from ._options import (
     LOCAL,
@@ -54,6 +58,14 @@ from ._windows import LimitsWindows
 
 #: Seconds an unreachable storage is left alone before it is tried again.
 STORAGE_RETRY_INTERVAL = 1.0
+
+
+#: The window strategies fluxus counts itself in memory (limits' arithmetic).
+_MEMORY_WINDOWS: dict[str, type[Any]] = {
+    "fixed-window": MemoryFixedWindows,
+    "sliding-window-counter": MemorySlidingWindowCounters,
+    "moving-window": MemoryMovingWindows,
+}
 
 
 class _Configured(Policy):
@@ -243,8 +255,9 @@ class _Configured(Policy):
             return dataclasses.replace(plan, store=None, io=True)
         self._check_fits(plan, uri)
         store: Any
-        if plan.strategy == "fixed-window" and self._scheme == "memory":
-            store = _shared_store(("fixed-window", uri), MemoryFixedWindows)
+        if plan.strategy in _MEMORY_WINDOWS and self._scheme == "memory":
+            strategy = plan.strategy
+            store = _shared_store((strategy, uri), _MEMORY_WINDOWS[strategy])
         elif plan.strategy != TOKEN_BUCKET:
             strategy, prefix = plan.strategy, self.key_prefix
             store = _shared_store(

@@ -7,7 +7,9 @@ Which algorithm counts the calls depends on the limit's form:
   atomically in Redis: one number per bucket and key, exact, and a caller
   that may wait reserves its slot, so waiters are served in order;
 - a string in limits' notation (``"100 per minute; 10 per second"``) is
-  counted by limits itself, with its ``fixed-window`` strategy by default
+  counted with limits' window arithmetic (by fluxus in memory, see
+  :mod:`._memory_windows`; by limits' storages in Redis), with its
+  ``fixed-window`` strategy by default
   (one counter per item and key, as in limits and Flask-Limiter; up to twice
   the amount can pass around a window's end), or ``sliding-window-counter``
   (two counters, smoother) or ``moving-window`` (exact, one entry per
