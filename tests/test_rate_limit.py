@@ -586,26 +586,6 @@ def test_a_slot_due_after_the_enclosing_deadline_is_refused_and_given_back():
     assert not limiter.allow()
 
 
-def test_memory_fixed_windows_sweep_ended_windows_and_count_across_a_sweep():
-    from fluxus._rate_limit._memory_windows import MemoryFixedWindows
-
-    store = MemoryFixedWindows()
-    store._SWEEP_EVERY = store._until_sweep = 8
-    items = (limits.RateLimitItemPerSecond(2), limits.RateLimitItemPerMinute(3))
-    for i in range(20):  # several sweeps, every window still open
-        assert store.take(f"k{i}", items, 0.0).admitted
-    assert 40 == len(store)
-    assert store.take("k0", items, 0.0).admitted  # 2 of 2 a second, 2 of 3
-    assert not store.take("k0", items, 0.0).admitted
-    time.sleep(1.1)  # the one-second windows end; the minute's stay
-    for i in range(20, 40):
-        store.take(f"k{i}", items, 0.0)
-
-    assert 20 + 40 >= len(store)
-    assert store.take("k0", items, 0.0).admitted  # 3 of 3 this minute
-    assert not store.take("k0", items, 0.0).admitted
-
-
 def test_slots_taken_one_after_another_never_drift_early_on_a_long_running_host():
     # A TAT moved forward by one interval at a time, each sum rounded to the
     # nearest float: on a clock reading 33,000 s (a host up nine hours) a

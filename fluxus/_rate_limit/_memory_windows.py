@@ -21,6 +21,8 @@ per item.
   (its ``test`` says outside); ``peek`` and ``take`` agree here.
 """
 
+# ruff: noqa: ARG002 - the strategies' hooks share one signature
+
 from __future__ import annotations
 
 import math
@@ -82,7 +84,7 @@ class _MemoryWindows:
         self,
         key: str,
         items: Sequence[limits.RateLimitItem],
-        max_wait: float,  # noqa: ARG002 - the stores' shared signature
+        max_wait: float,
         cost: int = 1,
     ) -> Reservation:
         """Count *cost* in every item's window if each has room, else the wait."""
@@ -123,7 +125,50 @@ class _MemoryWindows:
         *,
         count: bool,
     ) -> float:
-        """Return the wait (0: admitted, and counted if *count*); lock held."""
+        """Return the wait (0: admitted, and counted if *count*); lock held.
+
+        Every item must have room before any counts the call: a refused
+        call spends nothing.
+        """
+        states = []
+        wait = 0.0
+        opened = False
+        for item, of_item in zip(items, self._for(items), strict=True):
+            state = of_item.get(key)
+            if state is None or self._over(state, now):
+                if not count:
+                    continue  # no window yet: room for any cost allowed
+                state = of_item[key] = self._fresh(item, now)
+                opened = True
+            left = self._wait(item, state, now, cost)
+            if left > wait:  # noqa: PLR1730 - max() is a call on the hot path
+                wait = left
+            states.append((item, state))
+        if count and not wait:
+            for item, state in states:
+                self._count(item, state, now, cost)
+        if opened:  # after the loop: a sweep replaces the dicts
+            self._opened()
+        return wait
+
+    def _over(self, state: Any, now: float) -> bool:
+        """Return whether *state* has ended and a call starts a new one."""
+        return False
+
+    def _fresh(self, item: limits.RateLimitItem, now: float) -> Any:
+        """Return the state of a key with no call counted yet."""
+        raise NotImplementedError
+
+    def _wait(
+        self, item: limits.RateLimitItem, state: Any, now: float, cost: int
+    ) -> float:
+        """Return 0 if *state* has room for *cost*, else the wait (>= 1 ms)."""
+        raise NotImplementedError
+
+    def _count(
+        self, item: limits.RateLimitItem, state: Any, now: float, cost: int
+    ) -> None:
+        """Count *cost* in *state*."""
         raise NotImplementedError
 
     def _opened(self) -> None:
@@ -151,36 +196,25 @@ class _MemoryWindows:
 class MemoryFixedWindows(_MemoryWindows):
     """Fixed windows: ``[window end, count]`` per item and key."""
 
-    def _decide(
-        self,
-        key: str,
-        items: Sequence[limits.RateLimitItem],
-        now: float,
-        cost: int,
-        *,
-        count: bool,
-    ) -> float:
-        windows = []
-        wait = 0.0
-        opened = False
-        for item, of_item in zip(items, self._for(items), strict=True):
-            window = of_item.get(key)
-            if window is None or window[0] <= now:
-                if not count:
-                    continue  # an ended window has room for any cost allowed
-                window = of_item[key] = [now + item.get_expiry(), 0]
-                opened = True
-            if window[1] + cost > item.amount:
-                wait = max(wait, window[0] - now, _LEAST_WAIT)
-            windows.append(window)
-        if count and not wait:
-            for window in windows:
-                window[1] += cost
-        if opened:  # after the loop: a sweep replaces the dicts
-            self._opened()
-        return wait
+    def _over(self, state: Any, now: float) -> bool:
+        return bool(state[0] <= now)
 
-    def _ended(self, item: tuple[int, int], state: Any, now: float) -> bool:  # noqa: ARG002 - the strategies' shared signature
+    def _fresh(self, item: limits.RateLimitItem, now: float) -> Any:
+        return [now + item.get_expiry(), 0]
+
+    def _wait(
+        self, item: limits.RateLimitItem, state: Any, now: float, cost: int
+    ) -> float:
+        if state[1] + cost > item.amount:
+            return max(float(state[0]) - now, _LEAST_WAIT)
+        return 0.0
+
+    def _count(
+        self, item: limits.RateLimitItem, state: Any, now: float, cost: int
+    ) -> None:
+        state[1] += cost
+
+    def _ended(self, item: tuple[int, int], state: Any, now: float) -> bool:
         return bool(state[0] <= now)
 
 
@@ -189,49 +223,35 @@ class MemorySlidingWindowCounters(_MemoryWindows):
 
     MONOTONIC = False  # windows on multiples of the period, as limits'
 
-    def _decide(
-        self,
-        key: str,
-        items: Sequence[limits.RateLimitItem],
-        now: float,
-        cost: int,
-        *,
-        count: bool,
+    def _fresh(self, item: limits.RateLimitItem, now: float) -> Any:
+        period = item.get_expiry()
+        return [int(now / period), 0, int((now - period) / period), 0]
+
+    def _wait(
+        self, item: limits.RateLimitItem, state: Any, now: float, cost: int
     ) -> float:
-        states = []
-        wait = 0.0
-        opened = False
-        for item, of_item in zip(items, self._for(items), strict=True):
-            period = item.get_expiry()
-            # limits' keys: the windows of now and of a period ago
-            current, previous = int(now / period), int((now - period) / period)
-            state = of_item.get(key)
-            if state is None:
-                if not count:
-                    continue  # a key never seen has room for any cost allowed
-                state = of_item[key] = [current, 0, previous, 0]
-                opened = True
-            before = _count(state, previous)
-            now_count = _count(state, current)
-            before_ttl = (1 - ((now - period) / period) % 1) * period if before else 0.0
-            weighted = before * before_ttl / period + now_count
-            if math.floor(weighted) + cost > item.amount:
-                current_ttl = (1 - (now / period) % 1) * period + period
-                left = sliding_window_wait(
-                    item, before, before_ttl, now_count, current_ttl
-                )
-                wait = max(wait, left, _LEAST_WAIT)
-            states.append((state, current))
-        if count and not wait:
-            for state, current in states:
-                if state[0] == current:
-                    state[1] += cost
-                else:  # the latest window becomes the one before
-                    state[2], state[3] = state[0], state[1]
-                    state[0], state[1] = current, cost
-        if opened:
-            self._opened()
-        return wait
+        period = item.get_expiry()
+        # limits' keys: the windows of now and of a period ago
+        current, previous = int(now / period), int((now - period) / period)
+        before = _count(state, previous)
+        now_count = _count(state, current)
+        before_ttl = (1 - ((now - period) / period) % 1) * period if before else 0.0
+        weighted = before * before_ttl / period + now_count
+        if math.floor(weighted) + cost <= item.amount:
+            return 0.0
+        current_ttl = (1 - (now / period) % 1) * period + period
+        left = sliding_window_wait(item, before, before_ttl, now_count, current_ttl)
+        return max(left, _LEAST_WAIT)
+
+    def _count(
+        self, item: limits.RateLimitItem, state: Any, now: float, cost: int
+    ) -> None:
+        current = int(now / item.get_expiry())
+        if state[0] == current:
+            state[1] += cost
+        else:  # the latest window becomes the one before
+            state[2], state[3] = state[0], state[1]
+            state[0], state[1] = current, cost
 
     def _ended(self, item: tuple[int, int], state: Any, now: float) -> bool:
         # Its latest window is no longer even the previous one.
@@ -249,39 +269,25 @@ def _count(state: list[int], window: int) -> int:
 class MemoryMovingWindows(_MemoryWindows):
     """Moving windows: the times of the calls of the last period, oldest first."""
 
-    def _decide(
-        self,
-        key: str,
-        items: Sequence[limits.RateLimitItem],
-        now: float,
-        cost: int,
-        *,
-        count: bool,
+    def _fresh(self, item: limits.RateLimitItem, now: float) -> Any:
+        return deque()
+
+    def _wait(
+        self, item: limits.RateLimitItem, state: Any, now: float, cost: int
     ) -> float:
-        entries = []
-        wait = 0.0
-        opened = False
-        for item, of_item in zip(items, self._for(items), strict=True):
-            times = of_item.get(key)
-            if times is None:
-                if not count:
-                    continue
-                times = of_item[key] = deque()
-                opened = True
-            period = item.get_expiry()
-            oldest = now - period
-            while times and times[0] < oldest:  # limits keeps a call of now - period
-                times.popleft()
-            over = len(times) + cost - item.amount
-            if over > 0:  # the over-th oldest call must leave the window first
-                wait = max(wait, times[over - 1] + period - now, _LEAST_WAIT)
-            entries.append(times)
-        if count and not wait:
-            for times in entries:
-                times.extend([now] * cost)
-        if opened:
-            self._opened()
-        return wait
+        period = item.get_expiry()
+        oldest = now - period
+        while state and state[0] < oldest:  # limits keeps a call of now - period
+            state.popleft()
+        over = len(state) + cost - item.amount
+        if over > 0:  # the over-th oldest call must leave the window first
+            return max(float(state[over - 1]) + period - now, _LEAST_WAIT)
+        return 0.0
+
+    def _count(
+        self, item: limits.RateLimitItem, state: Any, now: float, cost: int
+    ) -> None:
+        state.extend([now] * cost)
 
     def _ended(self, item: tuple[int, int], state: Any, now: float) -> bool:
         return not state or bool(state[-1] < now - item[1])
