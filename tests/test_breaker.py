@@ -12,19 +12,10 @@ import pytest
 from fluxus import CircuitState
 from fluxus.instrumentation import CircuitRejected, CircuitStateChanged
 
+from _clock import Clock
+
 #: The ``mode`` fixture runs the async bodies under trio as well.
 MODES = ("sync", "async", "trio")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Service:

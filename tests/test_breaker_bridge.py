@@ -10,13 +10,7 @@ import pytest
 from fluxus import CircuitState
 from fluxus.instrumentation import CircuitRejected, CircuitStateChanged
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from _clock import Clock
 
 
 class Boom(Exception):

@@ -24,16 +24,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from _clock import Clock
+
 RESET_TIMEOUT = 10.0
 WINDOW = 10.0  # buckets of one second
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Boom(Exception):

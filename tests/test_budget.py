@@ -7,31 +7,25 @@ from fluxus import RetryBudget
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-
-class Clock:
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from _clock import Clock
 
 
 def test_min_per_second_allows_retries_without_traffic():
-    budget = RetryBudget(ratio=0.2, min_per_second=1.0, clock=Clock())
+    budget = RetryBudget(ratio=0.2, min_per_second=1.0, clock=Clock(100.0))
     assert 10 == budget.available()
     assert all(budget.try_spend() for _ in range(10))
     assert not budget.try_spend()
 
 
 def test_first_attempts_earn_retries_at_the_ratio():
-    budget = RetryBudget(ratio=0.5, min_per_second=0.0, clock=Clock())
+    budget = RetryBudget(ratio=0.5, min_per_second=0.0, clock=Clock(100.0))
     for _ in range(10):
         budget.record_attempt()
     assert 5 == budget.available()
 
 
 def test_window_slides():
-    clock = Clock()
+    clock = Clock(100.0)
     budget = RetryBudget(ratio=0.0, min_per_second=0.1, clock=clock)
     assert budget.try_spend()
     assert not budget.try_spend()
@@ -65,7 +59,7 @@ def test_retries_never_exceed_the_budget(ratio, per_second, steps):
 
 
 def test_threads_spend_exactly_the_budget():
-    budget = RetryBudget(ratio=0.0, min_per_second=100.0, clock=Clock())
+    budget = RetryBudget(ratio=0.0, min_per_second=100.0, clock=Clock(100.0))
     granted = []
 
     def spend():

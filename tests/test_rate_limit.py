@@ -20,21 +20,10 @@ from fluxus._redis import mask_password
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _clock import Clock
+
 #: The ``mode`` fixture runs the async bodies under trio as well.
 MODES = ("sync", "async", "trio")
-
-
-class Clock:
-    """A fake monotonic clock the tests move by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def unique() -> str:

@@ -13,18 +13,7 @@ import fluxus
 import pytest
 import redis
 
-
-class Clock:
-    """A fake monotonic clock the tests move by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from _clock import Clock
 
 
 def unique() -> str:

@@ -27,6 +27,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from _clock import Clock
+
 
 class Reference:
     """A token bucket as a textbook writes it."""
@@ -62,14 +64,6 @@ class Reference:
         self.rate, self.burst = rate, burst
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class BucketMachine(RuleBasedStateMachine):
     store_kind = "memory"
     redis_url = ""
@@ -77,7 +71,7 @@ class BucketMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.clock = Clock()
+        self.clock = Clock(1_000_000.0)
         if self.store_kind == "memory":
             self.store = MemoryTokenBuckets(self.clock)
         else:

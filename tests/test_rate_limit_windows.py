@@ -27,6 +27,8 @@ from fluxus._rate_limit._memory_windows import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _clock import Clock
+
 STORES = {
     "fixed-window": (MemoryFixedWindows, limits.strategies.FixedWindowRateLimiter),
     "sliding-window-counter": (
@@ -51,16 +53,6 @@ CALLS = st.lists(
 )
 
 
-class FakeClock:
-    """Seconds on a clock that moves only when told (a realistic Unix time)."""
-
-    def __init__(self, start: float) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def limits_take(limiter: Any, key: str, items: Any, cost: int) -> bool:
     """What fluxus did with limits' strategies: test every item, then hit each."""
     if not (len(items) == 1 and cost == 1) and not all(
@@ -77,7 +69,7 @@ def limits_take(limiter: Any, key: str, items: Any, cost: int) -> bool:
 def test_memory_windows_admit_what_limits_admits(
     strategy: str, rate: str, calls: list[tuple[int, str, int]], start_ms: int
 ) -> None:
-    clock = FakeClock(1_764_460_800.0 + start_ms / 1000)
+    clock = Clock(1_764_460_800.0 + start_ms / 1000)
     fake_time = types.SimpleNamespace(time=clock)
     items = tuple(limits.parse_many(rate))
     ours, theirs = STORES[strategy]
@@ -111,7 +103,7 @@ def test_memory_windows_admit_what_limits_admits(
 def test_a_refused_call_waits_until_a_call_would_be_admitted(strategy: str) -> None:
     # The wait reported is the time until the window has room (at least
     # 1 ms): waiting it, the call is admitted, and not much sooner.
-    clock = FakeClock(1_764_460_800.25)
+    clock = Clock(1_764_460_800.25)
     items = tuple(limits.parse_many("3 per 2 seconds"))
     store = STORES[strategy][0](clock)
     for _ in range(3):
@@ -127,7 +119,7 @@ def test_a_refused_call_waits_until_a_call_would_be_admitted(strategy: str) -> N
 
 @pytest.mark.parametrize("strategy", sorted(STORES))
 def test_ended_windows_are_swept_and_open_ones_kept(strategy: str) -> None:
-    clock = FakeClock(1_764_460_800.0)
+    clock = Clock(1_764_460_800.0)
     store = STORES[strategy][0](clock)
     store._SWEEP_EVERY = store._until_sweep = 8
     items = (limits.RateLimitItemPerSecond(2), limits.RateLimitItemPerMinute(3))
