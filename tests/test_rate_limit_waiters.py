@@ -19,19 +19,31 @@ def unique() -> str:
     return f"waiters-{uuid.uuid4().hex[:8]}"
 
 
+async def admit(
+    limiter: fluxus.RateLimiter, admitted: list[tuple[int, float]], i: int
+) -> None:
+    """Take a permit; record waiter *i* and when it was admitted."""
+    await limiter.acquire_async()
+    admitted.append((i, time.monotonic()))
+
+
+async def wait(woken: list[str], name: str, ticket: _queue.Ticket) -> None:
+    """Wait on *ticket*'s slot; record *name* once woken."""
+    await ticket.wait_async(1.0)
+    woken.append(name)
+
+
 def test_thousands_of_waiters_are_admitted_in_order_and_never_early():
     count, rate = 3000, 10_000.0  # the last slot is due 0.3 s after the first
     limiter = fluxus.rate_limit(rate, burst=1, timeout=None, name=unique())
     admitted: list[tuple[int, float]] = []
 
-    async def waiter(i: int) -> None:
-        await limiter.acquire_async()
-        admitted.append((i, time.monotonic()))
-
     async def main() -> tuple[float, int, list[bool]]:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        tasks = [asyncio.ensure_future(waiter(i)) for i in range(count)]
+        tasks = [
+            asyncio.ensure_future(admit(limiter, admitted, i)) for i in range(count)
+        ]
         await asyncio.sleep(0)  # every waiter has reserved its slot
         # one timer for the key, not one per waiter (asyncio's own heap)
         timers = len(loop._scheduled)  # type: ignore[attr-defined]
@@ -58,15 +70,11 @@ def test_a_slot_reserved_out_of_order_is_woken_in_order():
     bucket = (Bucket(0.1, 1),)
     woken: list[str] = []
 
-    async def wait(name: str, ticket: object) -> None:
-        await ticket.wait_async(1.0)  # type: ignore[attr-defined]
-        woken.append(name)
-
     async def main() -> None:
         now = time.monotonic()
         later = waiters.join("k", 0.2, 1, bucket, now + 0.2)
         sooner = waiters.join("k", 0.1, 1, bucket, now + 0.1)
-        await asyncio.gather(wait("later", later), wait("sooner", sooner))
+        await asyncio.gather(wait(woken, "later", later), wait(woken, "sooner", sooner))
 
     asyncio.run(main())
     assert ["sooner", "later"] == woken
@@ -79,16 +87,14 @@ def test_slots_moved_forward_past_unmoved_ones_are_woken_first():
     long, short = (Bucket(0.5, 1),), (Bucket(0.1, 1),)
     woken: list[str] = []
 
-    async def wait(name: str, ticket: object) -> None:
-        await ticket.wait_async(1.0)  # type: ignore[attr-defined]
-        woken.append(name)
-
     async def main() -> None:
         now = time.monotonic()
         unmoved = waiters.join("k", 0.3, 1, short, now + 0.3)
         leaving = waiters.join("k", 0.35, 1, long, now + 0.35)
         moved = waiters.join("k", 0.6, 1, short, now + 0.6)
-        both = asyncio.gather(wait("unmoved", unmoved), wait("moved", moved))
+        both = asyncio.gather(
+            wait(woken, "unmoved", unmoved), wait(woken, "moved", moved)
+        )
         await asyncio.sleep(0)
         assert waiters.leave(leaving)
         assert not waiters.leave(leaving)  # once only
@@ -147,13 +153,11 @@ def test_waiters_cancelled_together_move_the_rest_forward_in_one_pass(monkeypatc
     limiter = fluxus.rate_limit(rate, burst=1, timeout=None, name=unique())
     admitted: list[tuple[int, float]] = []
 
-    async def waiter(i: int) -> None:
-        await limiter.acquire_async()
-        admitted.append((i, time.monotonic()))
-
     async def main() -> float:
         started = time.monotonic()
-        tasks = [asyncio.ensure_future(waiter(i)) for i in range(count)]
+        tasks = [
+            asyncio.ensure_future(admit(limiter, admitted, i)) for i in range(count)
+        ]
         await asyncio.sleep(0)  # every waiter has reserved its slot
         for task in tasks[1 : count // 2 + 1]:
             task.cancel()

@@ -359,14 +359,7 @@ class Waiters:
         """Move *key*'s later waiters forward now (the lock held)."""
         moves = self._settle(key)
         if moves is not None:
-            # Waking takes no lock of ours: a thread is woken by its event,
-            # an alarm is re-armed by its loop, later (this lock is held).
-            woken, alarms = moves
-            for other in woken:
-                other.wake()
-            for alarm in alarms:
-                with contextlib.suppress(RuntimeError):  # its loop is closed
-                    alarm.loop.call_soon_threadsafe(alarm.rearm)
+            _wake(*moves, locked=True)
 
     def _settle_later(self, key: str) -> None:
         with self.lock:
@@ -433,17 +426,22 @@ def _move_forward(
     return alarms, woken, moved < kept
 
 
-def _wake(woken: list[Ticket], alarms: set[_Alarm]) -> None:
-    """Wake the waiters moved forward and re-arm their alarms (no lock held)."""
+def _wake(woken: list[Ticket], alarms: set[_Alarm], *, locked: bool = False) -> None:
+    """Wake the waiters moved forward and re-arm their alarms.
+
+    Waking takes no lock of :class:`Waiters`: a thread or trio waiter is
+    woken by its event. Re-arming an alarm does; with that lock *locked*
+    (held by this thread) the alarm's loop re-arms it later, else now if
+    this is its loop's thread.
+    """
     for other in woken:
         other.wake()
     for alarm in alarms:
-        _rearm(alarm)
-
-
-def _rearm(alarm: _Alarm) -> None:
-    """Have *alarm* ring at its first slot, from whichever thread."""
-    _call(alarm.loop, alarm.rearm)
+        if locked:
+            with contextlib.suppress(RuntimeError):  # its loop is closed
+                alarm.loop.call_soon_threadsafe(alarm.rearm)
+        else:
+            _call(alarm.loop, alarm.rearm)
 
 
 def _release(future: asyncio.Future[bool] | None) -> None:
