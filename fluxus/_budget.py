@@ -9,9 +9,10 @@ multiplying the load on it.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable
+
+from fluxus._mutex import Mutex
 
 WINDOW_SECONDS = 10
 
@@ -43,7 +44,7 @@ class RetryBudget:
             msg = f"clock must be a callable returning seconds, got {clock!r}"
             raise TypeError(msg)
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = Mutex()
         # One bucket per second: [second, first attempts, retries].
         self._buckets = [[-1, 0, 0] for _ in range(WINDOW_SECONDS)]
 

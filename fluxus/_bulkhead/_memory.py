@@ -17,6 +17,7 @@ import threading
 from typing import Final
 
 from fluxus._aio import running_trio
+from fluxus._mutex import Mutex
 
 from ._core import RUN, WAIT, Slots
 
@@ -111,7 +112,7 @@ class MemoryCompartment:
     remote = False
 
     def __init__(self, max_concurrent: int, max_waiting: int) -> None:
-        self._lock = threading.Lock()
+        self._lock = Mutex()
         self._slots: Slots[_Ticket] = Slots(max_concurrent, max_waiting)
 
     @property

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable, Sequence
+
+from fluxus._mutex import Mutex
 
 from ._gcra import ADMITTED, Bucket, Reservation, convert, reserve, sooner
 from ._queue import Ticket, Waiters
@@ -25,7 +26,7 @@ class MemoryTokenBuckets:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._monotonic = clock is time.monotonic
-        self._lock = threading.Lock()
+        self._lock = Mutex()
         # key -> (the buckets the TATs belong to, one TAT per bucket)
         self._state: dict[str, tuple[Sequence[Bucket], list[float]]] = {}
         self._until_sweep = self._SWEEP_EVERY

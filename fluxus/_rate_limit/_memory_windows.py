@@ -26,11 +26,12 @@ per item.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from fluxus._mutex import Mutex
 
 from ._gcra import ADMITTED, Reservation
 from ._windows import sliding_window_wait
@@ -55,7 +56,7 @@ class _MemoryWindows:
     MONOTONIC: ClassVar[bool] = True
 
     def __init__(self, clock: Callable[[], float] | None = None) -> None:
-        self._lock = threading.Lock()
+        self._lock = Mutex()
         self._clock = clock or (time.monotonic if self.MONOTONIC else time.time)
         # (amount, period) -> key -> state: one dict per item, so an entry is
         # keyed by the caller's own key string (no tuple per key: 64 bytes
