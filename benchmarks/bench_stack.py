@@ -15,7 +15,12 @@ Then, from 1, 8, 32 and 64 threads at once (``--threads``), the sync stack
 against tenacity alone with the no-op function (the goal: at least
 tenacity's throughput at each count), and against the bare function with a
 function that sleeps 1 ms (the goal: at least 0.7x the bare throughput at
-32 and 64 threads, with no call failing).
+32 and 64 threads, with no call failing). Beside them, "hand-off floor": the
+callee handed to a thread of the caller's own through two pipes and
+nothing else (no deadline, no context, no other layer). A deadline that
+holds for a callee blocked in a worker thread's ``time.sleep`` or socket
+read needs the call in another thread, so this is the most any sync
+stack with such a deadline can serve on the machine.
 
 Run with ``tox -e bench`` or ``python benchmarks/bench_stack.py``.
 """
@@ -23,7 +28,10 @@ Run with ``tox -e bench`` or ``python benchmarks/bench_stack.py``.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -95,6 +103,49 @@ def tenacity_alone(fn):
     )(fn)
 
 
+class _Floor:
+    """A caller's own thread and pipes; signals keep the GIL (libc writes)."""
+
+    write = ctypes.PyDLL(None).write
+
+    def __init__(self):
+        self.go_r, self.go_w = os.pipe()
+        self.done_r, self.done_w = os.pipe()
+        self.job = self.result = None
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        go_r, done_w = self.go_r, self.done_w
+        while os.read(go_r, 1):
+            self.result = self.job()
+            self.write(done_w, b"d", 1)
+        for fd in (go_r, self.done_r, done_w):
+            os.close(fd)
+
+    def call(self, func):
+        self.job = func
+        self.write(self.go_w, b"g", 1)
+        os.read(self.done_r, 1)
+        return self.result
+
+    def __del__(self):
+        os.close(self.go_w)  # the thread reads the end of the pipe and exits
+
+
+def hand_off_floor(func):
+    """*func* run in a thread of the caller's own: the floor of any hand-off."""
+    seats = threading.local()
+
+    def call():
+        try:
+            floor = seats.floor
+        except AttributeError:
+            floor = seats.floor = _Floor()
+        return floor.call(func)
+
+    return call
+
+
 def threads_section(counts, rounds, seconds):
     """The sync stack's throughput from many threads, no-op and 1 ms callee."""
     lines = []
@@ -104,6 +155,10 @@ def threads_section(counts, rounds, seconds):
                 "bare call": callee,
                 "tenacity.retry": tenacity_alone(callee),
                 "fluxus.stack (5)": fluxus.stack(*five())(callee),
+                "fluxus.stack, coop": fluxus.stack(
+                    *five(timeout_strategy="cooperative")
+                )(callee),
+                "hand-off floor": hand_off_floor(callee),
             }
             medians, failed = compare_throughput(
                 contenders, threads, rounds=rounds, seconds=seconds
