@@ -303,33 +303,30 @@ class Worker:
         A done signal left unread by an earlier, interrupted caller (or that
         of a call nobody waits for) wakes the wait once and is dropped.
         """
+        hub = self.hub
         try:
-            return self._wait(ticket, now, deadline)
-        finally:
-            hub = self.hub
-            hub.left = next(hub.exits)
-
-    def _wait(self, ticket: int, now: float, deadline: float) -> bool:
-        poll = self.poller.poll
-        left = deadline - now
-        while left > 0:
-            if left >= 0.001:  # noqa: PLR2004 - poll() counts whole milliseconds
-                # Rounded down: poll() must never wait past the deadline.
-                ready = poll(min(int(left * 1000.0), _MAX_POLL_MS))
-            else:
-                time.sleep(left)
-                ready = poll(0)
-            if ready:
-                # Every signal there, stale ones too: never blocks, as poll()
-                # saw one. The ticket, not the signal, says whose call ended.
-                if self.keep:
-                    IO.read(self.done_r, IO.buffer, _DRAIN)  # type: ignore[union-attr]
+            poll = self.poller.poll
+            left = deadline - now
+            while left > 0:
+                if left >= 0.001:  # noqa: PLR2004 - poll() counts whole milliseconds
+                    # Rounded down: poll() must never wait past the deadline.
+                    ready = poll(min(int(left * 1000.0), _MAX_POLL_MS))
                 else:
-                    os.read(self.done_r, _DRAIN)
-                if self.served == ticket:
-                    return True
-            left = deadline - monotonic()
-        return self.served == ticket
+                    time.sleep(left)
+                    ready = poll(0)
+                if ready:
+                    # Every signal there, stale ones too: never blocks, as poll()
+                    # saw one. The ticket, not the signal, says whose call ended.
+                    if self.keep:
+                        IO.read(self.done_r, IO.buffer, _DRAIN)  # type: ignore[union-attr]
+                    else:
+                        os.read(self.done_r, _DRAIN)
+                    if self.served == ticket:
+                        return True
+                left = deadline - monotonic()
+            return self.served == ticket
+        finally:
+            hub.left = next(hub.exits)  # counted out of the hand-offs
 
     def outcome(self) -> tuple[Any, BaseException | None, float]:
         """Return and forget the call's result, exception and end time."""
