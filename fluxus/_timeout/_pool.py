@@ -89,11 +89,6 @@ class _Io:
         self.buffer = ctypes.create_string_buffer(_DRAIN)
 
 
-def _unsent(_fd: int, _data: bytes, _size: int) -> int:
-    """Stand in for the GIL-keeping write where there is none: send nothing."""
-    return -1
-
-
 def _io() -> _Io | None:
     if os.name != "posix":  # pragma: no cover - pipes of another kind
         return None
@@ -260,21 +255,19 @@ class Worker:
         deadline: float,
     ) -> int:
         """Hand a call to the thread (caller side); return the call's ticket."""
-        hub = self.hub
-        # Callers in a hand-off now, this one included (wait() counts it out).
-        busy = next(hub.entries) - hub.left
-        self.keep = keep = IO is not None and busy > 1
+        # The workers in a hand-off now, this one included (wait() takes it
+        # out). A set: add and discard are single steps under the GIL, and a
+        # worker left in it by an interrupted call is taken out by its next.
+        busy = self.hub.busy
+        busy.add(self)
+        self.keep = keep = IO is not None and len(busy) > 1
         if cpu_of_caller is not None and self.cpu != NEVER_PINNED:
             self._follow(cpu_of_caller())
         ticket = next(self.tickets)
         # One step: a GO signal makes the thread take whatever job is set.
         self.job = (func, args, kwargs, context, deadline, ticket)
-        try:
-            if not keep or IO.write(self.go_w, _GO, 1) != 1:  # type: ignore[union-attr]
-                os.write(self.go_w, _GO)  # raises what went wrong, if anything
-        except BaseException:
-            hub.left = next(hub.exits)
-            raise
+        if not keep or IO.write(self.go_w, _GO, 1) != 1:  # type: ignore[union-attr]
+            os.write(self.go_w, _GO)  # raises what went wrong, if anything
         return ticket
 
     def _follow(self, cpu: int) -> None:
@@ -303,7 +296,6 @@ class Worker:
         A done signal left unread by an earlier, interrupted caller (or that
         of a call nobody waits for) wakes the wait once and is dropped.
         """
-        hub = self.hub
         try:
             poll = self.poller.poll
             left = deadline - now
@@ -326,7 +318,7 @@ class Worker:
                 left = deadline - monotonic()
             return self.served == ticket
         finally:
-            hub.left = next(hub.exits)  # counted out of the hand-offs
+            self.hub.busy.discard(self)
 
     def outcome(self) -> tuple[Any, BaseException | None, float]:
         """Return and forget the call's result, exception and end time."""
@@ -367,7 +359,6 @@ class Worker:
                 return
             self.running = True
         read, write, publish = os.read, os.write, DEADLINE.set
-        io_write = IO.write if IO is not None else _unsent
         while read(self.go_r, 1) == _GO:
             # Taken in one step: a start() interrupted before its GO left a
             # job a later start() replaced; that GO then finds none.
@@ -386,7 +377,9 @@ class Worker:
             self.ended = monotonic()
             del func, args, kwargs, context
             kept = hub.finish(self, ticket)
-            if kept is None and (not self.keep or io_write(self.done_w, _GO, 1) != 1):
+            if kept is None and (
+                not self.keep or IO.write(self.done_w, _GO, 1) != 1  # type: ignore[union-attr]
+            ):
                 write(self.done_w, _GO)
             for give_back in kept or ():
                 give_back()
@@ -431,12 +424,8 @@ class Hub:
         self.local = threading.local()
         self.generation = 0
         self.workers: weakref.WeakSet[Worker] = weakref.WeakSet()
-        # Callers in a hand-off: entries minus exits. Counted without a lock
-        # (next() on a count is one step); ``left`` is the last exit seen, so
-        # racing writers can leave it a little behind, never drifting.
-        self.entries = itertools.count(1)
-        self.exits = itertools.count(1)
-        self.left = 0
+        #: The workers whose callers are in a hand-off (see Worker.start).
+        self.busy: set[Worker] = set()
 
     def take(self) -> Worker:
         """Return the calling thread's worker, seating one if it has none."""
@@ -531,7 +520,7 @@ class Hub:
         self.lock = threading.Lock()
         self.generation += 1
         self.local = threading.local()
-        self.entries, self.exits, self.left = itertools.count(1), itertools.count(1), 0
+        self.busy = set()
         self.idle = []
         for worker in list(self.workers):
             worker.close()
