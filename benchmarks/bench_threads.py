@@ -23,6 +23,7 @@ import resource
 import statistics
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import fluxus
 
-from _harness import compare_throughput
+from _harness import compare_throughput, throughput
 
 fluxus.instrumentation.set_hooks([])
 
@@ -82,24 +83,13 @@ def contenders() -> dict[str, Callable[[], object]]:
     }
 
 
-def switches_per_call(fn: Callable[[], object], threads: int, calls: int) -> float:
-    """Voluntary switches per call, each thread counting its own (Linux)."""
-    counted: list[int] = []
-    gate = threading.Barrier(threads)
-
-    def run() -> None:
-        gate.wait()
-        before = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
-        for _ in range(calls):
-            fn()
-        counted.append(resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw - before)
-
-    pool = [threading.Thread(target=run) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    return sum(counted) / (threads * calls)
+def switches_per_call(fn: Callable[[], object], threads: int, seconds: float) -> float:
+    """Voluntary switches of the whole process per call, over one throughput run."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+    started = time.perf_counter()
+    rate, _ = throughput(fn, threads, seconds)
+    calls = rate * (time.perf_counter() - started)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - before) / calls
 
 
 def main() -> int:
@@ -108,7 +98,6 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=0.3)
     parser.add_argument("--threads", default="1,8,64")
     args = parser.parse_args()
-    per_thread = hasattr(resource, "RUSAGE_THREAD")
     for threads in [int(n) for n in args.threads.split(",") if n]:
         policies = contenders()
         medians, failed = compare_throughput(
@@ -120,15 +109,9 @@ def main() -> int:
             f"{'switches/call':>15}{'failed':>8}"
         )
         for name, rate in medians.items():
-            switches = (
-                statistics.median(
-                    switches_per_call(
-                        policies[name], threads, max(2_000, 40_000 // threads)
-                    )
-                    for _ in range(3)
-                )
-                if per_thread
-                else float("nan")
+            switches = statistics.median(
+                switches_per_call(policies[name], threads, args.seconds)
+                for _ in range(3)
             )
             print(
                 f"  {name:<24}{rate:>12,.0f}{1e6 / rate:>10.2f}"

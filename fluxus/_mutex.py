@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import threading
 import time
-from types import TracebackType
 
 #: How long a caller that found the mutex taken sleeps before trying again.
 NAP_SECONDS = 2e-5
@@ -47,10 +46,5 @@ class Mutex:
         if not self._try(False):  # noqa: FBT003 - the fastest call
             self.acquire()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.release()
