@@ -216,7 +216,7 @@ class MemoryFixedWindows(_MemoryWindows):
         state[1] += cost
 
     def _ended(self, item: tuple[int, int], state: Any, now: float) -> bool:
-        return bool(state[0] <= now)
+        return self._over(state, now)  # a window that has ended is all it holds
 
 
 class MemorySlidingWindowCounters(_MemoryWindows):
@@ -234,8 +234,8 @@ class MemorySlidingWindowCounters(_MemoryWindows):
         period = item.get_expiry()
         # limits' keys: the windows of now and of a period ago
         current, previous = int(now / period), int((now - period) / period)
-        before = _count(state, previous)
-        now_count = _count(state, current)
+        before = _count_in(state, previous)
+        now_count = _count_in(state, current)
         before_ttl = (1 - ((now - period) / period) % 1) * period if before else 0.0
         weighted = before * before_ttl / period + now_count
         if math.floor(weighted) + cost <= item.amount:
@@ -260,7 +260,7 @@ class MemorySlidingWindowCounters(_MemoryWindows):
         return bool(state[0] < int((now - period) / period))
 
 
-def _count(state: list[int], window: int) -> int:
+def _count_in(state: list[int], window: int) -> int:
     """Return the count *state* holds for *window* (0 if it holds none)."""
     if state[0] == window:
         return state[1]
