@@ -1543,6 +1543,25 @@ def test_a_worker_follows_its_callers_cpu_and_is_released_when_abandoned():
 
 
 @pinning
+def test_a_worker_started_by_a_pinned_worker_is_released_to_every_cpu():
+    # A thread starts with its creator's CPUs: a worker seated by a call in
+    # another worker (nested timeouts) was born on that worker's one CPU.
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs")
+    inner = fluxus.timeout(5.0)(lambda: "ok")
+
+    def nested() -> _pool.Worker:
+        assert "ok" == inner()
+        seated: _pool.Worker = _pool.HUB.local.seat.worker
+        return seated
+
+    worker = fluxus.timeout(5.0)(nested)()
+    assert len(os.sched_getaffinity(worker.thread_id)) == 1  # pinned now
+    worker.release()
+    assert os.sched_getaffinity(0) == os.sched_getaffinity(worker.thread_id)
+
+
+@pinning
 def test_a_worker_that_cannot_be_pinned_stops_trying(monkeypatch):
     fn = fluxus.timeout(1.0)(lambda: "ok")
     tries = []

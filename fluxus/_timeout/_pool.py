@@ -229,7 +229,12 @@ class Worker:
         self.thread_id = thread.native_id or 0
         pinnable = cpu_of_caller is not None and self.thread_id
         self.cpu = ANY_CPU if pinnable else NEVER_PINNED
-        self.cpus: set[int] = set()
+        # The CPUs it may run on when not following a caller (taken at its
+        # first pinning). A thread starts with its creator's CPUs: one seated
+        # by a call in another worker gets that worker's own, not the one CPU
+        # it is pinned to now.
+        creator: Worker | None = getattr(hub.local, "serving", None)
+        self.cpus: set[int] = set(creator.cpus) if creator is not None else set()
 
     def _unborn(self) -> None:
         """Undo a start that failed, or was interrupted, before it returned.
@@ -358,6 +363,7 @@ class Worker:
             if self.running is None:  # its start failed: the pipes are closed
                 return
             self.running = True
+        hub.local.serving = self  # what a worker it seats inherits (__init__)
         read, write, publish = os.read, os.write, DEADLINE.set
         while read(self.go_r, 1) == _GO:
             # Taken in one step: a start() interrupted before its GO left a
